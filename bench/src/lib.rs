@@ -1,0 +1,1 @@
+//! `bench`: the tools that prove Helios's figures on any machine.

@@ -1,0 +1,356 @@
+//! The OpenRTB 2.6 bid request as the bidder reads it, borrowing from the request buffer.
+//!
+//! Only fields the bidder uses are decoded; every other field is skipped. Lists are bounded
+//! (see [`crate::bounded`]); numbers keep their OpenRTB types until validation turns prices into
+//! [`crate::Micros`]. This module holds data only: rules live in [`crate::validate`].
+
+use serde::Deserialize;
+
+use crate::bounded::{BlockList, Capped};
+use crate::str::Str;
+
+/// Most imps one request may carry; more is refused by validation.
+pub const MAX_IMPS: usize = 8;
+/// Entries kept per block list (`bcat`, `badv`, `bapp`); more is refused by validation.
+pub const MAX_BLOCKS: usize = 256;
+
+/// Marks that an object was present (`native`, `audio`) without decoding its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Present;
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BidRequest<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub imp: Capped<Imp<'a>, MAX_IMPS>,
+    #[serde(borrow, default)]
+    pub site: Option<Site<'a>>,
+    #[serde(borrow, default)]
+    pub app: Option<App<'a>>,
+    #[serde(borrow, default)]
+    pub device: Option<Device<'a>>,
+    #[serde(borrow, default)]
+    pub user: Option<User<'a>>,
+    #[serde(borrow, default)]
+    pub regs: Option<Regs<'a>>,
+    #[serde(borrow, default)]
+    pub source: Option<Source<'a>>,
+    /// Milliseconds the exchange waits for our answer, network included.
+    #[serde(default)]
+    pub tmax: Option<u32>,
+    /// Auction type: 1 first price, 2 second price plus (the default), >500 exchange-specific.
+    #[serde(default)]
+    pub at: Option<u32>,
+    #[serde(borrow, default)]
+    pub cur: Capped<Str<'a>, 8>,
+    #[serde(default)]
+    pub bcat: BlockList<MAX_BLOCKS>,
+    #[serde(default)]
+    pub badv: BlockList<MAX_BLOCKS>,
+    #[serde(default)]
+    pub bapp: BlockList<MAX_BLOCKS>,
+    #[serde(borrow, default)]
+    pub wseat: Capped<Str<'a>, 16>,
+    #[serde(default)]
+    pub test: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Imp<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(default)]
+    pub banner: Option<Banner>,
+    #[serde(borrow, default)]
+    pub video: Option<Video<'a>>,
+    #[serde(default)]
+    pub native: Option<Present>,
+    #[serde(default)]
+    pub audio: Option<Present>,
+    #[serde(default)]
+    pub bidfloor: Option<f64>,
+    #[serde(borrow, default)]
+    pub bidfloorcur: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub tagid: Option<Str<'a>>,
+    #[serde(default)]
+    pub secure: Option<u8>,
+    #[serde(borrow, default)]
+    pub pmp: Option<Pmp<'a>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Format {
+    #[serde(default)]
+    pub w: u32,
+    #[serde(default)]
+    pub h: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Banner {
+    #[serde(default)]
+    pub w: Option<u32>,
+    #[serde(default)]
+    pub h: Option<u32>,
+    #[serde(default)]
+    pub format: Capped<Format, 16>,
+    /// Blocked creative attributes (OpenRTB/AdCOM list).
+    #[serde(default)]
+    pub battr: Capped<u16, 32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Video<'a> {
+    #[serde(borrow, default)]
+    pub mimes: Capped<Str<'a>, 8>,
+    #[serde(default)]
+    pub minduration: Option<u32>,
+    #[serde(default)]
+    pub maxduration: Option<u32>,
+    #[serde(default)]
+    pub protocols: Capped<u16, 16>,
+    #[serde(default)]
+    pub w: Option<u32>,
+    #[serde(default)]
+    pub h: Option<u32>,
+    #[serde(default)]
+    pub battr: Capped<u16, 32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Pmp<'a> {
+    #[serde(default)]
+    pub private_auction: Option<u8>,
+    #[serde(borrow, default)]
+    pub deals: Capped<Deal<'a>, 4>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Deal<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(default)]
+    pub bidfloor: Option<f64>,
+    #[serde(borrow, default)]
+    pub bidfloorcur: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub wseat: Capped<Str<'a>, 4>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Publisher<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Site<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub domain: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub cat: Capped<Str<'a>, 16>,
+    #[serde(borrow, default)]
+    pub page: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub publisher: Option<Publisher<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct App<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub bundle: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub domain: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub cat: Capped<Str<'a>, 16>,
+    #[serde(borrow, default)]
+    pub publisher: Option<Publisher<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Geo<'a> {
+    /// ISO-3166-1 alpha-3.
+    #[serde(borrow, default)]
+    pub country: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub region: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub city: Option<Str<'a>>,
+    #[serde(default)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    pub lon: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Device<'a> {
+    #[serde(borrow, default)]
+    pub ua: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub ip: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub ipv6: Option<Str<'a>>,
+    #[serde(default)]
+    pub devicetype: Option<u8>,
+    #[serde(borrow, default)]
+    pub os: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub ifa: Option<Str<'a>>,
+    #[serde(default)]
+    pub lmt: Option<u8>,
+    #[serde(borrow, default)]
+    pub geo: Option<Geo<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Uid<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Eid<'a> {
+    #[serde(borrow, default)]
+    pub source: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub uids: Capped<Uid<'a>, 2>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Segment<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Data<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub segment: Capped<Segment<'a>, 16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UserExt<'a> {
+    /// OpenRTB 2.5 location of the TCF consent string.
+    #[serde(borrow, default)]
+    pub consent: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct User<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub buyeruid: Option<Str<'a>>,
+    /// TCF v2 consent string (2.6 location).
+    #[serde(borrow, default)]
+    pub consent: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub eids: Capped<Eid<'a>, 4>,
+    #[serde(borrow, default)]
+    pub data: Capped<Data<'a>, 4>,
+    #[serde(borrow, default)]
+    pub ext: Option<UserExt<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RegsExt<'a> {
+    #[serde(default)]
+    pub gdpr: Option<u8>,
+    #[serde(borrow, default)]
+    pub us_privacy: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Regs<'a> {
+    #[serde(default)]
+    pub coppa: Option<u8>,
+    #[serde(default)]
+    pub gdpr: Option<u8>,
+    #[serde(borrow, default)]
+    pub us_privacy: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub gpp: Option<Str<'a>>,
+    #[serde(default)]
+    pub gpp_sid: Capped<u16, 16>,
+    #[serde(borrow, default)]
+    pub ext: Option<RegsExt<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SchainNode<'a> {
+    #[serde(borrow, default)]
+    pub asi: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub sid: Option<Str<'a>>,
+    #[serde(default)]
+    pub hp: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SupplyChain<'a> {
+    #[serde(default)]
+    pub complete: Option<u8>,
+    #[serde(borrow, default)]
+    pub nodes: Capped<SchainNode<'a>, 8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SourceExt<'a> {
+    #[serde(borrow, default)]
+    pub schain: Option<SupplyChain<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Source<'a> {
+    #[serde(borrow, default)]
+    pub tid: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub schain: Option<SupplyChain<'a>>,
+    /// OpenRTB 2.5 location of the supply chain.
+    #[serde(borrow, default)]
+    pub ext: Option<SourceExt<'a>>,
+}
+
+impl<'a> BidRequest<'a> {
+    /// `regs.gdpr`, falling back to the 2.5 `regs.ext.gdpr`.
+    pub fn gdpr(&self) -> Option<u8> {
+        let r = self.regs.as_ref()?;
+        r.gdpr.or_else(|| r.ext.as_ref().and_then(|e| e.gdpr))
+    }
+    /// `user.consent`, falling back to the 2.5 `user.ext.consent`.
+    pub fn consent(&self) -> Option<&str> {
+        let u = self.user.as_ref()?;
+        u.consent
+            .as_deref()
+            .or_else(|| u.ext.as_ref().and_then(|e| e.consent.as_deref()))
+    }
+    /// `regs.us_privacy`, falling back to the 2.5 `regs.ext.us_privacy`.
+    pub fn us_privacy(&self) -> Option<&str> {
+        let r = self.regs.as_ref()?;
+        r.us_privacy
+            .as_deref()
+            .or_else(|| r.ext.as_ref().and_then(|e| e.us_privacy.as_deref()))
+    }
+    /// `source.schain`, falling back to the 2.5 `source.ext.schain`.
+    pub fn schain(&self) -> Option<&SupplyChain<'a>> {
+        let s = self.source.as_ref()?;
+        s.schain
+            .as_ref()
+            .or_else(|| s.ext.as_ref().and_then(|e| e.schain.as_ref()))
+    }
+}

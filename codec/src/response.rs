@@ -1,0 +1,278 @@
+//! Bid-response encoding into a buffer that is reused from one response to the next.
+//!
+//! [`ResponseEncoder::encode`] clears its buffer (keeping the capacity) and writes JSON by hand:
+//! once the buffer has grown to the largest response seen, encoding allocates nothing.
+//! [`parsed`] holds owned types to read a response back (tests, the exchange simulator).
+
+use crate::money::{Currency, Micros};
+
+/// One bid on one imp, borrowing everything from the decision and the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Bid<'r> {
+    pub id: &'r str,
+    pub impid: &'r str,
+    pub price: Micros,
+    pub adid: Option<&'r str>,
+    pub crid: &'r str,
+    pub cid: &'r str,
+    pub adomain: &'r [&'r str],
+    pub dealid: Option<&'r str>,
+    pub w: Option<u32>,
+    pub h: Option<u32>,
+    pub nurl: Option<&'r str>,
+    pub burl: Option<&'r str>,
+    pub lurl: Option<&'r str>,
+    pub adm: Option<&'r str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SeatBid<'r> {
+    pub seat: Option<&'r str>,
+    pub bid: &'r [Bid<'r>],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BidResponse<'r> {
+    pub id: &'r str,
+    pub bidid: Option<&'r str>,
+    pub cur: Currency,
+    pub seatbid: &'r [SeatBid<'r>],
+}
+
+/// Encodes responses into one buffer owned by the caller's core.
+#[derive(Debug)]
+pub struct ResponseEncoder {
+    buf: Vec<u8>,
+}
+
+impl ResponseEncoder {
+    /// `capacity`: bytes reserved up front (a typical response with markup fits in 4 KiB).
+    pub fn with_capacity(capacity: usize) -> Self {
+        ResponseEncoder {
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Encodes `r` and returns the JSON bytes, valid until the next call.
+    pub fn encode(&mut self, r: &BidResponse<'_>) -> &[u8] {
+        let out = &mut self.buf;
+        out.clear();
+        out.extend_from_slice(b"{\"id\":");
+        write_str(out, r.id);
+        if let Some(b) = r.bidid {
+            out.extend_from_slice(b",\"bidid\":");
+            write_str(out, b);
+        }
+        out.extend_from_slice(b",\"cur\":");
+        write_str(out, r.cur.as_str());
+        out.extend_from_slice(b",\"seatbid\":[");
+        for (i, sb) in r.seatbid.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            if let Some(s) = sb.seat {
+                out.extend_from_slice(b"\"seat\":");
+                write_str(out, s);
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"bid\":[");
+            for (j, b) in sb.bid.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_bid(out, b);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"]}");
+        &self.buf
+    }
+}
+
+fn write_bid(out: &mut Vec<u8>, b: &Bid<'_>) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, b.id);
+    out.extend_from_slice(b",\"impid\":");
+    write_str(out, b.impid);
+    out.extend_from_slice(b",\"price\":");
+    b.price.write_decimal(out);
+    for (k, v) in [
+        ("adid", b.adid),
+        ("crid", Some(b.crid)),
+        ("cid", Some(b.cid)),
+        ("dealid", b.dealid),
+    ] {
+        if let Some(v) = v {
+            write_key(out, k);
+            write_str(out, v);
+        }
+    }
+    if !b.adomain.is_empty() {
+        out.extend_from_slice(b",\"adomain\":[");
+        for (i, d) in b.adomain.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, d);
+        }
+        out.push(b']');
+    }
+    for (k, v) in [("w", b.w), ("h", b.h)] {
+        if let Some(v) = v {
+            write_key(out, k);
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+    }
+    for (k, v) in [
+        ("nurl", b.nurl),
+        ("burl", b.burl),
+        ("lurl", b.lurl),
+        ("adm", b.adm),
+    ] {
+        if let Some(v) = v {
+            write_key(out, k);
+            write_str(out, v);
+        }
+    }
+    out.push(b'}');
+}
+
+fn write_key(out: &mut Vec<u8>, k: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Writes `s` as a JSON string literal, escaping what JSON requires.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(c >> 4) as usize]);
+            out.push(HEX[(c & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Owned bid-response types for reading a response back.
+pub mod parsed {
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct BidResponse {
+        pub id: String,
+        #[serde(default)]
+        pub bidid: Option<String>,
+        #[serde(default)]
+        pub cur: Option<String>,
+        #[serde(default)]
+        pub seatbid: Vec<SeatBid>,
+        #[serde(default)]
+        pub nbr: Option<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct SeatBid {
+        #[serde(default)]
+        pub seat: Option<String>,
+        pub bid: Vec<Bid>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Bid {
+        pub id: String,
+        pub impid: String,
+        pub price: f64,
+        #[serde(default)]
+        pub adid: Option<String>,
+        #[serde(default)]
+        pub crid: Option<String>,
+        #[serde(default)]
+        pub cid: Option<String>,
+        #[serde(default)]
+        pub adomain: Vec<String>,
+        #[serde(default)]
+        pub dealid: Option<String>,
+        #[serde(default)]
+        pub w: Option<u32>,
+        #[serde(default)]
+        pub h: Option<u32>,
+        #[serde(default)]
+        pub nurl: Option<String>,
+        #[serde(default)]
+        pub burl: Option<String>,
+        #[serde(default)]
+        pub lurl: Option<String>,
+        #[serde(default)]
+        pub adm: Option<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_and_reads_back() {
+        let adomain = ["shoes.example"];
+        let bids = [Bid {
+            id: "b1",
+            impid: "1",
+            price: Micros(1_250_000),
+            adid: None,
+            crid: "cr\"7",
+            cid: "42",
+            adomain: &adomain,
+            dealid: Some("d1"),
+            w: Some(300),
+            h: Some(250),
+            nurl: Some("http://h/notice/win?p=${AUCTION_PRICE}"),
+            burl: None,
+            lurl: None,
+            adm: Some("<div>\n</div>"),
+        }];
+        let sb = [SeatBid {
+            seat: Some("helios"),
+            bid: &bids,
+        }];
+        let r = BidResponse {
+            id: "req\u{1}",
+            bidid: None,
+            cur: Currency::USD,
+            seatbid: &sb,
+        };
+        let mut enc = ResponseEncoder::with_capacity(1024);
+        let bytes = enc.encode(&r).to_vec();
+        let back: parsed::BidResponse = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.id, "req\u{1}");
+        let b = &back.seatbid[0].bid[0];
+        assert_eq!(b.price, 1.25);
+        assert_eq!(b.crid.as_deref(), Some("cr\"7"));
+        assert_eq!(
+            b.nurl.as_deref(),
+            Some("http://h/notice/win?p=${AUCTION_PRICE}")
+        );
+        assert_eq!(b.adm.as_deref(), Some("<div>\n</div>"));
+        assert_eq!(b.w, Some(300));
+    }
+}

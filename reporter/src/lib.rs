@@ -1,0 +1,1 @@
+//! `reporter`: turns the event stream into what an advertiser looks at.

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Starts and stops the real services Helios talks to, on loopback, as processes this script owns.
+#   scripts/services.sh start [redis|postgres|kafka ...]   (default: all three)
+#   scripts/services.sh stop  [...]
+#   scripts/services.sh status
+# State lives under $HELIOS_RUN/<service>; each service's PID is in $HELIOS_RUN/<service>.pid
+# and `stop` kills exactly that PID. Ports come from scripts/env.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/env.sh"
+mkdir -p "$HELIOS_RUN"
+
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+
+wait_port() { # name port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "services: $1 did not open port $2 within $3 s (log: $HELIOS_RUN/$1.log)" >&2
+  tail -20 "$HELIOS_RUN/$1.log" >&2 || true
+  return 1
+}
+
+alive() { [[ -f "$HELIOS_RUN/$1.pid" ]] && kill -0 "$(cat "$HELIOS_RUN/$1.pid")" 2>/dev/null; }
+
+start_redis() {
+  alive redis && return 0
+  mkdir -p "$HELIOS_RUN/redis"
+  redis-server --port "$HELIOS_REDIS_PORT" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis" \
+    --save "" --appendonly yes --daemonize no --maxclients 1000 >"$HELIOS_RUN/redis.log" 2>&1 &
+  echo $! >"$HELIOS_RUN/redis.pid"
+  wait_port redis "$HELIOS_REDIS_PORT" 10
+}
+
+start_postgres() {
+  alive postgres && return 0
+  local data="$HELIOS_RUN/postgres"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    mkdir -p "$data" && chown postgres:postgres "$data" && chmod 700 "$data"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$data" -A trust -U postgres >"$HELIOS_RUN/postgres.log" 2>&1
+  fi
+  chown postgres:postgres "$HELIOS_RUN/postgres.log" 2>/dev/null || touch "$HELIOS_RUN/postgres.log"
+  chown postgres:postgres "$HELIOS_RUN/postgres.log"
+  runuser -u postgres -- "$PGBIN/postgres" -D "$data" -p "$HELIOS_PG_PORT" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$data" -c max_connections=200 -c fsync=on \
+    -c shared_buffers=256MB >>"$HELIOS_RUN/postgres.log" 2>&1 &
+  echo $! >"$HELIOS_RUN/postgres.pid"
+  wait_port postgres "$HELIOS_PG_PORT" 30
+  local i
+  for ((i = 0; i < 50; i++)); do
+    psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -tAc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'helios') THEN
+    CREATE ROLE helios LOGIN PASSWORD 'helios' CREATEDB;
+  END IF;
+END \$\$;
+SQL
+  psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='helios'" | grep -q 1 ||
+    psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -qc "CREATE DATABASE helios OWNER helios"
+}
+
+start_kafka() {
+  alive kafka && return 0
+  mkdir -p "$HELIOS_RUN/kafka"
+  # Tansu joins a relative sqlite path onto its working directory: run it from its state dir.
+  (cd "$HELIOS_RUN/kafka" && exec tansu broker \
+    --listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" \
+    --storage-engine "sqlite://tansu.db" >"$HELIOS_RUN/kafka.log" 2>&1) &
+  echo $! >"$HELIOS_RUN/kafka.pid"
+  wait_port kafka "$HELIOS_KAFKA_PORT" 30
+}
+
+stop_one() {
+  local name=$1 pid
+  [[ -f "$HELIOS_RUN/$name.pid" ]] || return 0
+  pid=$(cat "$HELIOS_RUN/$name.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$HELIOS_RUN/$name.pid"
+}
+
+cmd=${1:-status}; shift || true
+names=("$@"); ((${#names[@]})) || names=(redis postgres kafka)
+case "$cmd" in
+  start) for n in "${names[@]}"; do "start_$n"; echo "services: $n up"; done ;;
+  stop) for n in "${names[@]}"; do stop_one "$n"; done; echo "services: stopped ${names[*]}" ;;
+  status) for n in "${names[@]}"; do alive "$n" && echo "$n: running (pid $(cat "$HELIOS_RUN/$n.pid"))" || echo "$n: stopped"; done ;;
+  *) echo "usage: $0 start|stop|status [redis|postgres|kafka ...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test: format and lint gates, unit/property/integration tests against real services
+# (started here, stopped by PID on exit), then the non-Rust checks that exist.
+#   scripts/test.sh              everything
+#   scripts/test.sh --lint-only  fmt + clippy
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+source scripts/env.sh
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+[[ "${1:-}" == "--lint-only" ]] && exit 0
+
+step "services (redis, postgres, kafka)"
+trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/services.sh start
+# Integration tests fail (never skip) when a service they need is missing.
+export HELIOS_REQUIRE_SERVICES=1
+
+step "cargo nextest (unit, property, integration)"
+cargo nextest run --workspace --locked --no-fail-fast
+step "doc tests"
+cargo test --workspace --locked --doc
+
+for extra in scripts/test.d/*.sh; do
+  [[ -e "$extra" ]] || continue
+  step "$extra"
+  bash "$extra"
+done
+step "all tests passed"
