@@ -10,12 +10,9 @@ TOOLS="$HELIOS_CACHE/tools"
 TANSU_VERSION=${TANSU_VERSION:-}   # empty = newest on crates.io at install time, pinned by --locked
 mkdir -p "$HELIOS_CACHE" "$TOOLS"
 
-APT_PACKAGES=(
-  cmake libcurl4-openssl-dev pkg-config libssl-dev zlib1g-dev   # rdkafka (cmake-build)
-  redis-server postgresql postgresql-contrib                       # profile truth, reporting store
-  haproxy prometheus                                               # gateway, metrics
-  wrk valgrind curl jq python3 procps iproute2 openssl             # bench and test tooling
-)
+here=$(cd "$(dirname "$0")" && pwd)
+# One package per line in scripts/apt/*.txt ('#' starts a comment).
+mapfile -t APT_PACKAGES < <(cat "$here"/apt/*.txt | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
