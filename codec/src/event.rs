@@ -247,6 +247,9 @@ pub struct Event {
     pub device_type: u8,
     /// Site domain or app bundle.
     pub site_or_app: InlineStr<64>,
+    /// The user's profile key, only with consent for personalised advertising ("" otherwise);
+    /// billing events use it to count frequency caps.
+    pub user_id: InlineStr<64>,
 }
 
 /// Why bytes could not be read as an [`Event`].
@@ -284,10 +287,11 @@ impl Event {
             country: [0; 3],
             device_type: 0,
             site_or_app: InlineStr::empty(),
+            user_id: InlineStr::empty(),
         }
     }
 
-    /// Serialises into `out` (cleared first). Runs on the producer thread, not the hot path.
+    /// Serialises with rkyv. Runs on the producer thread, not the hot path.
     pub fn to_bytes(&self) -> rkyv::util::AlignedVec {
         // Serialising a fixed-layout value cannot fail: there are no fallible fields.
         rkyv::to_bytes::<rancor::Error>(self).expect("a fixed-layout Event always serialises")

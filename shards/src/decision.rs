@@ -149,7 +149,7 @@ mod tests {
         let mut s = Shard::new(0, CompiledSet::parse(SET.as_bytes()).unwrap());
         let req = codec::decode_valid(json.as_bytes()).unwrap();
         let mut d = Decision::default();
-        s.decide(&req, None, &mut d);
+        s.decide(&req, None, 0, &mut d);
         d
     }
 
