@@ -64,11 +64,13 @@ impl Shard {
         &self.set
     }
 
-    /// Decides `req`. `profile` is `None` when there is no consent or no profile.
+    /// Decides `req` at wall-clock time `now_unix_ns`. `profile` is `None` when there is no
+    /// consent or no profile.
     pub fn decide(
         &mut self,
         req: &ValidRequest<'_>,
         _profile: Option<&dyn ProfileView>,
+        _now_unix_ns: u64,
         out: &mut Decision,
     ) {
         out.clear();
