@@ -28,8 +28,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Deepest nesting of arrays and objects accepted anywhere in a body, skipped values included.
 /// The decoder skips unknown values recursively (about 400 bytes of stack per level in a
-/// release build), so this bounds its stack use: decoding needs at most ~256 KiB of stack
-/// (tested in `tests/corpus.rs`). Real requests nest about 6 deep.
+/// release build), so this bounds its stack use: decoding fits a 512 KiB stack (tested in
+/// `tests/corpus.rs`). Real requests nest about 6 deep.
 pub const MAX_DEPTH: usize = 512;
 
 /// Why a body could not be turned into a [`BidRequest`].
