@@ -14,7 +14,8 @@
 //! record's (8-aligned, below 2^48 on x86-64 and AArch64 Linux). Readers stop at an empty slot or
 //! after the longest probe distance the writer ever used, so even a hostile id costs bounded time.
 //! The writer rebuilds the index (new table published by one pointer store, old one retired) when
-//! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 0.6 of the slots.
+//! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
+//! fit 2^24 slots, 128 MiB).
 //!
 //! Must never: let a reader see a freed record, allocate or lock on a lookup, or block a reader.
 
@@ -36,9 +37,9 @@ const PTR_BITS: u32 = 48;
 const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 const MIN_SLOTS: usize = 1024;
 
-/// Slots for `live` profiles so the load stays at or below 0.6.
+/// Slots for `live` profiles so the load stays at or below 5/8.
 fn slots_for(live: usize) -> usize {
-    (live.saturating_mul(5) / 3 + 1)
+    (live.saturating_mul(8) / 5 + 1)
         .next_power_of_two()
         .max(MIN_SLOTS)
 }
