@@ -253,9 +253,10 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
     let mut con = connect(&url);
     clean(&mut con, &ns);
     preload(&mut con, &ns, 200);
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let db = client.get_connection_info().redis_settings().db();
     let target: std::net::SocketAddr = {
-        let info = redis::Client::open(url.as_str()).expect("url");
-        let addr = info.get_connection_info().addr().to_string();
+        let addr = client.get_connection_info().addr().to_string();
         let hp = addr.trim_start_matches("redis://");
         std::net::ToSocketAddrs::to_socket_addrs(&hp)
             .ok()
@@ -263,7 +264,7 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
             .unwrap_or_else(|| panic!("resolvable Redis address: {addr}"))
     };
     let proxy = Proxy::start(target);
-    let (replicator, reader) = start(&config(&proxy.url(), &ns)).expect("start");
+    let (replicator, reader) = start(&config(&proxy.url(db), &ns)).expect("start");
     wait_for("loaded", 60, || reader.is_loaded());
     write_profile(&mut con, &ns, "u1", &[("seg", "1:1")]);
     wait_for("followed", 5, || {
