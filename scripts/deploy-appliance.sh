@@ -5,13 +5,17 @@
 
 da_start_appliance() { # binary name bind_addr bid_port admin_port logfile [netns]
   local bin=$1 name=$2 addr=$3 bid=$4 admin=$5 log=$6 ns=${7:-}
-  local cmd=("$bin" --listen "$addr:$bid" --admin-listen "$addr:$admin" --cores "${HELIOS_TEST_CORES:-0}")
-  [[ -n "$ns" ]] && cmd=(ip netns exec "$ns" "${cmd[@]}")
-  dl_start "helios_$name" "$log" env \
+  local pre=()
+  [[ -n "$ns" ]] && pre=(ip netns exec "$ns")
+  # HELIOS_<SECTION>_<KEY> overrides the appliance's TOML configuration key <section>.<key>.
+  dl_start "helios_$name" "$log" "${pre[@]}" env \
+    HELIOS_SERVER_LISTEN="$addr:$bid" \
+    HELIOS_ADMIN_LISTEN="$addr:$admin" \
+    HELIOS_SERVER_CORES="${HELIOS_TEST_CORES:-0}" \
+    HELIOS_SERVER_NODE="$name" \
     HELIOS_REDIS_URL="${DA_REDIS_URL:-$HELIOS_REDIS_URL}" \
     HELIOS_KAFKA_BROKERS="${DA_KAFKA_BROKERS:-$HELIOS_KAFKA_BROKERS}" \
-    HELIOS_NODE_ID="$name" \
-    "${cmd[@]}"
+    "$bin"
 }
 
 da_wait_ready() { # host admin_port seconds [netns]: until GET /readyz answers 200

@@ -75,9 +75,12 @@ dl_summary() { # prints the closing count and returns non-zero on any failure
   ((DL_FAIL == 0))
 }
 
-# The appliance binary, when it has been built: $HELIOS_BIN, else the workspace target dirs.
+# The appliance binary, when this tree has one and it has been built: $HELIOS_BIN, else the
+# workspace target dirs (shared between worktrees: a binary there counts only when this tree's
+# appliance crate has a main.rs).
 dl_find_helios() {
   local c
+  [[ -n "${HELIOS_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../appliance/src/main.rs" ]] || return 1
   for c in "${HELIOS_BIN:-}" "$CARGO_TARGET_DIR/release/helios" "$CARGO_TARGET_DIR/debug/helios"; do
     [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
   done
