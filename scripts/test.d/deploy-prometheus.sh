@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Prometheus tests:
-#   1. promtool check config / check rules / test rules on deploy/prometheus (and the Kubernetes copy).
+#   1. promtool check config / check rules / test rules on deploy/prometheus.
 #   2. A live scrape: this test's own Prometheus (1 s interval, own port and state dir) scrapes its own
 #      gateway (HAProxy exporter), the Redis and PostgreSQL exporters against the services `make test`
 #      started, and — when the `helios` binary exists — an appliance (per-core series). Every process
-#      started here is stopped by PID.
+#      started here is stopped by PID. Every query of the Grafana dashboard is run on it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -88,6 +88,14 @@ dl_check "Prometheus scrapes the gateway's exporter (up{job=haproxy})" 1 "$(q 'u
 dl_check "gateway series present (haproxy_frontend_http_requests_total{proxy=fe_public})" 1 "$(q 'count(haproxy_frontend_http_requests_total{proxy="fe_public"})')"
 dl_check "rule groups loaded and healthy" ok "$(curl -s "$P/api/v1/rules" | jq -r '[.data.groups[].rules[].health] | unique | join(",")')"
 dl_check "all alert rules loaded" "$(grep -hc '^ *- alert:' "$prom/rules/helios-alerts.yml")" "$(curl -s "$P/api/v1/rules?type=alert" | jq '[.data.groups[].rules[]] | length')"
+# Every query of the Grafana dashboard runs on this Prometheus without error.
+bad=0 n=0
+while IFS= read -r e; do
+  n=$((n + 1))
+  st=$(curl -s --get --data-urlencode "query=$e" "$P/api/v1/query" | jq -r .status)
+  [[ "$st" == success ]] || { bad=$((bad + 1)); echo "  query failed: $e"; }
+done < <(/usr/bin/python3 "$root/deploy/grafana/check_dashboard.py" "$root/deploy/grafana/helios-overview.json" --print-exprs)
+dl_check "all $n dashboard queries run on the live Prometheus" 0 "$bad"
 if ((services)); then
   dl_check "Prometheus scrapes the Redis exporter" 1 "$(q 'up{job="redis"}')"
   dl_check "Redis exporter reaches Redis (redis_up)" 1 "$(q 'redis_up')"
