@@ -9,8 +9,21 @@
 #               node in its own; the admin port then stays on the node's loopback).
 # No node at all → an empty backend: exchange routes answer 503 (the tests of the gateway's own
 # rules use that).
+#   deploy/haproxy/render-appliances.sh --dns NAME:PORT/ADMIN_PORT MAX
+# renders up to MAX servers from the addresses NAME resolves to (a Kubernetes headless Service:
+# one A record per ready pod), re-resolved at run time (`resolvers sys` in haproxy.cfg).
 set -euo pipefail
-nodes=${1:-${HELIOS_GW_APPLIANCES:-}}
+dns=""
+if [[ "${1:-}" == "--dns" ]]; then
+  dns=$2
+  max=${3:-32}
+  [[ "$dns" =~ ^([A-Za-z0-9_.-]+):([0-9]+)/([0-9]+)$ ]] || { echo "render-appliances: bad --dns '$dns' (want name:port/admin_port)" >&2; exit 2; }
+  dns_name=${BASH_REMATCH[1]} dns_port=${BASH_REMATCH[2]} dns_admin=${BASH_REMATCH[3]}
+  [[ "$max" =~ ^[1-9][0-9]*$ ]] || { echo "render-appliances: bad max '$max'" >&2; exit 2; }
+  nodes=""
+else
+  nodes=${1:-${HELIOS_GW_APPLIANCES:-}}
+fi
 cat <<'HEAD'
 # Rendered by deploy/haproxy/render-appliances.sh — do not edit.
 backend be_appliances
@@ -29,6 +42,10 @@ backend be_appliances
     timeout server 1s
     default-server inter 1s fastinter 250ms downinter 1s fall 2 rise 2 maxconn 2000 on-marked-down shutdown-sessions
 HEAD
+if [[ -n "$dns" ]]; then
+  printf '    server-template node 1-%d %s:%s check port %s resolvers sys init-addr none\n' \
+    "$max" "$dns_name" "$dns_port" "$dns_admin"
+fi
 i=0
 for node in $nodes; do
   i=$((i + 1))
