@@ -32,7 +32,7 @@ use shards::{CompiledSet, Decision, Shard};
 use crate::events::EventSink;
 use crate::gzip::{InflateError, Inflater};
 use crate::http::{self, HttpError, Limits, Method, Parsed};
-use crate::metrics::{CoreMetrics, Published};
+use crate::metrics::{CloseReason, CoreMetrics, Published};
 use crate::route::{self, Route};
 
 /// Most `adomain` entries copied into one bid.
@@ -82,6 +82,7 @@ pub struct Conn {
     pub out: Vec<u8>,
     continue_sent: bool,
     close: bool,
+    close_reason: CloseReason,
 }
 
 impl Conn {
@@ -93,6 +94,7 @@ impl Conn {
             out: Vec::with_capacity(cfg.conn_out_capacity),
             continue_sent: false,
             close: false,
+            close_reason: CloseReason::Client,
         }
     }
 
@@ -103,6 +105,7 @@ impl Conn {
         self.out.clear();
         self.continue_sent = false;
         self.close = false;
+        self.close_reason = CloseReason::Client;
     }
 
     /// Appends received bytes. `false` (nothing appended) when that would pass the input bound:
@@ -137,8 +140,16 @@ impl Conn {
     }
 
     /// Marks the connection to close after `out` is sent (shutdown, timeouts).
-    pub fn set_close(&mut self) {
-        self.close = true;
+    pub fn set_close(&mut self, why: CloseReason) {
+        if !self.close {
+            self.close = true;
+            self.close_reason = why;
+        }
+    }
+
+    /// Why the connection is to close (meaningful once [`Conn::wants_close`]).
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_reason
     }
 
     fn compact(&mut self) {
@@ -334,7 +345,11 @@ impl Core {
                     conn.start += req.len;
                     conn.continue_sent = false;
                     if close {
-                        conn.close = true;
+                        conn.set_close(if self.draining {
+                            CloseReason::Shutdown
+                        } else {
+                            CloseReason::Client
+                        });
                     }
                 }
             }
@@ -346,7 +361,7 @@ impl Core {
     fn refuse(&mut self, conn: &mut Conn, e: HttpError) {
         http::write_text(&mut conn.out, e.status(), &e, true);
         self.b.metrics.response(e.status());
-        conn.close = true;
+        conn.set_close(CloseReason::HttpError);
         conn.start = conn.buf.len();
     }
 
@@ -354,7 +369,7 @@ impl Core {
     pub fn timeout(&mut self, conn: &mut Conn) {
         http::write_text(&mut conn.out, 408, &"request timeout", true);
         self.b.metrics.response(408);
-        conn.close = true;
+        conn.set_close(CloseReason::SlowClient);
         conn.start = conn.buf.len();
     }
 
