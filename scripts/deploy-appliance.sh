@@ -1,6 +1,7 @@
 # Starting an appliance node for the deploy tests (sourced). The appliance (`helios`, issue 4) is
-# configured by flags and HELIOS_… environment variables; this is the one place the deploy tests
-# name them, so when the appliance's options change only this file follows.
+# configured by HELIOS_<SECTION>_<KEY> environment variables; this is the one place the deploy
+# tests name them, so when the appliance's options change only this file follows. Campaigns:
+# deploy/testing/campaigns.json (one active banner campaign bidding 2.50 CPM), or $DA_CAMPAIGNS.
 # shellcheck shell=bash
 
 da_start_appliance() { # binary name bind_addr bid_port admin_port logfile [netns]
@@ -13,6 +14,7 @@ da_start_appliance() { # binary name bind_addr bid_port admin_port logfile [netn
     HELIOS_ADMIN_LISTEN="$addr:$admin" \
     HELIOS_SERVER_CORES="${HELIOS_TEST_CORES:-0}" \
     HELIOS_SERVER_NODE="$name" \
+    HELIOS_BIDDING_CAMPAIGNS="${DA_CAMPAIGNS-$(dirname "${BASH_SOURCE[0]}")/../deploy/testing/campaigns.json}" \
     HELIOS_REDIS_URL="${DA_REDIS_URL:-$HELIOS_REDIS_URL}" \
     HELIOS_KAFKA_BROKERS="${DA_KAFKA_BROKERS:-$HELIOS_KAFKA_BROKERS}" \
     "$bin"

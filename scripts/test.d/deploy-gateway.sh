@@ -153,8 +153,11 @@ if helios=$(dl_find_helios); then
     [[ "$(code -X POST -H 'X-Api-Key: key-fast-0001' -H 'Content-Type: application/json' --data-binary @"$root/deploy/testing/bid-request.json" "$U/openrtb2/bid")" != 503 ]] && break
     sleep 0.2
   done
-  c=$(code -X POST -H 'X-Api-Key: key-fast-0001' -H 'Content-Type: application/json' -H 'x-openrtb-version: 2.6' --data-binary @"$root/deploy/testing/bid-request.json" "$U/openrtb2/bid")
-  dl_check_true "bid through TLS answered by the appliance (200 or 204, got $c)" test "$c" = 200 -o "$c" = 204
+  resp=$(curl -s --cacert "$cacert" -w '\n%{http_code}' -X POST -H 'X-Api-Key: key-fast-0001' -H 'Content-Type: application/json' \
+    -H 'x-openrtb-version: 2.6' --data-binary @"$root/deploy/testing/bid-request.json" "$U/openrtb2/bid/fast")
+  dl_check "bid through TLS answered by the appliance with a bid" 200 "$(tail -1 <<<"$resp")"
+  dl_check "the bid is the test campaign's (2.50 CPM, creative 1001)" "2.5 1001" "$(head -1 <<<"$resp" | jq -r '.seatbid[0].bid[0] | "\(.price) \(.crid)"' 2>/dev/null)"
+  dl_check "the response answers the request id" deploy-test-1 "$(head -1 <<<"$resp" | jq -r .id 2>/dev/null)"
   c=$(code -X POST -H 'X-Api-Key: key-fast-0001' -H 'Content-Type: application/json' --data-binary '{"id":' "$U/openrtb2/bid")
   dl_check "malformed bid through TLS → the appliance's 400" 400 "$c"
   "$root/scripts/gateway.sh" stop >/dev/null
