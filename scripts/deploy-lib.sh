@@ -38,6 +38,19 @@ dl_wait_port() { # port seconds [host]
   return 1
 }
 
+dl_port_busy() { # port: something listens on it in this network namespace (any address)
+  [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]
+}
+
+# A free TCP port at or after base (tests run side by side on a shared machine: fixed ports would
+# collide, and HAProxy's SO_REUSEPORT would even share one silently).
+dl_free_port() { # base
+  local p=$1
+  while dl_port_busy "$p" || [[ " ${DL_PORTS_TAKEN:-} " == *" $p "* ]]; do p=$((p + 1)); done
+  DL_PORTS_TAKEN="${DL_PORTS_TAKEN:-} $p"
+  echo "$p"
+}
+
 dl_b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
 dl_jwt() { # secret header_json payload_json → compact JWS signed with HMAC-SHA256

@@ -77,6 +77,13 @@ case "${1:-status}" in
   start)
     alive && { echo "gateway: running (pid $(cat "$pidfile"))"; exit 0; }
     prepare
+    # HAProxy binds with SO_REUSEPORT: a second gateway on the same port would share it silently.
+    for p in "${HELIOS_GW_TLS_PORT:-8443}" "${HELIOS_GW_STATS_PORT:-8404}"; do
+      if [[ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]]; then
+        echo "gateway: port $p is already in use: $(ss -Hltnp "sport = :$p" | head -1)" >&2
+        exit 1
+      fi
+    done
     # -db: stay in the foreground (logs go to stdout), so $! is HAProxy itself.
     haproxy -db -f "$root/deploy/haproxy/haproxy.cfg" -f "$HELIOS_GW_RUN/appliances.cfg" >"$log" 2>&1 &
     echo $! >"$pidfile"

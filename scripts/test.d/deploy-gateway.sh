@@ -15,18 +15,22 @@ root=$(cd "$here/../.." && pwd)
 source "$root/scripts/env.sh"
 source "$root/scripts/deploy-lib.sh"
 
-base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test}
+# Own run dir and free ports: several runs (two worktrees, CI) may share the machine.
+base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/gateway-$$}
 run=$base/gateway
 rm -rf "$run"
 mkdir -p "$run"
 export HELIOS_GW_RUN=$run
 export HELIOS_CERTS=$base/certs
-export HELIOS_GW_TLS_PORT=${HELIOS_TEST_GW_TLS_PORT:-28443}
-export HELIOS_GW_STATS_PORT=${HELIOS_TEST_GW_STATS_PORT:-28404}
-export HELIOS_GW_REPORTER=127.0.0.1:${HELIOS_TEST_GW_REPORTER_PORT:-28090}
+HELIOS_GW_TLS_PORT=$(dl_free_port 28443)
+export HELIOS_GW_TLS_PORT
+HELIOS_GW_STATS_PORT=$(dl_free_port 28404)
+export HELIOS_GW_STATS_PORT
+HELIOS_GW_REPORTER=127.0.0.1:$(dl_free_port 28090)
+export HELIOS_GW_REPORTER
 export HELIOS_JWT_SECRET="test-secret-$RANDOM$RANDOM"
-probe_port=${HELIOS_TEST_PROBE_PORT:-28080}
-probe_admin=${HELIOS_TEST_PROBE_ADMIN_PORT:-28100}
+probe_port=$(dl_free_port 28080)
+probe_admin=$(dl_free_port 28100)
 
 # Test maps: exchange "slow" is limited to 5 requests/s.
 cat >"$run/keys.map" <<'MAP'
@@ -66,8 +70,10 @@ for _ in $(seq 1 20); do urls+=(-o /dev/null "$U/openrtb2/bid/slow?key=key-slow-
 codes=$(curl -s --cacert "$cacert" -X POST -d "$body" -w '%{http_code}\n' "${urls[@]}")
 n429=$(grep -c '^429$' <<<"$codes" || true)
 npass=$(grep -c '^503$' <<<"$codes" || true)
-dl_check "over rate (20 req, limit 5/s): 5 pass" 5 "$npass"
-dl_check "over rate (20 req, limit 5/s): 15 → 429" 15 "$n429"
+# (5 pass; a 6th only if a rate period boundary falls between them: HAProxy blends the previous
+# period in with integer arithmetic.)
+dl_check_true "over rate (20 req, limit 5/s): 5 pass (got $npass)" test "$npass" -ge 5 -a "$npass" -le 6
+dl_check "over rate (20 req, limit 5/s): the rest → 429" $((20 - npass)) "$n429"
 dl_check "429 carries Retry-After" 1 "$(curl -s -D - -o /dev/null --cacert "$cacert" -X POST "$U/openrtb2/bid/slow?key=key-slow-0001" | grep -ci '^retry-after: 1')"
 dl_check "another key is not limited by 'slow'" 503 "$(code -X POST -H 'X-Api-Key: key-fast-0001' -d "$body" "$U/openrtb2/bid")"
 # http_req_rate(1s) weighs the previous second in: after 2 s the count is back to zero.
@@ -135,6 +141,7 @@ dl_check "node receives the body" 10 "$(jq -s --argjson n "${#body}" 'map(select
 dl_check "HTTP/1.1 keep-alive to the node: 10 requests over 1 connection" 1 "$(jq -s 'map(.conn) | unique | length' "$probe_log")"
 dl_check "a client-set X-Helios-Exchange is replaced" 0 "$(code -X POST -H 'X-Api-Key: key-fast-0001' -H 'X-Helios-Exchange: evil' -d "$body" "$U/openrtb2/bid" >/dev/null; jq -s 'map(select(.headers["x-helios-exchange"]|tostring|test("evil"))) | length' "$probe_log")"
 # The node goes away: the gateway notices within its check interval and answers 503 rather than hang.
+# shellcheck disable=SC2154 # set by dl_start probe_admin
 dl_stop_pid "$DL_PID_probe_admin"
 sleep 2.5
 dl_check "node whose /readyz fails is taken out (503)" 503 "$(code -X POST -H 'X-Api-Key: key-fast-0001' -d "$body" "$U/openrtb2/bid")"
@@ -144,8 +151,8 @@ dl_stop_all
 echo "-- gateway: a bid end to end through TLS with the appliance"
 if helios=$(dl_find_helios); then
   source "$root/scripts/deploy-appliance.sh"
-  bid_port=${HELIOS_TEST_BID_PORT:-28180}
-  admin_port=${HELIOS_TEST_ADMIN_PORT:-28190}
+  bid_port=$(dl_free_port 28180)
+  admin_port=$(dl_free_port 28190)
   da_start_appliance "$helios" e2e 127.0.0.1 "$bid_port" "$admin_port" "$run/helios-e2e.log"
   HELIOS_GW_APPLIANCES="127.0.0.1:$bid_port/$admin_port" "$root/scripts/gateway.sh" start
   da_wait_ready 127.0.0.1 "$admin_port" 30
@@ -166,4 +173,5 @@ else
   echo "skipped: the helios binary is not built (HELIOS_BIN or \$CARGO_TARGET_DIR/{release,debug}/helios); the end-to-end bid runs once the appliance is on main"
 fi
 
-dl_summary
+# Logs stay under $base when something failed.
+dl_summary && rm -rf "$base"

@@ -20,7 +20,9 @@ root=$(cd "$here/../.." && pwd)
 source "$root/scripts/env.sh"
 source "$root/scripts/deploy-lib.sh"
 
-export HELIOS_NETNS_PREFIX=${HELIOS_NETNS_PREFIX:-hldt}
+# Namespace names of this run only (several runs may share the machine; names ≤ 7 characters
+# so that interface names stay within 15).
+export HELIOS_NETNS_PREFIX=${HELIOS_NETNS_PREFIX:-hd$(($$ % 100000))}
 netns=$root/scripts/netns-nodes.sh
 if [[ $EUID -ne 0 ]] || ! ip netns add "$HELIOS_NETNS_PREFIX-probe" 2>/dev/null; then
   echo "skipped: network namespaces cannot be made here (needs root and CAP_SYS_ADMIN)"
@@ -28,7 +30,7 @@ if [[ $EUID -ne 0 ]] || ! ip netns add "$HELIOS_NETNS_PREFIX-probe" 2>/dev/null;
 fi
 ip netns del "$HELIOS_NETNS_PREFIX-probe"
 
-base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test}/three-nodes
+base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/three-nodes-$$}
 rm -rf "$base"
 mkdir -p "$base"
 eval "$("$netns" env 3)"
@@ -183,4 +185,5 @@ if [[ $mode == helios ]]; then
 else
   echo "skipped: appliance checks (the helios binary is not built: the nodes were recording backends)"
 fi
-dl_summary
+# Logs stay under $base when something failed.
+dl_summary && rm -rf "$base"
