@@ -43,6 +43,8 @@ export HELIOS_GW_KEYS=$run/keys.map HELIOS_GW_LIMITS=$run/limits.map
 cleanup() {
   "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
   dl_stop_all
+  # the run dir (logs) goes only when everything passed
+  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
 }
 trap cleanup EXIT
 
@@ -174,4 +176,4 @@ else
 fi
 
 # Logs stay under $base when something failed.
-dl_summary && rm -rf "$base"
+dl_summary && clean_base=1

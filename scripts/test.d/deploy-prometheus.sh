@@ -54,6 +54,8 @@ cleanup() {
   "$root/scripts/monitoring.sh" stop >/dev/null 2>&1 || true
   "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
   dl_stop_all
+  # the run dir (logs) goes only when everything passed
+  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
 }
 trap cleanup EXIT
 
@@ -127,4 +129,4 @@ else
   echo "skipped: appliance scrape (the helios binary is not built; runs once the appliance is on main)"
 fi
 # Logs stay under $base when something failed.
-dl_summary && rm -rf "$base"
+dl_summary && clean_base=1

@@ -41,6 +41,8 @@ cleanup() {
   dl_stop_all
   HELIOS_GW_RUN=$base/gateway "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
   "$netns" down >/dev/null 2>&1 || true
+  # the run dir (logs) goes only when everything passed
+  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
 }
 trap cleanup EXIT
 "$netns" down >/dev/null 2>&1 || true
@@ -186,4 +188,4 @@ else
   echo "skipped: appliance checks (the helios binary is not built: the nodes were recording backends)"
 fi
 # Logs stay under $base when something failed.
-dl_summary && rm -rf "$base"
+dl_summary && clean_base=1
