@@ -99,3 +99,14 @@ dl_find_helios() {
   done
   return 1
 }
+
+# The reporter binary, on the same terms as dl_find_helios ($HELIOS_REPORTER_BIN, else the
+# workspace target dirs when this tree's reporter crate has a main.rs).
+dl_find_reporter() {
+  local c
+  [[ -n "${HELIOS_REPORTER_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../reporter/src/main.rs" ]] || return 1
+  for c in "${HELIOS_REPORTER_BIN:-}" "$CARGO_TARGET_DIR/release/helios-reporter" "$CARGO_TARGET_DIR/debug/helios-reporter"; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
