@@ -4,6 +4,7 @@
 #      exchange → 403, over the per-key rate → 429 (other keys unaffected), no/forged/expired/none-alg
 #      JWT → 401, a valid JWT passes, oversize body → 413, plain HTTP on the TLS port refused, the
 #      Prometheus exporter answers.
+#      With HELIOS_GW_NOTICE_AUTH=signature: notices pass without a key, limited per address.
 #   2. What reaches a node: a recording HTTP/1.1 backend (deploy/testing/probe_backend.py) stands where
 #      an appliance would: the gateway forwards X-Helios-Exchange, strips X-Api-Key, health-checks
 #      GET /readyz, and reuses keep-alive connections.
@@ -115,6 +116,19 @@ dl_check "log lines are JSON" 0 "$(grep '^{' "$run/haproxy.log" | head -50 | jq 
 dl_check "logs never hold the API key" 0 "$(grep -c 'key-slow-0001\|key-fast-0001' "$run/haproxy.log" || true)"
 "$root/scripts/gateway.sh" stop >/dev/null
 
+echo "-- gateway: notices authenticated by their signature (HELIOS_GW_NOTICE_AUTH=signature)"
+HELIOS_GW_APPLIANCES="" HELIOS_GW_NOTICE_AUTH=signature HELIOS_GW_NOTICE_RATE=5 "$root/scripts/gateway.sh" start >/dev/null
+dl_check "a notice without a key passes the gateway (503: no node)" 503 "$(code "$U/notice/win?c=1&sig=x")"
+dl_check "a bid without a key is still refused → 401" 401 "$(code -X POST -d "$body" "$U/openrtb2/bid")"
+sleep 2.1 # the per-address rate: forget the notice above
+urls=()
+for i in $(seq 1 20); do urls+=(-o /dev/null "$U/notice/billing?c=$i"); done
+codes=$(curl -s --cacert "$cacert" -w '%{http_code}\n' "${urls[@]}")
+npass=$(grep -c '^503$' <<<"$codes" || true)
+dl_check_true "notices over the per-address rate (20, limit 5/s): 5 pass (got $npass)" test "$npass" -ge 5 -a "$npass" -le 6
+dl_check "notices over the per-address rate: the rest → 429" $((20 - npass)) "$(grep -c '^429$' <<<"$codes" || true)"
+"$root/scripts/gateway.sh" stop >/dev/null
+
 echo "-- gateway: what reaches a node (recording backend)"
 probe_log=$run/probe.jsonl
 : >"$probe_log"
@@ -160,7 +174,7 @@ if helios=$(dl_find_helios); then
   admin_port=$(dl_free_port 28190)
   da_start_appliance "$helios" e2e 127.0.0.1 "$bid_port" "$admin_port" "$run/helios-e2e.log"
   HELIOS_GW_APPLIANCES="127.0.0.1:$bid_port/$admin_port" "$root/scripts/gateway.sh" start
-  da_wait_ready 127.0.0.1 "$admin_port" 30
+  dl_check_true "the appliance is ready (GET /readyz: campaigns and profiles loaded)" da_wait_ready 127.0.0.1 "$admin_port" 30
   for _ in $(seq 1 30); do
     [[ "$(code -X POST -H 'X-Api-Key: key-fast-0001' -H 'Content-Type: application/json' --data-binary @"$root/deploy/testing/bid-request.json" "$U/openrtb2/bid")" != 503 ]] && break
     sleep 0.2

@@ -99,7 +99,7 @@ for k in 1 2 3; do start_node "$k"; done
 for k in 1 2 3; do
   nsv=NETNS_N$k addrv=NETNS_N${k}_ADDR
   if [[ $mode == helios ]]; then
-    da_wait_ready "${!addrv}" 9100 30 "${!nsv}"
+    dl_check_true "node $k is ready (GET /readyz)" da_wait_ready "${!addrv}" 9100 30 "${!nsv}"
   else
     ip netns exec "${!nsv}" bash -c "$(declare -f dl_wait_port); dl_wait_port 8080 10 ${!addrv} && dl_wait_port 9100 10 ${!addrv}"
   fi
