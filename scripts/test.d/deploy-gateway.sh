@@ -29,6 +29,8 @@ HELIOS_GW_TLS_PORT=$(dl_free_port 28443)
 export HELIOS_GW_TLS_PORT
 HELIOS_GW_STATS_PORT=$(dl_free_port 28404)
 export HELIOS_GW_STATS_PORT
+HELIOS_GW_HTTP_PORT=$(dl_free_port 28088)
+export HELIOS_GW_HTTP_PORT
 HELIOS_GW_REPORTER=127.0.0.1:$(dl_free_port 28090)
 export HELIOS_GW_REPORTER
 # (≥ 32 bytes: the reporter refuses shorter HS256 secrets)
@@ -107,6 +109,10 @@ dl_check "API with a valid token passes the gateway (503: no reporter)" 503 "$(c
 dl_check "401 body names the reason" '{"error":"invalid token signature"}' "$(curl -s --cacert "$cacert" -H "Authorization: Bearer $forged" "$U/api/v1/campaigns")"
 dl_check "OpenAPI document needs no token (503: no reporter)" 503 "$(code "$U/api/v1/openapi.json")"
 
+H=http://127.0.0.1:$HELIOS_GW_HTTP_PORT
+dl_check "plain-HTTP listener: same key rules (no key → 401)" 401 "$(code -X POST -d "$body" "$H/openrtb2/bid")"
+dl_check "plain-HTTP listener: same JWT rules (no token → 401)" 401 "$(code "$H/api/v1/campaigns")"
+dl_check "plain-HTTP listener: a valid key passes (503: no node)" 503 "$(code -X POST -d "$body" "$H/openrtb2/bid/fast?key=key-fast-0001")"
 dl_check "certificate verifies for localhost against the dev CA" 0 "$(curl -s -o /dev/null --cacert "$cacert" "$U/" ; echo $?)"
 dl_check "plain HTTP on the TLS port gets no HTTP answer" 000 "$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$HELIOS_GW_TLS_PORT/openrtb2/bid" || true)"
 metrics=$(curl -s "http://127.0.0.1:$HELIOS_GW_STATS_PORT/metrics")
