@@ -157,10 +157,10 @@ start() {
   cat <<EOF
 
 Helios demo is running (state and logs: $run; stop: make demo-stop)
-  dashboard        https://localhost:$gw_tls/   (CA: $HELIOS_CACHE/certs/ca.crt)
+  dashboard        https://localhost:$gw_tls/   (CA: ${HELIOS_CERTS:-$HELIOS_CACHE/certs}/ca.crt)
   operator token   ${token:-"(needs helios-reporter)"}
-  API              curl --cacert $HELIOS_CACHE/certs/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$gw_tls/api/v1/campaigns
-  a bid            curl --cacert $HELIOS_CACHE/certs/ca.crt -H 'X-Api-Key: $exchange_key' -d @deploy/testing/bid-request.json https://localhost:$gw_tls/openrtb2/bid
+  API              curl --cacert ${HELIOS_CERTS:-$HELIOS_CACHE/certs}/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:$gw_tls/api/v1/campaigns
+  a bid            curl --cacert ${HELIOS_CERTS:-$HELIOS_CACHE/certs}/ca.crt -H 'X-Api-Key: $exchange_key' -d @deploy/testing/bid-request.json https://localhost:$gw_tls/openrtb2/bid
   Prometheus       http://127.0.0.1:$prom_port/   (alerts: /alerts)
   appliance        http://127.0.0.1:$admin_port/metrics   /readyz
   gateway          http://127.0.0.1:$gw_stats/stats     /metrics
