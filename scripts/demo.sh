@@ -41,7 +41,11 @@ exchange_key=dev-key-sim-0001 # deploy/haproxy/dev/api-keys.map
 
 say() { printf 'demo: %s\n' "$*"; }
 alive() { [[ -f "$run/$1.pid" ]] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
-have() { [[ -x "$bin/$1" ]]; }
+# A binary counts when this workspace defines it (the shared target dir may hold other branches')
+# and it has been built.
+workspace_bins=" $(cargo metadata --no-deps --format-version 1 --offline 2>/dev/null |
+  jq -r '[.packages[].targets[] | select(.kind == ["bin"]) | .name] | join(" ")') "
+have() { [[ "$workspace_bins" == *" $1 "* && -x "$bin/$1" ]]; }
 
 start_bg() { # name cmd...: start in the background, PID in $run/name.pid, output in $run/name.log
   local name=$1

@@ -45,7 +45,7 @@ dl_check "the appliance is ready" 200 "$(curl -s -o /dev/null -w '%{http_code}' 
 dl_check_true "the appliance's event loop is pinned to the last core" \
   bash -c "grep -q 'Cpus_allowed_list:[[:space:]]*$(($(nproc) - 1))\$' /proc/\$(cat $base/demo/helios.pid)/task/*/status"
 stats=http://127.0.0.1:$HELIOS_GW_STATS_PORT/metrics
-if [[ -x "$bindir/helios-exchange" ]]; then
+if dl_workspace_has_bin helios-exchange && [[ -x "$bindir/helios-exchange" ]]; then
   served=0
   for _ in $(seq 1 50); do
     served=$(curl -s "$stats" | awk '/^haproxy_server_http_responses_total\{proxy="be_appliances".*code="2xx"/ {n += $2} END {print n + 0}')
@@ -58,7 +58,7 @@ if [[ -x "$bindir/helios-exchange" ]]; then
 else
   echo "skipped: simulator traffic (no helios-exchange binary)"
 fi
-if [[ -x "$bindir/helios-reporter" ]]; then
+if dl_workspace_has_bin helios-reporter && [[ -x "$bindir/helios-reporter" ]]; then
   tok=$("$bindir/helios-reporter" token --role operator --ttl 10m --sub demo-test)
   dl_check "reporter API through the gateway with an operator token" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$HELIOS_CERTS/ca.crt" -H "Authorization: Bearer $tok" "https://localhost:$HELIOS_GW_TLS_PORT/api/v1/campaigns")"
