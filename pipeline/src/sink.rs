@@ -125,9 +125,7 @@ impl CoreSink {
         };
         let mut kb = itoa::Buffer::new();
         let key = event.key(&mut kb);
-        let res = self
-            .overflow
-            .append(topic_index(event.kind.topic()), key, &buf);
+        let res = self.overflow.append(topic_index(event.kind), key, &buf);
         self.scratch = buf;
         // Flush now so a killed process keeps what it overflowed.
         let res = res.and_then(|()| self.overflow.flush().map_err(SpoolError::from));

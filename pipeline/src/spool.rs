@@ -40,19 +40,13 @@ const WRITE_BUFFER: usize = 64 * 1024;
 pub const TOPIC_BIDS: u8 = 0;
 pub const TOPIC_OUTCOMES: u8 = 1;
 
-pub fn topic_index(topic: &str) -> u8 {
-    if topic == codec::event::TOPIC_BIDS {
+/// The topic index of an event kind: bids and no-bids → [`TOPIC_BIDS`], outcomes →
+/// [`TOPIC_OUTCOMES`]. The producer maps indexes to the configured topic names.
+pub fn topic_index(kind: codec::event::EventKind) -> u8 {
+    if kind.topic() == codec::event::TOPIC_BIDS {
         TOPIC_BIDS
     } else {
         TOPIC_OUTCOMES
-    }
-}
-
-pub fn topic_name(index: u8) -> &'static str {
-    if index == TOPIC_BIDS {
-        codec::event::TOPIC_BIDS
-    } else {
-        codec::event::TOPIC_OUTCOMES
     }
 }
 
