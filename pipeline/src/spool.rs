@@ -190,6 +190,10 @@ pub struct SpoolWriter {
     seg_records: u64,
     last_seq: u64,
     unsynced: bool,
+    /// The producer's writer logs and `fdatasync`s each sealed segment. A core's writer does
+    /// neither (its overflow path must not format log lines or wait for the disk): its
+    /// segments survive the process being killed (page cache), not a power loss.
+    durable_seal: bool,
 }
 
 impl SpoolWriter {
@@ -211,7 +215,14 @@ impl SpoolWriter {
             seg_records: 0,
             last_seq: 0,
             unsynced: false,
+            durable_seal: true,
         }
+    }
+
+    /// A writer that neither syncs nor logs when it seals (for a core's overflow path).
+    pub fn silent(mut self) -> SpoolWriter {
+        self.durable_seal = false;
+        self
     }
 
     /// Records in the current (unsealed) segment.
@@ -350,19 +361,26 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Flushes, syncs and seals the current segment (renamed `.seg`: replayable). A segment
+    /// Flushes, syncs (unless [`silent`](Self::silent)) and seals the current segment
+    /// (renamed `.seg`: replayable). A segment
     /// with no record is removed instead. No-op without an open segment.
     pub fn seal(&mut self) -> io::Result<()> {
         if self.file.is_none() {
             return Ok(());
         }
-        self.sync()?;
+        if self.durable_seal {
+            self.sync()?;
+        } else {
+            self.flush()?;
+        }
         self.file = None;
         if self.seg_records == 0 {
             fs::remove_file(&self.open_path)?;
             self.spool.release(self.seg_len);
         } else {
             fs::rename(&self.open_path, &self.sealed_path)?;
+        }
+        if self.seg_records != 0 && self.durable_seal {
             let total = self.spool.counters.spool_bytes.load(Relaxed);
             tracing::info!(
                 segment = %self.sealed_path.display(),
