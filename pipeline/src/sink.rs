@@ -102,6 +102,19 @@ impl CoreSink {
         }
     }
 
+    /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
+    /// counted) when the queue is full: for callers that prefer to retry or shed load
+    /// themselves. Never blocks, never allocates.
+    #[inline]
+    pub fn try_emit(&mut self, event: &Event) -> bool {
+        self.queue.push(*event).is_ok()
+    }
+
+    /// Events waiting in this core's queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     #[cold]
     fn seal_overflow(&mut self) {
         let since = *self.overflow_since.get_or_insert_with(Instant::now);
