@@ -319,7 +319,7 @@ impl Runtime {
                     (need / supply).min(1.0)
                 };
                 self.throttle_ppm = (p * f64::from(PPM)) as u32;
-                expected_ahead = expected_ahead.min(d as f64 / DAY_S as f64 * ahead * 2.0);
+                expected_ahead = expected_ahead.min(d as f64 / DAY_S as f64 * ahead * 4.0);
             }
             (Pacing::Even, Some(_)) => {}
             _ => self.throttle_ppm = PPM,
