@@ -83,6 +83,9 @@ pub struct Imp<'a> {
     pub tagid: Option<Str<'a>>,
     #[serde(default)]
     pub secure: Option<u8>,
+    /// 1 when the ad is interstitial or full screen.
+    #[serde(default)]
+    pub instl: Option<u8>,
     #[serde(borrow, default)]
     pub pmp: Option<Pmp<'a>>,
 }
@@ -118,6 +121,13 @@ pub struct Video<'a> {
     pub maxduration: Option<u32>,
     #[serde(default)]
     pub protocols: Capped<u16, 16>,
+    /// 2.6 video placement subtype: 1 instream, 2 accompanying content, 3 interstitial,
+    /// 4 no content / standalone.
+    #[serde(default)]
+    pub plcmt: Option<u8>,
+    /// 1 linear (in-stream), 2 non-linear (overlay).
+    #[serde(default)]
+    pub linearity: Option<u8>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -142,6 +152,9 @@ pub struct Deal<'a> {
     pub bidfloor: Option<f64>,
     #[serde(borrow, default)]
     pub bidfloorcur: Option<Str<'a>>,
+    /// Auction type for this deal: 1 first price, 2 second price, 3 the deal's fixed price.
+    #[serde(default)]
+    pub at: Option<u8>,
     #[serde(borrow, default)]
     pub wseat: Capped<Str<'a>, 4>,
 }
@@ -208,6 +221,18 @@ pub struct Device<'a> {
     #[serde(borrow, default)]
     pub os: Option<Str<'a>>,
     #[serde(borrow, default)]
+    pub osv: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub make: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub model: Option<Str<'a>>,
+    /// ISO-639-1 alpha-2 browser language.
+    #[serde(borrow, default)]
+    pub language: Option<Str<'a>>,
+    /// 0 unknown, 1 ethernet, 2 wifi, 3 cellular unknown, 4 2G, 5 3G, 6 4G, 7 5G.
+    #[serde(default)]
+    pub connectiontype: Option<u8>,
+    #[serde(borrow, default)]
     pub ifa: Option<Str<'a>>,
     #[serde(default)]
     pub lmt: Option<u8>,
@@ -248,6 +273,9 @@ pub struct UserExt<'a> {
     /// OpenRTB 2.5 location of the TCF consent string.
     #[serde(borrow, default)]
     pub consent: Option<Str<'a>>,
+    /// OpenRTB 2.5 (Prebid) location of the extended ids.
+    #[serde(borrow, default)]
+    pub eids: Capped<Eid<'a>, 4>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +301,11 @@ pub struct RegsExt<'a> {
     pub gdpr: Option<u8>,
     #[serde(borrow, default)]
     pub us_privacy: Option<Str<'a>>,
+    /// Pre-2.6 (Prebid) location of the GPP string.
+    #[serde(borrow, default)]
+    pub gpp: Option<Str<'a>>,
+    #[serde(default)]
+    pub gpp_sid: Capped<u16, 16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +378,29 @@ impl<'a> BidRequest<'a> {
         r.us_privacy
             .as_deref()
             .or_else(|| r.ext.as_ref().and_then(|e| e.us_privacy.as_deref()))
+    }
+    /// `regs.gpp`, falling back to the pre-2.6 `regs.ext.gpp`.
+    pub fn gpp(&self) -> Option<&str> {
+        let r = self.regs.as_ref()?;
+        r.gpp
+            .as_deref()
+            .or_else(|| r.ext.as_ref().and_then(|e| e.gpp.as_deref()))
+    }
+    /// `regs.gpp_sid`, falling back to the pre-2.6 `regs.ext.gpp_sid` (empty when neither).
+    pub fn gpp_sid(&self) -> &[u16] {
+        match &self.regs {
+            Some(r) if !r.gpp_sid.is_empty() => &r.gpp_sid,
+            Some(r) => r.ext.as_ref().map_or(&[], |e| &e.gpp_sid),
+            None => &[],
+        }
+    }
+    /// `user.eids`, falling back to the 2.5 `user.ext.eids` (empty when neither).
+    pub fn eids(&self) -> &[Eid<'a>] {
+        match &self.user {
+            Some(u) if !u.eids.is_empty() => &u.eids,
+            Some(u) => u.ext.as_ref().map_or(&[], |e| &e.eids),
+            None => &[],
+        }
     }
     /// `source.schain`, falling back to the 2.5 `source.ext.schain`.
     pub fn schain(&self) -> Option<&SupplyChain<'a>> {
