@@ -133,12 +133,23 @@ macro_rules! driver_tests {
                 let mut c = s.client();
                 assert_eq!(c.roundtrip(b"GET /nope HTTP/1.1\r\n\r\n").status, 404);
                 assert_eq!(c.roundtrip(b"GET /openrtb2/bid HTTP/1.1\r\n\r\n").status, 405);
-                assert_eq!(c.roundtrip(b"GET /notice/win?p=1.5&s=x HTTP/1.1\r\n\r\n").status, 204);
-                assert_eq!(c.roundtrip(&post("/notice/loss", b"r=102", "")).status, 204);
+                assert_eq!(c.roundtrip(b"GET /notice/win?p=1.5&s=x HTTP/1.1\r\n\r\n").status, 400);
+                assert_eq!(c.roundtrip(&post("/notice/loss", b"r=102", "")).status, 400);
                 assert_eq!(c.roundtrip(b"GET /notice/billing HTTP/1.1\r\n\r\n").status, 400);
-                // The server is still fine.
-                bid_ok(&s.client().roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
-                assert_eq!(s.metric_eq("helios_notices_total", 2), 2);
+                // A real notice: the win URL of our bid, macros filled in by the "exchange".
+                let r = s.client().roundtrip(&post("/openrtb2/bid", BID.as_bytes(), ""));
+                bid_ok(&r);
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let nurl = v["seatbid"][0]["bid"][0]["nurl"].as_str().unwrap();
+                let filled = nurl
+                    .replace("${AUCTION_PRICE}", "2.1")
+                    .replace("${AUCTION_CURRENCY}", "USD")
+                    .replace("${AUCTION_ID}", "a")
+                    .replace("${AUCTION_IMP_ID}", "i1");
+                let path = &filled[filled.find("/notice/").unwrap()..];
+                assert_eq!(c.roundtrip(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).status, 204);
+                assert_eq!(s.metric_eq("helios_notices_total", 1), 1);
+                assert!(eventually(|| s.metric_with("helios_notices_rejected_total", "") == 3));
             }
 
             #[test]

@@ -76,6 +76,8 @@ impl Server {
         ])
         .args(args)
         .env("HELIOS_ADMIN_PUBLISH_MS", "20")
+        // Events to Kafka are tested on their own (tests/events.rs); here they are counted only.
+        .env("HELIOS_EVENTS_ENABLED", "false")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
