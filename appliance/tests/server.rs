@@ -350,6 +350,17 @@ fn uring_driver_is_used_when_available() {
 }
 
 #[test]
+fn falls_back_to_epoll_when_io_uring_is_blocked() {
+    let s = Server::start_opts("uring", &[], &[], true);
+    let (_, m) = s.admin_get("/metrics");
+    assert!(m.contains("driver=\"epoll\""), "{m}");
+    assert!(!m.contains("driver=\"uring("));
+    assert!(s.log_contains("falling back to epoll"));
+    let mut c = s.client();
+    bid_ok(&c.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+}
+
+#[test]
 fn admin_endpoints() {
     let s = Server::start("uring", &[], &[]);
     assert_eq!(s.admin_get("/healthz"), (200, "ok\n".into()));

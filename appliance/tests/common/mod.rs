@@ -60,6 +60,17 @@ impl Server {
     /// Starts `helios --driver <driver>` with the test campaigns plus `args` and `env`, and
     /// waits until `/readyz` answers 200.
     pub fn start(driver: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_opts(driver, args, env, false)
+    }
+
+    /// Like [`Server::start`]; with `block_io_uring`, the process runs under a seccomp filter
+    /// that answers `io_uring_setup` with ENOSYS, as container runtimes' default profiles do.
+    pub fn start_opts(
+        driver: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        block_io_uring: bool,
+    ) -> Server {
         let dir = tmpdir();
         let campaigns = dir.join("campaigns.json");
         std::fs::write(&campaigns, CAMPAIGNS).unwrap();
@@ -82,6 +93,13 @@ impl Server {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+        if block_io_uring {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure only makes two prctl calls (async-signal-safe) in the child.
+            unsafe {
+                cmd.pre_exec(|| seccomp_block_io_uring());
+            }
+        }
         let mut child = cmd.spawn().expect("helios starts");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -365,4 +383,49 @@ pub fn eventually(f: impl Fn() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// Installs a seccomp filter making `io_uring_setup` fail with ENOSYS (in the calling process).
+fn seccomp_block_io_uring() -> std::io::Result<()> {
+    const SYS_IO_URING_SETUP: u32 = 425;
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut filter = [
+        // A = seccomp_data.nr
+        ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        ins(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            SYS_IO_URING_SETUP,
+        ),
+        ins(
+            libc::BPF_RET | libc::BPF_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+        ins(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls with a valid, live filter program.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
