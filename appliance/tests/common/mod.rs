@@ -97,7 +97,7 @@ impl Server {
             use std::os::unix::process::CommandExt;
             // SAFETY: the closure only makes two prctl calls (async-signal-safe) in the child.
             unsafe {
-                cmd.pre_exec(|| seccomp_block_io_uring());
+                cmd.pre_exec(seccomp_block_io_uring);
             }
         }
         let mut child = cmd.spawn().expect("helios starts");
