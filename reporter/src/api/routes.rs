@@ -696,7 +696,12 @@ async fn pacing(
         let frac = ((t - start).clamp(0, e - start)) as i128;
         Some((b as i128 * frac / (e - start).max(1) as i128) as i64)
     };
-    let mut points = Vec::new();
+    // The curve starts at the flight's start with nothing spent.
+    let mut points = vec![PacingPoint {
+        t: start,
+        spent_micros: 0,
+        target_micros: target(start),
+    }];
     let mut cum_cpm: i64 = 0;
     let mut it = rows.iter().peekable();
     let mut t = range.from;
