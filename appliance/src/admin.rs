@@ -80,6 +80,11 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     ));
                 }
             }
+            if let Ok(p) = shared.pipeline.lock()
+                && let Some(p) = p.as_ref()
+            {
+                pipeline_metrics(&mut out, &p.metrics());
+            }
             reply(&mut s, 200, "text/plain; version=0.0.4", &out)
         }
         "/healthz" => reply(&mut s, 200, "text/plain", "ok\n"),
@@ -89,6 +94,77 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
         },
         "/debug/config" => reply(&mut s, 200, "text/plain", &shared.config_toml),
         _ => reply(&mut s, 404, "text/plain", "not found\n"),
+    }
+}
+
+/// The event pipeline's node-level series (one producer thread per node, so no `core` label).
+fn pipeline_metrics(out: &mut String, m: &pipeline::MetricsSnapshot) {
+    let rows: [(&str, &str, &str, u64); 10] = [
+        (
+            "helios_pipeline_queue_depth",
+            "gauge",
+            "Events waiting in the cores' queues.",
+            m.queue_depth,
+        ),
+        (
+            "helios_pipeline_produced_total",
+            "counter",
+            "Events acknowledged by Kafka.",
+            m.produced,
+        ),
+        (
+            "helios_pipeline_spooled_total",
+            "counter",
+            "Events written to the disk spool.",
+            m.spooled,
+        ),
+        (
+            "helios_pipeline_replayed_total",
+            "counter",
+            "Spooled events replayed to Kafka.",
+            m.replayed,
+        ),
+        (
+            "helios_pipeline_overflowed_total",
+            "counter",
+            "Events a full core queue sent to the spool.",
+            m.overflowed,
+        ),
+        (
+            "helios_pipeline_dropped_total",
+            "counter",
+            "Events lost (spool full or I/O error).",
+            m.dropped(),
+        ),
+        (
+            "helios_pipeline_delivery_errors_total",
+            "counter",
+            "Kafka delivery errors.",
+            m.delivery_errors,
+        ),
+        (
+            "helios_pipeline_spool_bytes",
+            "gauge",
+            "Bytes in the disk spool.",
+            m.spool_bytes,
+        ),
+        (
+            "helios_pipeline_broker_up",
+            "gauge",
+            "1 when the broker answers.",
+            u64::from(m.broker_up),
+        ),
+        (
+            "helios_pipeline_freq_applied_total",
+            "counter",
+            "Frequency increments applied in Redis.",
+            m.freq_applied,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
     }
 }
 
@@ -113,7 +189,11 @@ impl Shared {
         if !self.campaigns_loaded.load(Ordering::Relaxed) {
             return Err("campaigns not loaded");
         }
-        // INTEGRATION(profile-cache): also require the replica's `is_loaded()`.
+        if let Ok(p) = self.profiles.lock()
+            && p.as_ref().is_some_and(|r| !r.is_loaded())
+        {
+            return Err("profile cache loading");
+        }
         if self.cores_running.load(Ordering::Relaxed) < self.n_cores {
             return Err("event loops starting");
         }

@@ -107,6 +107,53 @@ pub struct Uring {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Send events to Kafka through the pipeline. false: events are counted and discarded
+    /// (benchmarks of the bidding path alone).
+    pub enabled: bool,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Disk spool for when the broker is away.
+    pub spool_dir: String,
+    /// Bound of the spool on disk.
+    pub spool_max_bytes: u64,
+    /// Events each core's queue holds before overflowing to the spool.
+    pub queue_capacity_per_core: usize,
+    /// At shutdown, how long to wait for the broker's acknowledgements before spooling.
+    pub shutdown_timeout_ms: u64,
+    /// At start, how long to wait for the broker (topic creation) before running on the spool.
+    pub startup_timeout_ms: u64,
+    /// Redis URL where billing notices increment frequency counters ("" = off).
+    pub frequency_redis_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notices {
+    /// HMAC key signing our notice URLs (set it through HELIOS_NOTICES_KEY). "" = a random key
+    /// per process: notices for bids of an earlier process are then rejected.
+    pub key: String,
+    /// Scheme, host and port exchanges reach the notice routes at ("" = http://<server.listen>).
+    pub base_url: String,
+    /// Notices later than this after the bid are accepted but flagged late, seconds.
+    pub late_window_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profiles {
+    /// Redis holding the user profiles ("" = no profile cache: contextual bidding only).
+    pub redis_url: String,
+    /// Key namespace (`helios` → `helios:profile:{id}`).
+    pub namespace: String,
+    /// Profiles expected (sizes the replica up front).
+    pub expected_profiles: usize,
+    /// Replica staleness past which bidding uses no personal data, ms.
+    pub max_staleness_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// tracing filter: "info", "debug", "helios=debug,warn", …
     pub level: String,
@@ -120,6 +167,9 @@ pub struct Config {
     pub bidding: Bidding,
     pub admin: Admin,
     pub uring: Uring,
+    pub events: Events,
+    pub notices: Notices,
+    pub profiles: Profiles,
     pub log: Log,
 }
 
@@ -181,6 +231,42 @@ impl Default for Uring {
             buffers: 256,
             buffer_bytes: 4096,
             tick_ms: 50,
+        }
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            enabled: true,
+            brokers: "127.0.0.1:9092".into(),
+            spool_dir: "/var/cache/helios/spool".into(),
+            spool_max_bytes: 1 << 30,
+            queue_capacity_per_core: 16_384,
+            shutdown_timeout_ms: 5_000,
+            startup_timeout_ms: 5_000,
+            frequency_redis_url: String::new(),
+        }
+    }
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Notices {
+            key: String::new(),
+            base_url: String::new(),
+            late_window_s: 3600,
+        }
+    }
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Profiles {
+            redis_url: String::new(),
+            namespace: "helios".into(),
+            expected_profiles: 1_000_000,
+            max_staleness_ms: 30_000,
         }
     }
 }
@@ -455,6 +541,80 @@ impl Config {
             1 << 20,
         )?;
         range("uring.tick_ms", u.tick_ms, 1, 10_000)?;
+        let e = &self.events;
+        if e.enabled && e.brokers.trim().is_empty() {
+            return Err(key_err(
+                "events.brokers",
+                "empty (set events.enabled = false to run without Kafka)",
+            ));
+        }
+        if e.enabled && e.spool_dir.is_empty() {
+            return Err(key_err("events.spool_dir", "empty"));
+        }
+        range(
+            "events.spool_max_bytes",
+            e.spool_max_bytes,
+            1 << 20,
+            1 << 50,
+        )?;
+        range(
+            "events.queue_capacity_per_core",
+            e.queue_capacity_per_core as u64,
+            16,
+            1 << 24,
+        )?;
+        range(
+            "events.shutdown_timeout_ms",
+            e.shutdown_timeout_ms,
+            0,
+            600_000,
+        )?;
+        range(
+            "events.startup_timeout_ms",
+            e.startup_timeout_ms,
+            0,
+            600_000,
+        )?;
+        if !e.frequency_redis_url.is_empty() && !e.frequency_redis_url.starts_with("redis://") {
+            return Err(key_err(
+                "events.frequency_redis_url",
+                "must start with redis://",
+            ));
+        }
+        let n = &self.notices;
+        let scheme_ok = n.base_url.starts_with("http://") || n.base_url.starts_with("https://");
+        if !n.base_url.is_empty() && !scheme_ok {
+            return Err(key_err(
+                "notices.base_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if n.base_url.contains('?') || n.base_url.ends_with('/') {
+            return Err(key_err(
+                "notices.base_url",
+                "scheme://host[:port][/path], no query, no trailing /",
+            ));
+        }
+        range("notices.late_window_s", n.late_window_s, 1, 30 * 86_400)?;
+        let p = &self.profiles;
+        if !p.redis_url.is_empty() && !p.redis_url.starts_with("redis://") {
+            return Err(key_err("profiles.redis_url", "must start with redis://"));
+        }
+        if p.namespace.is_empty() {
+            return Err(key_err("profiles.namespace", "empty"));
+        }
+        range(
+            "profiles.expected_profiles",
+            p.expected_profiles as u64,
+            1,
+            1 << 32,
+        )?;
+        range(
+            "profiles.max_staleness_ms",
+            p.max_staleness_ms,
+            1,
+            86_400_000,
+        )?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| key_err("log.level", e.to_string()))?;
         if self.server.node.len() > 32 {

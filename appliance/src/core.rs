@@ -33,7 +33,10 @@ use crate::events::EventSink;
 use crate::gzip::{InflateError, Inflater};
 use crate::http::{self, HttpError, Limits, Method, Parsed};
 use crate::metrics::{CloseReason, CoreMetrics, Published};
-use crate::route::{self, Route};
+use crate::route::{self, NoticeKind, Route};
+use pipeline::notice::{BidParams, NoticeKind as PNoticeKind, NoticeSigner};
+use profile_cache::Reader;
+use shards::ProfileView;
 
 /// Most `adomain` entries copied into one bid.
 const MAX_ADOMAIN: usize = 8;
@@ -62,6 +65,12 @@ pub struct CoreConfig {
     /// Initial capacity of a connection's input and output buffers.
     pub conn_in_capacity: usize,
     pub conn_out_capacity: usize,
+    /// HMAC key of the notice URLs.
+    pub notice_key: Vec<u8>,
+    /// `scheme://host[:port]` the notice routes are reached at.
+    pub notice_base: String,
+    /// Notices later than this after the bid are flagged late.
+    pub notice_late_window: Duration,
 }
 
 impl CoreConfig {
@@ -186,6 +195,12 @@ impl IdGen {
 /// buffer can be decided on).
 struct Bidder {
     cfg: CoreConfig,
+    signer: NoticeSigner,
+    /// Full notice routes: win, billing, loss.
+    notice_routes: [String; 3],
+    /// Notice URLs of the response being built (reused).
+    urls: Vec<u8>,
+    profiles: Option<Reader>,
     shard: Shard,
     enc: ResponseEncoder,
     decision: Decision,
@@ -230,14 +245,21 @@ impl Core {
         sink: Box<dyn EventSink>,
         clock: Clock,
         published: Arc<Published>,
+        profiles: Option<Reader>,
     ) -> Core {
         let start = unix_ns();
         let turn_start = clock.now();
+        let route = |k: &str| format!("{}/notice/{k}", cfg.notice_base);
         Core {
             inflater: Inflater::new(cfg.max_inflated_body),
             published,
             draining: false,
             b: Bidder {
+                signer: NoticeSigner::new(&cfg.notice_key).with_late_window(cfg.notice_late_window),
+                notice_routes: [route("win"), route("billing"), route("loss")],
+                // Three URLs of well under 1 KiB per bid, for the most bids a response holds.
+                urls: Vec::with_capacity(3 * 1024 * MAX_IMPS),
+                profiles,
                 shard: Shard::new(cfg.core_id, campaigns),
                 enc: ResponseEncoder::with_capacity(16 * 1024),
                 decision: Decision::default(),
@@ -309,6 +331,14 @@ impl Core {
     /// Copies the metrics into the published slot for the admin thread (never waits).
     pub fn publish(&mut self) {
         self.b.metrics.allocations = crate::alloc_count::thread_allocs();
+        let st = self.b.signer.stats();
+        self.b.metrics.notices_rejected = st.rejected;
+        self.b.metrics.notices_late = st.late;
+        if let Some(r) = &self.b.profiles {
+            self.b.metrics.profile_lag_ms = r
+                .lag_ms_at(self.b.turn_unix_ns / 1_000_000)
+                .unwrap_or(u64::MAX);
+        }
         self.published.publish(&self.b.metrics);
     }
 
@@ -417,26 +447,11 @@ impl Core {
                 }
                 let query = if req.method == Method::Post && req.query.is_empty() {
                     // A POSTed notice may carry its parameters as a form body.
-                    std::str::from_utf8(req.body).unwrap_or("")
+                    req.body
                 } else {
-                    req.query
+                    req.query.as_bytes()
                 };
-                match route::query_pairs(query) {
-                    Ok(_pairs) => {
-                        // INTEGRATION(pipeline): verify `_pairs` with
-                        // `pipeline::notice::NoticeSigner::verify`, build the Win/Billing/Loss
-                        // event and `emit` it; forged or altered notices are answered 400 and
-                        // counted. Until the pipeline lands the notice is only routed and
-                        // parsed.
-                        m.notices[kind as usize] += 1;
-                        http::write_response(out, 204, "", b"", b"", close);
-                        m.response(204);
-                    }
-                    Err(e) => {
-                        http::write_text(out, 400, &e, close);
-                        m.response(400);
-                    }
-                }
+                self.b.notice(kind, query, out, close);
             }
             Route::Unknown => {
                 http::write_text(out, 404, &"not found", close);
@@ -470,6 +485,29 @@ impl Bidder {
         self.metrics.events += 1;
     }
 
+    fn notice(&mut self, kind: NoticeKind, query: &[u8], out: &mut Vec<u8>, close: bool) {
+        let pk = match kind {
+            NoticeKind::Win => PNoticeKind::Win,
+            NoticeKind::Billing => PNoticeKind::Billing,
+            NoticeKind::Loss => PNoticeKind::Loss,
+            NoticeKind::Click => PNoticeKind::Click,
+        };
+        match self.signer.verify(pk, query, self.turn_unix_ns) {
+            Ok(v) => {
+                self.metrics.notices[kind as usize] += 1;
+                let e = v.to_event(self.cfg.core_id, self.turn_unix_ns);
+                self.sink.emit(&e);
+                self.metrics.events += 1;
+                http::write_response(out, 204, "", b"", b"", close);
+                self.metrics.response(204);
+            }
+            Err(e) => {
+                http::write_text(out, 400, &e, close);
+                self.metrics.response(400);
+            }
+        }
+    }
+
     fn bid(&mut self, body: &[u8], exchange: &str, out: &mut Vec<u8>, close: bool) {
         if !self.ready {
             return self.no_bid(out, close, NoBidReason::NotReady, "");
@@ -492,16 +530,71 @@ impl Bidder {
         if self.elapsed() >= budget {
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
-        // INTEGRATION(profile-cache): look the user up in this core's replica reader
-        // (`user.id` / `buyeruid` / `device.ifa`, only with consent) and pass it here.
-        self.shard
-            .decide(&req, None, self.turn_unix_ns, &mut self.decision);
+        let trace_id = self.ids.next();
+        let personal = personal_data_allowed(req.req());
+        let user = if personal { user_key(req.req()) } else { None };
+        let fresh = self
+            .profiles
+            .as_ref()
+            .is_some_and(|r| r.is_fresh_at(self.turn_unix_ns / 1_000_000));
+        {
+            let profile = match (&self.profiles, user) {
+                (Some(r), Some(k)) if fresh => r.get(k),
+                _ => None,
+            };
+            self.shard.decide(
+                &req,
+                profile.as_ref().map(|p| p as &dyn ProfileView),
+                self.turn_unix_ns,
+                &mut self.decision,
+            );
+        }
+        let contextual = !personal || (self.profiles.is_some() && !fresh);
+        let ctx = Context::of(&req, if personal { user } else { None });
         if let Some(reason) = self.decision.no_bid {
             return self.no_bid(out, close, reason, req.id());
+        }
+        // The notice URLs of every bid, written one after the other into `urls`.
+        self.urls.clear();
+        let mut url_at: ArrayVec<[(usize, usize); 3], MAX_IMPS> = ArrayVec::new();
+        for d in self.decision.bids.iter() {
+            let params = BidParams {
+                request_id: req.id(),
+                imp_id: req.req().imp[d.imp_index as usize]
+                    .id
+                    .as_deref()
+                    .unwrap_or_default(),
+                campaign_id: d.campaign_id,
+                creative_id: d.creative_id,
+                advertiser_id: d.advertiser_id,
+                bid_price: d.price,
+                currency: d.currency.code(),
+                bid_ts_unix_ns: self.turn_unix_ns,
+                node: &self.cfg.node,
+                exchange,
+                trace_id,
+                country: ctx.country,
+                device_type: ctx.device_type,
+                site_or_app: ctx.site_or_app,
+                user_id: ctx.user,
+            };
+            let mut r = [(0, 0); 3];
+            for (k, kind) in [PNoticeKind::Win, PNoticeKind::Billing, PNoticeKind::Loss]
+                .into_iter()
+                .enumerate()
+            {
+                let start = self.urls.len();
+                self.signer
+                    .write_url(kind, &self.notice_routes[k], &params, &mut self.urls);
+                r[k] = (start, self.urls.len());
+            }
+            url_at.push(r);
         }
         // Build and encode inside a block: the borrows of the campaign set end with it.
         let late = {
             let set = self.shard.set();
+            let urls = &self.urls;
+            let url = |r: (usize, usize)| std::str::from_utf8(&urls[r.0..r.1]).ok();
             let mut nums: ArrayVec<[ArrayString<10>; 3], MAX_IMPS> = ArrayVec::new();
             let mut domains: ArrayVec<ArrayVec<&str, MAX_ADOMAIN>, MAX_IMPS> = ArrayVec::new();
             for (i, d) in self.decision.bids.iter().enumerate() {
@@ -541,10 +634,9 @@ impl Bidder {
                     dealid: None,
                     w,
                     h,
-                    // INTEGRATION(pipeline): nurl/burl/lurl from `NoticeSigner::write_url`.
-                    nurl: None,
-                    burl: None,
-                    lurl: None,
+                    nurl: url(url_at[i][0]),
+                    burl: url(url_at[i][1]),
+                    lurl: url(url_at[i][2]),
                     adm: Some(&cr.adm),
                 });
             }
@@ -582,13 +674,6 @@ impl Bidder {
             // Too late to be useful: say no rather than answer after the exchange gave up.
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
-        let country = req
-            .req()
-            .device
-            .as_ref()
-            .and_then(|d| d.geo.as_ref())
-            .and_then(|g| g.country.as_deref())
-            .unwrap_or("");
         for d in self.decision.bids.iter() {
             let mut e = Event::new(EventKind::Bid);
             e.exchange = InlineStr::new(exchange);
@@ -604,11 +689,16 @@ impl Bidder {
             e.creative_id = d.creative_id;
             e.bid_price_micros = d.price.0;
             e.currency = d.currency.code();
-            if let Ok(c) = <[u8; 3]>::try_from(country.as_bytes()) {
-                e.country = c;
-            }
+            e.country = ctx.country;
+            e.device_type = ctx.device_type;
+            e.site_or_app = InlineStr::new(ctx.site_or_app);
+            e.user_id = InlineStr::new(ctx.user.unwrap_or(""));
+            e.trace_id = trace_id;
             if req.is_test() {
                 e.flags |= codec::event::flags::TEST;
+            }
+            if contextual {
+                e.flags |= codec::event::flags::CONTEXTUAL_ONLY;
             }
             e.core = self.cfg.core_id;
             e.event_id = self.ids.next();
@@ -618,6 +708,76 @@ impl Bidder {
             self.metrics.events += 1;
         }
     }
+}
+
+/// What a bid's events and notice URLs say about the request.
+struct Context<'r> {
+    country: [u8; 3],
+    device_type: u8,
+    site_or_app: &'r str,
+    user: Option<&'r str>,
+}
+
+impl<'r> Context<'r> {
+    fn of(req: &'r codec::ValidRequest<'_>, user: Option<&'r str>) -> Context<'r> {
+        let r = req.req();
+        let device = r.device.as_ref();
+        let country = device
+            .and_then(|d| d.geo.as_ref())
+            .and_then(|g| g.country.as_deref())
+            .and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok())
+            .unwrap_or([0; 3]);
+        let site_or_app = r
+            .site
+            .as_ref()
+            .and_then(|s| s.domain.as_deref())
+            .or_else(|| r.app.as_ref().and_then(|a| a.bundle.as_deref()))
+            .unwrap_or("");
+        Context {
+            country,
+            device_type: device.and_then(|d| d.devicetype).unwrap_or(0),
+            site_or_app,
+            user,
+        }
+    }
+}
+
+/// Whether personal data (the profile, the user id in events) may be used for this request.
+///
+/// INTEGRATION(shards): the shard's TCF v2 / GPP consent decision replaces this conservative
+/// rule when it lands. Until then: no personal data under COPPA, under GDPR (no TCF decoder
+/// here, so no proof of consent), with a US-privacy opt-out, or with limit-ad-tracking.
+fn personal_data_allowed(r: &codec::BidRequest<'_>) -> bool {
+    let regs = r.regs.as_ref();
+    if regs.and_then(|g| g.coppa) == Some(1) {
+        return false;
+    }
+    let gdpr = regs.and_then(|g| g.gdpr.or_else(|| g.ext.as_ref().and_then(|e| e.gdpr)));
+    if gdpr == Some(1) {
+        return false;
+    }
+    let usp = regs.and_then(|g| {
+        g.us_privacy
+            .as_deref()
+            .or_else(|| g.ext.as_ref().and_then(|e| e.us_privacy.as_deref()))
+    });
+    if usp.is_some_and(|s| s.as_bytes().get(2) == Some(&b'Y')) {
+        return false;
+    }
+    r.device.as_ref().and_then(|d| d.lmt) != Some(1)
+}
+
+/// The profile key: `user.id`, else `user.buyeruid`, else `device.ifa`.
+fn user_key<'r>(r: &'r codec::BidRequest<'_>) -> Option<&'r str> {
+    let u = r.user.as_ref();
+    [
+        u.and_then(|u| u.id.as_deref()),
+        u.and_then(|u| u.buyeruid.as_deref()),
+        r.device.as_ref().and_then(|d| d.ifa.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|s| !s.is_empty() && s.len() <= 64)
 }
 
 #[cfg(test)]

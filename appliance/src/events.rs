@@ -1,10 +1,9 @@
 //! [`EventSink`]: where a core puts the events its decisions and notices make.
 //!
-//! Each core owns one sink. The pipeline's per-core `CoreSink` (bounded lock-free queue to the
-//! Kafka producer) plugs in here once merged — INTEGRATION(pipeline): adapt
-//! `pipeline::CoreSink::emit` to this trait in `server.rs`. Until then the binary uses
-//! [`CountingSink`], which counts events by kind and sends them nowhere (stated in `/metrics`
-//! as `helios_events_total`). Must never: block, allocate, or lock.
+//! Each core owns one sink: the pipeline's `CoreSink` (its bounded lock-free queue to the
+//! Kafka producer thread) when `events.enabled`, else a [`CountingSink`] that counts events by
+//! kind and sends them nowhere (benchmarks of the bidding path alone, tests). Must never:
+//! block, allocate, or lock.
 
 use codec::event::{Event, EventKind};
 
@@ -30,5 +29,12 @@ impl EventSink for CountingSink {
             .unwrap_or(0);
         self.by_kind[i] += 1;
         self.last = Some(*e);
+    }
+}
+
+impl EventSink for pipeline::CoreSink {
+    #[inline]
+    fn emit(&mut self, e: &Event) {
+        pipeline::CoreSink::emit(self, e);
     }
 }

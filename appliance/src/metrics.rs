@@ -15,6 +15,7 @@ use codec::event::NoBidReason;
 use hdrhistogram::Histogram;
 
 use crate::route::NoticeKind;
+use pipeline::notice::NoticeError;
 
 /// Statuses counted one by one; anything else goes to the last bucket ("other").
 pub const STATUSES: [u16; 14] = [
@@ -64,7 +65,15 @@ pub struct CoreMetrics {
     pub imp_bids: u64,
     /// No-bids by [`NoBidReason`] code (index = code).
     pub no_bids: [u64; 13],
-    pub notices: [u64; 3],
+    /// Accepted notices by kind (win, billing, loss, click).
+    pub notices: [u64; 4],
+    /// Rejected notices by `pipeline::notice::NoticeError::index` (copied at publish).
+    pub notices_rejected: [u64; NoticeError::COUNT],
+    /// Accepted notices flagged late (copied at publish).
+    pub notices_late: u64,
+    /// Profile replica staleness seen by this core at publish, ms (`u64::MAX`: not loaded;
+    /// 0 and unused when there is no profile cache).
+    pub profile_lag_ms: u64,
     pub gzip_bodies: u64,
     pub connections_accepted: u64,
     /// Closed connections by [`CloseReason`].
@@ -89,7 +98,10 @@ impl CoreMetrics {
             bids: 0,
             imp_bids: 0,
             no_bids: [0; 13],
-            notices: [0; 3],
+            notices: [0; 4],
+            notices_rejected: [0; NoticeError::COUNT],
+            notices_late: 0,
+            profile_lag_ms: 0,
             gzip_bodies: 0,
             connections_accepted: 0,
             connections_closed: [0; CLOSE_REASONS.len()],
@@ -134,6 +146,9 @@ impl CoreMetrics {
             imp_bids,
             no_bids,
             notices,
+            notices_rejected,
+            notices_late,
+            profile_lag_ms,
             gzip_bodies,
             connections_accepted,
             connections_closed,
@@ -151,6 +166,9 @@ impl CoreMetrics {
         *imp_bids = src.imp_bids;
         *no_bids = src.no_bids;
         *notices = src.notices;
+        *notices_rejected = src.notices_rejected;
+        *notices_late = src.notices_late;
+        *profile_lag_ms = src.profile_lag_ms;
         *gzip_bodies = src.gzip_bodies;
         *connections_accepted = src.connections_accepted;
         *connections_closed = src.connections_closed;
@@ -346,6 +364,52 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
                 m.notices[k as usize]
             );
         }
+    }
+    series(
+        out,
+        "helios_notices_rejected_total",
+        "Notices rejected by reason.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for e in NoticeError::ALL {
+            let _ = writeln!(
+                out,
+                "helios_notices_rejected_total{{core=\"{c}\",reason=\"{}\"}} {}",
+                e.reason(),
+                m.notices_rejected[e.index()]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_notices_late_total",
+        "Accepted notices flagged late.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        let _ = writeln!(
+            out,
+            "helios_notices_late_total{{core=\"{c}\"}} {}",
+            m.notices_late
+        );
+    }
+    series(
+        out,
+        "helios_profile_replica_lag_seconds",
+        "Staleness of the profile replica as this core saw it (+Inf before the first load).",
+        "gauge",
+    );
+    for (c, m) in &snaps {
+        let v = if m.profile_lag_ms == u64::MAX {
+            "+Inf".to_owned()
+        } else {
+            (m.profile_lag_ms as f64 / 1000.0).to_string()
+        };
+        let _ = writeln!(
+            out,
+            "helios_profile_replica_lag_seconds{{core=\"{c}\"}} {v}"
+        );
     }
     series(
         out,

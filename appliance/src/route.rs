@@ -15,15 +15,22 @@ pub enum NoticeKind {
     Win,
     Billing,
     Loss,
+    Click,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 3] = [NoticeKind::Win, NoticeKind::Billing, NoticeKind::Loss];
+    pub const ALL: [NoticeKind; 4] = [
+        NoticeKind::Win,
+        NoticeKind::Billing,
+        NoticeKind::Loss,
+        NoticeKind::Click,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::Win => "win",
             NoticeKind::Billing => "billing",
             NoticeKind::Loss => "loss",
+            NoticeKind::Click => "click",
         }
     }
 }
@@ -34,7 +41,7 @@ pub enum Route<'a> {
     Bid {
         exchange: &'a str,
     },
-    /// `GET|POST /notice/{win,billing,loss}`.
+    /// `GET|POST /notice/{win,billing,loss,click}`.
     Notice(NoticeKind),
     Unknown,
 }
@@ -60,6 +67,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/notice/win" => Route::Notice(NoticeKind::Win),
         "/notice/billing" => Route::Notice(NoticeKind::Billing),
         "/notice/loss" => Route::Notice(NoticeKind::Loss),
+        "/notice/click" => Route::Notice(NoticeKind::Click),
         _ => Route::Unknown,
     }
 }
@@ -106,7 +114,8 @@ mod tests {
         assert_eq!(route("/notice/win"), Route::Notice(NoticeKind::Win));
         assert_eq!(route("/notice/billing"), Route::Notice(NoticeKind::Billing));
         assert_eq!(route("/notice/loss"), Route::Notice(NoticeKind::Loss));
-        assert_eq!(route("/notice/click"), Route::Unknown);
+        assert_eq!(route("/notice/click"), Route::Notice(NoticeKind::Click));
+        assert_eq!(route("/notice/view"), Route::Unknown);
         assert_eq!(route("/"), Route::Unknown);
     }
 

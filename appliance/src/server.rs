@@ -21,7 +21,7 @@ use shards::CompiledSet;
 use crate::config::{Config, Driver};
 use crate::core::{Core, CoreConfig};
 use crate::driver::{self, LoopConfig};
-use crate::events::CountingSink;
+use crate::events::{CountingSink, EventSink};
 use crate::http::Limits;
 use crate::metrics::Published;
 use crate::sys;
@@ -37,9 +37,13 @@ pub struct Shared {
     pub config_toml: String,
     /// (core, driver description), for `helios_core_info`.
     pub drivers: Mutex<Vec<(usize, String)>>,
+    /// The event pipeline (node-level metrics; taken by the main thread at shutdown).
+    pub pipeline: Mutex<Option<pipeline::Pipeline>>,
+    /// A reader of the profile replica for `/readyz` (None without a profile cache).
+    pub profiles: Mutex<Option<profile_cache::Reader>>,
 }
 
-fn core_config(cfg: &Config, core_id: u16, node: &str) -> CoreConfig {
+fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> CoreConfig {
     CoreConfig {
         core_id,
         node: node.to_owned(),
@@ -56,6 +60,58 @@ fn core_config(cfg: &Config, core_id: u16, node: &str) -> CoreConfig {
         seat: cfg.bidding.seat.clone(),
         conn_in_capacity: cfg.http.conn_buffer_bytes,
         conn_out_capacity: cfg.http.conn_buffer_bytes,
+        notice_key: notice.key.clone(),
+        notice_base: notice.base.clone(),
+        notice_late_window: Duration::from_secs(cfg.notices.late_window_s),
+    }
+}
+
+/// The notice key and base URL every core signs with.
+struct NoticeSetup {
+    key: Vec<u8>,
+    base: String,
+}
+
+fn notice_setup(cfg: &Config, bound: SocketAddr, node: &str) -> Result<NoticeSetup> {
+    let key = if cfg.notices.key.is_empty() {
+        let mut k = vec![0u8; 32];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+            &mut k,
+        )
+        .context("reading /dev/urandom")?;
+        tracing::warn!(
+            "notices.key is not set: signing notices with a random per-process key \
+             (notices for bids of an earlier process will be rejected)"
+        );
+        k
+    } else {
+        cfg.notices.key.as_bytes().to_vec()
+    };
+    let base = if cfg.notices.base_url.is_empty() {
+        let host = if bound.ip().is_unspecified() {
+            node.to_owned()
+        } else {
+            bound.ip().to_string()
+        };
+        format!("http://{host}:{}", bound.port())
+    } else {
+        cfg.notices.base_url.clone()
+    };
+    Ok(NoticeSetup { key, base })
+}
+
+fn pipeline_config(cfg: &Config, node: &str) -> pipeline::PipelineConfig {
+    let e = &cfg.events;
+    pipeline::PipelineConfig {
+        brokers: e.brokers.clone(),
+        node: node.to_owned(),
+        queue_capacity_per_core: e.queue_capacity_per_core,
+        spool_dir: e.spool_dir.clone().into(),
+        spool_max_bytes: e.spool_max_bytes,
+        startup_timeout_ms: e.startup_timeout_ms,
+        redis_url: (!e.frequency_redis_url.is_empty()).then(|| e.frequency_redis_url.clone()),
+        ..pipeline::PipelineConfig::default()
     }
 }
 
@@ -98,6 +154,38 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
     let admin_bound = admin.local_addr()?;
 
     sys::block_term_signals().context("blocking SIGTERM/SIGINT")?;
+    let notice = notice_setup(&cfg, bound, &node)?;
+    // Events: one sink per core from the pipeline, or counting sinks when disabled.
+    let (pipe, mut sinks): (Option<pipeline::Pipeline>, Vec<Box<dyn EventSink>>) =
+        if cfg.events.enabled {
+            let (p, s) = pipeline::Pipeline::start(&pipeline_config(&cfg, &node), cpus.len())
+                .context("starting the event pipeline")?;
+            let sinks = s
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn EventSink>)
+                .collect();
+            (Some(p), sinks)
+        } else {
+            let sinks = cpus
+                .iter()
+                .map(|_| Box::new(CountingSink::default()) as Box<dyn EventSink>)
+                .collect();
+            (None, sinks)
+        };
+    // Profiles: the replica fills in the background; each core gets its own reader.
+    let (replicator, reader) = if cfg.profiles.redis_url.is_empty() {
+        (None, None)
+    } else {
+        let rc = profile_cache::ReplicaConfig {
+            redis_url: cfg.profiles.redis_url.clone(),
+            namespace: cfg.profiles.namespace.clone(),
+            expected_profiles: cfg.profiles.expected_profiles,
+            max_staleness: Duration::from_millis(cfg.profiles.max_staleness_ms),
+            ..profile_cache::ReplicaConfig::default()
+        };
+        let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
+        (Some(rep), Some(rd))
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         shutdown: shutdown.clone(),
@@ -107,22 +195,34 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         published: (0..cpus.len())
             .map(|i| Arc::new(Published::new(i as u16)))
             .collect(),
-        config_toml: cfg.to_toml(),
+        config_toml: redacted(&cfg).to_toml(),
         drivers: Mutex::new(Vec::new()),
+        pipeline: Mutex::new(pipe),
+        profiles: Mutex::new(reader.clone()),
     });
     crate::admin::spawn(admin, shared.clone()).context("starting the admin thread")?;
 
     let lc = loop_config(&cfg);
     let mut threads = Vec::with_capacity(cpus.len());
     for (i, (&cpu, listener)) in cpus.iter().zip(listeners).enumerate() {
-        let core_cfg = core_config(&cfg, i as u16, &node);
+        let core_cfg = core_config(&cfg, i as u16, &node, &notice);
         let campaigns = campaigns.clone();
+        let sink = sinks.remove(0);
+        let profiles = reader.clone();
         let lc = lc.clone();
         let shared = shared.clone();
         let want = cfg.server.driver;
         let t = std::thread::Builder::new()
             .name(format!("helios-core-{i}"))
-            .spawn(move || core_thread(i, cpu, want, core_cfg, campaigns, listener, lc, shared))
+            .spawn(move || {
+                let parts = CoreParts {
+                    core_cfg,
+                    campaigns,
+                    sink,
+                    profiles,
+                };
+                core_thread(i, cpu, want, parts, listener, lc, shared)
+            })
             .context("spawning a core thread")?;
         threads.push(t);
     }
@@ -177,8 +277,27 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
             }
         }
     }
-    // INTEGRATION(pipeline): `Pipeline::shutdown(timeout)` here flushes every event the cores
-    // queued (to Kafka, or the spool) before the process exits.
+    // The cores have dropped their sinks: flush every queued event to Kafka (or the spool).
+    let pipe = shared.pipeline.lock().ok().and_then(|mut p| p.take());
+    if let Some(p) = pipe {
+        let r = p.shutdown(Duration::from_millis(cfg.events.shutdown_timeout_ms));
+        tracing::info!(
+            produced = r.produced,
+            spooled = r.spooled,
+            spool_bytes_left = r.spool_bytes_left,
+            dropped = r.dropped,
+            left_in_queues = r.left_in_queues,
+            clean = r.clean,
+            "events flushed"
+        );
+        if r.dropped > 0 || r.left_in_queues > 0 {
+            failed = true;
+        }
+    }
+    if let Some(r) = replicator {
+        r.stop();
+    }
+    drop(reader);
     tracing::info!("stopped");
     if failed {
         anyhow::bail!("one or more cores failed");
@@ -186,26 +305,40 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a core thread is handed at spawn.
+struct CoreParts {
+    core_cfg: CoreConfig,
+    campaigns: Arc<CompiledSet>,
+    sink: Box<dyn EventSink>,
+    profiles: Option<profile_cache::Reader>,
+}
+
+/// The configuration as shown on `/debug/config`: secrets replaced.
+fn redacted(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    if !c.notices.key.is_empty() {
+        c.notices.key = "(redacted)".into();
+    }
+    c
+}
+
 fn core_thread(
     index: usize,
     cpu: usize,
     want: Driver,
-    core_cfg: CoreConfig,
-    campaigns: Arc<CompiledSet>,
+    parts: CoreParts,
     listener: TcpListener,
     lc: LoopConfig,
     shared: Arc<Shared>,
 ) -> Result<()> {
     sys::pin_current_thread(cpu).with_context(|| format!("pinning core {index} to CPU {cpu}"))?;
-    // INTEGRATION(pipeline): the core's `CoreSink` from `Pipeline::start` goes here.
-    let sink = Box::new(CountingSink::default());
     let core = Core::new(
-        core_cfg,
-        campaigns,
-        sink,
+        parts.core_cfg,
+        parts.campaigns,
+        parts.sink,
         Clock::new(),
         shared.published[index].clone(),
+        parts.profiles,
     );
     let shutdown = shared.shutdown.clone();
     let ring = match want {

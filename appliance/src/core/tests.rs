@@ -44,6 +44,9 @@ fn cfg() -> CoreConfig {
         seat: "helios".into(),
         conn_in_capacity: 4096,
         conn_out_capacity: 4096,
+        notice_key: b"test-key".to_vec(),
+        notice_base: "http://bidder.test:8080".into(),
+        notice_late_window: Duration::from_secs(3600),
     }
 }
 
@@ -55,6 +58,10 @@ struct T {
 }
 
 fn with(cfg: CoreConfig) -> T {
+    with_profiles(cfg, None)
+}
+
+fn with_profiles(cfg: CoreConfig, profiles: Option<profile_cache::Reader>) -> T {
     let (clock, mock) = Clock::mock();
     mock.increment(Duration::from_secs(1));
     let events = Shared::default();
@@ -64,6 +71,7 @@ fn with(cfg: CoreConfig) -> T {
         Box::new(events.clone()),
         clock,
         Arc::new(Published::new(3)),
+        profiles,
     );
     let conn = core.new_conn();
     T {
@@ -210,14 +218,22 @@ fn pipelined_requests_are_answered_in_order_whatever_the_split() {
         t.send(&stream)
     };
     let codes: Vec<u16> = responses(&whole).iter().map(|r| r.0).collect();
-    assert_eq!(codes, [200, 204, 204, 200]);
+    // The notice is unsigned: refused (400), and the connection goes on.
+    assert_eq!(codes, [200, 204, 400, 200]);
     for chunk in [1, 7, 64, 333] {
         let mut t = with(cfg());
         let mut got = Vec::new();
         for piece in stream.chunks(chunk) {
             got.extend(t.send(piece));
         }
-        assert_eq!(got, whole, "chunk {chunk}");
+        // Same answers (notice URLs carry times and ids, so compare statuses and sizes).
+        let shape = |b: &[u8]| {
+            responses(b)
+                .iter()
+                .map(|r| (r.0, r.2.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&got), shape(&whole), "chunk {chunk}");
         assert!(t.conn.wants_close());
         assert!(!t.conn.has_pending_input());
     }
@@ -326,11 +342,13 @@ fn routes_and_methods() {
     s.extend(post("/notice/loss", b"r=x&l=102", ""));
     let r = responses(&t.send(&s));
     let codes: Vec<u16> = r.iter().map(|r| r.0).collect();
-    assert_eq!(codes, [405, 404, 405, 400, 204, 204]);
+    assert_eq!(codes, [405, 404, 405, 400, 400, 400]);
     assert!(r[0].1.contains("Allow: POST"));
-    assert_eq!(r[3].2, b"notice: no parameters\n");
-    let m = t.core.metrics();
-    assert_eq!(m.notices, [0, 1, 1]);
+    assert_eq!(r[4].2, b"notice has no signature\n");
+    t.core.publish();
+    let snap = t.core.published.snapshot.lock().unwrap();
+    assert_eq!(snap.notices, [0, 0, 0, 0]);
+    assert_eq!(snap.notices_rejected[0], 3, "unsigned, counted by reason");
 }
 
 #[test]
@@ -502,4 +520,132 @@ proptest::proptest! {
         proptest::prop_assert_eq!(r.len(), 1);
         proptest::prop_assert!(matches!(r[0].0, 200 | 204 | 400 | 413));
     }
+}
+
+/// Splits "http://host:port/path?query" into (path, query).
+fn path_and_query(url: &str) -> (&str, &str) {
+    let rest = url.strip_prefix("http://bidder.test:8080").unwrap();
+    rest.split_once('?').unwrap()
+}
+
+#[test]
+fn bids_carry_signed_notice_urls_that_verify_once_filled_in() {
+    let mut t = with(cfg());
+    let r = responses(&t.send(&post("/openrtb2/bid/adx", BID.as_bytes(), "")));
+    let resp: parsed::BidResponse = serde_json::from_slice(&r[0].2).unwrap();
+    let b = &resp.seatbid[0].bid[0];
+    let nurl = b.nurl.as_deref().unwrap();
+    let burl = b.burl.as_deref().unwrap();
+    let lurl = b.lurl.as_deref().unwrap();
+    assert!(nurl.starts_with("http://bidder.test:8080/notice/win?"));
+    assert!(nurl.contains("${AUCTION_PRICE}"));
+    assert!(burl.starts_with("http://bidder.test:8080/notice/billing?"));
+    assert!(lurl.starts_with("http://bidder.test:8080/notice/loss?"));
+    let bid_trace = t.events.0.lock().unwrap()[0].trace_id;
+    // The exchange fills in the macros and calls the win URL.
+    let filled = nurl
+        .replace("${AUCTION_PRICE}", "1.75")
+        .replace("${AUCTION_CURRENCY}", "USD")
+        .replace("${AUCTION_ID}", "a1")
+        .replace("${AUCTION_IMP_ID}", "i1");
+    let (path, query) = path_and_query(&filled);
+    let get = format!("GET {path}?{query} HTTP/1.1\r\n\r\n");
+    assert_eq!(responses(&t.send(get.as_bytes()))[0].0, 204);
+    assert_eq!(responses(&t.send(get.as_bytes()))[0].0, 204);
+    {
+        let ev = t.events.0.lock().unwrap();
+        let wins: Vec<&Event> = ev.iter().filter(|e| e.kind == EventKind::Win).collect();
+        assert_eq!(wins.len(), 2);
+        assert_eq!(wins[0].campaign_id, 7);
+        assert_eq!(wins[0].clear_price_micros, 1_750_000);
+        assert_eq!(
+            wins[0].trace_id, bid_trace,
+            "the trace id goes from the bid to the win"
+        );
+        assert_eq!(
+            wins[0].event_id, wins[1].event_id,
+            "a repeated notice has the same id"
+        );
+    }
+    // Altered (our price changed) → rejected.
+    let forged = get.replace("&p=2500000", "&p=9500000");
+    assert_ne!(forged, get);
+    let r = responses(&t.send(forged.as_bytes()));
+    assert_eq!(r[0].0, 400);
+    assert!(String::from_utf8_lossy(&r[0].2).contains("signature"));
+    // A clearing price above our bid → rejected.
+    let high = get.replace("ap=1.75", "ap=3.5");
+    assert_eq!(responses(&t.send(high.as_bytes()))[0].0, 400);
+    t.core.publish();
+    let snap = t.core.published.snapshot.lock().unwrap();
+    assert_eq!(snap.notices[0], 2);
+    assert_eq!(snap.notices_rejected.iter().sum::<u64>(), 2);
+}
+
+fn profile_store(user: &str) -> (profile_cache::Store, profile_cache::Reader) {
+    let (mut store, reader) = profile_cache::Store::new(16, 60_000);
+    let mut p = profile_cache::ProfileData {
+        user_id: user.into(),
+        segments: vec![(42, 900)],
+        ..Default::default()
+    };
+    store.upsert(&mut p).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    store.mark_synced(now_ms);
+    (store, reader)
+}
+
+#[test]
+fn personal_data_only_with_a_fresh_replica_and_no_privacy_signal() {
+    let (_store, reader) = profile_store("u-1");
+    let mut t = with_profiles(cfg(), Some(reader));
+    let with_user = BID.replace("\"tmax\":100", "\"tmax\":100,\"user\":{\"id\":\"u-1\"}");
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", with_user.as_bytes(), "")))[0].0,
+        200
+    );
+    let gdpr = with_user.replace("\"tmax\":100", "\"tmax\":100,\"regs\":{\"gdpr\":1}");
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", gdpr.as_bytes(), "")))[0].0,
+        200
+    );
+    let coppa = with_user.replace("\"tmax\":100", "\"tmax\":100,\"regs\":{\"coppa\":1}");
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", coppa.as_bytes(), "")))[0].0,
+        200
+    );
+    let ev = t.events.0.lock().unwrap();
+    use codec::event::flags::CONTEXTUAL_ONLY;
+    assert_eq!(ev[0].user_id.as_str(), "u-1");
+    assert_eq!(ev[0].flags & CONTEXTUAL_ONLY, 0);
+    for e in &ev[1..3] {
+        assert_eq!(e.user_id.as_str(), "", "no user id without consent");
+        assert_ne!(e.flags & CONTEXTUAL_ONLY, 0);
+    }
+    drop(ev);
+    t.core.publish();
+    let lag = t.core.published.snapshot.lock().unwrap().profile_lag_ms;
+    assert!(lag < 60_000, "{lag}");
+}
+
+#[test]
+fn a_stale_or_unloaded_replica_means_contextual_only() {
+    let (_store, reader) = profile_cache::Store::new(16, 60_000); // never loaded
+    let mut t = with_profiles(cfg(), Some(reader));
+    let with_user = BID.replace("\"tmax\":100", "\"tmax\":100,\"user\":{\"id\":\"u-1\"}");
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", with_user.as_bytes(), "")))[0].0,
+        200
+    );
+    let ev = t.events.0.lock().unwrap();
+    assert_ne!(ev[0].flags & codec::event::flags::CONTEXTUAL_ONLY, 0);
+    drop(ev);
+    t.core.publish();
+    assert_eq!(
+        t.core.published.snapshot.lock().unwrap().profile_lag_ms,
+        u64::MAX
+    );
 }
