@@ -120,6 +120,7 @@ dl_check "Prometheus exporter lists fe_public requests" 1 "$(grep -c '^haproxy_f
 dl_check "Prometheus exporter counts 429s (4xx) on fe_public" 1 "$(grep -cE '^haproxy_frontend_http_responses_total\{proxy="fe_public",code="4xx"\} [1-9]' <<<"$metrics")"
 dl_check "log lines are JSON" 0 "$(grep '^{' "$run/haproxy.log" | head -50 | jq -e . >/dev/null 2>&1; echo $?)"
 dl_check "logs never hold the API key" 0 "$(grep -c 'key-slow-0001\|key-fast-0001' "$run/haproxy.log" || true)"
+dl_check "logs never hold a bearer token" 0 "$(grep -cF "${good%%.*}.${good#*.}" "$run/haproxy.log" || true)"
 "$root/scripts/gateway.sh" stop >/dev/null
 
 echo "-- gateway: notices authenticated by their signature (HELIOS_GW_NOTICE_AUTH=signature)"
@@ -194,6 +195,10 @@ if helios=$(dl_find_helios); then
   dl_check "malformed bid through TLS → the appliance's 400" 400 "$c"
   "$root/scripts/gateway.sh" stop >/dev/null
   dl_stop_all
+  dl_check "the appliance's log holds neither the API key nor the user id" 0 \
+    "$(grep -c 'key-fast-0001\|"user-1"\|user-1\b' "$run/helios-e2e.log" || true)"
+  dl_check "the gateway's log of the bid is JSON naming the exchange, not the key" 1 \
+    "$(grep '"/openrtb2/bid/fast"' "$run/haproxy.log" | head -1 | jq -r 'select(.exchange=="fast") | 1' 2>/dev/null || true)"
 else
   echo "skipped: the helios binary is not built (HELIOS_BIN or \$CARGO_TARGET_DIR/{release,debug}/helios); the end-to-end bid runs once the appliance is on main"
 fi
@@ -218,6 +223,7 @@ if reporter=$(dl_find_reporter) && (exec 3<>"/dev/tcp/${pg_hp%:*}/${pg_hp##*:}")
   dl_check "the reporter's OpenAPI document through the gateway, no token" 200 "$(code "$U/api/v1/openapi.json")"
   "$root/scripts/gateway.sh" stop >/dev/null
   dl_stop_all
+  dl_check "the reporter's log never holds a token" 0 "$(grep -cF "$tok" "$run/reporter.log" || true)"
 else
   echo "skipped: reporter behind the gateway (the helios-reporter binary is not built, or PostgreSQL at $pg_hp is not running)"
 fi
