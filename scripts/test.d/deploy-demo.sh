@@ -60,8 +60,19 @@ else
 fi
 if dl_workspace_has_bin helios-reporter && [[ -x "$bindir/helios-reporter" ]]; then
   tok=$("$bindir/helios-reporter" token --role operator --ttl 10m --sub demo-test)
+  api() { curl -s --cacert "$HELIOS_CERTS/ca.crt" -H "Authorization: Bearer $tok" "https://localhost:$HELIOS_GW_TLS_PORT$1"; }
   dl_check "reporter API through the gateway with an operator token" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$HELIOS_CERTS/ca.crt" -H "Authorization: Bearer $tok" "https://localhost:$HELIOS_GW_TLS_PORT/api/v1/campaigns")"
+  if dl_workspace_has_bin helios-exchange; then
+    # The whole chain: simulator → gateway → appliance → Kafka → reporter → PostgreSQL → API → gateway.
+    imps=0
+    for _ in $(seq 1 60); do
+      imps=$(api /api/v1/campaigns | jq '[.items[]?.figures.impressions // 0] | add // 0' 2>/dev/null || echo 0)
+      ((imps > 0)) && break
+      sleep 0.5
+    done
+    dl_check_true "impressions reach the reporter's API through the whole chain ($imps)" test "$imps" -gt 0
+  fi
 else
   echo "skipped: reporter (no helios-reporter binary)"
 fi
