@@ -34,7 +34,8 @@ export HELIOS_GW_HTTP_PORT
 HELIOS_GW_REPORTER=127.0.0.1:$(dl_free_port 28090)
 export HELIOS_GW_REPORTER
 # (≥ 32 bytes: the reporter refuses shorter HS256 secrets)
-export HELIOS_JWT_SECRET="test-secret-$(openssl rand -hex 16)"
+HELIOS_JWT_SECRET="test-secret-$(openssl rand -hex 16)"
+export HELIOS_JWT_SECRET
 probe_port=$(dl_free_port 28080)
 probe_admin=$(dl_free_port 28100)
 
