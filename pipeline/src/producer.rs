@@ -45,6 +45,8 @@ use crate::spool::{
 
 /// Delivery opaque of a live event (spool records carry their segment's id, ≥ 1).
 const LIVE: usize = 0;
+/// First idle sleep of the producer thread (doubles while idle, up to 1 ms).
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
 /// Segments held in memory for replay at once (each ≤ `spool_segment_bytes`).
 const MAX_LOADED_SEGMENTS: usize = 4;
 
@@ -256,6 +258,7 @@ impl ProducerThread {
     }
 
     pub(crate) fn run(mut self) -> ShutdownReport {
+        let mut idle_turns: u32 = 0;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             let drained = self.drain_queues();
@@ -270,12 +273,24 @@ impl ProducerThread {
                 break;
             }
             if drained == 0 {
-                // Idle: wait for delivery reports (or 1 ms), then look at the queues again.
-                self.producer.poll(Duration::from_millis(1));
+                // Idle: sleep 50 µs, doubling up to 1 ms while idle. (Not `poll(1 ms)`:
+                // rdkafka passes the remaining time to librdkafka in whole milliseconds, so a
+                // sub-millisecond wait there is a busy loop.)
+                std::thread::sleep(IDLE_SLEEP_MIN * (1 << idle_turns.min(5)).min(20));
+                idle_turns += 1;
+                self.producer.poll(Duration::ZERO);
                 self.process_reports();
+            } else {
+                idle_turns = 0;
             }
         }
         self.finish()
+    }
+
+    /// Waits `d` (sleeping, see the idle note in `run`) and serves delivery reports.
+    fn wait_reports(&self, d: Duration) {
+        std::thread::sleep(d);
+        self.producer.poll(Duration::ZERO);
     }
 
     fn queues_empty(&self) -> bool {
@@ -575,7 +590,7 @@ impl ProducerThread {
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         let deadline = Instant::now() + Duration::from_millis(500);
         loop {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
             if self.producer.in_flight_count() == 0 || Instant::now() >= deadline {
                 break;
@@ -763,7 +778,7 @@ impl ProducerThread {
         }
         // Deliver what is in librdkafka's queue, bounded by the deadline.
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline && self.up {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
             self.check_health();
         }
@@ -778,7 +793,7 @@ impl ProducerThread {
         }
         let settle = Instant::now() + Duration::from_secs(2);
         while self.producer.in_flight_count() > 0 && Instant::now() < settle {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
         }
         self.producer.poll(Duration::ZERO);
