@@ -8,7 +8,6 @@
 //! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench api_series` (BENCH_REQUESTS per
 //! shape, default 300).
 
-#[path = "common.rs"]
 mod common;
 
 use std::process::{Command, Stdio};
@@ -63,17 +62,26 @@ FROM rollups r CROSS JOIN generate_series(0, 59) m WHERE r.gran = 2 AND r.dim = 
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Some(pg) = common::pg_url_or_skip("api_series") else { return };
-    let requests = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300usize);
+    let Some(pg) = common::pg_url_or_skip("api_series") else {
+        return;
+    };
+    let requests = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300usize);
     let db = common::BenchDb::create(&pg, "helios_bench_api").await;
     let mut c = reporter::db::connect(&db.url).await.expect("connect");
     reporter::db::migrate(&mut c).await.expect("migrate");
     let t = Instant::now();
-    c.batch_execute("SET work_mem = '256MB'").await.expect("work_mem");
+    c.batch_execute("SET work_mem = '256MB'")
+        .await
+        .expect("work_mem");
     c.batch_execute(GENERATE).await.expect("hour rollups");
     c.batch_execute(DAYS).await.expect("day rollups");
     c.batch_execute(MINUTES).await.expect("minute rollups");
-    c.batch_execute("VACUUM ANALYZE rollups").await.expect("analyze");
+    c.batch_execute("VACUUM ANALYZE rollups")
+        .await
+        .expect("analyze");
     let r = c
         .query_one(
             "SELECT count(*), (SELECT sum(bids + wins + losses + impressions + clicks) FROM rollups WHERE gran = 2 AND dim = 0)::bigint,
@@ -95,7 +103,16 @@ async fn main() {
         l.local_addr().expect("addr").port()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_helios-reporter"))
-        .args(["--mode", "api", "--pg-url", &db.url, "--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args([
+            "--mode",
+            "api",
+            "--pg-url",
+            &db.url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+        ])
         .env("HELIOS_JWT_SECRET", secret)
         .stdout(Stdio::null())
         .spawn()
@@ -109,14 +126,37 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let from = now - 30 * 86_400;
     let shapes: [(&str, String); 5] = [
-        ("30 d, hourly (720 points)", format!("/api/v1/stats?from={from}&to={now}&granularity=hour&campaign_id=CID")),
-        ("30 d, daily", format!("/api/v1/stats?from={from}&to={now}&granularity=day&campaign_id=CID")),
-        ("last 24 h, per minute", format!("/api/v1/stats?from={}&to={now}&granularity=minute&campaign_id=CID", now - 86_400)),
-        ("30 d, hourly, top 10 sites", format!("/api/v1/stats?from={from}&to={now}&granularity=hour&group_by=site&campaign_id=CID")),
-        ("campaign list, 30 d", format!("/api/v1/campaigns?from={from}&to={now}")),
+        (
+            "30 d, hourly (720 points)",
+            format!("/api/v1/stats?from={from}&to={now}&granularity=hour&campaign_id=CID"),
+        ),
+        (
+            "30 d, daily",
+            format!("/api/v1/stats?from={from}&to={now}&granularity=day&campaign_id=CID"),
+        ),
+        (
+            "last 24 h, per minute",
+            format!(
+                "/api/v1/stats?from={}&to={now}&granularity=minute&campaign_id=CID",
+                now - 86_400
+            ),
+        ),
+        (
+            "30 d, hourly, top 10 sites",
+            format!(
+                "/api/v1/stats?from={from}&to={now}&granularity=hour&group_by=site&campaign_id=CID"
+            ),
+        ),
+        (
+            "campaign list, 30 d",
+            format!("/api/v1/campaigns?from={from}&to={now}"),
+        ),
     ];
     let mut rng = Rng::new(3);
     for (name, path) in &shapes {
@@ -124,10 +164,17 @@ async fn main() {
         for i in 0..requests + 20 {
             let adv = 1 + rng.below(20) as i64;
             let cid = adv * 100 + 1 + rng.below(10) as i64;
-            let token = auth.mint(Role::Advertiser, Some(adv as u32), "bench", 600).expect("token");
+            let token = auth
+                .mint(Role::Advertiser, Some(adv as u32), "bench", 600)
+                .expect("token");
             let url = format!("{base}{}", path.replace("CID", &cid.to_string()));
             let t = Instant::now();
-            let r = http.get(&url).bearer_auth(&token).send().await.expect("request");
+            let r = http
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request");
             assert!(r.status().is_success(), "{url}: {}", r.status());
             let body = r.bytes().await.expect("body");
             if i >= 20 {
@@ -138,7 +185,10 @@ async fn main() {
         let (p50, p95, p99, max) = common::percentiles(&mut lat);
         println!(
             "{name:<28} {requests} requests: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            common::ms(p50), common::ms(p95), common::ms(p99), common::ms(max)
+            common::ms(p50),
+            common::ms(p95),
+            common::ms(p99),
+            common::ms(max)
         );
     }
     let _ = child.kill();

@@ -7,7 +7,6 @@
 //! (BENCH_EVENTS run size, default 300,000; BENCH_RATE background events/s, default 5,000;
 //! BENCH_PROBES, default 100).
 
-#[path = "common.rs"]
 mod common;
 
 use std::process::{Command, Stdio};
@@ -20,14 +19,20 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use reporter::synth::{Expected, RunConfig, Rng, generate};
+use reporter::synth::{Expected, Rng, RunConfig, generate};
 
 fn env_or(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn producer(brokers: &str) -> BaseProducer {
@@ -63,7 +68,9 @@ fn send(p: &BaseProducer, suffix: &str, e: &Event) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Some(pg) = common::pg_url_or_skip("freshness") else { return };
+    let Some(pg) = common::pg_url_or_skip("freshness") else {
+        return;
+    };
     let Ok(brokers) = std::env::var("HELIOS_KAFKA_BROKERS") else {
         println!("skipped: freshness: HELIOS_KAFKA_BROKERS not set");
         return;
@@ -76,7 +83,10 @@ async fn main() {
     let mut cfg = reporter::ingest::consumer::IngestConfig {
         brokers: brokers.clone(),
         group_id: format!("bench{}", std::process::id()),
-        topics: vec![format!("helios.bids{suffix}"), format!("helios.outcomes{suffix}")],
+        topics: vec![
+            format!("helios.bids{suffix}"),
+            format!("helios.outcomes{suffix}"),
+        ],
         batch_max: 1,
         batch_wait: Duration::from_millis(1),
         retention_days: 30,
@@ -84,7 +94,9 @@ async fn main() {
         fault_delay: Duration::ZERO,
         kafka_options: Vec::new(),
     };
-    reporter::ingest::consumer::ensure_topics(&cfg).await.expect("topics");
+    reporter::ingest::consumer::ensure_topics(&cfg)
+        .await
+        .expect("topics");
     cfg.create_partitions = 0;
 
     // (1) A run already in the topics, then a reporter started on it.
@@ -101,7 +113,12 @@ async fn main() {
         send(&p, &suffix, e);
     }
     p.flush(Duration::from_secs(120)).expect("flush");
-    println!("produced {} events in {:.1} s ({:.0}/s)", events.len(), t.elapsed().as_secs_f64(), events.len() as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "produced {} events in {:.1} s ({:.0}/s)",
+        events.len(),
+        t.elapsed().as_secs_f64(),
+        events.len() as f64 / t.elapsed().as_secs_f64()
+    );
 
     let secret = "bench-secret-bench-secret-bench-secret";
     let port = {
@@ -109,8 +126,22 @@ async fn main() {
         l.local_addr().expect("addr").port()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_helios-reporter"))
-        .args(["--pg-url", &db.url, "--kafka-brokers", &brokers, "--group-id", &cfg.group_id])
-        .args(["--topics", &cfg.topics.join(","), "--create-partitions", "0", "--log", "warn"])
+        .args([
+            "--pg-url",
+            &db.url,
+            "--kafka-brokers",
+            &brokers,
+            "--group-id",
+            &cfg.group_id,
+        ])
+        .args([
+            "--topics",
+            &cfg.topics.join(","),
+            "--create-partitions",
+            "0",
+            "--log",
+            "warn",
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("HELIOS_JWT_SECRET", secret)
         .stdout(Stdio::null())
@@ -118,13 +149,20 @@ async fn main() {
         .expect("start reporter");
     let pgc = loop {
         if let Ok(c) = reporter::db::connect(&db.url).await
-            && c.query_one("SELECT count(*) FROM events", &[]).await.is_ok()
+            && c.query_one("SELECT count(*) FROM events", &[])
+                .await
+                .is_ok()
         {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let count = || async { pgc.query_one("SELECT count(*) FROM events", &[]).await.map(|r| r.get::<_, i64>(0)).unwrap_or(0) };
+    let count = || async {
+        pgc.query_one("SELECT count(*) FROM events", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
     let started = Instant::now();
     let mut first: Option<Instant> = None;
     loop {
@@ -163,7 +201,8 @@ async fn main() {
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let t0 = now_ns();
-                let mut c = RunConfig::small(seed, per_tick * 10 / 19, t0 - 100_000_000, 100_000_000);
+                let mut c =
+                    RunConfig::small(seed, per_tick * 10 / 19, t0 - 100_000_000, 100_000_000);
                 c.advertisers = 20;
                 c.campaigns_per_advertiser = 10;
                 for e in generate(&c) {
@@ -177,7 +216,9 @@ async fn main() {
         })
     };
     let auth = reporter::api::auth::Auth::new(secret.as_bytes()).expect("auth");
-    let token = auth.mint(reporter::api::auth::Role::Operator, None, "bench", 3600).expect("token");
+    let token = auth
+        .mint(reporter::api::auth::Role::Operator, None, "bench", 3600)
+        .expect("token");
     let http = reqwest::Client::new();
     let p = producer(&brokers);
     let mut rng = Rng::new(77);
@@ -220,7 +261,10 @@ async fn main() {
     let (p50, p95, p99, max) = common::percentiles(&mut lat);
     println!(
         "freshness (produce → visible in the API) with ~{rate} events/s background, {probes} probes: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        common::ms(p50), common::ms(p95), common::ms(p99), common::ms(max)
+        common::ms(p50),
+        common::ms(p95),
+        common::ms(p99),
+        common::ms(max)
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+#[derive(Debug)]
 pub struct BenchDb {
     pub admin_url: String,
     pub name: String,
@@ -11,13 +12,17 @@ pub struct BenchDb {
 
 impl BenchDb {
     pub async fn create(admin_url: &str, name: &str) -> BenchDb {
-        let admin = reporter::db::connect(admin_url).await.expect("admin connection");
+        let admin = reporter::db::connect(admin_url)
+            .await
+            .expect("admin connection");
         let name = &format!("{name}_{}", std::process::id());
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create bench database");
-        let i = admin_url.rfind('/').expect("HELIOS_PG_URL has a database part");
+        let i = admin_url
+            .rfind('/')
+            .expect("HELIOS_PG_URL has a database part");
         BenchDb {
             admin_url: admin_url.to_owned(),
             name: name.to_owned(),
@@ -25,7 +30,9 @@ impl BenchDb {
         }
     }
     pub async fn drop_db(self) {
-        let admin = reporter::db::connect(&self.admin_url).await.expect("admin connection");
+        let admin = reporter::db::connect(&self.admin_url)
+            .await
+            .expect("admin connection");
         // Retried: an autovacuum worker may hold the database for a moment.
         for _ in 0..20 {
             let r = admin
