@@ -28,27 +28,9 @@ impl UserIds {
     pub fn id(&self, n: u64) -> String {
         match *self {
             UserIds::Plain => format!("u{n}"),
-            UserIds::Profiles { seed } => profiles_user_id(seed, n),
+            UserIds::Profiles { seed } => crate::profiles::user_id(seed, n),
         }
     }
-}
-
-/// The user id `helios-profiles` (bench/src/profiles.rs, `user_id`) writes for profile `index`
-/// of data set `seed`: SplitMix64 seeded with `seed ^ 0x05EE_D1D5 ^ index·φ`, one draw
-/// discarded, two draws formatted as a version-4 UUID. Kept bit-identical to that function.
-pub fn profiles_user_id(seed: u64, index: u64) -> String {
-    let mut g = Rng::new((seed ^ 0x05EE_D1D5) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    g.next_u64();
-    let a = g.next_u64();
-    let b = g.next_u64();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
 }
 
 /// What the corpus looks like. Shares are probabilities in `[0, 1]`.
@@ -513,6 +495,30 @@ mod tests {
         assert!(counts[0] > counts[50] * 5, "{counts:?}");
     }
 
+    /// The campaigns file the benches use loads, and bids on a good share of the corpus (a full
+    /// path that only no-bids would measure too little).
+    #[test]
+    fn bench_campaigns_load_and_bid_on_the_corpus() {
+        let json = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/campaigns.json"))
+            .expect("bench/data/campaigns.json");
+        let set = shards::CompiledSet::parse(&json).expect("campaigns load");
+        let mut shard = shards::Shard::new(0, set);
+        let mut d = shards::Decision::default();
+        let cfg = CorpusConfig::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64;
+        let mut bids = 0;
+        for i in 0..500u64 {
+            let body = request(&cfg, i);
+            let v = codec::decode_valid(body.as_bytes()).expect("valid");
+            shard.decide(&v, None, now + i * 1_000_000, &mut d);
+            bids += usize::from(!d.bids.is_empty());
+        }
+        assert!(bids > 150, "only {bids} of 500 requests got a bid");
+    }
+
     #[test]
     fn profile_ids_are_uuid_shaped_stable_and_distinct() {
         let ids = UserIds::Profiles { seed: 1 };
@@ -520,7 +526,7 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(a.as_bytes()[14], b'4');
         assert!(matches!(a.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
-        assert_eq!(a, profiles_user_id(1, 0));
+        assert_eq!(a, crate::profiles::user_id(1, 0));
         assert_ne!(a, ids.id(1));
         assert_ne!(a, UserIds::Profiles { seed: 2 }.id(0));
         assert_eq!(UserIds::Plain.id(42), "u42");

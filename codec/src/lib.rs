@@ -14,6 +14,8 @@ pub mod response;
 pub mod str;
 pub mod validate;
 
+use serde::de::DeserializeSeed;
+
 pub use bounded::{BlockList, Capped};
 pub use money::{Currency, Micros};
 pub use request::BidRequest;
@@ -21,24 +23,64 @@ pub use response::{Bid, BidResponse, ResponseEncoder, SeatBid};
 pub use str::Str;
 pub use validate::{ValidRequest, ValidationError};
 
+/// Largest body [`decode`] accepts, in bytes. Real bid requests are 0.5–10 KB; a body this big
+/// is refused before any parsing, so its cost is bounded by a length comparison.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
 /// Why a body could not be turned into a [`BidRequest`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The body is longer than [`MAX_BODY_BYTES`].
+    #[error("body too large: {len} bytes (at most {MAX_BODY_BYTES})")]
+    TooLarge { len: usize },
+    /// JSON must be UTF-8 (RFC 8259), everywhere, including fields the bidder skips.
+    #[error("invalid UTF-8 at byte {at}")]
+    Utf8 { at: usize },
+    /// The body does not start with `{` (after whitespace): a bid request is a JSON object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
     /// The body is not JSON of the OpenRTB shape (wrong type, truncated, too deep, …).
     #[error("invalid OpenRTB JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
 /// Decodes an OpenRTB 2.6 bid request, borrowing strings from `body` wherever no JSON escape
-/// forces a copy. Unknown fields are skipped. serde_json's recursion limit (128) bounds nesting.
+/// forces a copy. Unknown fields are skipped. Bodies over [`MAX_BODY_BYTES`] and bodies that are
+/// not UTF-8 are refused before parsing. Nesting in known fields is bounded by the model (a
+/// deeper value is a type error); unknown values are skipped by an iterative scan (no recursion,
+/// linear time, at most one byte of scratch per level), so deep nesting there is harmless.
 pub fn decode(body: &[u8]) -> Result<BidRequest<'_>, DecodeError> {
-    Ok(serde_json::from_slice(body)?)
+    let mut req = BidRequest::default();
+    decode_into(body, &mut req)?;
+    Ok(req)
+}
+
+/// [`decode`] into `req`, which must be `BidRequest::default()`: the request is written where it
+/// lives, not built elsewhere and moved.
+fn decode_into<'a>(body: &'a [u8], req: &mut BidRequest<'a>) -> Result<(), DecodeError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(DecodeError::TooLarge { len: body.len() });
+    }
+    // serde would accept a top-level array as a positional struct: a bid request is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DecodeError::NotAnObject);
+    }
+    // One pass of std's UTF-8 check; `from_str` then skips serde_json's per-string check.
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::Utf8 {
+        at: e.valid_up_to(),
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    request::FillRequest(req).deserialize(&mut de)?;
+    de.end()?;
+    Ok(())
 }
 
 /// Decode then validate: what the bidder gets.
 pub fn decode_valid(body: &[u8]) -> Result<ValidRequest<'_>, RequestError> {
-    let req = decode(body)?;
-    Ok(ValidRequest::new(req)?)
+    let mut valid = ValidRequest::unchecked_default();
+    decode_into(body, valid.req_mut())?;
+    valid.check()?;
+    Ok(valid)
 }
 
 /// Any reason a request is refused (→ HTTP 400 with [`RequestError`]'s message).
