@@ -21,10 +21,11 @@ KEYS = [
     "profile_lookup_p99_ns", "profile_bytes_each_10m", "replication_lag_p99_ms",
     "pipeline_events_per_s", "reporter_ingest_events_per_s", "api_p95_ms_100m_events",
 ]
-SERVERS = ["null", "null-epoll", "haproxy", "helios", "conventional"]
+SERVERS = ["null", "null-epoll", "haproxy", "helios", "helios-noevents", "conventional"]
 LABEL = {"null": "null (appliance --null)", "null-epoll": "null, epoll driver",
-         "haproxy": "haproxy-204", "helios": "Helios full path", "conventional": "conventional"}
-COLOUR = {"null": "#888888", "null-epoll": "#bbbbbb", "haproxy": "#2a9d8f", "helios": "#e76f51",
+         "haproxy": "haproxy-204", "helios": "Helios full path",
+         "helios-noevents": "Helios, events off", "conventional": "conventional"}
+COLOUR = {"null": "#888888", "null-epoll": "#bbbbbb", "haproxy": "#2a9d8f", "helios": "#e76f51", "helios-noevents": "#f4a261",
           "conventional": "#264653"}
 
 
@@ -71,7 +72,7 @@ def svg_plot(runs, path):
     """Log-log plot: x offered req/s, y latency µs; p50 dashed, p99 solid, one colour a server."""
     pts = [(n, r["offered_rps"], r["latency"]) for n, rs in runs.items() for r in rs
            if r and r.get("offered_rps") and r["latency"]["count"] > 0]
-    W, H, L, R, T, B = 820, 500, 80, 230, 40, 60
+    W, H, L, R, T, B = 840, 500, 100, 230, 40, 60
     if not pts:
         open(path, "w").write(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}"><text x="20" y="40">no open-loop runs</text></svg>\n')
         return
@@ -223,6 +224,10 @@ def main():
     if hp99 and cp99:
         goals.append(f"- p99 at the same offered load ≤ 1/10 of conventional's: Helios {hp99:,.0f} µs vs "
                      f"conventional {cp99:,.0f} µs = **1/{cp99 / hp99:.1f}** ({'met' if cp99 / hp99 >= 10 else 'not met'}).")
+    he = cpu["helios-noevents"]
+    if h and he:
+        goals.append(f"- Cost of the event pipeline: {h:.2f} µs/req with events on against {he:.2f} "
+                     f"µs/req off ({(h / he - 1) * 100:+.0f}%; goal ≤ +5%).")
     if not h:
         goals.append("- The Helios full path was not measured in this run (appliance binary missing or failed).")
     lines += ["Goals:", ""] + goals + ["", "Plot: [latency.svg](latency.svg). Raw reports: "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: the end-to-end comparison, side by side in one run.
 #
-# Servers (each pinned to SERVER_CPU, one at a time): the appliance's --null (transport ceiling),
-# HAProxy answering a static 204 with one thread, the Helios full bid path, and the conventional
+# Servers (each pinned to SERVER_CPU, one at a time): the appliance's --null (transport ceiling;
+# io_uring and epoll drivers, event pipeline off), HAProxy answering a static 204 with one thread,
+# the Helios full bid path (events to Kafka on; and once more with events off), and the conventional
 # baseline (helios-conventional: axum + serde_json + Redis + inline Kafka). The load generator
 # (helios-load) is pinned to GEN_CPU. For each server: closed-loop max throughput (with the
 # generator's CPU shown beside it), then open loop at 50% and 80% of that max, then open loop at
@@ -18,7 +19,7 @@
 # whole script stays under ~15 minutes with the defaults.
 #
 # Knobs (environment): BENCH_DURATION (s, default 8), BENCH_WARMUP (s, 2), BENCH_CONNS (32),
-# BENCH_TARGETS ("helios null null-epoll haproxy conventional"), GEN_CPU (0), SERVER_CPU (1),
+# BENCH_TARGETS ("helios helios-noevents null null-epoll haproxy conventional"), GEN_CPU (0), SERVER_CPU (1),
 # BENCH_USERS (100000), BENCH_NO_BUILD=1 to skip the release build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +38,7 @@ CONNS=${BENCH_CONNS:-32}
 GEN_CPU=${GEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 USERS=${BENCH_USERS:-100000}
-TARGETS=${BENCH_TARGETS:-"helios null null-epoll haproxy conventional"}
+TARGETS=${BENCH_TARGETS:-"helios helios-noevents null null-epoll haproxy conventional"}
 PORT=18480        # bid port of whichever server runs
 ADMIN_PORT=18481  # the appliance's admin port
 BIN=$CARGO_TARGET_DIR/release
@@ -119,13 +120,20 @@ EOF
 start_server() { # name
   local name=$1
   case "$name" in
-    null | null-epoll | helios)
+    null | null-epoll | helios | helios-noevents)
       [[ -x "$BIN/helios" ]] || { log "$name: appliance binary not built (not on main yet): skipped"; return 1; }
       local args=(--listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" --cores "$SERVER_CPU")
       [[ "$name" == null* ]] && args+=(--null)
       [[ "$name" == null-epoll ]] && args+=(--driver epoll)
-      [[ "$name" == helios ]] && args+=(--campaigns bench/data/campaigns.json)
-      taskset -c "$SERVER_CPU" "$BIN/helios" "${args[@]}" >"$OUT/$name.log" 2>&1 &
+      [[ "$name" == helios* ]] && args+=(--campaigns bench/data/campaigns.json)
+      # null: the HTTP stack only; helios-noevents: the bid path without the event pipeline.
+      local events=true
+      [[ "$name" == null* || "$name" == helios-noevents ]] && events=false
+      # Its own brokers, spool, profile store and a fixed notice key (no shared state with others).
+      HELIOS_EVENTS_ENABLED=$events HELIOS_EVENTS_BROKERS=$HELIOS_KAFKA_BROKERS HELIOS_EVENTS_SPOOL_DIR=$HELIOS_RUN/spool-$name \
+        HELIOS_EVENTS_FREQUENCY_REDIS_URL=$HELIOS_REDIS_URL HELIOS_PROFILES_REDIS_URL=$HELIOS_REDIS_URL \
+        HELIOS_NOTICES_KEY=bench-notice-key HELIOS_LOG_LEVEL=warn \
+        taskset -c "$SERVER_CPU" "$BIN/helios" "${args[@]}" >"$OUT/$name.log" 2>&1 &
       ;;
     haproxy)
       command -v haproxy >/dev/null || { log "haproxy not installed: skipped"; return 1; }
