@@ -1,6 +1,9 @@
 # Starting an appliance node for the deploy tests (sourced). The appliance (`helios`, issue 4) is
-# configured by flags and HELIOS_… environment variables; this is the one place the deploy tests
-# name them, so when the appliance's options change only this file follows.
+# configured by HELIOS_<SECTION>_<KEY> environment variables; this is the one place the deploy
+# tests name them, so when the appliance's options change only this file follows. Campaigns:
+# deploy/testing/campaigns.json (one active banner campaign bidding 2.50 CPM), or $DA_CAMPAIGNS.
+# Keys the binary does not know are ignored (it reads only HELIOS_<SECTION>_<KEY> of its own keys),
+# so the profile/event/notice settings below are harmless to an older build.
 # shellcheck shell=bash
 
 da_start_appliance() { # binary name bind_addr bid_port admin_port logfile [netns]
@@ -13,6 +16,12 @@ da_start_appliance() { # binary name bind_addr bid_port admin_port logfile [netn
     HELIOS_ADMIN_LISTEN="$addr:$admin" \
     HELIOS_SERVER_CORES="${HELIOS_TEST_CORES:-0}" \
     HELIOS_SERVER_NODE="$name" \
+    HELIOS_BIDDING_CAMPAIGNS="${DA_CAMPAIGNS-$(dirname "${BASH_SOURCE[0]}")/../deploy/testing/campaigns.json}" \
+    HELIOS_PROFILES_REDIS_URL="${DA_REDIS_URL:-$HELIOS_REDIS_URL}" \
+    HELIOS_EVENTS_FREQUENCY_REDIS_URL="${DA_REDIS_URL:-$HELIOS_REDIS_URL}" \
+    HELIOS_EVENTS_BROKERS="${DA_KAFKA_BROKERS:-$HELIOS_KAFKA_BROKERS}" \
+    HELIOS_EVENTS_SPOOL_DIR="$(dirname "$log")/spool-$name" \
+    HELIOS_NOTICES_KEY="deploy-test-notice-key-0123456789abcdef" \
     HELIOS_REDIS_URL="${DA_REDIS_URL:-$HELIOS_REDIS_URL}" \
     HELIOS_KAFKA_BROKERS="${DA_KAFKA_BROKERS:-$HELIOS_KAFKA_BROKERS}" \
     "$bin"

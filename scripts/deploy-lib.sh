@@ -38,6 +38,19 @@ dl_wait_port() { # port seconds [host]
   return 1
 }
 
+dl_port_busy() { # port: something listens on it in this network namespace (any address)
+  [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]
+}
+
+# A free TCP port at or after base (tests run side by side on a shared machine: fixed ports would
+# collide, and HAProxy's SO_REUSEPORT would even share one silently).
+dl_free_port() { # base
+  local p=$1
+  while dl_port_busy "$p" || [[ " ${DL_PORTS_TAKEN:-} " == *" $p "* ]]; do p=$((p + 1)); done
+  DL_PORTS_TAKEN="${DL_PORTS_TAKEN:-} $p"
+  echo "$p"
+}
+
 dl_b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
 dl_jwt() { # secret header_json payload_json → compact JWS signed with HMAC-SHA256
@@ -82,6 +95,17 @@ dl_find_helios() {
   local c
   [[ -n "${HELIOS_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../appliance/src/main.rs" ]] || return 1
   for c in "${HELIOS_BIN:-}" "$CARGO_TARGET_DIR/release/helios" "$CARGO_TARGET_DIR/debug/helios"; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+# The reporter binary, on the same terms as dl_find_helios ($HELIOS_REPORTER_BIN, else the
+# workspace target dirs when this tree's reporter crate has a main.rs).
+dl_find_reporter() {
+  local c
+  [[ -n "${HELIOS_REPORTER_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../reporter/src/main.rs" ]] || return 1
+  for c in "${HELIOS_REPORTER_BIN:-}" "$CARGO_TARGET_DIR/release/helios-reporter" "$CARGO_TARGET_DIR/debug/helios-reporter"; do
     [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
   done
   return 1

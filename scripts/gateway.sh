@@ -7,7 +7,8 @@
 # Settings (environment; defaults in brackets):
 #   HELIOS_GW_RUN          state dir: pid, log, rendered backend, admin socket [$HELIOS_RUN/gateway]
 #   HELIOS_GW_APPLIANCES   nodes, "host:port[/admin_port][@netns] ..." [127.0.0.1:8080/9100]
-#   HELIOS_GW_TLS_PORT [8443], HELIOS_GW_STATS_PORT [8404], HELIOS_GW_BIND [127.0.0.1]
+#   HELIOS_GW_TLS_PORT [8443], HELIOS_GW_HTTP_PORT [8088], HELIOS_GW_STATS_PORT [8404],
+#   HELIOS_GW_BIND [127.0.0.1] (TLS), HELIOS_GW_HTTP_BIND [127.0.0.1]
 #   HELIOS_GW_CERT         certificate+key PEM [dev certificate from scripts/dev-certs.sh]
 #   HELIOS_GW_KEYS         API key map [deploy/haproxy/dev/api-keys.map — development keys only]
 #   HELIOS_GW_LIMITS       per-exchange rate map [deploy/haproxy/dev/rate-limits.map]
@@ -77,12 +78,20 @@ case "${1:-status}" in
   start)
     alive && { echo "gateway: running (pid $(cat "$pidfile"))"; exit 0; }
     prepare
+    # HAProxy binds with SO_REUSEPORT: a second gateway on the same port would share it silently.
+    for p in "${HELIOS_GW_TLS_PORT:-8443}" "${HELIOS_GW_HTTP_PORT:-8088}" "${HELIOS_GW_STATS_PORT:-8404}"; do
+      if [[ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]]; then
+        echo "gateway: port $p is already in use: $(ss -Hltnp "sport = :$p" | head -1)" >&2
+        exit 1
+      fi
+    done
     # -db: stay in the foreground (logs go to stdout), so $! is HAProxy itself.
     haproxy -db -f "$root/deploy/haproxy/haproxy.cfg" -f "$HELIOS_GW_RUN/appliances.cfg" >"$log" 2>&1 &
     echo $! >"$pidfile"
     wait_port "${HELIOS_GW_TLS_PORT:-8443}" 10
     wait_port "${HELIOS_GW_STATS_PORT:-8404}" 10
-    echo "gateway: up (pid $(cat "$pidfile")), TLS :${HELIOS_GW_TLS_PORT:-8443}, stats/metrics :${HELIOS_GW_STATS_PORT:-8404}"
+    wait_port "${HELIOS_GW_HTTP_PORT:-8088}" 10
+    echo "gateway: up (pid $(cat "$pidfile")), TLS :${HELIOS_GW_TLS_PORT:-8443}, HTTP :${HELIOS_GW_HTTP_PORT:-8088}, stats/metrics :${HELIOS_GW_STATS_PORT:-8404}"
     ;;
   stop)
     if alive; then

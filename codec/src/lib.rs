@@ -14,6 +14,8 @@ pub mod response;
 pub mod str;
 pub mod validate;
 
+use serde::de::DeserializeSeed;
+
 pub use bounded::{BlockList, Capped};
 pub use money::{Currency, Micros};
 pub use request::BidRequest;
@@ -48,6 +50,14 @@ pub enum DecodeError {
 /// deeper value is a type error); unknown values are skipped by an iterative scan (no recursion,
 /// linear time, at most one byte of scratch per level), so deep nesting there is harmless.
 pub fn decode(body: &[u8]) -> Result<BidRequest<'_>, DecodeError> {
+    let mut req = BidRequest::default();
+    decode_into(body, &mut req)?;
+    Ok(req)
+}
+
+/// [`decode`] into `req`, which must be `BidRequest::default()`: the request is written where it
+/// lives, not built elsewhere and moved.
+fn decode_into<'a>(body: &'a [u8], req: &mut BidRequest<'a>) -> Result<(), DecodeError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(DecodeError::TooLarge { len: body.len() });
     }
@@ -59,13 +69,18 @@ pub fn decode(body: &[u8]) -> Result<BidRequest<'_>, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|e| DecodeError::Utf8 {
         at: e.valid_up_to(),
     })?;
-    Ok(serde_json::from_str(text)?)
+    let mut de = serde_json::Deserializer::from_str(text);
+    request::FillRequest(req).deserialize(&mut de)?;
+    de.end()?;
+    Ok(())
 }
 
 /// Decode then validate: what the bidder gets.
 pub fn decode_valid(body: &[u8]) -> Result<ValidRequest<'_>, RequestError> {
-    let req = decode(body)?;
-    Ok(ValidRequest::new(req)?)
+    let mut valid = ValidRequest::unchecked_default();
+    decode_into(body, valid.req_mut())?;
+    valid.check()?;
+    Ok(valid)
 }
 
 /// Any reason a request is refused (→ HTTP 400 with [`RequestError`]'s message).

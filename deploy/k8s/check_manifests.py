@@ -85,6 +85,7 @@ def main(path):
         srcs = [s for v in spec.get("volumes", []) for s in v.get("projected", {}).get("sources", [])]
         cms = [s["configMap"]["name"] for s in srcs if "configMap" in s] + [v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v]
         secs = [s["secret"]["name"] for s in srcs if "secret" in s] + [v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v]
+        secs += [e["valueFrom"]["secretKeyRef"]["name"] for e in main_c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
         check(any(base_name(n, generated) == "helios-config" for n in cms), "appliance: configuration from the ConfigMap helios-config")
         check(any(base_name(n, generated) == "helios-secrets" for n in secs), "appliance: secrets from the Secret helios-secrets")
         check(ds["metadata"]["name"] in {k[1] for k in by if k[0] == "Service"}, "appliance: a (headless) Service for the gateway")

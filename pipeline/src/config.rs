@@ -26,12 +26,18 @@ pub struct ProducerConfig {
     /// full, the producer thread spools instead of waiting.
     pub max_in_flight_messages: u32,
     /// `message.timeout.ms`: a message not acknowledged by then is spooled (and the broker is
-    /// considered down until a probe succeeds).
+    /// considered down until a probe succeeds). Kept long: with Tansu 0.6, a timeout of an
+    /// in-flight message on a live broker makes librdkafka bump the producer epoch, which Tansu
+    /// does not implement (see docs/EVENTS.md). Broker loss is detected by transport errors,
+    /// not by this timeout.
     pub message_timeout_ms: u32,
     /// `socket.timeout.ms` / `request.timeout.ms` (librdkafka requires it below the message timeout).
     pub request_timeout_ms: u32,
     /// `reconnect.backoff.max.ms`: how fast we notice the broker is back.
     pub reconnect_backoff_max_ms: u32,
+    /// `enable.idempotence` (on by default). Off: librdkafka's retries may duplicate, which
+    /// the reporter removes by event id anyway; never epoch bumps.
+    pub idempotence: bool,
     /// Extra librdkafka settings (`key = value`), applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -44,9 +50,10 @@ impl Default for ProducerConfig {
             batch_messages: 10_000,
             compression: "lz4".into(),
             max_in_flight_messages: 200_000,
-            message_timeout_ms: 5_000,
-            request_timeout_ms: 3_000,
+            message_timeout_ms: 30_000,
+            request_timeout_ms: 5_000,
             reconnect_backoff_max_ms: 500,
+            idempotence: true,
             extra: BTreeMap::new(),
         }
     }
@@ -72,6 +79,10 @@ pub struct PipelineConfig {
     pub spool_segment_bytes: u64,
     /// `fdatasync` the producer's spool segment at most this often (ms); 0 = on seal only.
     pub spool_sync_interval_ms: u64,
+    /// Topic of bid and no-bid events.
+    pub topic_bids: String,
+    /// Topic of win, billing, loss and click events.
+    pub topic_outcomes: String,
     /// Partitions of each topic when the pipeline creates it (existing topics are left alone).
     pub topic_partitions: i32,
     /// Replication factor for created topics.
@@ -110,6 +121,8 @@ impl Default for PipelineConfig {
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 8 << 20,
             spool_sync_interval_ms: 1_000,
+            topic_bids: codec::event::TOPIC_BIDS.into(),
+            topic_outcomes: codec::event::TOPIC_OUTCOMES.into(),
             topic_partitions: 6,
             topic_replication: 1,
             create_topics: true,

@@ -4,7 +4,8 @@
 //! [`FreqIncrement`] per billing event that carries a user id (consent); the worker applies them
 //! in pipelined batches following the profile contract (docs/PROFILES.md):
 //! `HINCRBY helios:profile:{user_id} f:{campaign_id}:{unix_hour} 1`, then
-//! `XADD helios:profile:changes * k {user_id}` so every node's profile replica picks it up.
+//! `XADD helios:profile:changes MAXLEN ~ 1000000 * k {user_id}` so every node's profile replica
+//! picks it up.
 //! Both run in one Lua script guarded by `SET helios:freq:seen:{event_id} NX EX ttl`, so a
 //! repeated billing notice (same event id) counts once, and a retried batch never double-counts.
 //! Must never block the producer thread (a full queue drops the increment, counted
@@ -25,11 +26,13 @@ const BATCH: usize = 256;
 
 /// The key of the stream every profile change is announced on.
 pub const CHANGES_STREAM: &str = "helios:profile:changes";
+/// `MAXLEN ~` of the change stream (docs/PROFILES.md).
+pub const CHANGES_MAXLEN: u64 = 1_000_000;
 
 const SCRIPT: &str = r"
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-  redis.call('XADD', KEYS[3], '*', 'k', ARGV[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'k', ARGV[2])
   return 1
 end
 return 0
@@ -248,7 +251,8 @@ impl Worker {
                 .arg(CHANGES_STREAM)
                 .arg(inc.field())
                 .arg(inc.user_id.as_str())
-                .arg(ttl);
+                .arg(ttl)
+                .arg(CHANGES_MAXLEN);
         }
         let conn = self.connection()?;
         let results: Vec<i64> = pipe.query(conn)?;

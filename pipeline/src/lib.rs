@@ -81,6 +81,11 @@ impl Pipeline {
         if cfg.brokers.trim().is_empty() {
             return Err(PipelineError::Config("brokers must not be empty".into()));
         }
+        if cfg.topic_bids.is_empty() || cfg.topic_outcomes.is_empty() {
+            return Err(PipelineError::Config(
+                "topic names must not be empty".into(),
+            ));
+        }
         if cfg.replay_window == 0 || cfg.drain_batch == 0 {
             return Err(PipelineError::Config(
                 "replay_window and drain_batch must be > 0".into(),
@@ -108,6 +113,7 @@ impl Pipeline {
         let topics_ready = if cfg.create_topics {
             match topics::ensure_topics(
                 &cfg.brokers,
+                &[&cfg.topic_bids, &cfg.topic_outcomes],
                 cfg.topic_partitions,
                 cfg.topic_replication,
                 Duration::from_millis(cfg.startup_timeout_ms),

@@ -39,7 +39,8 @@ use crate::frequency::{FreqIncrement, FreqWorker};
 use crate::metrics::Counters;
 use crate::sink::EVENT_BYTES_CAPACITY;
 use crate::spool::{
-    MAGIC, Next, Spool, SpoolError, SpoolWriter, next_record, read_segment, topic_index, topic_name,
+    MAGIC, Next, Spool, SpoolError, SpoolWriter, TOPIC_BIDS, TOPIC_OUTCOMES, next_record,
+    read_segment, topic_index,
 };
 
 /// Delivery opaque of a live event (spool records carry their segment's id, ≥ 1).
@@ -84,14 +85,21 @@ struct Report {
 
 struct Ctx {
     counters: Arc<Counters>,
+    /// Configured topic names, by spool topic index.
+    topics: [String; 2],
     reports: Mutex<Vec<Report>>,
+    /// Set on transport failures / "all brokers down"; the producer thread then checks
+    /// whether the broker still listens.
     all_down: AtomicBool,
 }
 
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         Counters::add(&self.counters.kafka_errors, 1);
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
             self.all_down.store(true, Ordering::Relaxed);
         }
         tracing::warn!(error = %error, reason, "pipeline: kafka client error");
@@ -105,7 +113,11 @@ impl ProducerContext for Ctx {
         let failed = match result {
             Ok(_) => None,
             Err((e, m)) => Some((
-                topic_index(m.topic()),
+                if m.topic() == self.topics[TOPIC_BIDS as usize] {
+                    TOPIC_BIDS
+                } else {
+                    TOPIC_OUTCOMES
+                },
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
                 e.clone(),
@@ -123,7 +135,7 @@ fn client_config(cfg: &PipelineConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", format!("helios-{}", cfg.node))
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", p.idempotence.to_string())
         .set("acks", "all")
         .set("compression.type", &p.compression)
         .set("linger.ms", p.linger_ms.to_string())
@@ -153,6 +165,7 @@ fn new_producer(
 ) -> Result<BaseProducer<Ctx>, KafkaError> {
     client_config(cfg).create_with_context(Ctx {
         counters: counters.clone(),
+        topics: [cfg.topic_bids.clone(), cfg.topic_outcomes.clone()],
         reports: Mutex::new(Vec::with_capacity(1024)),
         all_down: AtomicBool::new(false),
     })
@@ -311,8 +324,13 @@ impl ProducerThread {
         };
         let mut kb = itoa::Buffer::new();
         let key = ev.key(&mut kb);
-        let topic = ev.kind.topic();
+        let ti = topic_index(ev.kind);
         if self.up {
+            let topic = if ti == TOPIC_BIDS {
+                &self.cfg.topic_bids
+            } else {
+                &self.cfg.topic_outcomes
+            };
             let rec = BaseRecord::with_opaque_to(topic, LIVE)
                 .key(key)
                 .payload(buf.as_slice());
@@ -321,10 +339,10 @@ impl ProducerThread {
                     Counters::add(&self.shared.counters.delivery_errors, 1);
                     tracing::warn!(error = %e, "pipeline: produce refused; spooling");
                 }
-                self.spool_record(topic_index(topic), key, buf.as_slice());
+                self.spool_record(ti, key, buf.as_slice());
             }
         } else {
-            self.spool_record(topic_index(topic), key, buf.as_slice());
+            self.spool_record(ti, key, buf.as_slice());
         }
         self.buf = buf;
     }
@@ -354,6 +372,11 @@ impl ProducerThread {
         }
     }
 
+    /// Enters the down state: everything librdkafka holds is purged (and spooled by its
+    /// delivery reports) and the producer is replaced by a fresh one. A producer that lived
+    /// through an outage would bump its epoch (KIP-360) when the broker returns, which Tansu
+    /// 0.6 does not implement (its storage task panics and the broker stops accepting
+    /// produce requests): a fresh producer asks for a new producer id instead.
     fn set_down(&mut self, why: &str) {
         if self.up {
             self.up = false;
@@ -363,6 +386,7 @@ impl ProducerThread {
                 .store(false, Ordering::Relaxed);
             self.next_probe = Instant::now() + Duration::from_millis(self.cfg.probe_interval_ms);
             tracing::warn!(why, "pipeline: broker unreachable; spooling events to disk");
+            self.recreate_producer();
         }
     }
 
@@ -421,9 +445,6 @@ impl ProducerThread {
         self.reports = reports;
         Counters::add(&c.produced, ok_live + ok_replayed);
         Counters::add(&c.replayed, ok_replayed);
-        if ok_replayed > 0 {
-            self.set_up();
-        }
         self.retire_segments();
     }
 
@@ -465,13 +486,17 @@ impl ProducerThread {
     }
 
     fn check_health(&mut self) {
-        if self
-            .producer
-            .context()
-            .all_down
-            .swap(false, Ordering::Relaxed)
+        if self.up
+            && self
+                .producer
+                .context()
+                .all_down
+                .swap(false, Ordering::Relaxed)
+            && !self.broker_listening()
         {
-            self.set_down("all brokers down");
+            // A dropped connection to a listening broker is librdkafka's to retry; a broker
+            // that refuses connections is an outage.
+            self.set_down("broker not listening");
         }
         let now = Instant::now();
         if now.duration_since(self.last_fatal_check) >= Duration::from_millis(100) {
@@ -487,10 +512,14 @@ impl ProducerThread {
         }
         if !self.up && now >= self.next_probe {
             self.next_probe = now + Duration::from_millis(self.cfg.probe_interval_ms);
+            if !self.broker_listening() {
+                return;
+            }
             if !self.topics_ready {
                 let t = Duration::from_millis(self.cfg.probe_interval_ms.clamp(100, 1000));
                 match crate::topics::ensure_topics(
                     &self.cfg.brokers,
+                    &[&self.cfg.topic_bids, &self.cfg.topic_outcomes],
                     self.cfg.topic_partitions,
                     self.cfg.topic_replication,
                     t,
@@ -502,38 +531,47 @@ impl ProducerThread {
                     }
                 }
             }
-            if self.replay_inflight == 0 {
-                // Make what was spooled while down replayable, then probe with one record.
-                if self.loaded.is_empty() && self.pending.is_empty() {
-                    if let Err(e) = self.writer.seal() {
-                        tracing::error!(error = %e, "pipeline: sealing the spool segment failed");
-                    }
-                    self.scan_needed = true;
-                    self.scan_segments();
-                }
-                if self.loaded.is_empty() && self.pending.is_empty() {
-                    // Nothing to probe with: try live traffic again; a failure brings us back.
-                    self.set_up();
-                } else {
-                    self.replay_records(1);
-                }
-            }
+            self.set_up();
         }
     }
 
+    /// The probe of the down state: can a TCP connection be opened to a bootstrap broker?
+    /// (Bounded: 200 ms per address; nothing is sent, so no producer state is involved.)
+    fn broker_listening(&self) -> bool {
+        use std::net::{TcpStream, ToSocketAddrs};
+        self.cfg
+            .brokers
+            .split(',')
+            .filter_map(|b| b.trim().to_socket_addrs().ok())
+            .flatten()
+            .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
+    }
+
+    /// Purges what librdkafka holds (its delivery reports spool it), then replaces the
+    /// producer. Replayed records the old producer never reported on stay in their segment,
+    /// which is read again (duplicates collapse downstream by event id).
     fn recreate_producer(&mut self) {
         self.producer
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        self.producer.poll(Duration::from_millis(100));
-        self.process_reports();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            self.producer.poll(Duration::from_millis(10));
+            self.process_reports();
+            if self.producer.in_flight_count() == 0 || Instant::now() >= deadline {
+                break;
+            }
+        }
         match new_producer(&self.cfg, &self.shared.counters) {
             Ok(p) => {
-                // Reports of the old producer were processed above; anything it still held
-                // was purged and spooled.
+                let left = self.producer.in_flight_count();
+                if left > 0 {
+                    tracing::warn!(
+                        left,
+                        "pipeline: old producer still held messages after purge"
+                    );
+                }
                 self.producer = p;
                 self.replay_inflight = 0;
-                // Segments with records the old producer never reported on stay on disk and
-                // are read again from the start (duplicates collapse downstream by event id).
                 let loaded = std::mem::take(&mut self.loaded);
                 for s in loaded {
                     if s.settled < s.sent {
@@ -634,7 +672,12 @@ impl ProducerThread {
             let mut pos = seg.pos;
             match next_record(&seg.data, &mut pos) {
                 Next::Record(r) => {
-                    let rec = BaseRecord::with_opaque_to(topic_name(r.topic), seg.id)
+                    let topic = if r.topic == TOPIC_BIDS {
+                        &self.cfg.topic_bids
+                    } else {
+                        &self.cfg.topic_outcomes
+                    };
+                    let rec = BaseRecord::with_opaque_to(topic, seg.id)
                         .key(r.key)
                         .payload(r.payload);
                     match self.producer.send(rec) {

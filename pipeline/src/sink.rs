@@ -8,6 +8,7 @@
 //! only), and if the spool is at its bound it is counted in `dropped_spool_full` and logged.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use codec::event::Event;
 use crossbeam_queue::ArrayQueue;
@@ -17,6 +18,9 @@ use rkyv::util::AlignedVec;
 
 use crate::metrics::Counters;
 use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
+
+/// Smallest age of an overflow segment before a core seals it.
+pub const SEAL_AFTER: Duration = Duration::from_millis(100);
 
 /// Bytes reserved for one serialised event (an `Event` archives to well under this).
 pub(crate) const EVENT_BYTES_CAPACITY: usize = 1024;
@@ -30,9 +34,11 @@ pub struct CoreSink {
     /// Serialisation scratch for the overflow path (allocated here, at start).
     scratch: AlignedVec,
     arena: Arena,
-    /// Overflow records written since the queue last had room; the segment is sealed (made
-    /// replayable) on the first successful push after an overflow.
+    /// Overflow records written and not sealed yet; the segment is sealed (made replayable) on
+    /// a successful push at least [`SEAL_AFTER`] after the segment was opened (so a queue
+    /// flapping at its bound does not make a file per event).
     overflow_pending: bool,
+    overflow_since: Option<Instant>,
     /// Local log throttle for drops (no shared state).
     drops_logged: u64,
 }
@@ -66,10 +72,11 @@ impl CoreSink {
             core,
             queue,
             counters,
-            overflow: SpoolWriter::new(spool, tag),
+            overflow: SpoolWriter::new(spool, tag).silent(),
             scratch: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
             arena,
             overflow_pending: false,
+            overflow_since: None,
             drops_logged: 0,
         }
     }
@@ -95,8 +102,26 @@ impl CoreSink {
         }
     }
 
+    /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
+    /// counted) when the queue is full: for callers that prefer to retry or shed load
+    /// themselves. Never blocks, never allocates.
+    #[inline]
+    pub fn try_emit(&mut self, event: &Event) -> bool {
+        self.queue.push(*event).is_ok()
+    }
+
+    /// Events waiting in this core's queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     #[cold]
     fn seal_overflow(&mut self) {
+        let since = *self.overflow_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SEAL_AFTER {
+            return;
+        }
+        self.overflow_since = None;
         self.overflow_pending = false;
         if let Err(e) = self.overflow.seal() {
             tracing::error!(core = self.core, error = %e, "pipeline: sealing the overflow spool segment failed; it is replayed at next start");
@@ -125,14 +150,17 @@ impl CoreSink {
         };
         let mut kb = itoa::Buffer::new();
         let key = event.key(&mut kb);
-        let res = self
-            .overflow
-            .append(topic_index(event.kind.topic()), key, &buf);
+        let res = self.overflow.append(topic_index(event.kind), key, &buf);
         self.scratch = buf;
         // Flush now so a killed process keeps what it overflowed.
         let res = res.and_then(|()| self.overflow.flush().map_err(SpoolError::from));
         match res {
-            Ok(()) => self.overflow_pending = true,
+            Ok(()) => {
+                if !self.overflow_pending {
+                    self.overflow_since = Some(Instant::now());
+                }
+                self.overflow_pending = true;
+            }
             Err(SpoolError::Full { max }) => {
                 Counters::add(&self.counters.dropped_spool_full, 1);
                 self.log_drop(max, "spool full");

@@ -40,19 +40,13 @@ const WRITE_BUFFER: usize = 64 * 1024;
 pub const TOPIC_BIDS: u8 = 0;
 pub const TOPIC_OUTCOMES: u8 = 1;
 
-pub fn topic_index(topic: &str) -> u8 {
-    if topic == codec::event::TOPIC_BIDS {
+/// The topic index of an event kind: bids and no-bids → [`TOPIC_BIDS`], outcomes →
+/// [`TOPIC_OUTCOMES`]. The producer maps indexes to the configured topic names.
+pub fn topic_index(kind: codec::event::EventKind) -> u8 {
+    if kind.topic() == codec::event::TOPIC_BIDS {
         TOPIC_BIDS
     } else {
         TOPIC_OUTCOMES
-    }
-}
-
-pub fn topic_name(index: u8) -> &'static str {
-    if index == TOPIC_BIDS {
-        codec::event::TOPIC_BIDS
-    } else {
-        codec::event::TOPIC_OUTCOMES
     }
 }
 
@@ -196,6 +190,10 @@ pub struct SpoolWriter {
     seg_records: u64,
     last_seq: u64,
     unsynced: bool,
+    /// The producer's writer logs and `fdatasync`s each sealed segment. A core's writer does
+    /// neither (its overflow path must not format log lines or wait for the disk): its
+    /// segments survive the process being killed (page cache), not a power loss.
+    durable_seal: bool,
 }
 
 impl SpoolWriter {
@@ -217,7 +215,14 @@ impl SpoolWriter {
             seg_records: 0,
             last_seq: 0,
             unsynced: false,
+            durable_seal: true,
         }
+    }
+
+    /// A writer that neither syncs nor logs when it seals (for a core's overflow path).
+    pub fn silent(mut self) -> SpoolWriter {
+        self.durable_seal = false;
+        self
     }
 
     /// Records in the current (unsealed) segment.
@@ -356,19 +361,26 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Flushes, syncs and seals the current segment (renamed `.seg`: replayable). A segment
+    /// Flushes, syncs (unless [`silent`](Self::silent)) and seals the current segment
+    /// (renamed `.seg`: replayable). A segment
     /// with no record is removed instead. No-op without an open segment.
     pub fn seal(&mut self) -> io::Result<()> {
         if self.file.is_none() {
             return Ok(());
         }
-        self.sync()?;
+        if self.durable_seal {
+            self.sync()?;
+        } else {
+            self.flush()?;
+        }
         self.file = None;
         if self.seg_records == 0 {
             fs::remove_file(&self.open_path)?;
             self.spool.release(self.seg_len);
         } else {
             fs::rename(&self.open_path, &self.sealed_path)?;
+        }
+        if self.seg_records != 0 && self.durable_seal {
             let total = self.spool.counters.spool_bytes.load(Relaxed);
             tracing::info!(
                 segment = %self.sealed_path.display(),

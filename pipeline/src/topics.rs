@@ -11,14 +11,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use codec::event::{TOPIC_BIDS, TOPIC_OUTCOMES};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-
-/// The topics Helios writes.
-pub const TOPICS: [&str; 2] = [TOPIC_BIDS, TOPIC_OUTCOMES];
 
 /// Why the topics could not be made sure of.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +57,11 @@ pub(crate) fn block_on_timeout<F: Future>(f: F, timeout: Duration) -> Option<F::
     }
 }
 
-/// Creates `helios.bids` and `helios.outcomes` with `partitions` partitions if they do not exist.
+/// Creates `topics` (normally `helios.bids` and `helios.outcomes`) with `partitions`
+/// partitions if they do not exist.
 pub fn ensure_topics(
     brokers: &str,
+    topics: &[&str],
     partitions: i32,
     replication: i32,
     timeout: Duration,
@@ -72,7 +70,7 @@ pub fn ensure_topics(
         .set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
         .create()?;
-    let new: Vec<NewTopic<'_>> = TOPICS
+    let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
             NewTopic::new(
