@@ -38,6 +38,7 @@ fn core(null_mode: bool) -> (Core, Conn) {
         max_inflight: u32::MAX,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
+        vendor_id: 1,
         conn_in_capacity: 16 * 1024,
         conn_out_capacity: 16 * 1024,
         notice_key: b"bench".to_vec(),
