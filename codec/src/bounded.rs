@@ -3,15 +3,16 @@
 //! Every list in a bid request has a limit. What happens at the limit is decided per list:
 //! - [`Capped`]: informational lists (formats, segments, deals…) keep the first `N` items and
 //!   remember that more were sent ([`Capped::overflowed`]); validation decides if that matters.
-//! - [`BlockList`]: lists the bidder must honour (`bcat`, `badv`, `bapp`) keep a 64-bit hash of
+//! - [`BlockList`]: lists the bidder must honour (`bcat`, `badv`, `bapp`) keep a 32-bit hash of
 //!   every entry up to `N`; past `N` the list is flagged and validation refuses the request,
-//!   because a block we could not store is a block we could not honour.
+//!   because a block we could not store is a block we could not honour. A hash collision can
+//!   only make the bidder avoid an ad it could have shown (about N / 2^32 per lookup), never
+//!   show a blocked one; 32 bits halve the request's size against 64.
 
 use std::fmt;
-use std::marker::PhantomData;
 
 use arrayvec::ArrayVec;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use crate::str::Str;
 
@@ -73,27 +74,40 @@ impl<T: fmt::Debug, const N: usize> fmt::Debug for Capped<T, N> {
 
 impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T, const N: usize>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
-            type Value = Capped<T, N>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Capped::new();
-                while out.items.len() < N {
-                    match seq.next_element::<T>()? {
-                        Some(item) => out.items.push(item),
-                        None => return Ok(out),
-                    }
-                }
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    out.dropped = out.dropped.saturating_add(1);
-                }
-                Ok(out)
+        let mut out = Capped::new();
+        FillCapped(&mut out).deserialize(d)?;
+        Ok(out)
+    }
+}
+
+/// Deserializes a JSON array into an existing [`Capped`] (appending), so a list of large items
+/// is written where it lives instead of being built on the stack and moved (see `request`).
+pub(crate) struct FillCapped<'c, T, const N: usize>(pub &'c mut Capped<T, N>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> DeserializeSeed<'de> for FillCapped<'_, T, N> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for FillCapped<'_, T, N> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        while !out.items.is_full() {
+            match seq.next_element::<T>()? {
+                Some(item) => out.items.push(item),
+                None => return Ok(()),
             }
         }
-        d.deserialize_seq(V::<T, N>(PhantomData))
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            out.dropped = out.dropped.saturating_add(1);
+        }
+        Ok(())
     }
 }
 
@@ -119,10 +133,15 @@ pub fn fnv1a_lower(s: &str) -> u64 {
     h
 }
 
-/// A set of strings the bid must avoid, kept as case-insensitive 64-bit hashes (no copies).
+/// Folds a 64-bit [`fnv1a_lower`] hash to the 32 bits a [`BlockList`] stores.
+pub const fn fold32(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32
+}
+
+/// A set of strings the bid must avoid, kept as case-insensitive 32-bit hashes (no copies).
 #[derive(Clone, PartialEq)]
 pub struct BlockList<const N: usize> {
-    hashes: ArrayVec<u64, N>,
+    hashes: ArrayVec<u32, N>,
     overflowed: bool,
 }
 
@@ -141,15 +160,16 @@ impl<const N: usize> BlockList<N> {
         b
     }
     pub fn insert(&mut self, s: &str) {
-        if self.hashes.try_push(fnv1a_lower(s)).is_err() {
+        if self.hashes.try_push(fold32(fnv1a_lower(s))).is_err() {
             self.overflowed = true;
         }
     }
     pub fn contains(&self, s: &str) -> bool {
         self.contains_hash(fnv1a_lower(s))
     }
+    /// `h` is a 64-bit [`fnv1a_lower`] hash (precomputed by the caller).
     pub fn contains_hash(&self, h: u64) -> bool {
-        self.hashes.contains(&h)
+        self.hashes.contains(&fold32(h))
     }
     pub fn len(&self) -> usize {
         self.hashes.len()
@@ -182,21 +202,32 @@ impl<const N: usize> fmt::Debug for BlockList<N> {
 
 impl<'de, const N: usize> Deserialize<'de> for BlockList<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<const N: usize>;
-        impl<'de, const N: usize> Visitor<'de> for V<N> {
-            type Value = BlockList<N>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = BlockList::new();
-                while let Some(s) = seq.next_element::<Str<'de>>()? {
-                    out.insert(&s);
-                }
-                Ok(out)
-            }
+        let mut out = BlockList::new();
+        FillBlockList(&mut out).deserialize(d)?;
+        Ok(out)
+    }
+}
+
+/// Deserializes a JSON array of strings into an existing [`BlockList`] (appending).
+pub(crate) struct FillBlockList<'b, const N: usize>(pub &'b mut BlockList<N>);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for FillBlockList<'_, N> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for FillBlockList<'_, N> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(s) = seq.next_element::<Str<'de>>()? {
+            self.0.insert(&s);
         }
-        d.deserialize_seq(V::<N>)
+        Ok(())
     }
 }
 

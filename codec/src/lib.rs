@@ -8,6 +8,7 @@
 
 pub mod bounded;
 pub mod event;
+mod json;
 pub mod money;
 pub mod request;
 pub mod response;
@@ -21,24 +22,71 @@ pub use response::{Bid, BidResponse, ResponseEncoder, SeatBid};
 pub use str::Str;
 pub use validate::{ValidRequest, ValidationError};
 
+/// Largest body [`decode`] accepts, in bytes. Real bid requests are 0.5–10 KB; a body this big
+/// is refused before any parsing, so its cost is bounded by a length comparison.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Deepest nesting of arrays and objects accepted anywhere in a body, skipped values included.
+/// The decoder skips unknown values recursively (about 400 bytes of stack per level in a
+/// release build), so this bounds its stack use: decoding fits a 512 KiB stack (tested in
+/// `tests/corpus.rs`). Real requests nest about 6 deep.
+pub const MAX_DEPTH: usize = 512;
+
 /// Why a body could not be turned into a [`BidRequest`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The body is not JSON of the OpenRTB shape (wrong type, truncated, too deep, …).
+    /// The body is longer than [`MAX_BODY_BYTES`].
+    #[error("body too large: {len} bytes (at most {MAX_BODY_BYTES})")]
+    TooLarge { len: usize },
+    /// JSON must be UTF-8 (RFC 8259), everywhere, including fields the bidder skips.
+    #[error("invalid UTF-8 at byte {at}")]
+    Utf8 { at: usize },
+    /// The body does not start with `{` (after whitespace): a bid request is a JSON object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`].
+    #[error("nesting deeper than {MAX_DEPTH} at byte {at}")]
+    TooDeep { at: usize },
+    /// The body is not JSON of the OpenRTB shape (wrong type, truncated, …).
     #[error("invalid OpenRTB JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[from] json::JsonError),
 }
 
 /// Decodes an OpenRTB 2.6 bid request, borrowing strings from `body` wherever no JSON escape
-/// forces a copy. Unknown fields are skipped. serde_json's recursion limit (128) bounds nesting.
+/// forces a copy. Unknown fields are skipped. Refused before parsing: bodies over
+/// [`MAX_BODY_BYTES`], bodies that are not UTF-8 or not an object, and bodies nesting deeper
+/// than [`MAX_DEPTH`].
+///
+/// A `BidRequest` is large (its lists are inline): borrow it (`match &decode(..)`), don't move it.
 pub fn decode(body: &[u8]) -> Result<BidRequest<'_>, DecodeError> {
-    Ok(serde_json::from_slice(body)?)
+    let mut req = BidRequest::default();
+    decode_into(body, &mut req)?;
+    Ok(req)
+}
+
+/// [`decode`] into `req`, which must be `BidRequest::default()`: the request is written where it
+/// lives, not built elsewhere and moved.
+fn decode_into<'a>(body: &'a [u8], req: &mut BidRequest<'a>) -> Result<(), DecodeError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(DecodeError::TooLarge { len: body.len() });
+    }
+    // serde would accept a top-level array as a positional struct: a bid request is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DecodeError::NotAnObject);
+    }
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::Utf8 {
+        at: e.valid_up_to(),
+    })?;
+    json::check_depth(body)?;
+    json::fill(text, req)
 }
 
 /// Decode then validate: what the bidder gets.
 pub fn decode_valid(body: &[u8]) -> Result<ValidRequest<'_>, RequestError> {
-    let req = decode(body)?;
-    Ok(ValidRequest::new(req)?)
+    let mut valid = ValidRequest::unchecked_default();
+    decode_into(body, valid.req_mut())?;
+    valid.check()?;
+    Ok(valid)
 }
 
 /// Any reason a request is refused (→ HTTP 400 with [`RequestError`]'s message).

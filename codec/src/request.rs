@@ -4,7 +4,12 @@
 //! (see [`crate::bounded`]); numbers keep their OpenRTB types until validation turns prices into
 //! [`crate::Micros`]. This module holds data only: rules live in [`crate::validate`].
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+
+use crate::bounded::{FillBlockList, FillCapped};
 
 use crate::bounded::{BlockList, Capped};
 use crate::str::Str;
@@ -25,41 +30,28 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A bid request. Deserialised in place by a hand-written visitor (below), not derived: the
+/// struct is several kilobytes of inline lists, and serde's derived code would move it (and
+/// its `imp` list) through several by-value returns.
+#[derive(Debug, Default)]
 pub struct BidRequest<'a> {
-    #[serde(borrow, default)]
     pub id: Option<Str<'a>>,
-    #[serde(borrow, default)]
     pub imp: Capped<Imp<'a>, MAX_IMPS>,
-    #[serde(borrow, default)]
     pub site: Option<Site<'a>>,
-    #[serde(borrow, default)]
     pub app: Option<App<'a>>,
-    #[serde(borrow, default)]
     pub device: Option<Device<'a>>,
-    #[serde(borrow, default)]
     pub user: Option<User<'a>>,
-    #[serde(borrow, default)]
     pub regs: Option<Regs<'a>>,
-    #[serde(borrow, default)]
     pub source: Option<Source<'a>>,
     /// Milliseconds the exchange waits for our answer, network included.
-    #[serde(default)]
     pub tmax: Option<u32>,
     /// Auction type: 1 first price, 2 second price plus (the default), >500 exchange-specific.
-    #[serde(default)]
     pub at: Option<u32>,
-    #[serde(borrow, default)]
     pub cur: Capped<Str<'a>, 8>,
-    #[serde(default)]
     pub bcat: BlockList<MAX_BLOCKS>,
-    #[serde(default)]
     pub badv: BlockList<MAX_BLOCKS>,
-    #[serde(default)]
     pub bapp: BlockList<MAX_BLOCKS>,
-    #[serde(borrow, default)]
     pub wseat: Capped<Str<'a>, 16>,
-    #[serde(default)]
     pub test: Option<u8>,
 }
 
@@ -83,6 +75,9 @@ pub struct Imp<'a> {
     pub tagid: Option<Str<'a>>,
     #[serde(default)]
     pub secure: Option<u8>,
+    /// 1 when the ad is interstitial or full screen.
+    #[serde(default)]
+    pub instl: Option<u8>,
     #[serde(borrow, default)]
     pub pmp: Option<Pmp<'a>>,
 }
@@ -118,6 +113,13 @@ pub struct Video<'a> {
     pub maxduration: Option<u32>,
     #[serde(default)]
     pub protocols: Capped<u16, 16>,
+    /// 2.6 video placement subtype: 1 instream, 2 accompanying content, 3 interstitial,
+    /// 4 no content / standalone.
+    #[serde(default)]
+    pub plcmt: Option<u8>,
+    /// 1 linear (in-stream), 2 non-linear (overlay).
+    #[serde(default)]
+    pub linearity: Option<u8>,
     #[serde(default)]
     pub w: Option<u32>,
     #[serde(default)]
@@ -142,6 +144,9 @@ pub struct Deal<'a> {
     pub bidfloor: Option<f64>,
     #[serde(borrow, default)]
     pub bidfloorcur: Option<Str<'a>>,
+    /// Auction type for this deal: 1 first price, 2 second price, 3 the deal's fixed price.
+    #[serde(default)]
+    pub at: Option<u8>,
     #[serde(borrow, default)]
     pub wseat: Capped<Str<'a>, 4>,
 }
@@ -208,6 +213,18 @@ pub struct Device<'a> {
     #[serde(borrow, default)]
     pub os: Option<Str<'a>>,
     #[serde(borrow, default)]
+    pub osv: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub make: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub model: Option<Str<'a>>,
+    /// ISO-639-1 alpha-2 browser language.
+    #[serde(borrow, default)]
+    pub language: Option<Str<'a>>,
+    /// 0 unknown, 1 ethernet, 2 wifi, 3 cellular unknown, 4 2G, 5 3G, 6 4G, 7 5G.
+    #[serde(default)]
+    pub connectiontype: Option<u8>,
+    #[serde(borrow, default)]
     pub ifa: Option<Str<'a>>,
     #[serde(default)]
     pub lmt: Option<u8>,
@@ -248,6 +265,9 @@ pub struct UserExt<'a> {
     /// OpenRTB 2.5 location of the TCF consent string.
     #[serde(borrow, default)]
     pub consent: Option<Str<'a>>,
+    /// OpenRTB 2.5 (Prebid) location of the extended ids.
+    #[serde(borrow, default)]
+    pub eids: Capped<Eid<'a>, 4>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +293,11 @@ pub struct RegsExt<'a> {
     pub gdpr: Option<u8>,
     #[serde(borrow, default)]
     pub us_privacy: Option<Str<'a>>,
+    /// Pre-2.6 (Prebid) location of the GPP string.
+    #[serde(borrow, default)]
+    pub gpp: Option<Str<'a>>,
+    #[serde(default)]
+    pub gpp_sid: Capped<u16, 16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,11 +371,178 @@ impl<'a> BidRequest<'a> {
             .as_deref()
             .or_else(|| r.ext.as_ref().and_then(|e| e.us_privacy.as_deref()))
     }
+    /// `regs.gpp`, falling back to the pre-2.6 `regs.ext.gpp`.
+    pub fn gpp(&self) -> Option<&str> {
+        let r = self.regs.as_ref()?;
+        r.gpp
+            .as_deref()
+            .or_else(|| r.ext.as_ref().and_then(|e| e.gpp.as_deref()))
+    }
+    /// `regs.gpp_sid`, falling back to the pre-2.6 `regs.ext.gpp_sid` (empty when neither).
+    pub fn gpp_sid(&self) -> &[u16] {
+        match &self.regs {
+            Some(r) if !r.gpp_sid.is_empty() => &r.gpp_sid,
+            Some(r) => r.ext.as_ref().map_or(&[], |e| &e.gpp_sid),
+            None => &[],
+        }
+    }
+    /// `user.eids`, falling back to the 2.5 `user.ext.eids` (empty when neither).
+    pub fn eids(&self) -> &[Eid<'a>] {
+        match &self.user {
+            Some(u) if !u.eids.is_empty() => &u.eids,
+            Some(u) => u.ext.as_ref().map_or(&[], |e| &e.eids),
+            None => &[],
+        }
+    }
     /// `source.schain`, falling back to the 2.5 `source.ext.schain`.
     pub fn schain(&self) -> Option<&SupplyChain<'a>> {
         let s = self.source.as_ref()?;
         s.schain
             .as_ref()
             .or_else(|| s.ext.as_ref().and_then(|e| e.schain.as_ref()))
+    }
+}
+
+/// The keys of a bid request the bidder reads; `Other` for every key it skips.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    Imp,
+    Site,
+    App,
+    Device,
+    User,
+    Regs,
+    Source,
+    Tmax,
+    At,
+    Cur,
+    Bcat,
+    Badv,
+    Bapp,
+    Wseat,
+    Test,
+    Other,
+}
+
+impl Field {
+    fn of(key: &str) -> Field {
+        match key {
+            "id" => Field::Id,
+            "imp" => Field::Imp,
+            "site" => Field::Site,
+            "app" => Field::App,
+            "device" => Field::Device,
+            "user" => Field::User,
+            "regs" => Field::Regs,
+            "source" => Field::Source,
+            "tmax" => Field::Tmax,
+            "at" => Field::At,
+            "cur" => Field::Cur,
+            "bcat" => Field::Bcat,
+            "badv" => Field::Badv,
+            "bapp" => Field::Bapp,
+            "wseat" => Field::Wseat,
+            "test" => Field::Test,
+            _ => Field::Other,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::Imp => "imp",
+            Field::Site => "site",
+            Field::App => "app",
+            Field::Device => "device",
+            Field::User => "user",
+            Field::Regs => "regs",
+            Field::Source => "source",
+            Field::Tmax => "tmax",
+            Field::At => "at",
+            Field::Cur => "cur",
+            Field::Bcat => "bcat",
+            Field::Badv => "badv",
+            Field::Bapp => "bapp",
+            Field::Wseat => "wseat",
+            Field::Test => "test",
+            Field::Other => "(other)",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::of(v))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// Fills a [`BidRequest`] in place from a JSON object. Duplicate known keys are refused (as the
+/// derived code would); unknown keys are skipped.
+pub(crate) struct FillRequest<'r, 'a>(pub &'r mut BidRequest<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FillRequest<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for FillRequest<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an OpenRTB bid request object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        let r = self.0;
+        let mut seen: u32 = 0;
+        while let Some(field) = map.next_key::<Field>()? {
+            if field != Field::Other {
+                let bit = 1u32 << field as u32;
+                if seen & bit != 0 {
+                    return Err(M::Error::duplicate_field(field.name()));
+                }
+                seen |= bit;
+            }
+            match field {
+                Field::Id => r.id = map.next_value()?,
+                Field::Imp => map.next_value_seed(FillCapped(&mut r.imp))?,
+                Field::Site => r.site = map.next_value()?,
+                Field::App => r.app = map.next_value()?,
+                Field::Device => r.device = map.next_value()?,
+                Field::User => r.user = map.next_value()?,
+                Field::Regs => r.regs = map.next_value()?,
+                Field::Source => r.source = map.next_value()?,
+                Field::Tmax => r.tmax = map.next_value()?,
+                Field::At => r.at = map.next_value()?,
+                Field::Cur => map.next_value_seed(FillCapped(&mut r.cur))?,
+                Field::Bcat => map.next_value_seed(FillBlockList(&mut r.bcat))?,
+                Field::Badv => map.next_value_seed(FillBlockList(&mut r.badv))?,
+                Field::Bapp => map.next_value_seed(FillBlockList(&mut r.bapp))?,
+                Field::Wseat => map.next_value_seed(FillCapped(&mut r.wseat))?,
+                Field::Test => r.test = map.next_value()?,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BidRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut req = BidRequest::default();
+        FillRequest(&mut req).deserialize(d)?;
+        Ok(req)
     }
 }

@@ -56,6 +56,31 @@ fn size_ok(w: Option<u32>, h: Option<u32>) -> bool {
 
 impl<'a> ValidRequest<'a> {
     pub fn new(req: BidRequest<'a>) -> Result<Self, ValidationError> {
+        let mut valid = ValidRequest {
+            req,
+            imps: ArrayVec::new(),
+        };
+        valid.check()?;
+        Ok(valid)
+    }
+
+    /// An empty request not yet checked: [`crate::decode_valid`] decodes into it in place, then
+    /// calls [`Self::check`] before handing it out.
+    pub(crate) fn unchecked_default() -> Self {
+        ValidRequest {
+            req: BidRequest::default(),
+            imps: ArrayVec::new(),
+        }
+    }
+
+    pub(crate) fn req_mut(&mut self) -> &mut BidRequest<'a> {
+        &mut self.req
+    }
+
+    /// Applies every rule and derives the per-imp values; on error the value must be dropped.
+    pub(crate) fn check(&mut self) -> Result<(), ValidationError> {
+        let req = &self.req;
+        self.imps.clear();
         if req.id.as_deref().is_none_or(str::is_empty) {
             return Err(ValidationError::Missing("id"));
         }
@@ -77,7 +102,7 @@ impl<'a> ValidRequest<'a> {
                 return Err(ValidationError::BlockListTooLong(name));
             }
         }
-        let mut imps = ArrayVec::new();
+        let imps = &mut self.imps;
         for (i, imp) in req.imp.iter().enumerate() {
             let id = match imp.id.as_deref() {
                 Some(id) if !id.is_empty() => id,
@@ -130,7 +155,7 @@ impl<'a> ValidRequest<'a> {
         if req.cur.iter().any(|c| Currency::parse(c).is_none()) {
             return Err(ValidationError::UnknownCurrency { field: "cur" });
         }
-        Ok(ValidRequest { req, imps })
+        Ok(())
     }
 
     /// The decoded request (every rule above holds for it).
