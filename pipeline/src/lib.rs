@@ -1,5 +1,203 @@
 //! `pipeline`: how events leave the bidding cores and reach Kafka, losing nothing.
 //!
-//! Owns: one bounded lock-free queue per core, the producer thread that drains them into Kafka,
-//! the disk spool used when the broker is away, and the signing of our notice URLs.
+//! Owns: one bounded lock-free queue per core ([`CoreSink`], owned by its core), the producer
+//! thread that drains them into Kafka ([`producer`]), the disk spool used when the broker is
+//! away ([`spool`]), the frequency-counter worker that applies billing side effects in Redis
+//! ([`frequency`]), and the signing and checking of our notice URLs ([`notice`]).
 //! Must never: make a bidding core wait for Kafka, or drop an event without counting it.
+//!
+//! Threads: each core owns its `CoreSink`; the producer thread (`helios-producer`) owns the
+//! Kafka client and the spool's replay; the frequency worker (`helios-freq`) owns its Redis
+//! connection. They share only the queues and the relaxed counters in [`metrics`].
+
+pub mod config;
+pub mod frequency;
+pub mod metrics;
+pub mod notice;
+pub mod producer;
+pub mod sink;
+pub mod spool;
+pub mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use codec::event::Event;
+use crossbeam_queue::ArrayQueue;
+
+pub use config::{PipelineConfig, ProducerConfig};
+pub use metrics::MetricsSnapshot;
+pub use producer::ShutdownReport;
+pub use sink::CoreSink;
+
+use metrics::Counters;
+use producer::{ProducerThread, Shared};
+use spool::Spool;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("pipeline config: {0}")]
+    Config(String),
+    #[error("spool directory {dir}: {source}")]
+    Spool { dir: String, source: std::io::Error },
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("frequency worker (redis): {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("spawning the producer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running pipeline: the producer thread and (optionally) the frequency worker.
+#[derive(Debug)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<ShutdownReport>>,
+    capacity: u64,
+}
+
+impl Pipeline {
+    /// Opens the spool (replaying at once what a previous run left), makes sure the topics
+    /// exist (bounded by `startup_timeout_ms`; if the broker is away the pipeline starts in
+    /// spool mode), starts the frequency worker when `redis_url` is set, spawns the producer
+    /// thread and returns one [`CoreSink`] per core.
+    pub fn start(
+        cfg: &PipelineConfig,
+        cores: usize,
+    ) -> Result<(Pipeline, Vec<CoreSink>), PipelineError> {
+        if cores == 0 || cores > u16::MAX as usize {
+            return Err(PipelineError::Config(format!(
+                "cores must be 1..=65535, got {cores}"
+            )));
+        }
+        if cfg.queue_capacity_per_core == 0 {
+            return Err(PipelineError::Config(
+                "queue_capacity_per_core must be > 0".into(),
+            ));
+        }
+        if cfg.brokers.trim().is_empty() {
+            return Err(PipelineError::Config("brokers must not be empty".into()));
+        }
+        if cfg.topic_bids.is_empty() || cfg.topic_outcomes.is_empty() {
+            return Err(PipelineError::Config(
+                "topic names must not be empty".into(),
+            ));
+        }
+        if cfg.replay_window == 0 || cfg.drain_batch == 0 {
+            return Err(PipelineError::Config(
+                "replay_window and drain_batch must be > 0".into(),
+            ));
+        }
+        producer::validate(cfg)?;
+        let counters = Arc::new(Counters::default());
+        let (spool, recovered) = Spool::open(
+            &cfg.spool_dir,
+            cfg.spool_max_bytes,
+            cfg.spool_segment_bytes,
+            counters.clone(),
+        )
+        .map_err(|source| PipelineError::Spool {
+            dir: cfg.spool_dir.display().to_string(),
+            source,
+        })?;
+        if recovered.segments > 0 {
+            tracing::info!(
+                segments = recovered.segments,
+                bytes = recovered.bytes,
+                "pipeline: spool left by a previous run; replaying it"
+            );
+        }
+        let topics_ready = if cfg.create_topics {
+            match topics::ensure_topics(
+                &cfg.brokers,
+                &[&cfg.topic_bids, &cfg.topic_outcomes],
+                cfg.topic_partitions,
+                cfg.topic_replication,
+                Duration::from_millis(cfg.startup_timeout_ms),
+            ) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pipeline: broker not ready at start; spooling until it is");
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        let freq = match &cfg.redis_url {
+            Some(url) => Some(frequency::FreqWorker::start(
+                url,
+                cfg.freq_queue_capacity,
+                cfg.freq_max_attempts,
+                cfg.freq_dedupe_ttl_s,
+                counters.clone(),
+            )?),
+            None => None,
+        };
+        let queues: Vec<Arc<ArrayQueue<Event>>> = (0..cores)
+            .map(|_| Arc::new(ArrayQueue::new(cfg.queue_capacity_per_core)))
+            .collect();
+        let shared = Arc::new(Shared {
+            queues: queues.clone(),
+            counters: counters.clone(),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            deadline: std::sync::Mutex::new(None),
+        });
+        let sinks = queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| CoreSink::new(i as u16, q, counters.clone(), spool.clone()))
+            .collect();
+        let thread = ProducerThread::new(cfg.clone(), shared.clone(), spool, freq, topics_ready)?;
+        let handle = std::thread::Builder::new()
+            .name("helios-producer".into())
+            .spawn(move || thread.run())
+            .map_err(PipelineError::Thread)?;
+        Ok((
+            Pipeline {
+                shared,
+                handle: Some(handle),
+                capacity: (cfg.queue_capacity_per_core * cores) as u64,
+            },
+            sinks,
+        ))
+    }
+
+    /// A snapshot of the counters and the queues' depth.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let depth = self.shared.queues.iter().map(|q| q.len() as u64).sum();
+        MetricsSnapshot::read(&self.shared.counters, depth, self.capacity)
+    }
+
+    /// Stops the producer thread: drains the queues into Kafka (or the spool), waits up to
+    /// `timeout` for the broker's acknowledgements, spools the rest, seals the spool. Drop
+    /// the cores' sinks first (a sink's overflow segment is sealed when it is dropped).
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> ShutdownReport {
+        if let Ok(mut d) = self.shared.deadline.lock() {
+            *d = Some(Instant::now() + timeout);
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                tracing::error!("pipeline: producer thread panicked");
+                ShutdownReport::default()
+            }),
+            None => ShutdownReport::default(),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            self.stop(Duration::from_secs(2));
+        }
+    }
+}

@@ -1,5 +1,55 @@
 //! `profile-cache`: every node's in-memory replica of the user profiles whose truth is in Redis.
 //!
-//! Owns: the profile record layout, the replica (bootstrap by SCAN, then the change stream) and
-//! lock-free, allocation-free lookups by user id. The replicator runs on its own thread; bidding
+//! Owns: the profile record layout ([`record`]), the Redis key layout ([`keys`], documented in
+//! `docs/PROFILES.md`), the replica's memory ([`store`]: an open-addressing index of immutable
+//! packed records reclaimed by epochs) and the replicator ([`replicator`]: bootstrap by `SCAN`,
+//! then the change stream). The replicator runs on its own thread and is the only writer; bidding
 //! cores only read. Must never: make a bidding core wait on Redis or on a writer.
+//!
+//! # Using it from the appliance
+//!
+//! ```no_run
+//! use profile_cache::{ReplicaConfig, start};
+//! use shards::ProfileView;
+//!
+//! let cfg = ReplicaConfig { redis_url: "redis://127.0.0.1:6390/".into(), ..Default::default() };
+//! // Spawns the replicator thread; returns at once (the replica fills in the background).
+//! let (replicator, reader) = start(&cfg).expect("valid configuration");
+//! // One reader per core: `Reader` is `Clone + Send` (not `Sync`); clone it before moving it.
+//! let core_reader = reader.clone();
+//! std::thread::spawn(move || {
+//!     // Per request, only when the replica is fresh enough to use personal data:
+//!     if core_reader.is_fresh() {
+//!         if let Some(profile) = core_reader.get("user-123") {
+//!             let _w = profile.segment_weight(42); // ProfileView for the shard's decision
+//!         } // dropping the ProfileRef releases the reader's pin
+//!     }
+//! });
+//! // /readyz: reader.is_loaded(); metrics: reader.lag_seconds(), reader.stats().
+//! replicator.stop(); // joins the thread; readers keep the last data
+//! ```
+//!
+//! - [`Reader::get`]`(&self, id) -> Option<`[`ProfileRef`]`<'_>>`: no lock, no allocation; the
+//!   only write is to the reader's own cache-padded epoch slot. Hold the `ProfileRef` for one
+//!   decision only: while it lives, memory of profiles replaced since cannot be reclaimed.
+//! - [`Reader::is_loaded`]: the first full copy is done and the stream drained once.
+//! - [`Reader::lag_seconds`]: seconds since the replica last held everything Redis held (export as
+//!   `helios_profile_replica_lag_seconds`); `+inf` before the first load.
+//! - [`Reader::is_fresh`]: loaded and lag ≤ [`ReplicaConfig::max_staleness`]; when false, bid
+//!   contextually only.
+//! - [`Replicator::stop`] (or drop): stops and joins the thread within about
+//!   [`ReplicaConfig::block`] + [`ReplicaConfig::io_timeout`].
+//! - [`Store`]: the replica's writer without Redis, for tests and benches
+//!   (`Store::new(expected, max_staleness_ms)` → `(Store, Reader)`).
+
+mod arena;
+mod epoch;
+pub mod keys;
+mod parse;
+pub mod record;
+pub mod replicator;
+pub mod store;
+
+pub use record::{FreqBucket, Gender, ProfileData, RecordView};
+pub use replicator::{LagHistogram, ReplicaConfig, Replicator, StartError, start};
+pub use store::{ProfileRef, Reader, Stats, Store};

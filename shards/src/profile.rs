@@ -7,6 +7,17 @@ pub trait ProfileView {
     fn segment_weight(&self, segment: u32) -> Option<u16>;
     /// Impressions of `campaign` this user has seen since `since_unix_s` (replicated count).
     fn impressions_since(&self, campaign: u32, since_unix_s: u64) -> u32;
+    /// Unix seconds up to which `impressions_since` includes every impression (the replica's
+    /// replication point). The shard adds its own wins after this point. The default (0) makes
+    /// the shard add every local win it remembers: never under-counts, may cap a little early.
+    fn replicated_until_unix_s(&self) -> u64 {
+        0
+    }
+    /// How old the replica's data is (ms since the last change applied). Campaigns with a
+    /// frequency cap treat a profile older than their `max_profile_age_ms` as stale.
+    fn replica_age_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// A profile with nothing in it (tests; users never seen).

@@ -1,0 +1,484 @@
+//! Per-core metrics: plain counters and an HdrHistogram, written only by the core that owns
+//! them, and how the admin thread gets to see them.
+//!
+//! Hot path: [`CoreMetrics`] is a plain struct inside the core (no atomics, no locks). Every
+//! `publish_ms` the core copies it into its [`Published`] slot with `try_lock` (never waits: if
+//! the admin thread is reading at that instant, the core skips this period) — so the hot path
+//! writes no shared memory, and the admin thread reads a copy at most `publish_ms` old. The copy
+//! reuses the slot's memory (counters assigned, histogram `set_to`): publishing allocates nothing.
+//! [`render`] builds the Prometheus text at scrape time on the admin thread.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use codec::event::NoBidReason;
+use hdrhistogram::Histogram;
+
+use crate::route::NoticeKind;
+use pipeline::notice::NoticeError;
+
+/// Statuses counted one by one; anything else goes to the last bucket ("other").
+pub const STATUSES: [u16; 14] = [
+    200, 204, 400, 404, 405, 408, 413, 415, 417, 431, 501, 503, 100, 0,
+];
+
+fn status_index(s: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&x| x == s)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Why a connection was closed by us (beyond the client closing it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Client = 0,
+    HttpError = 1,
+    IdleTimeout = 2,
+    SlowClient = 3,
+    TooManyConnections = 4,
+    InputOverflow = 5,
+    Shutdown = 6,
+    IoError = 7,
+}
+
+pub const CLOSE_REASONS: [&str; 8] = [
+    "client",
+    "http_error",
+    "idle_timeout",
+    "slow_client",
+    "too_many_connections",
+    "input_overflow",
+    "shutdown",
+    "io_error",
+];
+
+/// One core's counters. Written by that core only.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    /// Responses by status ([`STATUSES`] order).
+    pub responses: [u64; STATUSES.len()],
+    pub bid_requests: u64,
+    /// Requests answered with at least one bid.
+    pub bids: u64,
+    /// Imps bid on.
+    pub imp_bids: u64,
+    /// No-bids by [`NoBidReason`] code (index = code).
+    pub no_bids: [u64; 13],
+    /// Accepted notices by kind (win, billing, loss, click).
+    pub notices: [u64; 4],
+    /// Rejected notices by `pipeline::notice::NoticeError::index` (copied at publish).
+    pub notices_rejected: [u64; NoticeError::COUNT],
+    /// Accepted notices flagged late (copied at publish).
+    pub notices_late: u64,
+    /// Profile replica staleness seen by this core at publish, ms (`u64::MAX`: not loaded;
+    /// 0 and unused when there is no profile cache).
+    pub profile_lag_ms: u64,
+    pub gzip_bodies: u64,
+    pub connections_accepted: u64,
+    /// Closed connections by [`CloseReason`].
+    pub connections_closed: [u64; CLOSE_REASONS.len()],
+    pub connections_open: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub events: u64,
+    /// Heap allocations made on this core's thread (from [`crate::alloc_count`]), at publish.
+    pub allocations: u64,
+    /// Event-loop turns.
+    pub turns: u64,
+    /// Bid request service time (arrival of the bytes to response ready), nanoseconds.
+    pub latency_ns: Histogram<u64>,
+}
+
+impl CoreMetrics {
+    pub fn new() -> CoreMetrics {
+        CoreMetrics {
+            responses: [0; STATUSES.len()],
+            bid_requests: 0,
+            bids: 0,
+            imp_bids: 0,
+            no_bids: [0; 13],
+            notices: [0; 4],
+            notices_rejected: [0; NoticeError::COUNT],
+            notices_late: 0,
+            profile_lag_ms: 0,
+            gzip_bodies: 0,
+            connections_accepted: 0,
+            connections_closed: [0; CLOSE_REASONS.len()],
+            connections_open: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            events: 0,
+            allocations: 0,
+            turns: 0,
+            // 1 µs .. 60 s at 3 significant digits: fixed bounds, allocated once.
+            latency_ns: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+
+    #[inline]
+    pub fn response(&mut self, status: u16) {
+        self.responses[status_index(status)] += 1;
+    }
+
+    #[inline]
+    pub fn no_bid(&mut self, r: NoBidReason) {
+        self.no_bids[r.code() as usize] += 1;
+    }
+
+    #[inline]
+    pub fn closed(&mut self, r: CloseReason) {
+        self.connections_closed[r as usize] += 1;
+        self.connections_open = self.connections_open.saturating_sub(1);
+    }
+
+    pub fn status_count(&self, status: u16) -> u64 {
+        self.responses[status_index(status)]
+    }
+
+    /// Copies `src` into `self` reusing `self`'s memory (no allocation: same histogram bounds).
+    pub fn copy_from(&mut self, src: &CoreMetrics) {
+        let CoreMetrics {
+            responses,
+            bid_requests,
+            bids,
+            imp_bids,
+            no_bids,
+            notices,
+            notices_rejected,
+            notices_late,
+            profile_lag_ms,
+            gzip_bodies,
+            connections_accepted,
+            connections_closed,
+            connections_open,
+            bytes_in,
+            bytes_out,
+            events,
+            allocations,
+            turns,
+            latency_ns,
+        } = self;
+        *responses = src.responses;
+        *bid_requests = src.bid_requests;
+        *bids = src.bids;
+        *imp_bids = src.imp_bids;
+        *no_bids = src.no_bids;
+        *notices = src.notices;
+        *notices_rejected = src.notices_rejected;
+        *notices_late = src.notices_late;
+        *profile_lag_ms = src.profile_lag_ms;
+        *gzip_bodies = src.gzip_bodies;
+        *connections_accepted = src.connections_accepted;
+        *connections_closed = src.connections_closed;
+        *connections_open = src.connections_open;
+        *bytes_in = src.bytes_in;
+        *bytes_out = src.bytes_out;
+        *events = src.events;
+        *allocations = src.allocations;
+        *turns = src.turns;
+        // Same bounds on both sides, so this cannot fail nor resize.
+        let _ = latency_ns.set_to(&src.latency_ns);
+    }
+}
+
+impl Default for CoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A core's published copy; the admin thread reads it.
+#[derive(Debug)]
+pub struct Published {
+    pub core: u16,
+    pub snapshot: Mutex<CoreMetrics>,
+}
+
+impl Published {
+    pub fn new(core: u16) -> Published {
+        Published {
+            core,
+            snapshot: Mutex::new(CoreMetrics::new()),
+        }
+    }
+
+    /// Called by the owning core every `publish_ms`; never waits.
+    pub fn publish(&self, m: &CoreMetrics) -> bool {
+        match self.snapshot.try_lock() {
+            Ok(mut s) => {
+                s.copy_from(m);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// A single-valued series: name, help, type, and how to read it.
+type Simple = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CoreMetrics) -> u64,
+);
+
+fn series(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Prometheus text for every core's latest published snapshot. Runs on the admin thread.
+pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
+    // Copy each snapshot out first so no lock is held while formatting.
+    let snaps: Vec<(u16, CoreMetrics)> = cores
+        .iter()
+        .map(|p| {
+            let mut m = CoreMetrics::new();
+            if let Ok(s) = p.snapshot.lock() {
+                m.copy_from(&s);
+            }
+            (p.core, m)
+        })
+        .collect();
+    let simple: [Simple; 12] = [
+        (
+            "helios_bid_requests_total",
+            "Bid requests received.",
+            "counter",
+            |m| m.bid_requests,
+        ),
+        (
+            "helios_bids_total",
+            "Bid requests answered with at least one bid.",
+            "counter",
+            |m| m.bids,
+        ),
+        ("helios_imp_bids_total", "Imps bid on.", "counter", |m| {
+            m.imp_bids
+        }),
+        (
+            "helios_gzip_bodies_total",
+            "Gzip request bodies inflated.",
+            "counter",
+            |m| m.gzip_bodies,
+        ),
+        (
+            "helios_connections_accepted_total",
+            "Connections accepted.",
+            "counter",
+            |m| m.connections_accepted,
+        ),
+        (
+            "helios_connections_open",
+            "Connections open.",
+            "gauge",
+            |m| m.connections_open,
+        ),
+        (
+            "helios_received_bytes_total",
+            "Bytes received on the bid port.",
+            "counter",
+            |m| m.bytes_in,
+        ),
+        (
+            "helios_sent_bytes_total",
+            "Bytes sent on the bid port.",
+            "counter",
+            |m| m.bytes_out,
+        ),
+        (
+            "helios_events_total",
+            "Events emitted by the core.",
+            "counter",
+            |m| m.events,
+        ),
+        (
+            "helios_core_allocations_total",
+            "Heap allocations made on the core's event-loop thread.",
+            "counter",
+            |m| m.allocations,
+        ),
+        (
+            "helios_loop_turns_total",
+            "Event-loop turns.",
+            "counter",
+            |m| m.turns,
+        ),
+        (
+            "helios_request_duration_count",
+            "Bid requests timed (service time histogram).",
+            "counter",
+            |m| m.latency_ns.len(),
+        ),
+    ];
+    for (name, help, kind, f) in simple {
+        series(out, name, help, kind);
+        for (c, m) in &snaps {
+            let _ = writeln!(out, "{name}{{core=\"{c}\"}} {}", f(m));
+        }
+    }
+    series(
+        out,
+        "helios_responses_total",
+        "Responses by HTTP status.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for (i, s) in STATUSES.iter().enumerate() {
+            let label = if *s == 0 {
+                "other".to_owned()
+            } else {
+                s.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "helios_responses_total{{core=\"{c}\",status=\"{label}\"}} {}",
+                m.responses[i]
+            );
+        }
+    }
+    series(out, "helios_no_bids_total", "No-bids by reason.", "counter");
+    for (c, m) in &snaps {
+        for r in NoBidReason::ALL {
+            let _ = writeln!(
+                out,
+                "helios_no_bids_total{{core=\"{c}\",reason=\"{}\"}} {}",
+                r.as_str(),
+                m.no_bids[r.code() as usize]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_notices_total",
+        "Notices received by kind.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for k in NoticeKind::ALL {
+            let _ = writeln!(
+                out,
+                "helios_notices_total{{core=\"{c}\",kind=\"{}\"}} {}",
+                k.as_str(),
+                m.notices[k as usize]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_notices_rejected_total",
+        "Notices rejected by reason.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for e in NoticeError::ALL {
+            let _ = writeln!(
+                out,
+                "helios_notices_rejected_total{{core=\"{c}\",reason=\"{}\"}} {}",
+                e.reason(),
+                m.notices_rejected[e.index()]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_notices_late_total",
+        "Accepted notices flagged late.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        let _ = writeln!(
+            out,
+            "helios_notices_late_total{{core=\"{c}\"}} {}",
+            m.notices_late
+        );
+    }
+    series(
+        out,
+        "helios_profile_replica_lag_seconds",
+        "Staleness of the profile replica as this core saw it (+Inf before the first load).",
+        "gauge",
+    );
+    for (c, m) in &snaps {
+        let v = if m.profile_lag_ms == u64::MAX {
+            "+Inf".to_owned()
+        } else {
+            (m.profile_lag_ms as f64 / 1000.0).to_string()
+        };
+        let _ = writeln!(
+            out,
+            "helios_profile_replica_lag_seconds{{core=\"{c}\"}} {v}"
+        );
+    }
+    series(
+        out,
+        "helios_connections_closed_total",
+        "Connections closed by reason.",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for (i, r) in CLOSE_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "helios_connections_closed_total{{core=\"{c}\",reason=\"{r}\"}} {}",
+                m.connections_closed[i]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_request_duration_seconds",
+        "Bid request service time, arrival to response ready (HdrHistogram quantiles).",
+        "summary",
+    );
+    for (c, m) in &snaps {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = m.latency_ns.value_at_quantile(q) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "helios_request_duration_seconds{{core=\"{c}\",quantile=\"{q}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "helios_request_duration_seconds_count{{core=\"{c}\"}} {}",
+            m.latency_ns.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn publish_copies_and_render_labels_every_core() {
+        let mut m = CoreMetrics::new();
+        m.response(200);
+        m.response(204);
+        m.response(299);
+        m.no_bid(NoBidReason::Deadline);
+        m.latency_ns.saturating_record(50_000);
+        m.bid_requests = 2;
+        let p0 = Arc::new(Published::new(0));
+        let p1 = Arc::new(Published::new(1));
+        assert!(p0.publish(&m));
+        let mut s = String::new();
+        render(&mut s, &[p0.clone(), p1]);
+        assert!(s.contains("helios_bid_requests_total{core=\"0\"} 2"));
+        assert!(s.contains("helios_bid_requests_total{core=\"1\"} 0"));
+        assert!(s.contains("helios_responses_total{core=\"0\",status=\"200\"} 1"));
+        assert!(s.contains("helios_responses_total{core=\"0\",status=\"other\"} 1"));
+        assert!(s.contains("helios_no_bids_total{core=\"0\",reason=\"deadline\"} 1"));
+        assert!(s.contains("helios_request_duration_seconds_count{core=\"0\"} 1"));
+        // Every sample line carries a core label.
+        for line in s.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("core=\""), "{line}");
+        }
+        // A held lock makes publish skip, not wait.
+        let _g = p0.snapshot.lock().unwrap();
+        assert!(!p0.publish(&m));
+    }
+}

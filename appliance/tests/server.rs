@@ -1,0 +1,433 @@
+//! Integration tests: the real `helios` binary on loopback, spoken to over TCP, with each driver.
+
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bid_ok(r: &Resp) {
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["id"], "req-1");
+    assert_eq!(v["seatbid"][0]["bid"][0]["price"], 2.5);
+}
+
+macro_rules! driver_tests {
+    ($m:ident, $driver:literal) => {
+        mod $m {
+            use super::*;
+            const D: &str = $driver;
+
+            #[test]
+            fn bid_nobid_invalid_and_keep_alive() {
+                let s = Server::start(D, &[], &[]);
+                let mut c = s.client();
+                for _ in 0..50 {
+                    bid_ok(&c.roundtrip(&post("/openrtb2/bid/adx", BID.as_bytes(), "")));
+                }
+                let r = c.roundtrip(&post("/openrtb2/bid", NOBID.as_bytes(), ""));
+                assert_eq!(r.status, 204);
+                let r = c.roundtrip(&post("/openrtb2/bid", br#"{"imp":[]}"#, ""));
+                assert_eq!((r.status, r.body.as_slice()), (400, &b"missing field: id\n"[..]));
+                assert!(!r.closes());
+                bid_ok(&c.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                assert_eq!(s.metric_eq("helios_bids_total", 51), 51);
+                assert_eq!(s.metric_eq("helios_connections_accepted_total", 1), 1);
+                assert!(eventually(|| s.metric_with("helios_no_bids_total", "reason=\"no_eligible_campaign\"") == 1));
+                assert!(eventually(|| s.metric_with("helios_no_bids_total", "reason=\"invalid_request\"") == 1));
+            }
+
+            #[test]
+            fn pipelining_in_one_write() {
+                let s = Server::start(D, &[], &[]);
+                let mut c = s.client();
+                let mut all = Vec::new();
+                for i in 0..40 {
+                    all.extend(post(
+                        "/openrtb2/bid",
+                        if i % 2 == 0 { BID } else { NOBID }.as_bytes(),
+                        "",
+                    ));
+                }
+                c.send(&all);
+                for i in 0..40 {
+                    let r = c.recv();
+                    assert_eq!(r.status, if i % 2 == 0 { 200 } else { 204 }, "response {i}");
+                }
+            }
+
+            #[test]
+            fn gzip_body() {
+                let s = Server::start(D, &[], &[]);
+                let mut c = s.client();
+                bid_ok(&c.roundtrip(&post(
+                    "/openrtb2/bid",
+                    &gz(BID.as_bytes()),
+                    "Content-Encoding: gzip\r\n",
+                )));
+                let r = c.roundtrip(&post("/openrtb2/bid", b"nope", "Content-Encoding: gzip\r\n"));
+                assert_eq!(r.status, 400);
+                // Inflates past http.max_inflated_body_bytes (256 KiB).
+                let mut big = BID.as_bytes().to_vec();
+                big.resize(300_000, b' ');
+                let r = c.roundtrip(&post("/openrtb2/bid", &gz(&big), "Content-Encoding: gzip\r\n"));
+                assert_eq!(r.status, 413);
+                bid_ok(&c.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+            }
+
+            #[test]
+            fn expect_100_continue() {
+                let s = Server::start(D, &[], &[]);
+                let mut c = s.client();
+                let full = post("/openrtb2/bid", BID.as_bytes(), "Expect: 100-continue\r\n");
+                let head = full.len() - BID.len();
+                c.send(&full[..head]);
+                assert_eq!(c.recv().status, 100);
+                c.send(&full[head..]);
+                bid_ok(&c.recv());
+            }
+
+            #[test]
+            fn limits_and_malformed_input() {
+                let s = Server::start(D, &[], &[]);
+                // Header too large → 431 and close.
+                let mut c = s.client();
+                let mut h = b"POST /openrtb2/bid HTTP/1.1\r\nX-Pad: ".to_vec();
+                h.resize(9000, b'a');
+                h.extend(b"\r\n\r\n");
+                let r = c.roundtrip(&h);
+                assert_eq!(r.status, 431);
+                assert!(r.closes());
+                assert!(c.closed_within(Duration::from_secs(5)));
+                // Body too large → 413 at once (before the body is sent) and close.
+                let mut c = s.client();
+                let r = c.roundtrip(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 65537\r\n\r\n");
+                assert_eq!(r.status, 413);
+                assert!(c.closed_within(Duration::from_secs(5)));
+                // Exactly at the body limit: accepted.
+                let mut c = s.client();
+                let mut body = BID.as_bytes().to_vec();
+                body.resize(65536, b' ');
+                bid_ok(&c.roundtrip(&post("/openrtb2/bid", &body, "")));
+                // Malformed → 400 and close.
+                let mut c = s.client();
+                let r = c.roundtrip(b"GARBAGE\x01\x02 / HTTP/1.1\r\n\r\n");
+                assert_eq!(r.status, 400);
+                assert!(c.closed_within(Duration::from_secs(5)));
+                // Chunked → 501; unknown encoding → 415.
+                let mut c = s.client();
+                assert_eq!(
+                    c.roundtrip(b"POST /openrtb2/bid HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").status,
+                    501
+                );
+                let mut c = s.client();
+                assert_eq!(
+                    c.roundtrip(&post("/openrtb2/bid", b"x", "Content-Encoding: br\r\n")).status,
+                    415
+                );
+                // Routes and methods.
+                let mut c = s.client();
+                assert_eq!(c.roundtrip(b"GET /nope HTTP/1.1\r\n\r\n").status, 404);
+                assert_eq!(c.roundtrip(b"GET /openrtb2/bid HTTP/1.1\r\n\r\n").status, 405);
+                assert_eq!(c.roundtrip(b"GET /notice/win?p=1.5&s=x HTTP/1.1\r\n\r\n").status, 400);
+                assert_eq!(c.roundtrip(&post("/notice/loss", b"r=102", "")).status, 400);
+                assert_eq!(c.roundtrip(b"GET /notice/billing HTTP/1.1\r\n\r\n").status, 400);
+                // A real notice: the win URL of our bid, macros filled in by the "exchange".
+                let r = s.client().roundtrip(&post("/openrtb2/bid", BID.as_bytes(), ""));
+                bid_ok(&r);
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let nurl = v["seatbid"][0]["bid"][0]["nurl"].as_str().unwrap();
+                let filled = nurl
+                    .replace("${AUCTION_PRICE}", "2.1")
+                    .replace("${AUCTION_CURRENCY}", "USD")
+                    .replace("${AUCTION_ID}", "a")
+                    .replace("${AUCTION_IMP_ID}", "i1");
+                let path = &filled[filled.find("/notice/").unwrap()..];
+                assert_eq!(c.roundtrip(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).status, 204);
+                assert_eq!(s.metric_eq("helios_notices_total", 1), 1);
+                assert!(eventually(|| s.metric_with("helios_notices_rejected_total", "") == 3));
+            }
+
+            #[test]
+            fn idle_and_slow_client_timeouts() {
+                let s = Server::start(
+                    D,
+                    &[],
+                    &[("HELIOS_HTTP_IDLE_TIMEOUT_MS", "300"), ("HELIOS_HTTP_SLOW_CLIENT_TIMEOUT_MS", "300")],
+                );
+                let mut idle = s.client();
+                bid_ok(&idle.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                let mut slow = s.client();
+                slow.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"id\"");
+                let t0 = Instant::now();
+                assert_eq!(slow.recv().status, 408);
+                assert!(t0.elapsed() >= Duration::from_millis(200));
+                assert!(slow.closed_within(Duration::from_secs(5)));
+                assert!(idle.closed_within(Duration::from_secs(5)));
+                assert!(eventually(|| s.metric_with("helios_connections_closed_total", "reason=\"idle_timeout\"") == 1));
+                assert!(eventually(|| s.metric_with("helios_connections_closed_total", "reason=\"slow_client\"") == 1));
+                assert!(eventually(|| s.metric_with("helios_responses_total", "status=\"408\"") == 1));
+            }
+
+            #[test]
+            fn max_connections_per_core() {
+                let s = Server::start(D, &["--cores", "0"], &[("HELIOS_SERVER_MAX_CONNECTIONS_PER_CORE", "2")]);
+                let mut a = s.client();
+                let mut b = s.client();
+                bid_ok(&a.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                bid_ok(&b.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                let mut c = s.client();
+                assert!(c.closed_within(Duration::from_secs(5)), "third connection refused");
+                drop(a);
+                std::thread::sleep(Duration::from_millis(200));
+                bid_ok(&s.client().roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                assert_eq!(
+                    s.metric_eq("helios_connections_closed_total{core=\"0\",reason=\"too_many_connections\"}", 1),
+                    1
+                );
+            }
+
+            #[test]
+            fn overload_answers_204() {
+                let s = Server::start(D, &["--cores", "0"], &[("HELIOS_BIDDING_MAX_INFLIGHT_PER_CORE", "1")]);
+                let mut c = s.client();
+                let mut all = Vec::new();
+                for _ in 0..10 {
+                    all.extend(post("/openrtb2/bid", BID.as_bytes(), ""));
+                }
+                c.send(&all);
+                let codes: Vec<u16> = (0..10).map(|_| c.recv().status).collect();
+                assert_eq!(codes[0], 200);
+                assert!(codes.contains(&204), "{codes:?}");
+                assert!(s.metric_when("helios_no_bids_total{core=\"0\",reason=\"overloaded\"}", |v| v > 0) > 0);
+            }
+
+            #[test]
+            fn null_mode() {
+                let s = Server::start(D, &["--null"], &[]);
+                let mut c = s.client();
+                for _ in 0..10 {
+                    let r = c.roundtrip(&post("/openrtb2/bid", b"not even json", ""));
+                    assert_eq!(r.status, 204);
+                }
+                assert_eq!(s.metric_eq("helios_bid_requests_total", 10), 10);
+                assert_eq!(s.metric_sum("helios_events_total"), 0);
+            }
+
+            #[test]
+            fn graceful_shutdown_finishes_in_flight_requests() {
+                let mut s = Server::start(D, &[], &[]);
+                let mut idle = s.client();
+                bid_ok(&idle.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+                let mut busy = s.client();
+                let full = post("/openrtb2/bid", BID.as_bytes(), "");
+                busy.send(&full[..full.len() - 10]);
+                std::thread::sleep(Duration::from_millis(100));
+                s.signal(libc::SIGTERM);
+                // The idle keep-alive connection is closed; the busy one finishes its request.
+                assert!(idle.closed_within(Duration::from_secs(5)));
+                // New connections are refused while the busy one drains.
+                assert!(eventually(|| std::net::TcpStream::connect(s.bid).is_err()));
+                busy.send(&full[full.len() - 10..]);
+                let r = busy.recv();
+                bid_ok(&r);
+                assert!(r.closes(), "answers during the drain close the connection");
+                let st = s.wait_exit(Duration::from_secs(10));
+                assert_eq!(st.code(), Some(0), "{:?}", s.log.lock().unwrap());
+                assert!(s.log_contains("\"stopped\""));
+                // Nothing listens any more.
+                assert!(std::net::TcpStream::connect(s.bid).is_err());
+            }
+
+            #[test]
+            fn second_signal_exits_at_once() {
+                let mut s = Server::start(D, &[], &[("HELIOS_SERVER_DRAIN_TIMEOUT_MS", "60000")]);
+                let mut busy = s.client();
+                busy.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 100\r\n\r\n{");
+                std::thread::sleep(Duration::from_millis(100));
+                s.signal(libc::SIGTERM);
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(s.child.try_wait().unwrap().is_none(), "still draining");
+                let t0 = Instant::now();
+                s.signal(libc::SIGINT);
+                let st = s.wait_exit(Duration::from_secs(5));
+                assert_eq!(st.code(), Some(130));
+                assert!(t0.elapsed() < Duration::from_secs(2));
+            }
+
+            #[test]
+            fn event_loop_threads_are_pinned() {
+                let s = Server::start(D, &[], &[]);
+                let pinned = pinned_cores(s.pid());
+                let allowed = appliance::sys::allowed_cpus().unwrap();
+                assert_eq!(pinned.len(), allowed.len(), "one loop thread per allowed CPU: {pinned:?}");
+                let mut cpus: Vec<String> = pinned.iter().map(|(_, c)| c.clone()).collect();
+                cpus.sort();
+                let mut want: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+                want.sort();
+                assert_eq!(cpus, want, "each thread on exactly one CPU, all different");
+                let s1 = Server::start(D, &["--cores", "1"], &[]);
+                assert_eq!(pinned_cores(s1.pid()), vec![("helios-core-0".to_owned(), "1".to_owned())]);
+            }
+
+            #[test]
+            fn warm_requests_allocate_nothing_on_core_threads() {
+                let s = Server::start(D, &[], &[]);
+                let mut conns: Vec<Client> = (0..8).map(|_| s.client()).collect();
+                let req = post("/openrtb2/bid/adx", BID.as_bytes(), "");
+                let gzreq = post("/openrtb2/bid", &gz(BID.as_bytes()), "Content-Encoding: gzip\r\n");
+                let nobid = post("/openrtb2/bid", NOBID.as_bytes(), "");
+                let round = |conns: &mut Vec<Client>, n: usize| {
+                    for i in 0..n {
+                        for (k, c) in conns.iter_mut().enumerate() {
+                            let r = match (i + k) % 10 {
+                                0 => &gzreq,
+                                1 => &nobid,
+                                _ => &req,
+                            };
+                            c.send(r);
+                        }
+                        for c in conns.iter_mut() {
+                            let r = c.recv();
+                            assert!(r.status == 200 || r.status == 204);
+                        }
+                    }
+                };
+                round(&mut conns, 200);
+                std::thread::sleep(Duration::from_millis(150));
+                let before = s.per_core("helios_core_allocations_total");
+                let req_before = s.metric_sum("helios_bid_requests_total");
+                round(&mut conns, 1250); // 8 × 1250 = 10,000 requests
+                std::thread::sleep(Duration::from_millis(150));
+                let after = s.per_core("helios_core_allocations_total");
+                let reqs = s.metric_eq("helios_bid_requests_total", req_before + 10_000) - req_before;
+                assert_eq!(reqs, 10_000);
+                assert!(s.metric_sum("helios_bids_total") >= 8_000);
+                assert_eq!(before.len(), after.len());
+                for ((c, b), (_, a)) in before.iter().zip(&after) {
+                    assert_eq!(a - b, 0, "core {c} allocated {} times during 10,000 requests", a - b);
+                }
+            }
+        }
+    };
+}
+
+driver_tests!(uring, "uring");
+driver_tests!(epoll, "epoll");
+
+/// (thread name, Cpus_allowed_list) of every `helios-core-*` thread of `pid`.
+fn pinned_cores(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let p = t.unwrap().path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        if !name.starts_with("helios-core-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(p.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        out.push((name.to_owned(), cpus));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn uring_driver_is_used_when_available() {
+    let s = Server::start("uring", &[], &[]);
+    let (_, m) = s.admin_get("/metrics");
+    assert!(m.contains("driver=\"uring("), "{m}");
+    assert!(!m.contains("driver=\"epoll\""));
+}
+
+#[test]
+fn falls_back_to_epoll_when_io_uring_is_blocked() {
+    let s = Server::start_opts("uring", &[], &[], true);
+    let (_, m) = s.admin_get("/metrics");
+    assert!(m.contains("driver=\"epoll\""), "{m}");
+    assert!(!m.contains("driver=\"uring("));
+    assert!(s.log_contains("falling back to epoll"));
+    let mut c = s.client();
+    bid_ok(&c.roundtrip(&post("/openrtb2/bid", BID.as_bytes(), "")));
+}
+
+#[test]
+fn admin_endpoints() {
+    let s = Server::start("uring", &[], &[]);
+    assert_eq!(s.admin_get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(s.admin_get("/readyz").0, 200);
+    let (code, cfg) = s.admin_get("/debug/config");
+    assert_eq!(code, 200);
+    assert!(cfg.contains("max_body_bytes = 65536"));
+    assert!(cfg.contains("publish_ms = 20"));
+    let (code, m) = s.admin_get("/metrics");
+    assert_eq!(code, 200);
+    for line in m.lines().filter(|l| {
+        !l.starts_with('#') && l.starts_with("helios_") && !l.starts_with("helios_ready")
+    }) {
+        assert!(line.contains("core=\""), "{line}");
+    }
+    assert_eq!(s.admin_get("/nope").0, 404);
+}
+
+#[test]
+fn cli_print_config_help_and_bad_config() {
+    let bin = env!("CARGO_BIN_EXE_helios");
+    let out = std::process::Command::new(bin)
+        .args(["--print-config", "--listen", "127.0.0.1:1234"])
+        .env("HELIOS_HTTP_MAX_BODY_BYTES", "1000")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("listen = \"127.0.0.1:1234\""));
+    assert!(text.contains("max_body_bytes = 1000"));
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--config",
+        "--listen",
+        "--admin",
+        "--cores",
+        "--driver",
+        "--campaigns",
+        "--null",
+        "--node",
+        "--log-level",
+        "--print-config",
+        "HELIOS_",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    for (env, key) in [
+        ("HELIOS_HTTP_MAX_BODY_BYTES", "http.max_body_bytes"),
+        ("HELIOS_SERVER_DRIVER", "server.driver"),
+        ("HELIOS_SERVER_CORES", "server.cores"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .env(env, "bogus")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(key), "{env}");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["--cores", "999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.cores"));
+}

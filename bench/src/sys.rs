@@ -1,0 +1,150 @@
+//! Process and thread facts the benchmarks need: pinning to a core, CPU time of this thread and
+//! of another process, precise timer wake-ups, and a monotonic nanosecond clock.
+//!
+//! Thin wrappers over `libc` and `/proc`; every function is called from the thread it concerns.
+//! Must never: be called per request except [`Clock::now_ns`].
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`).
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        bail!("cpu {cpu} is out of range");
+    }
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET writes inside it (cpu is
+    // checked against CPU_SETSIZE above), and sched_setaffinity only reads the set we pass.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pinning to cpu {cpu}"));
+    }
+    Ok(())
+}
+
+/// The CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in `pin_to_cpu`; sched_getaffinity writes at most size_of::<cpu_set_t>() bytes
+    // into `set`, and CPU_ISSET reads inside it for i < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&i| libc::CPU_ISSET(i, &set))
+            .collect()
+    }
+}
+
+/// Asks the kernel to wake this thread's timers within 1 ns of their deadline instead of the
+/// default 50 µs slack, so the open-loop schedule is kept precisely.
+pub fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// CPU time (user + system) used so far by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime writes one timespec into the value we own.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        ts
+    };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time (utime + stime, all threads, from `/proc/<pid>/stat`) of process `pid`, in ns.
+/// Resolution is one clock tick (usually 10 ms): measure over seconds.
+pub fn process_cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_stat_cpu_ticks(&stat)
+        .map(|t| t * 1_000_000_000 / clock_ticks_per_s())
+        .with_context(|| format!("parsing /proc/{pid}/stat"))
+}
+
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut f = after.split_whitespace();
+    // `after` starts at field 3 (state); utime is field 14 → index 11.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Monotonic nanoseconds since the clock was made (vDSO `clock_gettime`, no syscall).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+    pub fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0";
+        assert_eq!(parse_stat_cpu_ticks(line), Some(325));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_cpu_time_and_thread_time_advance() {
+        let t0 = thread_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu_ns() > t0);
+        assert!(process_cpu_ns(std::process::id()).is_ok());
+    }
+
+    #[test]
+    fn pinning_is_visible_in_the_affinity_mask() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        let want = *cpus.last().expect("non-empty");
+        std::thread::spawn(move || {
+            pin_to_cpu(want).expect("pin");
+            assert_eq!(allowed_cpus(), vec![want]);
+        })
+        .join()
+        .expect("thread");
+    }
+}

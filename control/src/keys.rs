@@ -1,0 +1,22 @@
+//! Redis key names (documented in `docs/ARCHITECTURE.md`, section Shards).
+//!
+//! Budget keys carry the campaign id as a hash tag (`{42}`) so one campaign's keys share a
+//! cluster slot and the lease script touches one slot.
+
+/// String: the whole campaign set as JSON (the campaigns file format, `docs/CAMPAIGNS.md`).
+pub const CAMPAIGNS: &str = "helios:campaigns";
+/// Stream: one entry (`version` field) per new set written to [`CAMPAIGNS`].
+pub const CAMPAIGN_CHANGES: &str = "helios:campaigns:changes";
+
+/// Integer: micros of USD not yet leased or spent.
+pub fn remaining(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:remaining")
+}
+/// Hash: holder (`node:core`) → lease balance (micros).
+pub fn leases(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:leases")
+}
+/// Sorted set: holder → lease expiry (ms, Redis server clock).
+pub fn expiry(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:expiry")
+}

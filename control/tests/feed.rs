@@ -1,0 +1,129 @@
+//! Live campaign sets from Redis reach every core in under a second; a bad set is rejected whole
+//! and the old one stays; leases flow to the shard through its feed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use control::{Control, ControlConfig, keys};
+use redis::Commands;
+use shards::{CompiledSet, Shard, ShardConfig};
+
+fn set_json(version: u64, budget: i64) -> String {
+    format!(
+        r#"{{"version":{version},"campaigns":[{{"id":1,"advertiser_id":1,"status":"active","pacing":"asap","bid_cpm_micros":1000000,"total_budget_micros":{budget},
+          "creatives":[{{"id":1,"format":{{"type":"native"}},"adm":"x"}}]}}]}}"#
+    )
+}
+
+fn publish(con: &mut redis::Connection, json: &str, version: u64) {
+    let _: () = con.set(keys::CAMPAIGNS, json).expect("SET campaigns");
+    let _: String = con
+        .xadd(keys::CAMPAIGN_CHANGES, "*", &[("version", version)])
+        .expect("XADD change");
+}
+
+/// Polls both shards until `pred` holds for both, or `limit` passes; returns the time taken.
+fn until(
+    feeds: &mut [control::ShardFeed],
+    shards: &mut [Shard],
+    limit: Duration,
+    pred: impl Fn(&Shard) -> bool,
+) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        for (f, s) in feeds.iter_mut().zip(shards.iter_mut()) {
+            f.poll(s);
+        }
+        if shards.iter().all(&pred) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn changes_reach_every_core_within_a_second_and_bad_sets_are_refused() {
+    let Some(url) = common::redis(3) else { return };
+    let mut con = common::con(&url);
+    publish(&mut con, &set_json(1, 1_000_000), 1);
+    let (control, mut feeds) = Control::spawn(ControlConfig::new(&url, "node-t", 2)).unwrap();
+    let mut shards: Vec<Shard> = (0..2)
+        .map(|c| Shard::new(c, CompiledSet::empty()))
+        .collect();
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.set().version == 1
+    })
+    .expect("initial set loaded");
+
+    publish(&mut con, &set_json(2, 1_000_000), 2);
+    let took = until(&mut feeds, &mut shards, Duration::from_secs(3), |s| {
+        s.set().version == 2
+    })
+    .expect("version 2 arrives");
+    println!("change reached both cores in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // A bad set (duplicate ids) is refused whole: version 2 stays.
+    let bad = set_json(3, 1).replace(r#""campaigns":[{"#, r#""campaigns":[{"id":1,"advertiser_id":1,"status":"active","bid_cpm_micros":1,"total_budget_micros":1,"creatives":[{"id":1,"format":{"type":"video"},"adm":"v"}]},{"#);
+    publish(&mut con, &bad, 3);
+    publish(&mut con, "{not json", 4);
+    let t0 = Instant::now();
+    while control
+        .stats
+        .sets_rejected
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(3), "rejections counted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        until(&mut feeds, &mut shards, Duration::from_millis(300), |s| s
+            .set()
+            .version
+            != 2)
+        .is_none()
+    );
+    publish(&mut con, &set_json(5, 1_000_000), 5);
+    until(&mut feeds, &mut shards, Duration::from_secs(1), |s| {
+        s.set().version == 5
+    })
+    .expect("a good set after bad ones installs");
+    drop(control);
+}
+
+#[test]
+fn leases_flow_from_redis_to_the_shard_and_spend_back() {
+    let Some(url) = common::redis(4) else { return };
+    let mut con = common::con(&url);
+    publish(&mut con, &set_json(1, 50_000), 1);
+    let mut cfg = ControlConfig::new(&url, "node-l", 1);
+    cfg.tick_ms = 20;
+    let (_control, mut feeds) = Control::spawn(cfg).unwrap();
+    let scfg = ShardConfig {
+        enforce_budget: true,
+        ..ShardConfig::default()
+    };
+    let mut shards = vec![Shard::with_config(0, CompiledSet::empty(), scfg)];
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.set().version == 1 && s.runtime(0).lease > 0
+    })
+    .expect("a lease is granted");
+    let lease = shards[0].runtime(0).lease;
+    assert!(lease <= 50_000);
+    let remaining: i64 = con.get(keys::remaining(1)).unwrap();
+    let held: i64 = con.hget(keys::leases(1), "node-l:0").unwrap();
+    assert_eq!(remaining + held, 50_000, "money is conserved");
+    assert_eq!(held, lease);
+    // Spend 700 of it: reported at the next tick.
+    shards[0].settle(1, 0, codec::Micros(0), codec::Micros(700));
+    until(&mut feeds, &mut shards, Duration::from_secs(3), |_| {
+        let mut c = common::con(&url);
+        let r: i64 = c.get(keys::remaining(1)).unwrap();
+        let h: i64 = c.hget(keys::leases(1), "node-l:0").unwrap();
+        r + h == 50_000 - 700
+    })
+    .expect("spend reported");
+}

@@ -1,0 +1,825 @@
+//! `producer`: the producer thread — drains every core's queue into Kafka, spools what cannot
+//! reach the broker, and replays the spool when it can.
+//!
+//! Owns (on its own thread, nothing shared but the queues and the counters): the rdkafka
+//! `BaseProducer` (idempotent, `acks=all`, compressed, batched), the producer's spool writer,
+//! the replay state of sealed spool segments, and the feed of the frequency worker.
+//!
+//! States: *up* — live events go to Kafka, sealed segments are replayed (at most
+//! `replay_window` records in flight; order is kept within the spool, not between spool and live
+//! events); *down* (entered on any failed delivery or librdkafka's "all brokers down") — live
+//! events go straight to the spool, and every `probe_interval_ms` one spooled record is sent as
+//! a probe; its acknowledgement brings the state back to up. A record leaves the spool only when
+//! the broker acknowledged it or it was written again to a newer segment, so a crash at any
+//! point can duplicate (counted once downstream by event id) but never lose a spooled event.
+//!
+//! Must never: make a core wait (the queues are the only contact), block for long on the broker
+//! (every rdkafka call here is non-blocking except the bounded flush at shutdown), or delete a
+//! segment with unsettled records.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codec::event::Event;
+use crossbeam_queue::ArrayQueue;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::config::PipelineConfig;
+use crate::frequency::{FreqIncrement, FreqWorker};
+use crate::metrics::Counters;
+use crate::sink::EVENT_BYTES_CAPACITY;
+use crate::spool::{
+    MAGIC, Next, Spool, SpoolError, SpoolWriter, TOPIC_BIDS, TOPIC_OUTCOMES, next_record,
+    read_segment, topic_index,
+};
+
+/// Delivery opaque of a live event (spool records carry their segment's id, ≥ 1).
+const LIVE: usize = 0;
+/// First idle sleep of the producer thread (doubles while idle, up to 1 ms).
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
+/// Segments held in memory for replay at once (each ≤ `spool_segment_bytes`).
+const MAX_LOADED_SEGMENTS: usize = 4;
+
+/// State shared between the pipeline handle, the cores' sinks and the producer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub queues: Vec<Arc<ArrayQueue<Event>>>,
+    pub counters: Arc<Counters>,
+    pub stop: AtomicBool,
+    /// Deadline of the shutdown, set before `stop`.
+    pub deadline: Mutex<Option<Instant>>,
+}
+
+/// What [`crate::Pipeline::shutdown`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Events acknowledged by the broker during the whole run.
+    pub produced: u64,
+    /// Records written to the spool during the whole run.
+    pub spooled: u64,
+    /// Bytes left in the spool for the next start to replay.
+    pub spool_bytes_left: u64,
+    /// Events lost (spool full or I/O error), all logged.
+    pub dropped: u64,
+    /// Events still in a core's queue when the deadline passed (a core kept emitting).
+    pub left_in_queues: u64,
+    /// Whether everything drained reached the broker or the spool before the deadline.
+    pub clean: bool,
+}
+
+/// Topic index, key, payload and error of a failed delivery (to spool again).
+type Failed = (u8, Vec<u8>, Vec<u8>, KafkaError);
+
+struct Report {
+    opaque: usize,
+    failed: Option<Failed>,
+}
+
+struct Ctx {
+    counters: Arc<Counters>,
+    /// Configured topic names, by spool topic index.
+    topics: [String; 2],
+    reports: Mutex<Vec<Report>>,
+    /// Set on transport failures / "all brokers down"; the producer thread then checks
+    /// whether the broker still listens.
+    all_down: AtomicBool,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        Counters::add(&self.counters.kafka_errors, 1);
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.all_down.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, reason, "pipeline: kafka client error");
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let failed = match result {
+            Ok(_) => None,
+            Err((e, m)) => Some((
+                if m.topic() == self.topics[TOPIC_BIDS as usize] {
+                    TOPIC_BIDS
+                } else {
+                    TOPIC_OUTCOMES
+                },
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+                e.clone(),
+            )),
+        };
+        // Only the producer thread polls, so this lock is never contended.
+        if let Ok(mut r) = self.reports.lock() {
+            r.push(Report { opaque, failed });
+        }
+    }
+}
+
+fn client_config(cfg: &PipelineConfig) -> ClientConfig {
+    let p = &cfg.producer;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", format!("helios-{}", cfg.node))
+        .set("enable.idempotence", p.idempotence.to_string())
+        .set("acks", "all")
+        .set("compression.type", &p.compression)
+        .set("linger.ms", p.linger_ms.to_string())
+        .set("batch.size", p.batch_bytes.to_string())
+        .set("batch.num.messages", p.batch_messages.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            p.max_in_flight_messages.to_string(),
+        )
+        .set("message.timeout.ms", p.message_timeout_ms.to_string())
+        .set("request.timeout.ms", p.request_timeout_ms.to_string())
+        .set("socket.timeout.ms", p.request_timeout_ms.to_string())
+        .set("reconnect.backoff.ms", "50")
+        .set(
+            "reconnect.backoff.max.ms",
+            p.reconnect_backoff_max_ms.to_string(),
+        );
+    for (k, v) in &p.extra {
+        c.set(k, v);
+    }
+    c
+}
+
+fn new_producer(
+    cfg: &PipelineConfig,
+    counters: &Arc<Counters>,
+) -> Result<BaseProducer<Ctx>, KafkaError> {
+    client_config(cfg).create_with_context(Ctx {
+        counters: counters.clone(),
+        topics: [cfg.topic_bids.clone(), cfg.topic_outcomes.clone()],
+        reports: Mutex::new(Vec::with_capacity(1024)),
+        all_down: AtomicBool::new(false),
+    })
+}
+
+/// Checks the producer settings by building a client (no connection is made).
+pub(crate) fn validate(cfg: &PipelineConfig) -> Result<(), KafkaError> {
+    let counters = Arc::new(Counters::default());
+    new_producer(cfg, &counters).map(drop)
+}
+
+struct ReplaySegment {
+    id: usize,
+    path: PathBuf,
+    bytes: u64,
+    data: Vec<u8>,
+    pos: usize,
+    done_reading: bool,
+    sent: u64,
+    settled: u64,
+}
+
+pub(crate) struct ProducerThread {
+    cfg: PipelineConfig,
+    producer: BaseProducer<Ctx>,
+    shared: Arc<Shared>,
+    spool: Arc<Spool>,
+    writer: SpoolWriter,
+    freq: Option<FreqWorker>,
+    up: bool,
+    topics_ready: bool,
+    next_probe: Instant,
+    last_sync: Instant,
+    last_scan: Instant,
+    last_fatal_check: Instant,
+    scan_needed: bool,
+    pending: VecDeque<PathBuf>,
+    loaded: VecDeque<ReplaySegment>,
+    loaded_names: HashSet<OsString>,
+    next_seg_id: usize,
+    replay_inflight: usize,
+    buf: AlignedVec,
+    reports: Vec<Report>,
+    respooled_since_sync: bool,
+    /// Set at the shutdown deadline: what is still in the queues goes to the spool.
+    spool_only: bool,
+}
+
+impl ProducerThread {
+    pub(crate) fn new(
+        cfg: PipelineConfig,
+        shared: Arc<Shared>,
+        spool: Arc<Spool>,
+        freq: Option<FreqWorker>,
+        topics_ready: bool,
+    ) -> Result<ProducerThread, KafkaError> {
+        let producer = new_producer(&cfg, &shared.counters)?;
+        let writer = SpoolWriter::new(spool.clone(), "p");
+        let now = Instant::now();
+        shared
+            .counters
+            .broker_up
+            .store(topics_ready, Ordering::Relaxed);
+        Ok(ProducerThread {
+            cfg,
+            producer,
+            shared,
+            spool,
+            writer,
+            freq,
+            up: topics_ready,
+            topics_ready,
+            next_probe: now,
+            last_sync: now,
+            last_scan: now,
+            last_fatal_check: now,
+            scan_needed: true,
+            pending: VecDeque::new(),
+            loaded: VecDeque::new(),
+            loaded_names: HashSet::new(),
+            next_seg_id: 1,
+            replay_inflight: 0,
+            buf: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
+            reports: Vec::with_capacity(1024),
+            respooled_since_sync: false,
+            spool_only: false,
+        })
+    }
+
+    pub(crate) fn run(mut self) -> ShutdownReport {
+        let mut idle_turns: u32 = 0;
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            let drained = self.drain_queues();
+            self.producer.poll(Duration::ZERO);
+            self.process_reports();
+            self.check_health();
+            if !stopping {
+                self.replay_step();
+            }
+            self.housekeeping();
+            if stopping && ((drained == 0 && self.queues_empty()) || self.past_deadline()) {
+                break;
+            }
+            if drained == 0 {
+                // Idle: sleep 50 µs, doubling up to 1 ms while idle. (Not `poll(1 ms)`:
+                // rdkafka passes the remaining time to librdkafka in whole milliseconds, so a
+                // sub-millisecond wait there is a busy loop.)
+                std::thread::sleep(IDLE_SLEEP_MIN * (1 << idle_turns.min(5)).min(20));
+                idle_turns += 1;
+                self.producer.poll(Duration::ZERO);
+                self.process_reports();
+            } else {
+                idle_turns = 0;
+            }
+        }
+        self.finish()
+    }
+
+    /// Waits `d` (sleeping, see the idle note in `run`) and serves delivery reports.
+    fn wait_reports(&self, d: Duration) {
+        std::thread::sleep(d);
+        self.producer.poll(Duration::ZERO);
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.shared.queues.iter().all(|q| q.is_empty())
+    }
+
+    fn past_deadline(&self) -> bool {
+        match self.shared.deadline.lock().ok().and_then(|d| *d) {
+            Some(d) => Instant::now() >= d,
+            None => false,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.shared
+            .deadline
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Takes up to `drain_batch` events from each core's queue, round robin.
+    ///
+    /// Backpressure: while librdkafka's queue is 90% full (the broker is slower than the
+    /// cores), events stay in the cores' queues, which are the buffer; only when a core's queue
+    /// is full does that core spill to its spool segment. So a slow broker costs disk writes
+    /// only at saturation.
+    fn drain_queues(&mut self) -> usize {
+        let mut total = 0;
+        let high_water = (self.cfg.producer.max_in_flight_messages as u64 * 9 / 10).max(1);
+        for qi in 0..self.shared.queues.len() {
+            let q = self.shared.queues[qi].clone();
+            let mut n = 0;
+            while n < self.cfg.drain_batch {
+                if self.up
+                    && !self.spool_only
+                    && n % 64 == 0
+                    && self.producer.in_flight_count().max(0) as u64 >= high_water
+                {
+                    break;
+                }
+                let Some(ev) = q.pop() else { break };
+                self.handle_live(&ev);
+                n += 1;
+            }
+            total += n;
+        }
+        Counters::add(&self.shared.counters.drained, total as u64);
+        total
+    }
+
+    fn handle_live(&mut self, ev: &Event) {
+        if let (Some(f), Some(inc)) = (&self.freq, FreqIncrement::from_event(ev)) {
+            f.push(inc);
+        }
+        self.buf.clear();
+        let buf = std::mem::take(&mut self.buf);
+        let buf = match rkyv::api::high::to_bytes_in::<_, rancor::Error>(ev, buf) {
+            Ok(b) => b,
+            Err(e) => {
+                Counters::add(&self.shared.counters.dropped_io, 1);
+                tracing::error!(error = %e, "pipeline: event did not serialise; dropped");
+                return;
+            }
+        };
+        let mut kb = itoa::Buffer::new();
+        let key = ev.key(&mut kb);
+        let ti = topic_index(ev.kind);
+        if self.up && !self.spool_only {
+            let topic = if ti == TOPIC_BIDS {
+                &self.cfg.topic_bids
+            } else {
+                &self.cfg.topic_outcomes
+            };
+            let rec = BaseRecord::with_opaque_to(topic, LIVE)
+                .key(key)
+                .payload(buf.as_slice());
+            if let Err((e, _)) = self.producer.send(rec) {
+                if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                    Counters::add(&self.shared.counters.delivery_errors, 1);
+                    tracing::warn!(error = %e, "pipeline: produce refused; spooling");
+                }
+                self.spool_record(ti, key, buf.as_slice());
+            }
+        } else {
+            self.spool_record(ti, key, buf.as_slice());
+        }
+        self.buf = buf;
+    }
+
+    fn spool_record(&mut self, topic: u8, key: &[u8], payload: &[u8]) {
+        match self.writer.append(topic, key, payload) {
+            Ok(()) => {}
+            Err(SpoolError::Full { max }) => {
+                let n = self
+                    .shared
+                    .counters
+                    .dropped_spool_full
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        dropped = n,
+                        spool_max_bytes = max,
+                        "pipeline: spool at its bound; new event dropped (counted), spooled events kept"
+                    );
+                }
+            }
+            Err(e) => {
+                Counters::add(&self.shared.counters.dropped_io, 1);
+                tracing::error!(error = %e, "pipeline: spool write failed; event dropped");
+            }
+        }
+    }
+
+    /// Enters the down state: everything librdkafka holds is purged (and spooled by its
+    /// delivery reports) and the producer is replaced by a fresh one. A producer that lived
+    /// through an outage would bump its epoch (KIP-360) when the broker returns, which Tansu
+    /// 0.6 does not implement (its storage task panics and the broker stops accepting
+    /// produce requests): a fresh producer asks for a new producer id instead.
+    fn set_down(&mut self, why: &str) {
+        if self.up {
+            self.up = false;
+            self.shared
+                .counters
+                .broker_up
+                .store(false, Ordering::Relaxed);
+            self.next_probe = Instant::now() + Duration::from_millis(self.cfg.probe_interval_ms);
+            tracing::warn!(why, "pipeline: broker unreachable; spooling events to disk");
+            self.recreate_producer();
+        }
+    }
+
+    fn set_up(&mut self) {
+        if !self.up {
+            self.up = true;
+            self.shared
+                .counters
+                .broker_up
+                .store(true, Ordering::Relaxed);
+            if let Err(e) = self.writer.seal() {
+                tracing::error!(error = %e, "pipeline: sealing the spool segment failed");
+            }
+            self.scan_needed = true;
+            tracing::info!(
+                spool_bytes = self.shared.counters.spool_bytes.load(Ordering::Relaxed),
+                "pipeline: broker reachable; replaying the spool"
+            );
+        }
+    }
+
+    fn process_reports(&mut self) {
+        {
+            let Ok(mut r) = self.producer.context().reports.lock() else {
+                return;
+            };
+            std::mem::swap(&mut *r, &mut self.reports);
+        }
+        if self.reports.is_empty() {
+            return;
+        }
+        let mut reports = std::mem::take(&mut self.reports);
+        let c = self.shared.counters.clone();
+        let mut ok_live = 0;
+        let mut ok_replayed = 0;
+        for r in reports.drain(..) {
+            if r.opaque != LIVE {
+                self.replay_inflight = self.replay_inflight.saturating_sub(1);
+                if let Some(seg) = self.loaded.iter_mut().find(|s| s.id == r.opaque) {
+                    seg.settled += 1;
+                }
+            }
+            match r.failed {
+                None if r.opaque == LIVE => ok_live += 1,
+                None => ok_replayed += 1,
+                Some((topic, key, payload, err)) => {
+                    Counters::add(&c.delivery_errors, 1);
+                    if r.opaque != LIVE {
+                        self.respooled_since_sync = true;
+                    }
+                    self.spool_record(topic, &key, &payload);
+                    self.set_down(&err.to_string());
+                }
+            }
+        }
+        self.reports = reports;
+        Counters::add(&c.produced, ok_live + ok_replayed);
+        Counters::add(&c.replayed, ok_replayed);
+        self.retire_segments();
+    }
+
+    /// Deletes loaded segments whose every record is settled.
+    fn retire_segments(&mut self) {
+        if !self
+            .loaded
+            .iter()
+            .any(|s| s.done_reading && s.settled >= s.sent)
+        {
+            return;
+        }
+        // Records written again must be on disk before the segment holding them goes.
+        let flushed = if self.respooled_since_sync {
+            self.writer.sync()
+        } else {
+            self.writer.flush()
+        };
+        if let Err(e) = flushed {
+            tracing::error!(error = %e, "pipeline: spool flush failed; keeping replayed segments");
+            return;
+        }
+        self.respooled_since_sync = false;
+        let mut i = 0;
+        while i < self.loaded.len() {
+            let s = &self.loaded[i];
+            if s.done_reading && s.settled >= s.sent {
+                let s = self.loaded.remove(i).expect("index checked above");
+                if let Err(e) = self.spool.delete_segment(&s.path, s.bytes) {
+                    tracing::error!(segment = %s.path.display(), error = %e, "pipeline: could not delete a replayed segment");
+                }
+                if let Some(name) = s.path.file_name() {
+                    self.loaded_names.remove(name);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn check_health(&mut self) {
+        if self.up
+            && self
+                .producer
+                .context()
+                .all_down
+                .swap(false, Ordering::Relaxed)
+            && !self.broker_listening()
+        {
+            // A dropped connection to a listening broker is librdkafka's to retry; a broker
+            // that refuses connections is an outage.
+            self.set_down("broker not listening");
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_fatal_check) >= Duration::from_millis(100) {
+            self.last_fatal_check = now;
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                tracing::error!(
+                    ?code,
+                    reason,
+                    "pipeline: producer fatal error; recreating the producer"
+                );
+                self.recreate_producer();
+            }
+        }
+        if !self.up && now >= self.next_probe {
+            self.next_probe = now + Duration::from_millis(self.cfg.probe_interval_ms);
+            if !self.broker_listening() {
+                return;
+            }
+            if !self.topics_ready {
+                let t = Duration::from_millis(self.cfg.probe_interval_ms.clamp(100, 1000));
+                match crate::topics::ensure_topics(
+                    &self.cfg.brokers,
+                    &[&self.cfg.topic_bids, &self.cfg.topic_outcomes],
+                    self.cfg.topic_partitions,
+                    self.cfg.topic_replication,
+                    t,
+                ) {
+                    Ok(()) => self.topics_ready = true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pipeline: topics not ready yet");
+                        return;
+                    }
+                }
+            }
+            self.set_up();
+        }
+    }
+
+    /// The probe of the down state: can a TCP connection be opened to a bootstrap broker?
+    /// (Bounded: 200 ms per address; nothing is sent, so no producer state is involved.)
+    fn broker_listening(&self) -> bool {
+        use std::net::{TcpStream, ToSocketAddrs};
+        self.cfg
+            .brokers
+            .split(',')
+            .filter_map(|b| b.trim().to_socket_addrs().ok())
+            .flatten()
+            .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
+    }
+
+    /// Purges what librdkafka holds (its delivery reports spool it), then replaces the
+    /// producer. Replayed records the old producer never reported on stay in their segment,
+    /// which is read again (duplicates collapse downstream by event id).
+    fn recreate_producer(&mut self) {
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            self.wait_reports(Duration::from_millis(10));
+            self.process_reports();
+            if self.producer.in_flight_count() == 0 || Instant::now() >= deadline {
+                break;
+            }
+        }
+        match new_producer(&self.cfg, &self.shared.counters) {
+            Ok(p) => {
+                let left = self.producer.in_flight_count();
+                if left > 0 {
+                    tracing::warn!(
+                        left,
+                        "pipeline: old producer still held messages after purge"
+                    );
+                }
+                self.producer = p;
+                self.replay_inflight = 0;
+                let loaded = std::mem::take(&mut self.loaded);
+                for s in loaded {
+                    if s.settled < s.sent {
+                        if let Some(n) = s.path.file_name() {
+                            self.loaded_names.remove(n);
+                        }
+                    } else {
+                        self.loaded.push_back(s);
+                    }
+                }
+                self.scan_needed = true;
+            }
+            Err(e) => tracing::error!(error = %e, "pipeline: could not recreate the producer"),
+        }
+    }
+
+    fn scan_segments(&mut self) {
+        let now = Instant::now();
+        if !self.scan_needed && now.duration_since(self.last_scan) < Duration::from_secs(1) {
+            return;
+        }
+        self.scan_needed = false;
+        self.last_scan = now;
+        match self.spool.sealed_segments() {
+            Ok(segs) => {
+                self.pending = segs
+                    .into_iter()
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| !self.loaded_names.contains(n))
+                    })
+                    .collect();
+            }
+            Err(e) => tracing::error!(error = %e, "pipeline: cannot list the spool"),
+        }
+    }
+
+    fn load_next_segment(&mut self) -> bool {
+        while let Some(path) = self.pending.pop_front() {
+            match read_segment(&path) {
+                Ok(data) => {
+                    let id = self.next_seg_id;
+                    self.next_seg_id += 1;
+                    if let Some(n) = path.file_name() {
+                        self.loaded_names.insert(n.to_owned());
+                    }
+                    tracing::info!(segment = %path.display(), bytes = data.len(), "pipeline: replaying spool segment");
+                    self.loaded.push_back(ReplaySegment {
+                        id,
+                        path,
+                        bytes: data.len() as u64,
+                        data,
+                        pos: MAGIC.len(),
+                        done_reading: false,
+                        sent: 0,
+                        settled: 0,
+                    });
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    Counters::add(&self.shared.counters.spool_corrupt, 1);
+                    tracing::error!(segment = %path.display(), error = %e, "pipeline: unreadable spool segment; moved aside as .bad");
+                    let _ = std::fs::rename(&path, path.with_extension("bad"));
+                }
+            }
+        }
+        false
+    }
+
+    fn replay_step(&mut self) {
+        if !self.up {
+            return;
+        }
+        let room = self.cfg.replay_window.saturating_sub(self.replay_inflight);
+        if room > 0 {
+            self.replay_records(room);
+        }
+    }
+
+    /// Sends up to `n` spooled records, oldest segment first.
+    fn replay_records(&mut self, mut n: usize) {
+        while n > 0 {
+            // The segment being read: the last loaded one, if not fully read.
+            let reading = self.loaded.back().is_some_and(|s| !s.done_reading);
+            if !reading {
+                if self.loaded.len() >= MAX_LOADED_SEGMENTS {
+                    return;
+                }
+                if self.pending.is_empty() {
+                    self.scan_segments();
+                }
+                if !self.load_next_segment() {
+                    return;
+                }
+            }
+            let seg = self.loaded.back_mut().expect("a segment is loaded here");
+            let mut pos = seg.pos;
+            match next_record(&seg.data, &mut pos) {
+                Next::Record(r) => {
+                    let topic = if r.topic == TOPIC_BIDS {
+                        &self.cfg.topic_bids
+                    } else {
+                        &self.cfg.topic_outcomes
+                    };
+                    let rec = BaseRecord::with_opaque_to(topic, seg.id)
+                        .key(r.key)
+                        .payload(r.payload);
+                    match self.producer.send(rec) {
+                        Ok(()) => {
+                            seg.pos = pos;
+                            seg.sent += 1;
+                            self.replay_inflight += 1;
+                            n -= 1;
+                        }
+                        Err(_) => return, // librdkafka's queue is full: next turn.
+                    }
+                }
+                Next::End => seg.done_reading = true,
+                Next::Corrupt { offset } => {
+                    seg.done_reading = true;
+                    Counters::add(&self.shared.counters.spool_corrupt, 1);
+                    tracing::error!(segment = %seg.path.display(), offset, "pipeline: torn or corrupt spool record; rest of the segment skipped");
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        if let Err(e) = self.writer.flush() {
+            tracing::error!(error = %e, "pipeline: spool flush failed");
+        }
+        let iv = match self.cfg.spool_sync_interval_ms {
+            0 => 1_000,
+            v => v,
+        };
+        if self.last_sync.elapsed() >= Duration::from_millis(iv) {
+            self.last_sync = Instant::now();
+            let res = if self.up && self.writer.pending_records() > 0 {
+                // Records spooled while up (librdkafka's queue was full, or a delivery failed
+                // and the broker came back): seal them so the replay picks them up now.
+                self.scan_needed = true;
+                self.writer.seal()
+            } else if self.cfg.spool_sync_interval_ms > 0 {
+                self.writer.sync()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = res {
+                tracing::error!(error = %e, "pipeline: spool sync failed");
+            }
+        }
+        self.retire_segments();
+    }
+
+    fn finish(mut self) -> ShutdownReport {
+        let deadline = self.deadline();
+        // Past the deadline with events still queued (a slow broker): spool them. Bounded by
+        // the queues' capacity so a core that keeps emitting cannot hold the shutdown.
+        self.spool_only = true;
+        let bound: usize = self.shared.queues.iter().map(|q| q.capacity()).sum();
+        let mut spooled = 0;
+        while spooled < bound {
+            let n = self.drain_queues();
+            if n == 0 {
+                break;
+            }
+            spooled += n;
+        }
+        // Deliver what is in librdkafka's queue, bounded by the deadline.
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline && self.up {
+            self.wait_reports(Duration::from_millis(10));
+            self.process_reports();
+            self.check_health();
+        }
+        let in_flight = self.producer.in_flight_count();
+        if in_flight > 0 {
+            tracing::warn!(
+                in_flight,
+                "pipeline: shutdown deadline; spooling what the broker did not acknowledge"
+            );
+            self.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        }
+        let settle = Instant::now() + Duration::from_secs(2);
+        while self.producer.in_flight_count() > 0 && Instant::now() < settle {
+            self.wait_reports(Duration::from_millis(10));
+            self.process_reports();
+        }
+        self.producer.poll(Duration::ZERO);
+        self.process_reports();
+        if let Err(e) = self.writer.seal() {
+            tracing::error!(error = %e, "pipeline: sealing the spool at shutdown failed");
+        }
+        if let Some(mut f) = self.freq.take() {
+            f.shutdown(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(200)),
+            );
+        }
+        let left_in_queues: u64 = self.shared.queues.iter().map(|q| q.len() as u64).sum();
+        let c = &self.shared.counters;
+        let report = ShutdownReport {
+            produced: c.produced.load(Ordering::Relaxed),
+            spooled: c.spooled.load(Ordering::Relaxed),
+            spool_bytes_left: c.spool_bytes.load(Ordering::Relaxed),
+            dropped: c.dropped_spool_full.load(Ordering::Relaxed)
+                + c.dropped_io.load(Ordering::Relaxed),
+            left_in_queues,
+            clean: in_flight == 0 && left_in_queues == 0,
+        };
+        tracing::info!(?report, "pipeline: producer stopped");
+        report
+    }
+}

@@ -1,0 +1,195 @@
+//! `sink`: a bidding core's end of the pipeline.
+//!
+//! Owns [`CoreSink`], one per core, moved to and owned by that core's thread. The core pushes
+//! events into its own bounded lock-free queue (`crossbeam_queue::ArrayQueue`, single producer:
+//! this core; single consumer: the producer thread). Must never block on Kafka, allocate, or
+//! drop an event uncounted: when the queue is full the event is written to this core's own
+//! overflow spool segment (a buffered `write` into the page cache, on the rare overflow path
+//! only), and if the spool is at its bound it is counted in `dropped_spool_full` and logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codec::event::Event;
+use crossbeam_queue::ArrayQueue;
+use rkyv::rancor;
+use rkyv::ser::allocator::Arena;
+use rkyv::util::AlignedVec;
+
+use crate::metrics::Counters;
+use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
+
+/// Smallest age of an overflow segment before a core seals it.
+pub const SEAL_AFTER: Duration = Duration::from_millis(100);
+
+/// Bytes reserved for one serialised event (an `Event` archives to well under this).
+pub(crate) const EVENT_BYTES_CAPACITY: usize = 1024;
+
+/// A core's handle to the pipeline. `Send`, not `Sync`: owned by one core.
+pub struct CoreSink {
+    core: u16,
+    queue: Arc<ArrayQueue<Event>>,
+    counters: Arc<Counters>,
+    overflow: SpoolWriter,
+    /// Serialisation scratch for the overflow path (allocated here, at start).
+    scratch: AlignedVec,
+    arena: Arena,
+    /// Overflow records written and not sealed yet; the segment is sealed (made replayable) on
+    /// a successful push at least [`SEAL_AFTER`] after the segment was opened (so a queue
+    /// flapping at its bound does not make a file per event).
+    overflow_pending: bool,
+    overflow_since: Option<Instant>,
+    /// Local log throttle for drops (no shared state).
+    drops_logged: u64,
+}
+
+impl std::fmt::Debug for CoreSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreSink")
+            .field("core", &self.core)
+            .field("queue_len", &self.queue.len())
+            .field("queue_capacity", &self.queue.capacity())
+            .finish()
+    }
+}
+
+impl CoreSink {
+    pub(crate) fn new(
+        core: u16,
+        queue: Arc<ArrayQueue<Event>>,
+        counters: Arc<Counters>,
+        spool: Arc<Spool>,
+    ) -> CoreSink {
+        let mut tag = [0u8; 8];
+        tag[0] = b'c';
+        let mut b = itoa::Buffer::new();
+        let digits = b.format(core).as_bytes();
+        tag[1..1 + digits.len()].copy_from_slice(digits);
+        let tag = std::str::from_utf8(&tag[..1 + digits.len()]).unwrap_or("c");
+        // Allocated here, at start; an Event has no out-of-line data, so it is never grown.
+        let arena = Arena::new();
+        CoreSink {
+            core,
+            queue,
+            counters,
+            overflow: SpoolWriter::new(spool, tag).silent(),
+            scratch: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
+            arena,
+            overflow_pending: false,
+            overflow_since: None,
+            drops_logged: 0,
+        }
+    }
+
+    /// The core this sink belongs to.
+    pub fn core(&self) -> u16 {
+        self.core
+    }
+
+    /// Hands one event to the pipeline. Never blocks on the network, never allocates: a push
+    /// into this core's queue; if the queue is full, the event goes to this core's overflow
+    /// spool segment (counted `overflowed`).
+    #[inline]
+    pub fn emit(&mut self, event: &Event) {
+        debug_assert_eq!(event.schema_version, codec::event::EVENT_SCHEMA_VERSION);
+        match self.queue.push(*event) {
+            Ok(()) => {
+                if self.overflow_pending {
+                    self.seal_overflow();
+                }
+            }
+            Err(ev) => self.overflow(&ev),
+        }
+    }
+
+    /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
+    /// counted) when the queue is full: for callers that prefer to retry or shed load
+    /// themselves. Never blocks, never allocates.
+    #[inline]
+    pub fn try_emit(&mut self, event: &Event) -> bool {
+        self.queue.push(*event).is_ok()
+    }
+
+    /// Events waiting in this core's queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    #[cold]
+    fn seal_overflow(&mut self) {
+        let since = *self.overflow_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SEAL_AFTER {
+            return;
+        }
+        self.overflow_since = None;
+        self.overflow_pending = false;
+        if let Err(e) = self.overflow.seal() {
+            tracing::error!(core = self.core, error = %e, "pipeline: sealing the overflow spool segment failed; it is replayed at next start");
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn overflow(&mut self, event: &Event) {
+        Counters::add(&self.counters.overflowed, 1);
+        self.scratch.clear();
+        let buf = std::mem::take(&mut self.scratch);
+        let buf = match rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            event,
+            buf,
+            self.arena.acquire(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                // Serialising a fixed-layout value cannot fail; count it as a drop if it ever does.
+                Counters::add(&self.counters.dropped_io, 1);
+                tracing::error!(core = self.core, error = %e, "pipeline: event did not serialise; dropped");
+                self.scratch = AlignedVec::with_capacity(EVENT_BYTES_CAPACITY);
+                return;
+            }
+        };
+        let mut kb = itoa::Buffer::new();
+        let key = event.key(&mut kb);
+        let res = self.overflow.append(topic_index(event.kind), key, &buf);
+        self.scratch = buf;
+        // Flush now so a killed process keeps what it overflowed.
+        let res = res.and_then(|()| self.overflow.flush().map_err(SpoolError::from));
+        match res {
+            Ok(()) => {
+                if !self.overflow_pending {
+                    self.overflow_since = Some(Instant::now());
+                }
+                self.overflow_pending = true;
+            }
+            Err(SpoolError::Full { max }) => {
+                Counters::add(&self.counters.dropped_spool_full, 1);
+                self.log_drop(max, "spool full");
+            }
+            Err(e) => {
+                Counters::add(&self.counters.dropped_io, 1);
+                tracing::error!(core = self.core, error = %e, "pipeline: queue full and the overflow spool failed; event dropped");
+            }
+        }
+    }
+
+    fn log_drop(&mut self, max: u64, why: &'static str) {
+        // Log the 1st, 2nd, 4th, 8th… drop: visible without flooding the log.
+        self.drops_logged += 1;
+        if self.drops_logged.is_power_of_two() {
+            tracing::error!(
+                core = self.core,
+                drops_on_this_core = self.drops_logged,
+                spool_max_bytes = max,
+                why,
+                "pipeline: queue full and spool at its bound; event dropped (counted)"
+            );
+        }
+    }
+}
+
+impl Drop for CoreSink {
+    fn drop(&mut self) {
+        // The writer's own Drop seals the segment; nothing else to do.
+        self.overflow_pending = false;
+    }
+}

@@ -1,0 +1,151 @@
+//! Counting-allocator proof that a bidding core's calls allocate nothing once warm:
+//! `CoreSink::emit` (queue path and overflow-to-spool path), `NoticeSigner::write_url` into a
+//! reused buffer, and `NoticeSigner::verify`. Only allocations made by the test's own thread
+//! (the "core") are counted; the producer thread allocates as it likes.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use codec::Micros;
+use common::*;
+use pipeline::Pipeline;
+use pipeline::notice::{BidParams, NoticeKind, NoticeSigner};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (r, ALLOCS.with(Cell::get))
+}
+
+#[test]
+fn emit_allocates_nothing_on_the_queue_path() {
+    let run = unique("alloc");
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
+    cfg.startup_timeout_ms = 200;
+    cfg.queue_capacity_per_core = 1 << 16;
+    let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
+    let mut s = sinks.pop().unwrap();
+    let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
+    for e in &events[..100] {
+        s.emit(e);
+    }
+    let ((), n) = count(|| {
+        for e in &events[100..] {
+            s.emit(e);
+        }
+    });
+    assert_eq!(n, 0, "10,000 emits allocated {n} times");
+    assert_eq!(p.metrics().overflowed, 0);
+    drop(s);
+    p.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn emit_allocates_nothing_on_the_overflow_path() {
+    let run = unique("alloc-of");
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
+    cfg.startup_timeout_ms = 200;
+    cfg.queue_capacity_per_core = 2;
+    let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
+    let mut s = sinks.pop().unwrap();
+    let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
+    for e in &events[..100] {
+        s.emit(e);
+    }
+    let ((), n) = count(|| {
+        for e in &events[100..] {
+            s.emit(e);
+        }
+    });
+    let m = p.metrics();
+    assert!(m.overflowed > 1_000, "a 2-slot queue overflows: {m:?}");
+    assert_eq!(n, 0, "10,000 emits (overflowing) allocated {n} times");
+    drop(s);
+    p.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn notice_urls_and_verification_allocate_nothing() {
+    let mut signer = NoticeSigner::new(b"0123456789abcdef0123456789abcdef");
+    let bid = BidParams {
+        request_id: "req-1",
+        imp_id: "1",
+        campaign_id: 42,
+        creative_id: 7,
+        advertiser_id: 3,
+        bid_price: Micros(2_000_000),
+        currency: *b"USD",
+        bid_ts_unix_ns: now_ns(),
+        node: "node-a",
+        exchange: "adx",
+        trace_id: [1; 16],
+        country: *b"USA",
+        device_type: 2,
+        site_or_app: "news.example",
+        user_id: Some("user-1"),
+    };
+    let mut buf = Vec::with_capacity(2048);
+    signer.write_url(NoticeKind::Win, "http://h/notice/win", &bid, &mut buf);
+    let url = String::from_utf8(buf.clone()).unwrap();
+    let query = url
+        .split_once('?')
+        .unwrap()
+        .1
+        .replace("${AUCTION_PRICE}", "1.5")
+        .replace("${AUCTION_CURRENCY}", "USD");
+    let now = now_ns();
+    let ((), n) = count(|| {
+        for _ in 0..1_000 {
+            buf.clear();
+            signer.write_url(
+                NoticeKind::Billing,
+                "http://h/notice/billing",
+                &bid,
+                &mut buf,
+            );
+            let v = signer.verify_at(NoticeKind::Win, query.as_bytes(), now);
+            assert!(v.is_ok());
+            let _e = v.map(|v| v.to_event(0, now));
+        }
+    });
+    assert_eq!(n, 0, "1,000 url builds + verifications allocated {n} times");
+}

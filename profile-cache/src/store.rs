@@ -1,0 +1,914 @@
+//! The replica's memory: an open-addressing index of packed records, one writer, many readers.
+//!
+//! Owns the index ([`Table`]), the records it points to and their reclamation. Exactly one
+//! [`Store`] exists per replica and it lives on the replicator thread: all mutation goes through
+//! `&mut Store`. Any number of [`Reader`]s (one per bidding core) look profiles up with no lock,
+//! no allocation and no write to a cache line another core writes: a lookup writes only its own
+//! reader's epoch slot. An update never blocks a reader and a reader never blocks the writer:
+//! records are immutable, replaced by one atomic store of their slot, and freed only after every
+//! reader that could have seen them has moved on ([`crate::epoch`]).
+//!
+//! Index. A power-of-two array of `AtomicU64` slots, linear probing. A slot holds 0 (never used),
+//! 1 (tombstone) or `tag << 48 | record address`, where `tag` is the top 16 bits of the key's hash
+//! (so a probe rarely dereferences a record that is not the one sought) and the address is the
+//! record's (8-aligned, below 2^48 on x86-64 and AArch64 Linux). Readers stop at an empty slot or
+//! after the longest probe distance the writer ever used, so even a hostile id costs bounded time.
+//! The writer rebuilds the index (new table published by one pointer store, old one retired) when
+//! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
+//! fit 2^24 slots, 128 MiB).
+//!
+//! Must never: let a reader see a freed record, allocate or lock on a lookup, or block a reader.
+
+use std::cell::Cell;
+use std::hash::BuildHasher;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use shards::ProfileView;
+
+use crate::arena::{Arena, Region, block_size};
+use crate::epoch::{Epochs, ReaderSlot, Retired};
+use crate::record::{EncodeError, ProfileData, RecordView, Truncation, record_len};
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = 1;
+const PTR_BITS: u32 = 48;
+const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
+const MIN_SLOTS: usize = 1024;
+
+/// Slots for `live` profiles so the load stays at or below 5/8.
+fn slots_for(live: usize) -> usize {
+    (live.saturating_mul(8) / 5 + 1)
+        .next_power_of_two()
+        .max(MIN_SLOTS)
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+fn hash_key(h: &Hasher, key: &[u8]) -> u64 {
+    h.hash_one(key)
+}
+
+/// The open-addressing index (on huge pages, see [`crate::arena`]). Readers reach it through
+/// [`Shared::table`].
+#[derive(Debug)]
+pub(crate) struct Table {
+    region: Region,
+    mask: usize,
+    /// Longest distance from a key's home slot the writer ever placed it.
+    max_probe: AtomicU32,
+}
+
+impl Table {
+    fn with_slots(n: usize) -> Box<Self> {
+        debug_assert!(n.is_power_of_two());
+        // Zeroed memory: every slot starts EMPTY.
+        let region = Region::new(n * std::mem::size_of::<AtomicU64>());
+        Box::new(Self {
+            region,
+            mask: n - 1,
+            max_probe: AtomicU32::new(0),
+        })
+    }
+
+    #[inline]
+    fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: the region holds `mask + 1` zero-initialised, 8-aligned (page-aligned) u64s, a
+        // valid bit pattern for AtomicU64, and lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(self.region.as_ptr().cast::<AtomicU64>(), self.mask + 1)
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Finds the record of `key`. Reader side: the caller must be pinned.
+    #[inline]
+    fn find<'a>(&'a self, hash: u64, key: &[u8]) -> Option<RecordView<'a>> {
+        let tag = hash >> PTR_BITS;
+        let mut i = hash as usize & self.mask;
+        let limit = self.max_probe.load(Ordering::Acquire);
+        for _ in 0..=limit {
+            let v = self.slots()[i].load(Ordering::Acquire);
+            if v == EMPTY {
+                return None;
+            }
+            if v != TOMB && v >> PTR_BITS == tag {
+                // SAFETY: a non-empty, non-tombstone slot holds the address of a live record
+                // written completely before the slot's Release store (Acquire above); the caller
+                // is pinned, so the record is not freed while the returned view lives ('a is
+                // bounded by the pin's borrow of the reader in `Reader::get`).
+                let rec = unsafe { record_at(v) };
+                if rec.user_id_bytes() == key {
+                    return Some(rec);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+}
+
+/// Views the record a slot value points to.
+///
+/// # Safety
+/// `v` must be a slot value holding the address of a record written by [`Store::upsert`] that
+/// is not freed for the returned lifetime.
+#[inline]
+unsafe fn record_at<'a>(v: u64) -> RecordView<'a> {
+    let p = (v & PTR_MASK) as *const u8;
+    // SAFETY: per the contract, `p` points at a record whose first two bytes hold its length.
+    let len = record_len(unsafe { [*p, *p.add(1)] });
+    // SAFETY: the record spans `len` initialised bytes from `p`, alive for 'a (contract).
+    RecordView::trusted(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Retires the record a slot held until the writer just replaced or removed it.
+fn retire_record(shared: &Shared, garbage: &mut Vec<Retired<Garbage>>, slot_value: u64) {
+    let Some(p) = NonNull::new((slot_value & PTR_MASK) as *mut u8) else {
+        return;
+    };
+    // SAFETY: the record was linked until the store that unlinked it; the writer owns it.
+    let len = unsafe { record_at(slot_value) }.as_bytes().len();
+    let c = &shared.counters;
+    c.record_bytes
+        .fetch_sub(block_size(len) as u64, Ordering::Relaxed);
+    let epoch = shared.epochs.current();
+    garbage.push(Retired {
+        epoch,
+        item: Garbage::Record(p, len),
+    });
+}
+
+fn slot_value(hash: u64, p: NonNull<u8>) -> Option<u64> {
+    let addr = p.as_ptr() as usize as u64;
+    (addr & !PTR_MASK == 0).then_some((hash >> PTR_BITS) << PTR_BITS | addr)
+}
+
+/// What the writer retires.
+#[derive(Debug)]
+enum Garbage {
+    /// A record block and its length.
+    Record(NonNull<u8>, usize),
+    Table(Box<Table>),
+}
+
+/// Counters the writer keeps and anyone may read ([`Stats`] is their snapshot).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) profiles: AtomicU64,
+    pub(crate) record_bytes: AtomicU64,
+    pub(crate) arena_bytes: AtomicU64,
+    pub(crate) arena_free_bytes: AtomicU64,
+    pub(crate) index_bytes: AtomicU64,
+    pub(crate) retired_pending: AtomicU64,
+    pub(crate) updates_applied: AtomicU64,
+    pub(crate) deletes_applied: AtomicU64,
+    pub(crate) stream_entries: AtomicU64,
+    pub(crate) malformed_fields: AtomicU64,
+    pub(crate) malformed_profiles: AtomicU64,
+    pub(crate) truncated_profiles: AtomicU64,
+    pub(crate) bootstraps: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
+    pub(crate) last_bootstrap_ms: AtomicU64,
+}
+
+/// A snapshot of the replica's counters (for metrics and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Profiles in the replica.
+    pub profiles: u64,
+    /// Bytes of live record blocks (each rounded up to 8).
+    pub record_bytes: u64,
+    /// Bytes mapped for records (live blocks, free blocks and the unused tail of the last chunk).
+    pub arena_bytes: u64,
+    /// Bytes of freed record blocks waiting for reuse by records of the same size class.
+    pub arena_free_bytes: u64,
+    /// Bytes of the index.
+    pub index_bytes: u64,
+    /// Retired records/tables not yet freed (readers still pinned behind them).
+    pub retired_pending: u64,
+    /// Profiles written (inserted or replaced) since start.
+    pub updates_applied: u64,
+    /// Profiles removed since start (deleted in Redis, or swept after a re-bootstrap).
+    pub deletes_applied: u64,
+    /// Change-stream entries read since start.
+    pub stream_entries: u64,
+    /// Profile fields skipped because their value was malformed.
+    pub malformed_fields: u64,
+    /// Profiles skipped whole (bad id, not a hash).
+    pub malformed_profiles: u64,
+    /// Profiles that exceeded a bound and lost their lightest segments or oldest buckets.
+    pub truncated_profiles: u64,
+    /// Full copies (bootstraps) completed.
+    pub bootstraps: u64,
+    /// Connections (re)established after a failure.
+    pub reconnects: u64,
+    /// Redis errors seen (connection, protocol, timeouts).
+    pub redis_errors: u64,
+    /// Duration of the last completed bootstrap, milliseconds.
+    pub last_bootstrap_ms: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            profiles: g(&self.profiles),
+            record_bytes: g(&self.record_bytes),
+            arena_bytes: g(&self.arena_bytes),
+            arena_free_bytes: g(&self.arena_free_bytes),
+            index_bytes: g(&self.index_bytes),
+            retired_pending: g(&self.retired_pending),
+            updates_applied: g(&self.updates_applied),
+            deletes_applied: g(&self.deletes_applied),
+            stream_entries: g(&self.stream_entries),
+            malformed_fields: g(&self.malformed_fields),
+            malformed_profiles: g(&self.malformed_profiles),
+            truncated_profiles: g(&self.truncated_profiles),
+            bootstraps: g(&self.bootstraps),
+            reconnects: g(&self.reconnects),
+            redis_errors: g(&self.redis_errors),
+            last_bootstrap_ms: g(&self.last_bootstrap_ms),
+        }
+    }
+}
+
+/// Freshness as the replicator last established it.
+#[derive(Debug)]
+pub(crate) struct Freshness {
+    /// The first bootstrap has completed and the stream was drained once.
+    pub(crate) loaded: AtomicBool,
+    /// Wall-clock ms at which the replica was last known to hold everything Redis held.
+    pub(crate) synced_at_ms: AtomicU64,
+    /// Staleness beyond which [`Reader::is_fresh`] says no.
+    pub(crate) max_staleness_ms: u64,
+}
+
+/// State shared by the writer and every reader.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    table: AtomicPtr<Table>,
+    hasher: Hasher,
+    epochs: Epochs,
+    pub(crate) counters: Counters,
+    pub(crate) freshness: Freshness,
+    /// What the writer left when it was dropped (its arena, holding every record, and retired
+    /// tables): released with the last reader.
+    orphans: Mutex<(Option<Arena>, Vec<Garbage>)>,
+}
+
+// SAFETY: the raw record pointers inside (`table`'s slots, `orphans`) point at immutable byte
+// records owned by this structure; they are read by any thread only under the epoch protocol and
+// freed by one owner (the writer, or `Drop` once no reader exists).
+unsafe impl Send for Shared {}
+// SAFETY: as above; all shared mutation is through atomics or the mutex.
+unsafe impl Sync for Shared {}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // No reader and no writer remain (this is the last Arc): the table is unmapped here, the
+        // records with the arena in `orphans`.
+        let t = *self.table.get_mut();
+        // SAFETY: `table` always holds a pointer from `Box::into_raw`, freed only here.
+        drop(unsafe { Box::from_raw(t) });
+    }
+}
+
+fn free_garbage(arena: &mut Arena, g: Garbage) {
+    match g {
+        // SAFETY: retired records were unlinked before retirement and are freed once, after
+        // the epoch protocol showed no reader can reach them.
+        Garbage::Record(p, len) => unsafe { arena.free(p, len) },
+        Garbage::Table(t) => drop(t),
+    }
+}
+
+/// The single writer of a replica. Lives on the replicator thread (or in a test or bench).
+#[derive(Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+    live: usize,
+    tombs: usize,
+    garbage: Vec<Retired<Garbage>>,
+    arena: Arena,
+    buf: Vec<u8>,
+    generation: u8,
+}
+
+// SAFETY: the store is the unique owner of the records and garbage it points to; moving it to
+// another thread moves that ownership (it is not Sync-shared: all mutation is through `&mut`).
+unsafe impl Send for Store {}
+
+impl Store {
+    /// An empty replica sized for `expected` profiles, its writer, and a first reader.
+    pub fn new(expected: usize, max_staleness_ms: u64) -> (Store, Reader) {
+        let table = Table::with_slots(slots_for(expected));
+        let counters = Counters::default();
+        counters
+            .index_bytes
+            .store(table.bytes() as u64, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            table: AtomicPtr::new(Box::into_raw(table)),
+            hasher: Hasher::default(),
+            epochs: Epochs::new(),
+            counters,
+            freshness: Freshness {
+                loaded: AtomicBool::new(false),
+                synced_at_ms: AtomicU64::new(0),
+                max_staleness_ms,
+            },
+            orphans: Mutex::new((None, Vec::new())),
+        });
+        let reader = Reader::new(Arc::clone(&shared));
+        let store = Store {
+            shared,
+            live: 0,
+            tombs: 0,
+            garbage: Vec::new(),
+            arena: Arena::default(),
+            buf: Vec::with_capacity(crate::record::MAX_RECORD_LEN),
+            generation: 0,
+        };
+        (store, reader)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The current table. The returned borrow is not tied to `self` so the writer can update
+    /// counters while holding it; it must not be used across a call to [`Store::rebuild`].
+    fn table<'t>(&self) -> &'t Table {
+        // SAFETY: only the writer (`self`) replaces the table, in `rebuild`, and retires the old
+        // one under the epoch protocol; callers drop the borrow before calling `rebuild`.
+        unsafe { &*self.shared.table.load(Ordering::Acquire) }
+    }
+
+    /// Profiles in the replica.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the replica holds no profile.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The generation new records are tagged with (see [`Store::sweep`]).
+    pub fn generation(&self) -> u8 {
+        self.generation
+    }
+
+    /// Starts a new generation (a re-bootstrap) and returns it.
+    pub fn next_generation(&mut self) -> u8 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
+    /// Inserts or replaces the profile of `data.user_id`. Sorts and bounds `data`'s lists.
+    pub fn upsert(&mut self, data: &mut ProfileData) -> Result<Truncation, EncodeError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = data.encode_into(self.generation, &mut buf);
+        if r.is_ok() {
+            self.put(&buf);
+        }
+        self.buf = buf;
+        r
+    }
+
+    fn put(&mut self, rec: &[u8]) {
+        if (self.live + self.tombs + 1) * 4 > self.table().slots().len() * 3 {
+            self.rebuild(self.live + 1);
+        }
+        let key = RecordView::trusted(rec).user_id_bytes();
+        let hash = hash_key(&self.shared.hasher, key);
+        let p = self.arena.alloc(rec.len());
+        // SAFETY: `p` is a fresh block of at least `rec.len()` bytes, disjoint from `rec`.
+        unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), p.as_ptr(), rec.len()) };
+        let Some(v) = slot_value(hash, p) else {
+            // An address above 2^48 cannot be tagged; never seen on Linux without mmap hints.
+            // SAFETY: `p` was just allocated and never published.
+            unsafe { self.arena.free(p, rec.len()) };
+            self.shared
+                .counters
+                .malformed_profiles
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let size = block_size(rec.len()) as u64;
+        let c = &self.shared.counters;
+        let table = self.table();
+        let home = hash as usize & table.mask;
+        let mut i = home;
+        let mut free: Option<usize> = None;
+        let mut old: Option<u64> = None;
+        loop {
+            let cur = table.slots()[i].load(Ordering::Relaxed);
+            if cur == EMPTY {
+                break;
+            }
+            if cur == TOMB {
+                free.get_or_insert(i);
+            } else if cur >> PTR_BITS == hash >> PTR_BITS {
+                // SAFETY: the writer owns every linked record; none is freed while linked.
+                if unsafe { record_at(cur) }.user_id_bytes() == key {
+                    old = Some(cur);
+                    free = Some(i);
+                    break;
+                }
+            }
+            i = (i + 1) & table.mask;
+            debug_assert!(i != home, "table has at least one empty slot (load ≤ 3/4)");
+        }
+        let at = free.unwrap_or(i);
+        let dist = (at.wrapping_sub(home) & table.mask) as u32;
+        if dist > table.max_probe.load(Ordering::Relaxed) {
+            table.max_probe.store(dist, Ordering::Release);
+        }
+        let was = table.slots()[at].load(Ordering::Relaxed);
+        table.slots()[at].store(v, Ordering::Release);
+        c.record_bytes.fetch_add(size, Ordering::Relaxed);
+        match old {
+            Some(o) => retire_record(&self.shared, &mut self.garbage, o),
+            None => {
+                self.live += 1;
+                if was == TOMB {
+                    self.tombs -= 1;
+                }
+                c.profiles.store(self.live as u64, Ordering::Relaxed);
+            }
+        }
+        c.updates_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes the profile of `user_id`; returns whether it was there.
+    pub fn remove(&mut self, user_id: &str) -> bool {
+        let key = user_id.as_bytes();
+        let hash = hash_key(&self.shared.hasher, key);
+        let table = self.table();
+        let mut i = hash as usize & table.mask;
+        for _ in 0..=table.max_probe.load(Ordering::Relaxed) {
+            let cur = table.slots()[i].load(Ordering::Relaxed);
+            if cur == EMPTY {
+                return false;
+            }
+            if cur != TOMB
+                && cur >> PTR_BITS == hash >> PTR_BITS
+                // SAFETY: the writer owns every linked record.
+                && unsafe { record_at(cur) }.user_id_bytes() == key
+            {
+                table.slots()[i].store(TOMB, Ordering::Release);
+                retire_record(&self.shared, &mut self.garbage, cur);
+                self.live -= 1;
+                self.tombs += 1;
+                let c = &self.shared.counters;
+                c.profiles.store(self.live as u64, Ordering::Relaxed);
+                c.deletes_applied.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            i = (i + 1) & table.mask;
+        }
+        false
+    }
+
+    /// Removes every profile not written in generation `keep` (after a re-bootstrap: profiles
+    /// deleted from Redis while the change stream could not tell us). Returns how many.
+    pub fn sweep(&mut self, keep: u8) -> usize {
+        let mut stale = Vec::new();
+        for s in self.table().slots().iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v != EMPTY && v != TOMB {
+                // SAFETY: the writer owns every linked record.
+                let rec = unsafe { record_at(v) };
+                if rec.generation() != keep {
+                    stale.push(rec.user_id().to_owned());
+                }
+            }
+        }
+        for id in &stale {
+            self.remove(id);
+        }
+        stale.len()
+    }
+
+    /// Rebuilds the index for at least `live` profiles, dropping tombstones.
+    fn rebuild(&mut self, live: usize) {
+        let new = Table::with_slots(slots_for(live));
+        let mut max = 0u32;
+        for s in self.table().slots().iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v == EMPTY || v == TOMB {
+                continue;
+            }
+            // SAFETY: the writer owns every linked record.
+            let key = unsafe { record_at(v) }.user_id_bytes();
+            let hash = hash_key(&self.shared.hasher, key);
+            let home = hash as usize & new.mask;
+            let mut i = home;
+            while new.slots()[i].load(Ordering::Relaxed) != EMPTY {
+                i = (i + 1) & new.mask;
+            }
+            max = max.max((i.wrapping_sub(home) & new.mask) as u32);
+            new.slots()[i].store(v, Ordering::Relaxed);
+        }
+        new.max_probe.store(max, Ordering::Relaxed);
+        self.shared
+            .counters
+            .index_bytes
+            .store(new.bytes() as u64, Ordering::Relaxed);
+        // Release: readers that load the new table see its slots.
+        let old = self.shared.table.swap(Box::into_raw(new), Ordering::AcqRel);
+        self.tombs = 0;
+        // SAFETY: `old` came from Box::into_raw and is no longer reachable from `table`.
+        let old = unsafe { Box::from_raw(old) };
+        let epoch = self.shared.epochs.current();
+        self.garbage.push(Retired {
+            epoch,
+            item: Garbage::Table(old),
+        });
+    }
+
+    /// Frees what no reader can still see. Call after each batch of updates.
+    pub fn collect(&mut self) {
+        if !self.garbage.is_empty() {
+            let oldest = self.shared.epochs.advance();
+            let mut kept = Vec::with_capacity(self.garbage.len());
+            for r in self.garbage.drain(..) {
+                if r.epoch < oldest {
+                    free_garbage(&mut self.arena, r.item);
+                } else {
+                    kept.push(r);
+                }
+            }
+            self.garbage = kept;
+        }
+        let c = &self.shared.counters;
+        c.retired_pending
+            .store(self.garbage.len() as u64, Ordering::Relaxed);
+        c.arena_bytes
+            .store(self.arena.mapped_bytes() as u64, Ordering::Relaxed);
+        c.arena_free_bytes
+            .store(self.arena.free_bytes() as u64, Ordering::Relaxed);
+    }
+
+    /// Marks the replica loaded and current as of `at_ms` (wall-clock milliseconds).
+    pub fn mark_synced(&self, at_ms: u64) {
+        let f = &self.shared.freshness;
+        f.synced_at_ms.fetch_max(at_ms, Ordering::Release);
+        f.loaded.store(true, Ordering::Release);
+    }
+
+    /// A new reader (same as cloning an existing one).
+    pub fn reader(&self) -> Reader {
+        Reader::new(Arc::clone(&self.shared))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.collect();
+        let left: Vec<Garbage> = self.garbage.drain(..).map(|r| r.item).collect();
+        let mut o = self
+            .shared
+            .orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        o.0 = Some(std::mem::take(&mut self.arena));
+        o.1.extend(left);
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (vDSO clock read; no syscall on Linux x86-64).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A bidding core's handle on the replica: lock-free, allocation-free lookups.
+///
+/// `Clone` registers a new reader (takes a lock once); give each core its own clone. `Send` but not
+/// `Sync`: a reader belongs to one thread at a time.
+#[derive(Debug)]
+pub struct Reader {
+    shared: Arc<Shared>,
+    slot: Arc<ReaderSlot>,
+    pins: Cell<u32>,
+}
+
+impl Clone for Reader {
+    fn clone(&self) -> Self {
+        Reader::new(Arc::clone(&self.shared))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.epochs.retire_reader(&self.slot);
+    }
+}
+
+/// Keeps a reader pinned while a [`ProfileRef`] lives.
+struct Pin<'a> {
+    reader: &'a Reader,
+}
+
+impl Drop for Pin<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let n = self.reader.pins.get() - 1;
+        self.reader.pins.set(n);
+        if n == 0 {
+            self.reader.shared.epochs.unpin(&self.reader.slot);
+        }
+    }
+}
+
+impl Reader {
+    fn new(shared: Arc<Shared>) -> Self {
+        let slot = shared.epochs.register();
+        Reader {
+            shared,
+            slot,
+            pins: Cell::new(0),
+        }
+    }
+
+    #[inline]
+    fn pin(&self) -> Pin<'_> {
+        let n = self.pins.get();
+        if n == 0 {
+            self.shared.epochs.pin(&self.slot);
+        }
+        debug_assert!(n < u32::MAX, "pins are released with their ProfileRef");
+        self.pins.set(n + 1);
+        Pin { reader: self }
+    }
+
+    /// The profile of `user_id`, if the replica has it. No lock, no allocation; the only write is
+    /// to this reader's own epoch slot. Hold the result for one decision, not longer: while it
+    /// lives, memory of profiles replaced since cannot be reclaimed.
+    #[inline]
+    pub fn get(&self, user_id: &str) -> Option<ProfileRef<'_>> {
+        let pin = self.pin();
+        let key = user_id.as_bytes();
+        let hash = hash_key(&self.shared.hasher, key);
+        // SAFETY: the table pointer is always valid; a table replaced by the writer is retired
+        // under the epoch protocol and this reader is pinned, so it outlives the borrow.
+        let table: &Table = unsafe { &*self.shared.table.load(Ordering::Acquire) };
+        let view = table.find(hash, key)?;
+        Some(ProfileRef { view, _pin: pin })
+    }
+
+    /// Whether the first full copy is done (for `/readyz`).
+    pub fn is_loaded(&self) -> bool {
+        self.shared.freshness.loaded.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the replica was last known to hold everything Redis held (`f64::INFINITY`
+    /// before the first load). Reads the wall clock (vDSO).
+    pub fn lag_seconds(&self) -> f64 {
+        self.lag_ms_at(now_ms())
+            .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0)
+    }
+
+    /// Milliseconds of staleness at wall-clock `now_ms`, or `None` before the first load.
+    pub fn lag_ms_at(&self, now_ms: u64) -> Option<u64> {
+        let f = &self.shared.freshness;
+        if !f.loaded.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(now_ms.saturating_sub(f.synced_at_ms.load(Ordering::Acquire)))
+    }
+
+    /// Whether the replica is loaded and no staler than the configured maximum. When it is not,
+    /// the appliance bids contextually only (no profile data).
+    pub fn is_fresh(&self) -> bool {
+        self.is_fresh_at(now_ms())
+    }
+
+    /// [`Reader::is_fresh`] at a given wall-clock time (milliseconds), for callers that already
+    /// read the clock.
+    pub fn is_fresh_at(&self, now_ms: u64) -> bool {
+        self.lag_ms_at(now_ms)
+            .is_some_and(|l| l <= self.shared.freshness.max_staleness_ms)
+    }
+
+    /// The replica's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Readers currently registered (tests, metrics).
+    pub fn reader_count(&self) -> usize {
+        self.shared.epochs.readers()
+    }
+}
+
+/// One user's profile, borrowed from the replica for the length of a decision.
+///
+/// Implements [`ProfileView`] for the shards; dereferences to [`RecordView`] for everything else.
+/// While it lives, its reader stays pinned (see [`Reader::get`]). Not `Send`.
+pub struct ProfileRef<'a> {
+    view: RecordView<'a>,
+    _pin: Pin<'a>,
+}
+
+impl std::fmt::Debug for ProfileRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.view.fmt(f)
+    }
+}
+
+impl<'a> std::ops::Deref for ProfileRef<'a> {
+    type Target = RecordView<'a>;
+    fn deref(&self) -> &RecordView<'a> {
+        &self.view
+    }
+}
+
+impl ProfileView for ProfileRef<'_> {
+    #[inline]
+    fn segment_weight(&self, segment: u32) -> Option<u16> {
+        self.view.segment_weight(segment)
+    }
+    #[inline]
+    fn impressions_since(&self, campaign: u32, since_unix_s: u64) -> u32 {
+        self.view.impressions_since(campaign, since_unix_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Gender;
+
+    fn profile(id: &str, seg: u32) -> ProfileData {
+        ProfileData {
+            user_id: id.into(),
+            segments: vec![(seg, 500), (seg + 1, 10)],
+            gender: Gender::Male,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn insert_replace_remove_and_grow() {
+        let (mut store, reader) = Store::new(10, 1000);
+        for i in 0..5000u32 {
+            store
+                .upsert(&mut profile(&format!("user-{i}"), i))
+                .expect("valid");
+        }
+        assert_eq!(store.len(), 5000);
+        assert!(
+            reader.stats().index_bytes / 8 * 3 / 4 >= 5000,
+            "load stays ≤ 3/4"
+        );
+        for i in 0..5000u32 {
+            let p = reader.get(&format!("user-{i}")).expect("present");
+            assert_eq!(p.segment_weight(i), Some(500));
+            assert_eq!(p.user_id(), format!("user-{i}"));
+        }
+        assert!(reader.get("user-5000").is_none());
+        store.upsert(&mut profile("user-7", 99)).expect("valid");
+        assert_eq!(store.len(), 5000);
+        assert_eq!(
+            reader.get("user-7").expect("present").segment_weight(99),
+            Some(500)
+        );
+        assert!(store.remove("user-7"));
+        assert!(!store.remove("user-7"));
+        assert!(reader.get("user-7").is_none());
+        assert_eq!(store.len(), 4999);
+        store.collect();
+        let s = reader.stats();
+        assert_eq!(s.profiles, 4999);
+        assert_eq!(s.retired_pending, 0, "no reader pinned: everything freed");
+        assert_eq!(s.updates_applied, 5001);
+        assert_eq!(s.deletes_applied, 1);
+    }
+
+    #[test]
+    fn churn_through_tombstones_keeps_the_index_bounded() {
+        let (mut store, reader) = Store::new(100, 1000);
+        let slots0 = reader.stats().index_bytes;
+        for round in 0..50u32 {
+            for i in 0..100u32 {
+                store
+                    .upsert(&mut profile(&format!("r{round}-{i}"), i))
+                    .expect("valid");
+            }
+            for i in 0..100u32 {
+                assert!(store.remove(&format!("r{round}-{i}")));
+            }
+            store.collect();
+        }
+        assert!(store.is_empty());
+        assert_eq!(
+            reader.stats().index_bytes,
+            slots0,
+            "rebuilds drop tombstones, no growth"
+        );
+        assert_eq!(reader.stats().record_bytes, 0);
+    }
+
+    #[test]
+    fn a_held_profile_survives_its_replacement_until_released() {
+        let (mut store, reader) = Store::new(10, 1000);
+        store.upsert(&mut profile("u", 1)).expect("valid");
+        let held = reader.get("u").expect("present");
+        store.upsert(&mut profile("u", 2)).expect("valid");
+        store.collect();
+        assert_eq!(reader.stats().retired_pending, 1, "held record not freed");
+        // The old version is still intact while held; a new lookup sees the new one.
+        assert_eq!(held.segment_weight(1), Some(500));
+        assert_eq!(
+            reader.get("u").expect("present").segment_weight(2),
+            Some(500)
+        );
+        drop(held);
+        store.collect();
+        assert_eq!(reader.stats().retired_pending, 0);
+    }
+
+    #[test]
+    fn sweep_removes_profiles_of_older_generations() {
+        let (mut store, reader) = Store::new(10, 1000);
+        store.upsert(&mut profile("a", 1)).expect("valid");
+        store.upsert(&mut profile("b", 1)).expect("valid");
+        let g = store.next_generation();
+        store.upsert(&mut profile("b", 2)).expect("valid");
+        assert_eq!(store.sweep(g), 1);
+        assert!(reader.get("a").is_none());
+        assert!(reader.get("b").is_some());
+    }
+
+    #[test]
+    fn freshness_follows_the_sync_mark() {
+        let (store, reader) = Store::new(10, 5_000);
+        assert!(!reader.is_loaded());
+        assert!(!reader.is_fresh_at(1_000));
+        assert_eq!(reader.lag_seconds(), f64::INFINITY);
+        store.mark_synced(10_000);
+        assert!(reader.is_loaded());
+        assert_eq!(reader.lag_ms_at(12_000), Some(2_000));
+        assert!(reader.is_fresh_at(15_000));
+        assert!(!reader.is_fresh_at(15_001));
+        let r2 = reader.clone();
+        assert_eq!(reader.reader_count(), 2);
+        drop(r2);
+        assert_eq!(reader.reader_count(), 1);
+    }
+
+    #[test]
+    fn readers_on_other_threads_see_consistent_records_under_churn() {
+        let (mut store, reader) = Store::new(1000, 1000);
+        for i in 0..1000u32 {
+            store
+                .upsert(&mut profile(&format!("k{i}"), i * 10))
+                .expect("valid");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let r = reader.clone();
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for i in 0..1000u32 {
+                            if let Some(p) = r.get(&format!("k{i}")) {
+                                // Whatever version we see is whole: its two segments agree.
+                                let (s0, w0) = p.segment(0);
+                                assert_eq!(w0, 500);
+                                assert_eq!(p.segment_weight(s0 + 1), Some(10));
+                                assert_eq!(s0 % 10, 0);
+                                seen += 1;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for round in 1..200u32 {
+            for i in 0..1000u32 {
+                store
+                    .upsert(&mut profile(&format!("k{i}"), (i + round) * 10))
+                    .expect("valid");
+            }
+            store.collect();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            assert!(t.join().expect("reader thread") > 0);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The ingest tasks: a consumer task reads both topics (consumer group, auto-commit off) and cuts
+//! batches of at most `batch_max` messages or `batch_wait` after the first message; a writer
+//! task writes each batch ([`super::writer`]) and only then commits its offsets to Kafka. A
+//! bounded channel of [`CHANNEL_BATCHES`] batches between them gives back-pressure: when
+//! PostgreSQL is slow the consumer stops reading.
+//!
+//! Must never: commit an offset before the rows it covers are committed in PostgreSQL.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use codec::event::{Event, TOPIC_BIDS, TOPIC_OUTCOMES};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use super::row::Row;
+use super::stats::IngestStats;
+use super::writer::{FaultDelay, Offsets, Writer};
+
+/// Batches in flight between the consumer task and the writer task.
+pub const CHANNEL_BATCHES: usize = 2;
+
+/// What the ingest needs to know.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub retention_days: u32,
+    /// Partitions for topics the reporter creates when they are missing (0: do not create).
+    pub create_partitions: i32,
+    pub fault_delay: Duration,
+    /// Extra librdkafka consumer settings.
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl IngestConfig {
+    pub fn default_topics() -> Vec<String> {
+        vec![TOPIC_BIDS.to_owned(), TOPIC_OUTCOMES.to_owned()]
+    }
+}
+
+/// One batch cut by the consumer task.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    /// Next offset per (topic, partition); a handful of entries, searched linearly.
+    pub offsets: Offsets,
+}
+
+impl Batch {
+    fn note_offset(&mut self, topic: &str, partition: i32, next: i64) {
+        match self
+            .offsets
+            .iter_mut()
+            .find(|o| o.1 == partition && o.0 == topic)
+        {
+            Some(o) => o.2 = o.2.max(next),
+            None => self.offsets.push((topic.to_owned(), partition, next)),
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet (an existing topic is not an error).
+pub async fn ensure_topics(cfg: &IngestConfig) -> Result<()> {
+    if cfg.create_partitions <= 0 {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = cfg
+        .topics
+        .iter()
+        .map(|t| NewTopic::new(t, cfg.create_partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(&topics, &opts).await? {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, "topic created"),
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %t, "topic exists")
+            }
+            Err((t, e)) => tracing::warn!(topic = %t, error = %e, "topic not created"),
+        }
+    }
+    Ok(())
+}
+
+pub fn consumer(cfg: &IngestConfig) -> Result<StreamConsumer> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        // A JoinGroup waits up to this long for members that died without leaving; Tansu
+        // ends that wait only at this bound, so keep it short (a batch takes < 1 s).
+        .set("max.poll.interval.ms", "15000")
+        .set("queued.max.messages.kbytes", "65536");
+    for (k, v) in &cfg.kafka_options {
+        cc.set(k, v);
+    }
+    let c: StreamConsumer = cc.create().context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    c.subscribe(&topics).context("subscribing")?;
+    Ok(c)
+}
+
+/// Runs the consumer and writer tasks until `shutdown` turns true (then the batch in hand is
+/// written and committed) or the writer fails for good (the error is returned).
+pub async fn run(
+    cfg: IngestConfig,
+    pg: tokio_postgres::Client,
+    stats: Arc<IngestStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    ensure_topics(&cfg).await?;
+    let consumer = Arc::new(consumer(&cfg)?);
+    let mut writer = Writer::new(
+        pg,
+        &cfg.group_id,
+        cfg.retention_days,
+        FaultDelay(cfg.fault_delay),
+    )
+    .await?;
+    match writer.apply_retention().await {
+        Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "retention failed"),
+    }
+    let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
+
+    let reader = {
+        let consumer = consumer.clone();
+        let stats = stats.clone();
+        let cfg = cfg.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    b = cut_batch(&consumer, &cfg, &stats) => b,
+                    _ = shutdown.changed() => break,
+                };
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let lag = tokio::spawn(watch_lag(consumer.clone(), stats.clone()));
+    let mut retention_tick = tokio::time::interval(Duration::from_secs(3600));
+    retention_tick.tick().await;
+    let result = loop {
+        let batch = tokio::select! {
+            b = rx.recv() => match b { Some(b) => b, None => break Ok(()) },
+            _ = retention_tick.tick() => {
+                match writer.apply_retention().await {
+                    Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+                continue;
+            }
+            _ = shutdown.changed() => {
+                // Write what is already cut, then stop.
+                rx.close();
+                let mut drained = Ok(());
+                while let Some(b) = rx.recv().await {
+                    if let Err(e) = write_and_commit(&mut writer, &consumer, &b, &stats, &cfg).await {
+                        drained = Err(e);
+                        break;
+                    }
+                }
+                break drained;
+            }
+        };
+        if let Err(e) = write_and_commit(&mut writer, &consumer, &batch, &stats, &cfg).await {
+            break Err(e);
+        }
+    };
+    reader.abort();
+    lag.abort();
+    result
+}
+
+/// Every [`super::stats::LAG_INTERVAL_SECS`], fetches the high watermark of each assigned
+/// partition (a blocking librdkafka call, so on the blocking pool) for the lag metric.
+async fn watch_lag(consumer: Arc<StreamConsumer>, stats: Arc<IngestStats>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(super::stats::LAG_INTERVAL_SECS));
+    loop {
+        tick.tick().await;
+        let c = consumer.clone();
+        let marks = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if let Ok(a) = c.assignment() {
+                for e in a.elements() {
+                    if let Ok((_, high)) =
+                        c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                    {
+                        out.push((e.topic().to_owned(), e.partition(), high));
+                    }
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+        for (t, p, h) in marks {
+            stats.note_high(&t, p, h);
+        }
+    }
+}
+
+async fn write_and_commit(
+    writer: &mut Writer,
+    consumer: &StreamConsumer,
+    batch: &Batch,
+    stats: &IngestStats,
+    cfg: &IngestConfig,
+) -> Result<()> {
+    let offsets = &batch.offsets;
+    let o = writer.write(&batch.rows, offsets).await?;
+    stats.inserted.fetch_add(o.inserted, Relaxed);
+    stats.duplicates.fetch_add(o.duplicates, Relaxed);
+    stats.out_of_range.fetch_add(o.out_of_range, Relaxed);
+    stats.batches.fetch_add(1, Relaxed);
+    stats
+        .last_batch_us
+        .store(o.elapsed.as_micros() as u64, Relaxed);
+    tracing::debug!(
+        rows = o.rows,
+        inserted = o.inserted,
+        duplicates = o.duplicates,
+        rollup_rows = o.rollup_rows,
+        ms = o.elapsed.as_millis() as u64,
+        "batch committed"
+    );
+    if !cfg.fault_delay.is_zero() {
+        // Testing hook: a window between the PostgreSQL commit and the Kafka commit.
+        tokio::time::sleep(cfg.fault_delay).await;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, next) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*next))
+            .context("building the offset list")?;
+    }
+    if !offsets.is_empty() {
+        // A failed commit is not fatal: the batch is redelivered later and inserts nothing.
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+        for (t, p, next) in offsets {
+            stats.note_committed(t, *p, *next);
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `batch_max` messages or `batch_wait` after the first one.
+async fn cut_batch(consumer: &StreamConsumer, cfg: &IngestConfig, stats: &IngestStats) -> Batch {
+    let mut batch = Batch {
+        rows: Vec::with_capacity(cfg.batch_max),
+        offsets: Vec::new(),
+    };
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while batch.rows.len() < cfg.batch_max {
+        let next = match deadline {
+            None => Ok(consumer.recv().await),
+            Some(d) => tokio::time::timeout_at(d, consumer.recv()).await,
+        };
+        let msg = match next {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "kafka receive error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(Ok(m)) => m,
+        };
+        deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.batch_wait);
+        stats.received.fetch_add(1, Relaxed);
+        batch.note_offset(msg.topic(), msg.partition(), msg.offset() + 1);
+        match Event::from_bytes(msg.payload().unwrap_or(&[])) {
+            Ok(e) => batch.rows.push(Row::from_event(&e)),
+            Err(e) => {
+                stats.rejected.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    error = %e,
+                    "message is not an event; skipped"
+                );
+            }
+        }
+    }
+    batch
+}

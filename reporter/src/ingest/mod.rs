@@ -1,0 +1,19 @@
+//! Ingest: the Kafka consumer group → PostgreSQL, exactly once.
+//!
+//! - [`row`]: an [`codec::event::Event`] as the row the raw table stores.
+//! - [`partitions`]: the raw table's day partitions (created on demand, dropped by retention).
+//! - [`writer`]: one batch in one transaction: `COPY` into a staging table, insert into the raw
+//!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups.
+//! - [`consumer`]: the consumer task (batches messages) and the writer task (writes, then commits
+//!   the Kafka offsets).
+//!
+//! Exactly once: Tansu has no Kafka transactions, so it rests on the event id. Offsets are
+//! committed to Kafka only after the batch's transaction commits (nothing is lost); a batch seen
+//! again after a crash or a rebalance inserts nothing new and so adds nothing to the rollups
+//! (nothing is counted twice).
+
+pub mod consumer;
+pub mod partitions;
+pub mod row;
+pub mod stats;
+pub mod writer;

@@ -1,0 +1,138 @@
+//! `helios-reporter`: the ingest (Kafka → PostgreSQL) and the API/dashboard in one process, or
+//! either alone (`--mode`); `token` mints a JWT; `migrate` applies the migrations.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use reporter::api::{self, AppState, auth::Auth, pool::Pool};
+use reporter::config::{Cli, Command, Mode, ServeArgs};
+use reporter::db;
+use reporter::ingest::{consumer, stats::IngestStats};
+use tokio::sync::watch;
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(t)) => {
+            let auth = Auth::new(&t.secret.load()?)?;
+            let tok = auth.mint(t.role, t.advertiser, &t.sub, t.ttl)?;
+            println!("{tok}");
+            Ok(())
+        }
+        Some(Command::Migrate { db: d }) => runtime()?.block_on(async {
+            init_logs("info");
+            let mut c = db::connect(&d.pg_url).await?;
+            let applied = db::migrate(&mut c).await?;
+            tracing::info!(?applied, "migrations done");
+            Ok(())
+        }),
+        Some(Command::Serve(s)) => runtime()?.block_on(serve(s)),
+        None => runtime()?.block_on(serve(cli.serve)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("reporter")
+        .build()
+        .context("building the tokio runtime")
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .init();
+}
+
+async fn serve(s: ServeArgs) -> Result<()> {
+    init_logs(&s.log);
+    let mut migrator = db::connect(&s.db.pg_url).await?;
+    let applied = db::migrate(&mut migrator).await?;
+    tracing::info!(?applied, "database ready");
+    drop(migrator);
+
+    let stats = Arc::new(IngestStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let ingest = if s.mode != Mode::Api {
+        let pg = db::connect(&s.db.pg_url).await?;
+        let cfg = s.ingest();
+        tracing::info!(brokers = %cfg.brokers, group = %cfg.group_id, topics = ?cfg.topics,
+            batch_max = cfg.batch_max, "ingest starting");
+        Some(tokio::spawn(consumer::run(
+            cfg,
+            pg,
+            stats.clone(),
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
+
+    let api = if s.mode != Mode::Ingest {
+        let auth = Auth::new(&s.secret.load()?)?;
+        let state = AppState {
+            db: Arc::new(Pool::connect(&s.db.pg_url, s.api_connections as usize).await?),
+            auth: Arc::new(auth),
+            ingest: stats.clone(),
+        };
+        if let Some(d) = &s.dashboard_dir
+            && !d.join("index.html").exists()
+        {
+            tracing::warn!(dir = %d.display(), "no index.html in the dashboard directory (run scripts/build-dashboard.sh)");
+        }
+        let app = api::router(state, s.dashboard_dir.clone())
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let listener = tokio::net::TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("binding {}", s.listen))?;
+        tracing::info!(listen = %s.listen, "api listening");
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+                .context("serving the api")
+        }))
+    } else {
+        None
+    };
+
+    if let Some(h) = ingest {
+        h.await.context("ingest task")??;
+        tracing::info!("ingest stopped");
+    }
+    if let Some(h) = api {
+        h.await.context("api task")??;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Prometheus tests:
+#   1. promtool check config / check rules / test rules on deploy/prometheus.
+#   2. A live scrape: this test's own Prometheus (1 s interval, own port and state dir) scrapes its own
+#      gateway (HAProxy exporter), the Redis and PostgreSQL exporters against the services `make test`
+#      started, and — when the `helios` binary exists — an appliance (per-core series). Every process
+#      started here is stopped by PID. Every query of the Grafana dashboard is run on it.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+source "$root/scripts/env.sh"
+source "$root/scripts/deploy-lib.sh"
+prom=$root/deploy/prometheus
+
+echo "-- prometheus: static checks"
+dl_check "promtool check config" 0 "$(promtool check config "$prom/prometheus.yml" >/dev/null 2>&1; echo $?)"
+dl_check "promtool check rules" 0 "$(promtool check rules "$prom"/rules/*.yml >/dev/null 2>&1; echo $?)"
+out=$(promtool test rules "$prom"/tests/*.test.yml 2>&1) && rc=0 || rc=$?
+[[ $rc == 0 ]] || echo "$out"
+dl_check "promtool test rules (every alert fires and stays quiet where it should)" 0 "$rc"
+# Every alert in the rules has a unit test that expects it to fire.
+for a in $(grep -h '^ *- alert:' "$prom"/rules/*.yml | awk '{print $3}'); do
+  dl_check "alert $a has a firing test" 1 "$(grep -A3 "alertname: $a\$" "$prom"/tests/*.test.yml | grep -c 'exp_labels' | awk '{print ($1>0)}')"
+done
+# Every metric of the contract in docs/OPERATIONS.md is used by the rules or the dashboard.
+for m in helios_requests_total helios_nobid_total helios_request_duration_seconds helios_spool_bytes \
+  helios_profile_replica_lag_seconds helios_reporter_consumer_lag helios_campaign_spend_micros helios_campaign_budget_micros; do
+  dl_check "metric $m is in the OPERATIONS.md table" 1 "$(grep -c "^| \`$m" "$root/docs/OPERATIONS.md" | awk '{print ($1>0)}')"
+  dl_check "metric $m is used by the rules" 1 "$(grep -c "$m" "$prom"/rules/*.yml | awk -F: '{s+=$2} END {print (s>0)}')"
+done
+
+echo "-- prometheus: live scrape"
+# Own run dir and free ports: several runs (two worktrees, CI) may share the machine.
+base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/prometheus-$$}
+export HELIOS_MON_RUN=$base/monitoring
+rm -rf "$HELIOS_MON_RUN"
+HELIOS_PROM_PORT=$(dl_free_port 29090)
+export HELIOS_PROM_PORT
+HELIOS_REDIS_EXPORTER_PORT=$(dl_free_port 29121)
+export HELIOS_REDIS_EXPORTER_PORT
+HELIOS_PG_EXPORTER_PORT=$(dl_free_port 29187)
+export HELIOS_PG_EXPORTER_PORT
+export HELIOS_PROM_INTERVAL=1s
+export HELIOS_GW_RUN=$base/gateway-prom HELIOS_CERTS=$base/certs
+HELIOS_GW_TLS_PORT=$(dl_free_port 29443)
+HELIOS_GW_STATS_PORT=$(dl_free_port 29404)
+HELIOS_GW_HTTP_PORT=$(dl_free_port 29088)
+export HELIOS_GW_TLS_PORT HELIOS_GW_STATS_PORT HELIOS_GW_HTTP_PORT
+export HELIOS_GW_APPLIANCES="" HELIOS_JWT_SECRET=prom-test-secret
+export HELIOS_PROM_HAPROXY=127.0.0.1:$HELIOS_GW_STATS_PORT
+HELIOS_PROM_REPORTER=127.0.0.1:$(dl_free_port 29095)
+export HELIOS_PROM_REPORTER
+
+cleanup() {
+  "$root/scripts/monitoring.sh" stop >/dev/null 2>&1 || true
+  "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
+  dl_stop_all
+  # the run dir (logs) goes only when everything passed
+  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
+}
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+redis_hp=${HELIOS_REDIS_URL#redis://}; redis_hp=${redis_hp%%/*}
+pg_hp=${HELIOS_PG_URL#*@}; pg_hp=${pg_hp%%/*}
+services=1
+for hp in "$redis_hp" "$pg_hp"; do port_open "${hp%:*}" "${hp##*:}" || services=0; done
+if ((services == 0)) && [[ "${HELIOS_REQUIRE_SERVICES:-}" == 1 ]]; then
+  echo "FAIL: HELIOS_REQUIRE_SERVICES=1 but Redis ($redis_hp) or PostgreSQL ($pg_hp) is not reachable" >&2
+  exit 1
+fi
+
+apps=""
+if helios=$(dl_find_helios); then
+  source "$root/scripts/deploy-appliance.sh"
+  bid_port=$(dl_free_port 29180)
+  admin_port=$(dl_free_port 29190)
+  mkdir -p "$base"
+  da_start_appliance "$helios" prom 127.0.0.1 "$bid_port" "$admin_port" "$base/helios-prom.log"
+  apps="127.0.0.1:$admin_port"
+fi
+export HELIOS_PROM_APPLIANCES=${apps:-127.0.0.1:1}
+
+"$root/scripts/gateway.sh" start >/dev/null
+mon=(prometheus)
+((services)) && mon=(redis-exporter postgres-exporter prometheus)
+"$root/scripts/monitoring.sh" start "${mon[@]}" >/dev/null
+
+P=http://127.0.0.1:$HELIOS_PROM_PORT
+q() { curl -s --get --data-urlencode "query=$1" "$P/api/v1/query" | jq -r '.data.result | map(.value[1]) | join(",")'; }
+# Wait until the gateway's target has been scraped and the rules evaluated at least twice.
+for _ in $(seq 1 100); do
+  [[ "$(q 'up{job="haproxy"}')" == 1 ]] && [[ -n "$(q 'prometheus_rule_group_iterations_total')" ]] && break
+  sleep 0.2
+done
+sleep 2
+dl_check "Prometheus scrapes the gateway's exporter (up{job=haproxy})" 1 "$(q 'up{job="haproxy"}')"
+dl_check "gateway series present (haproxy_frontend_http_requests_total{proxy=fe_public})" 1 "$(q 'count(haproxy_frontend_http_requests_total{proxy="fe_public"})')"
+dl_check "rule groups loaded and healthy" ok "$(curl -s "$P/api/v1/rules" | jq -r '[.data.groups[].rules[].health] | unique | join(",")')"
+dl_check "all alert rules loaded" "$(grep -hc '^ *- alert:' "$prom/rules/helios-alerts.yml")" "$(curl -s "$P/api/v1/rules?type=alert" | jq '[.data.groups[].rules[]] | length')"
+# Every query of the Grafana dashboard runs on this Prometheus without error.
+bad=0 n=0
+while IFS= read -r e; do
+  n=$((n + 1))
+  st=$(curl -s --get --data-urlencode "query=$e" "$P/api/v1/query" | jq -r .status)
+  [[ "$st" == success ]] || { bad=$((bad + 1)); echo "  query failed: $e"; }
+done < <(/usr/bin/python3 "$root/deploy/grafana/check_dashboard.py" "$root/deploy/grafana/helios-overview.json" --print-exprs)
+dl_check "all $n dashboard queries run on the live Prometheus" 0 "$bad"
+if ((services)); then
+  dl_check "Prometheus scrapes the Redis exporter" 1 "$(q 'up{job="redis"}')"
+  dl_check "Redis exporter reaches Redis (redis_up)" 1 "$(q 'redis_up')"
+  dl_check "Prometheus scrapes the PostgreSQL exporter" 1 "$(q 'up{job="postgres"}')"
+  dl_check "PostgreSQL exporter reaches PostgreSQL (pg_up)" 1 "$(q 'pg_up')"
+else
+  echo "skipped: exporters (Redis $redis_hp / PostgreSQL $pg_hp not running; make test starts them)"
+fi
+if [[ -n "$apps" ]]; then
+  for _ in $(seq 1 50); do [[ "$(q 'up{job="helios-appliance"}')" == 1 ]] && break; sleep 0.2; done
+  dl_check "Prometheus scrapes the appliance's admin port" 1 "$(q 'up{job="helios-appliance"}')"
+  dl_check_true "appliance counters are per core" test -n "$(q 'count by (core) ({job="helios-appliance",__name__=~"helios_.*_total"})')"
+  # Request-path counters are per core; node-level ones (the pipeline's producer thread) are not.
+  dl_check "every request-path counter carries core=\"N\"" 0 "$(q 'count({job="helios-appliance",__name__=~"helios_(requests|responses|bid_requests|bids|nobid|no_bids)_total",core!~"[0-9]+"}) or vector(0)')"
+  # The metric contract (docs/OPERATIONS.md) against what the appliance exposes: reported, not
+  # failed — the names are reconciled when the crates are merged (see the report of issue 11).
+  for m in helios_requests_total helios_nobid_total helios_request_duration_seconds_bucket \
+    helios_spool_bytes helios_profile_replica_lag_seconds; do
+    [[ -n "$(q "count($m{job=\"helios-appliance\"})")" ]] || echo "  note: the appliance does not expose $m (contract, docs/OPERATIONS.md) yet"
+  done
+else
+  echo "skipped: appliance scrape (the helios binary is not built; runs once the appliance is on main)"
+fi
+# Logs stay under $base when something failed.
+dl_summary && clean_base=1

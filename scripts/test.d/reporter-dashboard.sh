@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Browser end-to-end test of the reporter's dashboard, on its own ports and run dir:
+#   PostgreSQL :5447, Kafka (Tansu) :9097, reporter API :8097 (override with the variables below).
+# Builds the dashboard and the reporter, starts PostgreSQL, Tansu and helios-reporter, produces a
+# generated run of events, waits until it is ingested, runs the Playwright test in Debian's
+# Chromium, and stops everything it started by PID. Screenshots go to
+# $HELIOS_CACHE/artifacts/. Exits non-zero on any failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+export HELIOS_CACHE=${HELIOS_CACHE:-/var/cache/helios}
+export HELIOS_RUN=${REPORTER_E2E_RUN:-$HELIOS_CACHE/run-reporter-e2e}
+export HELIOS_PG_PORT=${REPORTER_E2E_PG_PORT:-5447}
+export HELIOS_KAFKA_PORT=${REPORTER_E2E_KAFKA_PORT:-9097}
+api_port=${REPORTER_E2E_API_PORT:-8097}
+# Derived from the ports above (the caller's own service URLs must not leak in).
+export HELIOS_PG_URL="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios"
+export HELIOS_KAFKA_BROKERS="127.0.0.1:$HELIOS_KAFKA_PORT"
+source scripts/env.sh
+artifacts="$HELIOS_CACHE/artifacts"
+mkdir -p "$HELIOS_RUN" "$artifacts"
+
+[[ -x /usr/bin/chromium ]] || { echo "reporter-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
+
+reporter_pid=
+cleanup() {
+  if [[ -n "$reporter_pid" ]] && kill -0 "$reporter_pid" 2>/dev/null; then
+    kill -TERM "$reporter_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$reporter_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$reporter_pid" 2>/dev/null || true
+  fi
+  scripts/services.sh stop postgres kafka >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "reporter-dashboard: building the dashboard and the reporter"
+scripts/build-dashboard.sh
+cargo build --workspace --bins --quiet
+bin="$CARGO_TARGET_DIR/debug"
+
+scripts/services.sh start postgres kafka
+# A fresh database for every run, so the figures checked are this run's alone.
+psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "DROP DATABASE IF EXISTS helios_e2e WITH (FORCE)"
+psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "CREATE DATABASE helios_e2e OWNER helios"
+pg_url="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios_e2e"
+
+secret_file="$HELIOS_RUN/jwt.secret"
+head -c 48 /dev/urandom | base64 | tr -d '\n' >"$secret_file"
+suffix=".e2e$(date +%s)"
+
+"$bin/helios-reporter" --pg-url "$pg_url" --kafka-brokers "$HELIOS_KAFKA_BROKERS" \
+  --group-id "reporter-e2e$suffix" --topics "helios.bids$suffix,helios.outcomes$suffix" \
+  --listen "127.0.0.1:$api_port" --jwt-secret-file "$secret_file" \
+  --dashboard-dir reporter/dashboard/dist --batch-wait-ms 100 --log warn \
+  2>"$HELIOS_RUN/reporter.log" &
+reporter_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
+  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+# The campaigns table knows one campaign's name, budget and flight; the others come from events.
+psql "$pg_url" -qc "INSERT INTO advertisers VALUES (1, 'Acme'), (2, 'Globex') ON CONFLICT DO NOTHING"
+psql "$pg_url" -qc "INSERT INTO campaigns (campaign_id, advertiser_id, name, budget_micros, start_at, end_at)
+  VALUES (101, 1, 'Acme winter sale', 50000000, now() - interval '2 hours', now() + interval '22 hours')"
+
+echo "reporter-dashboard: producing a generated run"
+run=$("$bin/helios-reporter-gen" --brokers "$HELIOS_KAFKA_BROKERS" --topic-suffix "$suffix" \
+  --requests 20000 --seed 7 --span-secs 5400)
+unique=$(jq -r '.expected.unique_events' <<<"$run")
+echo "reporter-dashboard: $(jq -r '.events' <<<"$run") events, $unique distinct; waiting for the ingest"
+for i in $(seq 1 600); do
+  n=$(psql "$pg_url" -Atc "SELECT count(*) FROM events" 2>/dev/null || echo 0)
+  [[ "$n" == "$unique" ]] && break
+  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
+  ((i == 600)) && { echo "ingest incomplete: $n of $unique" >&2; exit 1; }
+  sleep 0.2
+done
+# The generator's own expectation agrees with the database before the browser looks.
+want=$(jq -r '.expected.campaigns["101"].impressions' <<<"$run")
+got=$(psql "$pg_url" -Atc "SELECT count(*) FROM events WHERE campaign_id = 101 AND kind = 4 AND flags & 1 = 0")
+[[ "$want" == "$got" ]] || { echo "impressions of 101: generator says $want, database $got" >&2; exit 1; }
+
+token=$("$bin/helios-reporter" token --jwt-secret-file "$secret_file" --role advertiser --advertiser 1 --ttl 10m)
+(cd reporter/dashboard && BASE_URL="http://127.0.0.1:$api_port" TOKEN="$token" PG_URL="$pg_url" \
+  CAMPAIGN_ID=101 ADVERTISER_ID=1 ARTIFACT_DIR="$artifacts" timeout 180 node e2e/dashboard.e2e.mjs)
+echo "reporter-dashboard: passed (screenshot in $artifacts/reporter-dashboard.png)"
