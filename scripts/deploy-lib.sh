@@ -110,3 +110,9 @@ dl_find_reporter() {
   done
   return 1
 }
+
+# Whether this workspace defines a binary target of that name (cargo metadata, offline).
+dl_workspace_has_bin() {
+  cargo metadata --no-deps --format-version 1 --offline 2>/dev/null |
+    jq -e --arg b "$1" '[.packages[].targets[] | select(.kind == ["bin"] and .name == $b)] | length > 0' >/dev/null
+}

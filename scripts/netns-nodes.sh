@@ -7,9 +7,14 @@
 #                                    does not kill what runs in it)
 #   scripts/netns-nodes.sh status
 #   scripts/netns-nodes.sh env [N]   print the addresses as shell variables
+#   scripts/netns-nodes.sh partition K broker|hub on|off
+#                                    cut node K off the broker's address only (a blackhole route in
+#                                    the node: the gateway and Redis still reach it), or off the
+#                                    whole hub (its veth down); `off` heals
 # Layout (prefix $HELIOS_NETNS_PREFIX, default "hl"; subnet $HELIOS_NETNS_NET, default 10.213.77):
-#   hl-hub   bridge hlbr0 with $NET.1/24 and loopback: the shared services (Redis, broker), the
-#            gateway and the test's client run here
+#   hl-hub   bridge hlbr0 with $NET.1/24 (Redis, gateway) and $NET.2/24 (the broker: its own
+#            address, so that a node can lose the broker alone) and loopback; the test's client
+#            runs here too
 #   hl-nK    eth0 = $NET.(10+K)/24 (veth to the bridge), loopback, default route via $NET.1: one
 #            appliance "node" each
 set -euo pipefail
@@ -31,6 +36,7 @@ up() {
   if ! ip -n "$hub" link show "$br" >/dev/null 2>&1; then
     ip -n "$hub" link add "$br" type bridge
     ip -n "$hub" addr add "$net.1/24" dev "$br"
+    ip -n "$hub" addr add "$net.2/24" dev "$br"
   fi
   ip -n "$hub" link set "$br" up
   for ((k = 1; k <= n; k++)); do
@@ -63,8 +69,19 @@ case "${1:-status}" in
   down) down; echo "netns-nodes: removed" ;;
   status) ip netns list | grep -E "^$prefix-(hub|n[0-9]+)( |$)" || echo "netns-nodes: none" ;;
   env)
-    echo "NETNS_HUB=$hub NETNS_HUB_ADDR=$net.1"
+    echo "NETNS_HUB=$hub NETNS_HUB_ADDR=$net.1 NETNS_BROKER_ADDR=$net.2"
     for ((k = 1; k <= ${2:-3}; k++)); do echo "NETNS_N$k=$prefix-n$k NETNS_N${k}_ADDR=$net.$((10 + k))"; done
     ;;
-  *) echo "usage: $0 up [N]|down|status|env [N]" >&2; exit 2 ;;
+  partition)
+    k=${2:?node number} what=${3:?broker or hub} state=${4:?on or off}
+    ns=$prefix-n$k
+    case "$what:$state" in
+      broker:on) ip -n "$ns" route replace blackhole "$net.2/32" ;;
+      broker:off) ip -n "$ns" route del blackhole "$net.2/32" 2>/dev/null || true ;;
+      hub:on) ip -n "$hub" link set "$prefix-n$k-h" down ;;
+      hub:off) ip -n "$hub" link set "$prefix-n$k-h" up ;;
+      *) echo "usage: $0 partition K broker|hub on|off" >&2; exit 2 ;;
+    esac
+    ;;
+  *) echo "usage: $0 up [N]|down|status|env [N]|partition K broker|hub on|off" >&2; exit 2 ;;
 esac

