@@ -57,6 +57,8 @@ impl Drop for OwnPg {
         if self.run.join("postgres/postmaster.pid").exists() {
             self.stop_fast();
         }
+        // The data directory is this run's only: do not leave it behind.
+        let _ = std::fs::remove_dir_all(&self.run);
     }
 }
 
