@@ -29,7 +29,10 @@ services-stop: ## stop the services started by `make services`
 fuzz: ## fuzz the codec for a bounded time (FUZZ_SECONDS, default 60)
 	scripts/fuzz.sh $${FUZZ_SECONDS:-60}
 
+soak: deps ## long reliability runs (60 s broker outage, …), bounded by SOAK_SECONDS (default 900)
+	scripts/soak.sh
+
 bench: deps ## run the benchmarks and write bench/RESULTS.md figures
 	scripts/bench.sh
 
-.PHONY: help deps test lint demo demo-stop services services-stop fuzz bench
+.PHONY: help deps test lint demo demo-stop services services-stop fuzz soak bench

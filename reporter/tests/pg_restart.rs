@@ -1,0 +1,231 @@
+//! PostgreSQL restarted under ingest (issue 12, faults): the test starts its own PostgreSQL
+//! (scripts/services.sh with its own run dir and port, default 5447 — `HELIOS_REL_PG_PORT`),
+//! produces a synthetic run to the real broker, lets the real reporter ingest it, and while
+//! batches are flowing stops PostgreSQL (fast shutdown of the postmaster, by PID) for 2 s and
+//! starts it again. The reporter either rides it out or exits with an error (its writer fails for
+//! good on a lost connection) — then it is restarted, as a supervisor would. Either way, at the
+//! end every distinct event is stored exactly once and the recorded offsets cover every message.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use reporter::synth::{Expected, RunConfig, generate};
+
+/// Own PostgreSQL instance, stopped (by PID) on drop.
+struct OwnPg {
+    run: PathBuf,
+    port: String,
+}
+
+impl OwnPg {
+    fn services(&self, what: &str) -> bool {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+        Command::new("bash")
+            .args([script, what, "postgres"])
+            .env("HELIOS_RUN", &self.run)
+            .env("HELIOS_PG_PORT", &self.port)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster: open transactions are rolled back), then wait.
+    fn stop_fast(&self) {
+        let pidfile = self.run.join("postgres/postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .expect("postmaster.pid of our own PostgreSQL");
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        for _ in 0..200 {
+            if !pidfile.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        self.services("stop");
+        if self.run.join("postgres/postmaster.pid").exists() {
+            self.stop_fast();
+        }
+        // The data directory is this run's only: do not leave it behind.
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+async fn count(url: &str) -> Option<i64> {
+    let c = reporter::db::connect(url).await.ok()?;
+    c.query_one("SELECT count(*) FROM events", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_ingest_every_event_stored_once() {
+    // Needs the broker of `make test`; PostgreSQL is our own (we restart it).
+    let Some((_, Some(brokers))) = services("pg_restart", true) else {
+        return;
+    };
+    let pgbin_present = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !pgbin_present || !is_root {
+        if std::env::var("HELIOS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("pg_restart: needs root and /usr/lib/postgresql to run its own PostgreSQL");
+        }
+        println!("skipped: pg_restart: needs root and PostgreSQL binaries");
+        return;
+    }
+    let port = std::env::var("HELIOS_REL_PG_PORT").unwrap_or_else(|_| "5447".into());
+    let run = PathBuf::from(format!(
+        "/var/cache/helios/run-rel/pg-restart-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).expect("run dir");
+    let pg = OwnPg { run, port };
+    assert!(pg.services("start"), "start our own PostgreSQL");
+    let admin = format!("postgres://helios:helios@127.0.0.1:{}/helios", pg.port);
+
+    let tdb = TestDb::create(&admin).await;
+    let suffix = format!(".{}", unique("pgr"));
+    let topics = create_topics(&brokers, &suffix, 3).await;
+    let group = unique("g");
+    let cfg = RunConfig::small(7, 20_000, now_ns() - 600_000_000_000, 600_000_000_000);
+    let events = generate(&cfg);
+    let expected = Expected::of(&events);
+    produce(&brokers, &suffix, &events, 3);
+
+    let topics_arg = topics.join(",");
+    let args: Vec<String> = [
+        "--mode",
+        "ingest",
+        "--pg-url",
+        &tdb.url,
+        "--kafka-brokers",
+        &brokers,
+        "--group-id",
+        &group,
+        "--topics",
+        &topics_arg,
+        "--create-partitions",
+        "0",
+        "--batch-max",
+        "1000",
+        "--batch-wait-ms",
+        "50",
+        // Slow batches so the restart lands mid-ingest.
+        "--fault-delay-ms",
+        "300",
+        "--log",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let start = |a: &[String]| Reporter::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut r = start(&args);
+
+    let first = wait_for(Duration::from_secs(60), || async {
+        count(&tdb.url).await.filter(|n| *n > 0)
+    })
+    .await
+    .expect("a first batch committed");
+    assert!(
+        first < expected.unique_events as i64,
+        "restart lands mid-ingest"
+    );
+
+    pg.stop_fast();
+    println!("PostgreSQL stopped with {first} rows stored");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pg.services("start"), "restart our own PostgreSQL");
+
+    // Give the reporter a moment; if it exited (writer failed for good), restart it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let exited = r.child.try_wait().ok().flatten();
+    println!("reporter after the restart: {exited:?} (None = still running)");
+    let no_delay: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a == "300" {
+                "0".to_owned()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    if exited.is_some() {
+        assert!(
+            !exited.is_some_and(|s| s.success()),
+            "a reporter that lost PostgreSQL must not exit successfully"
+        );
+        r = start(&no_delay);
+    }
+
+    let want = expected.unique_events as i64;
+    let done = wait_for(Duration::from_secs(120), || async {
+        count(&tdb.url).await.filter(|n| *n == want)
+    })
+    .await;
+    if done.is_none() && r.child.try_wait().ok().flatten().is_some() {
+        // It exited later (e.g. on its next batch): restart once more and wait again.
+        r = start(&no_delay);
+    }
+    let done = match done {
+        Some(n) => Some(n),
+        None => {
+            wait_for(Duration::from_secs(120), || async {
+                count(&tdb.url).await.filter(|n| *n == want)
+            })
+            .await
+        }
+    };
+    assert_eq!(done, Some(want), "every distinct event stored once");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&tdb.url).await, Some(want), "no late double insert");
+
+    let db = tdb.client().await;
+    let next: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ingest_offsets WHERE group_id = $1",
+            &[&group],
+        )
+        .await
+        .expect("offsets")
+        .get(0);
+    assert_eq!(next, events.len() as i64 + 3, "offsets cover every message");
+    let spend: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(spend_cpm_micros), 0)::bigint FROM rollups WHERE gran = 1 AND dim = 0",
+            &[],
+        )
+        .await
+        .expect("spend")
+        .get(0);
+    let want_spend: i64 = expected
+        .campaigns
+        .values()
+        .map(|c| c.spend_cpm_micros)
+        .sum();
+    assert_eq!(spend, want_spend, "spend equals the sum of billing notices");
+
+    r.kill9();
+    drop(db);
+    tdb.drop_db().await;
+}
