@@ -6,11 +6,18 @@ use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
 
 /// Migrations in version order. Append only: never edit one that has shipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events_rollups",
-    include_str!("../migrations/0001_events_rollups.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events_rollups",
+        include_str!("../migrations/0001_events_rollups.sql"),
+    ),
+    (
+        2,
+        "campaign_control",
+        include_str!("../migrations/0002_campaign_control.sql"),
+    ),
+];
 
 /// Arbitrary constant naming the reporter's migration lock.
 const MIGRATION_LOCK: i64 = 0x4845_4c49_4f53_0001;
