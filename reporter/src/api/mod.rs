@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 pub mod manage;
+pub mod manage_doc;
 pub mod openapi;
 pub mod pool;
 pub mod publish;
