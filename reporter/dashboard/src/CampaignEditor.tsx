@@ -24,6 +24,9 @@ async function send(token: string, method: string, path: string, body?: unknown)
   return { status: resp.status, body: json };
 }
 
+// The "saved" message of a create, carried over to the edit page the create navigates to.
+let carried: string | null = null;
+
 function Errors(props: { errs: Record<string, string[]>; k: string }) {
   const list = props.errs[props.k];
   if (!list) return null;
@@ -39,7 +42,11 @@ export function CampaignEditor(props: { token: string; id: number | null }) {
   const [stored, setStored] = useState<Record<string, unknown>>({});
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [message, setMessage] = useState<string | null>(null);
-  const [saved, setSaved] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(() => {
+    const c = carried;
+    carried = null;
+    return c;
+  });
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
@@ -76,8 +83,11 @@ export function CampaignEditor(props: { token: string; id: number | null }) {
     setBusy(false);
     if (r.status === 200) {
       setErrors([]);
-      setSaved(`Saved: campaign ${r.body.campaign_id}, version ${r.body.result?.version}, campaign set ${r.body.set_version}` +
-        (r.body.published ? ' (live)' : ' (publishing…)'));
+      const msg =
+        `Saved: campaign ${r.body.campaign_id}, version ${r.body.result?.version}, campaign set ${r.body.set_version}` +
+        (r.body.published ? ' (live)' : ' (publishing…)');
+      setSaved(msg);
+      carried = props.id === null ? msg : null;
       setStored(r.body.result?.spec ?? spec);
       if (props.id === null) window.location.hash = `#/campaigns/${r.body.campaign_id}/edit`;
     } else if (r.status === 422) {
