@@ -83,8 +83,10 @@ pub struct Bidding {
     pub network_margin_ms: u32,
     /// Bid requests decided per core per loop turn; past it 204 `overloaded`.
     pub max_inflight_per_core: u32,
-    /// Seat in bid responses.
+    /// Seat in bid responses (checked against `wseat`).
     pub seat: String,
+    /// Our IAB Global Vendor List id: TCF v2 vendor consent is checked for it.
+    pub vendor_id: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +218,7 @@ impl Default for Bidding {
             network_margin_ms: 20,
             max_inflight_per_core: 256,
             seat: "helios".into(),
+            vendor_id: 1,
         }
     }
 }

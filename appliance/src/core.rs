@@ -60,8 +60,10 @@ pub struct CoreConfig {
     pub max_inflight: u32,
     /// A connection's pending output past which its further pipelined requests wait.
     pub out_high_water: usize,
-    /// Seat name in bid responses.
+    /// Seat name in bid responses (and the seat checked against `wseat`).
     pub seat: String,
+    /// Our IAB Global Vendor List id (TCF vendor consent is checked for it).
+    pub vendor_id: u16,
     /// Initial capacity of a connection's input and output buffers.
     pub conn_in_capacity: usize,
     pub conn_out_capacity: usize,
@@ -263,7 +265,17 @@ impl Core {
                 // Three URLs of well under 1 KiB per bid, for the most bids a response holds.
                 urls: Vec::with_capacity(3 * 1024 * MAX_IMPS),
                 profiles,
-                shard: Shard::new(cfg.core_id, campaigns),
+                shard: Shard::with_config(
+                    cfg.core_id,
+                    campaigns,
+                    shards::ShardConfig {
+                        seat: cfg.seat.clone(),
+                        privacy: shards::PrivacyConfig {
+                            vendor_id: cfg.vendor_id,
+                        },
+                        ..shards::ShardConfig::default()
+                    },
+                ),
                 enc: ResponseEncoder::with_capacity(16 * 1024),
                 decision: Decision::default(),
                 sink,
@@ -337,9 +349,13 @@ impl Core {
     }
 
     /// Copies the metrics into the published slot for the admin thread (never waits).
+    /// The loop timer's periodic step (every `admin.publish_ms`): the shard's pacing control
+    /// step, then the metrics copy for the admin thread (never waits).
     pub fn publish(&mut self) {
-        if let Some(f) = &mut self.feed {
-            f.poll(&mut self.b.shard);
+        // With a live feed, its poll runs the shard's pacing tick (and the lease exchange).
+        match &mut self.feed {
+            Some(f) => f.poll(&mut self.b.shard),
+            None => self.b.shard.tick(unix_ns()),
         }
         self.b.metrics.allocations = crate::alloc_count::thread_allocs();
         let st = self.b.signer.stats();
@@ -503,9 +519,20 @@ impl Bidder {
             NoticeKind::Loss => PNoticeKind::Loss,
             NoticeKind::Click => PNoticeKind::Click,
         };
-        match self.signer.verify(pk, query, self.turn_unix_ns) {
+        match self.signer.verify_at(pk, query, self.turn_unix_ns) {
             Ok(v) => {
                 self.metrics.notices[kind as usize] += 1;
+                if kind == NoticeKind::Billing && !v.user_id.as_str().is_empty() {
+                    // Frequency caps on this core see the impression before the replica does.
+                    self.shard.record_impression(
+                        shards::user_hash(v.user_id.as_str()),
+                        v.campaign_id,
+                        self.turn_unix_ns,
+                    );
+                }
+                // INTEGRATION(shards budget leases): `Shard::settle` needs the bid's reserved
+                // amount, which the notice does not carry yet; budgets are not enforced
+                // (`ShardConfig::enforce_budget` is false) until the lease store is wired.
                 let e = v.to_event(self.cfg.core_id, self.turn_unix_ns);
                 self.sink.emit(&e);
                 self.metrics.events += 1;
@@ -542,8 +569,14 @@ impl Bidder {
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
         let trace_id = self.ids.next();
-        let personal = personal_data_allowed(req.req());
-        let user = if personal { user_key(req.req()) } else { None };
+        // The shard's privacy verdict (COPPA, TCF v2, US privacy, GPP) comes first: without
+        // consent the profile is not even looked up.
+        let personal = self.shard.privacy(&req).personalized();
+        let user = if personal {
+            shards::user_key(req.req()).filter(|k| k.len() <= 64)
+        } else {
+            None
+        };
         let fresh = self
             .profiles
             .as_ref()
@@ -751,44 +784,6 @@ impl<'r> Context<'r> {
             user,
         }
     }
-}
-
-/// Whether personal data (the profile, the user id in events) may be used for this request.
-///
-/// INTEGRATION(shards): the shard's TCF v2 / GPP consent decision replaces this conservative
-/// rule when it lands. Until then: no personal data under COPPA, under GDPR (no TCF decoder
-/// here, so no proof of consent), with a US-privacy opt-out, or with limit-ad-tracking.
-fn personal_data_allowed(r: &codec::BidRequest<'_>) -> bool {
-    let regs = r.regs.as_ref();
-    if regs.and_then(|g| g.coppa) == Some(1) {
-        return false;
-    }
-    let gdpr = regs.and_then(|g| g.gdpr.or_else(|| g.ext.as_ref().and_then(|e| e.gdpr)));
-    if gdpr == Some(1) {
-        return false;
-    }
-    let usp = regs.and_then(|g| {
-        g.us_privacy
-            .as_deref()
-            .or_else(|| g.ext.as_ref().and_then(|e| e.us_privacy.as_deref()))
-    });
-    if usp.is_some_and(|s| s.as_bytes().get(2) == Some(&b'Y')) {
-        return false;
-    }
-    r.device.as_ref().and_then(|d| d.lmt) != Some(1)
-}
-
-/// The profile key: `user.id`, else `user.buyeruid`, else `device.ifa`.
-fn user_key<'r>(r: &'r codec::BidRequest<'_>) -> Option<&'r str> {
-    let u = r.user.as_ref();
-    [
-        u.and_then(|u| u.id.as_deref()),
-        u.and_then(|u| u.buyeruid.as_deref()),
-        r.device.as_ref().and_then(|d| d.ifa.as_deref()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|s| !s.is_empty() && s.len() <= 64)
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> 
         max_inflight: cfg.bidding.max_inflight_per_core,
         out_high_water: cfg.http.out_high_water_bytes,
         seat: cfg.bidding.seat.clone(),
+        vendor_id: cfg.bidding.vendor_id,
         conn_in_capacity: cfg.http.conn_buffer_bytes,
         conn_out_capacity: cfg.http.conn_buffer_bytes,
         notice_key: notice.key.clone(),

@@ -230,7 +230,8 @@ macro_rules! driver_tests {
                 s.signal(libc::SIGTERM);
                 // The idle keep-alive connection is closed; the busy one finishes its request.
                 assert!(idle.closed_within(Duration::from_secs(5)));
-                std::thread::sleep(Duration::from_millis(100));
+                // New connections are refused while the busy one drains.
+                assert!(eventually(|| std::net::TcpStream::connect(s.bid).is_err()));
                 busy.send(&full[full.len() - 10..]);
                 let r = busy.recv();
                 bid_ok(&r);

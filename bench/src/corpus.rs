@@ -2,9 +2,10 @@
 //!
 //! Request `i` of seed `s` is a pure function of `(s, i, config)` ([`Rng::for_item`]), so a corpus
 //! can be streamed, regenerated or generated in pieces and stays byte-identical. User ids are
-//! `u{n}` with `n` drawn Zipf-like from `0..users` — the same id space the profile writer
-//! (`helios-profiles`) fills. Owned by the calling thread. Must never: read the clock or the
-//! environment (determinism).
+//! the id of index `n`, with `n` drawn Zipf-like from `0..users`: either `u{n}`
+//! ([`UserIds::Plain`]) or the UUID-shaped id `helios-profiles load` writes for index `n`
+//! ([`UserIds::Profiles`]), so requests find the profiles that tool loaded. Owned by the calling
+//! thread. Must never: read the clock or the environment (determinism).
 
 use serde_json::{Map, Value, json};
 
@@ -14,12 +15,32 @@ use crate::rng::{Rng, Zipf};
 pub const MIN_BYTES: usize = 500;
 pub const MAX_BYTES: usize = 8 * 1024;
 
+/// How the user id of index `n` is spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserIds {
+    /// `u{n}`.
+    Plain,
+    /// The UUID-shaped id `helios-profiles load --seed <seed>` gives profile `n`.
+    Profiles { seed: u64 },
+}
+
+impl UserIds {
+    pub fn id(&self, n: u64) -> String {
+        match *self {
+            UserIds::Plain => format!("u{n}"),
+            UserIds::Profiles { seed } => crate::profiles::user_id(seed, n),
+        }
+    }
+}
+
 /// What the corpus looks like. Shares are probabilities in `[0, 1]`.
 #[derive(Debug, Clone)]
 pub struct CorpusConfig {
     pub seed: u64,
-    /// User ids are `u{n}` for `n` in `0..users`.
+    /// User ids are those of indices `0..users`.
     pub users: u64,
+    /// How a user id is spelled.
+    pub user_ids: UserIds,
     /// Zipf exponent of the user-id draw (0 = uniform).
     pub zipf_s: f64,
     /// Share of requests from a site (the rest from an app).
@@ -41,6 +62,7 @@ impl Default for CorpusConfig {
         CorpusConfig {
             seed: 1,
             users: 1_000_000,
+            user_ids: UserIds::Plain,
             zipf_s: 1.0,
             site_share: 0.6,
             anonymous_share: 0.05,
@@ -108,7 +130,7 @@ pub fn request(cfg: &CorpusConfig, index: u64) -> String {
     req.insert("device".into(), device(&mut r, is_site, country));
     if !r.chance(cfg.anonymous_share) {
         let n = Zipf::new(cfg.users, cfg.zipf_s).sample(&mut r);
-        req.insert("user".into(), user(&mut r, n, lean));
+        req.insert("user".into(), user(&mut r, &cfg.user_ids.id(n), lean));
     }
     let gdpr = r.chance(cfg.gdpr_share);
     let mut regs = Map::new();
@@ -233,8 +255,7 @@ fn device(r: &mut Rng, is_site: bool, country: &str) -> Value {
     d
 }
 
-fn user(r: &mut Rng, n: u64, lean: bool) -> Value {
-    let uid = format!("u{n}");
+fn user(r: &mut Rng, uid: &str, lean: bool) -> Value {
     let mut u = json!({"id": uid, "buyeruid": uid, "yob": r.range(1950, 2008)});
     if !lean {
         u["eids"] = json!([{"source": "id5-sync.example", "uids": [{"id": format!("ID5*{}", r.uuid()), "atype": 1}]}]);
@@ -472,5 +493,42 @@ mod tests {
             counts[n] += 1;
         }
         assert!(counts[0] > counts[50] * 5, "{counts:?}");
+    }
+
+    /// The campaigns file the benches use loads, and bids on a good share of the corpus (a full
+    /// path that only no-bids would measure too little).
+    #[test]
+    fn bench_campaigns_load_and_bid_on_the_corpus() {
+        let json = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/campaigns.json"))
+            .expect("bench/data/campaigns.json");
+        let set = shards::CompiledSet::parse(&json).expect("campaigns load");
+        let mut shard = shards::Shard::new(0, set);
+        let mut d = shards::Decision::default();
+        let cfg = CorpusConfig::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64;
+        let mut bids = 0;
+        for i in 0..500u64 {
+            let body = request(&cfg, i);
+            let v = codec::decode_valid(body.as_bytes()).expect("valid");
+            shard.decide(&v, None, now + i * 1_000_000, &mut d);
+            bids += usize::from(!d.bids.is_empty());
+        }
+        assert!(bids > 150, "only {bids} of 500 requests got a bid");
+    }
+
+    #[test]
+    fn profile_ids_are_uuid_shaped_stable_and_distinct() {
+        let ids = UserIds::Profiles { seed: 1 };
+        let a = ids.id(0);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'4');
+        assert!(matches!(a.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        assert_eq!(a, crate::profiles::user_id(1, 0));
+        assert_ne!(a, ids.id(1));
+        assert_ne!(a, UserIds::Profiles { seed: 2 }.id(0));
+        assert_eq!(UserIds::Plain.id(42), "u42");
     }
 }

@@ -108,7 +108,8 @@ pub struct LoadReport {
     pub offered_rps: Option<u64>,
     /// Measured requests completed (any status) per second of the measured window.
     pub achieved_rps: f64,
-    /// Seconds from the end of warm-up to the last measured answer.
+    /// Measured window, s: from the end of warm-up to the last measured answer (open loop) or to
+    /// when sending stopped (closed loop).
     pub window_s: f64,
     pub sent: u64,
     pub completed: u64,
@@ -264,6 +265,7 @@ impl Engine<'_> {
         let mut next_i = 0u64; // next scheduled request (open loop)
         let mut measured_scheduled = 0u64;
         let mut scheduling = true;
+        let mut stopped_ns = end; // when sending stopped (end of the window or the request bound)
         let mut window_open: Option<(u64, u64, Option<u64>)> = None; // (gen cpu, wall, server cpu)
         let mut next_scan = start + 1_000_000;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
@@ -281,12 +283,14 @@ impl Engine<'_> {
             if scheduling {
                 if now >= end || measured_scheduled >= limit {
                     scheduling = false;
+                    stopped_ns = now.min(end);
                 } else if let Some(s) = &sched {
                     let due = s.due_by(now);
                     while next_i < due {
                         let t = s.due(next_i);
                         if t >= end || measured_scheduled >= limit {
                             scheduling = false;
+                            stopped_ns = t.min(end);
                             break;
                         }
                         if t >= warm_end {
@@ -378,7 +382,14 @@ impl Engine<'_> {
             (Some(p), Some(s0)) => sys::process_cpu_ns(p).ok().map(|s1| s1.saturating_sub(s0)),
             _ => None,
         };
-        let wall = self.last_done_ns.max(wall0 + 1).saturating_sub(wall0);
+        // The measured window: open loop, until the last answer (a backlog that drains after
+        // the schedule ended lowers the achieved rate, as it should); closed loop, until sending
+        // stopped (a straggler answered later must not stretch it).
+        let until = match self.cfg.mode {
+            Mode::Open { .. } => self.last_done_ns,
+            Mode::Closed => stopped_ns,
+        };
+        let wall = until.max(wall0 + 1).saturating_sub(wall0);
         let per_req = |ns: u64| {
             if self.completed == 0 {
                 0.0

@@ -522,7 +522,7 @@ fn s<'r>(v: &'r Option<codec::Str<'_>>) -> Option<&'r str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_requests_decode_to_the_same_fields(g in request()) {
@@ -736,7 +736,7 @@ fn exercise(body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(body in vec(any::<u8>(), 0..4096)) {

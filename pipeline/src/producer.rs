@@ -45,6 +45,8 @@ use crate::spool::{
 
 /// Delivery opaque of a live event (spool records carry their segment's id, ≥ 1).
 const LIVE: usize = 0;
+/// First idle sleep of the producer thread (doubles while idle, up to 1 ms).
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
 /// Segments held in memory for replay at once (each ≤ `spool_segment_bytes`).
 const MAX_LOADED_SEGMENTS: usize = 4;
 
@@ -210,6 +212,8 @@ pub(crate) struct ProducerThread {
     buf: AlignedVec,
     reports: Vec<Report>,
     respooled_since_sync: bool,
+    /// Set at the shutdown deadline: what is still in the queues goes to the spool.
+    spool_only: bool,
 }
 
 impl ProducerThread {
@@ -249,10 +253,12 @@ impl ProducerThread {
             buf: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
             reports: Vec::with_capacity(1024),
             respooled_since_sync: false,
+            spool_only: false,
         })
     }
 
     pub(crate) fn run(mut self) -> ShutdownReport {
+        let mut idle_turns: u32 = 0;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             let drained = self.drain_queues();
@@ -263,16 +269,32 @@ impl ProducerThread {
                 self.replay_step();
             }
             self.housekeeping();
-            if stopping && (drained == 0 || self.past_deadline()) {
+            if stopping && ((drained == 0 && self.queues_empty()) || self.past_deadline()) {
                 break;
             }
             if drained == 0 {
-                // Idle: wait for delivery reports (or 1 ms), then look at the queues again.
-                self.producer.poll(Duration::from_millis(1));
+                // Idle: sleep 50 µs, doubling up to 1 ms while idle. (Not `poll(1 ms)`:
+                // rdkafka passes the remaining time to librdkafka in whole milliseconds, so a
+                // sub-millisecond wait there is a busy loop.)
+                std::thread::sleep(IDLE_SLEEP_MIN * (1 << idle_turns.min(5)).min(20));
+                idle_turns += 1;
+                self.producer.poll(Duration::ZERO);
                 self.process_reports();
+            } else {
+                idle_turns = 0;
             }
         }
         self.finish()
+    }
+
+    /// Waits `d` (sleeping, see the idle note in `run`) and serves delivery reports.
+    fn wait_reports(&self, d: Duration) {
+        std::thread::sleep(d);
+        self.producer.poll(Duration::ZERO);
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.shared.queues.iter().all(|q| q.is_empty())
     }
 
     fn past_deadline(&self) -> bool {
@@ -292,12 +314,25 @@ impl ProducerThread {
     }
 
     /// Takes up to `drain_batch` events from each core's queue, round robin.
+    ///
+    /// Backpressure: while librdkafka's queue is 90% full (the broker is slower than the
+    /// cores), events stay in the cores' queues, which are the buffer; only when a core's queue
+    /// is full does that core spill to its spool segment. So a slow broker costs disk writes
+    /// only at saturation.
     fn drain_queues(&mut self) -> usize {
         let mut total = 0;
+        let high_water = (self.cfg.producer.max_in_flight_messages as u64 * 9 / 10).max(1);
         for qi in 0..self.shared.queues.len() {
             let q = self.shared.queues[qi].clone();
             let mut n = 0;
             while n < self.cfg.drain_batch {
+                if self.up
+                    && !self.spool_only
+                    && n % 64 == 0
+                    && self.producer.in_flight_count().max(0) as u64 >= high_water
+                {
+                    break;
+                }
                 let Some(ev) = q.pop() else { break };
                 self.handle_live(&ev);
                 n += 1;
@@ -325,7 +360,7 @@ impl ProducerThread {
         let mut kb = itoa::Buffer::new();
         let key = ev.key(&mut kb);
         let ti = topic_index(ev.kind);
-        if self.up {
+        if self.up && !self.spool_only {
             let topic = if ti == TOPIC_BIDS {
                 &self.cfg.topic_bids
             } else {
@@ -555,7 +590,7 @@ impl ProducerThread {
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         let deadline = Instant::now() + Duration::from_millis(500);
         loop {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
             if self.producer.in_flight_count() == 0 || Instant::now() >= deadline {
                 break;
@@ -704,10 +739,23 @@ impl ProducerThread {
         if let Err(e) = self.writer.flush() {
             tracing::error!(error = %e, "pipeline: spool flush failed");
         }
-        let iv = self.cfg.spool_sync_interval_ms;
-        if iv > 0 && self.last_sync.elapsed() >= Duration::from_millis(iv) {
+        let iv = match self.cfg.spool_sync_interval_ms {
+            0 => 1_000,
+            v => v,
+        };
+        if self.last_sync.elapsed() >= Duration::from_millis(iv) {
             self.last_sync = Instant::now();
-            if let Err(e) = self.writer.sync() {
+            let res = if self.up && self.writer.pending_records() > 0 {
+                // Records spooled while up (librdkafka's queue was full, or a delivery failed
+                // and the broker came back): seal them so the replay picks them up now.
+                self.scan_needed = true;
+                self.writer.seal()
+            } else if self.cfg.spool_sync_interval_ms > 0 {
+                self.writer.sync()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = res {
                 tracing::error!(error = %e, "pipeline: spool sync failed");
             }
         }
@@ -716,9 +764,21 @@ impl ProducerThread {
 
     fn finish(mut self) -> ShutdownReport {
         let deadline = self.deadline();
+        // Past the deadline with events still queued (a slow broker): spool them. Bounded by
+        // the queues' capacity so a core that keeps emitting cannot hold the shutdown.
+        self.spool_only = true;
+        let bound: usize = self.shared.queues.iter().map(|q| q.capacity()).sum();
+        let mut spooled = 0;
+        while spooled < bound {
+            let n = self.drain_queues();
+            if n == 0 {
+                break;
+            }
+            spooled += n;
+        }
         // Deliver what is in librdkafka's queue, bounded by the deadline.
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline && self.up {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
             self.check_health();
         }
@@ -733,7 +793,7 @@ impl ProducerThread {
         }
         let settle = Instant::now() + Duration::from_secs(2);
         while self.producer.in_flight_count() > 0 && Instant::now() < settle {
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_reports(Duration::from_millis(10));
             self.process_reports();
         }
         self.producer.poll(Duration::ZERO);

@@ -50,7 +50,7 @@ CREATE TABLE rollups (
     spend_cpm_micros  bigint      NOT NULL,
     last_ts           timestamptz NOT NULL,
     PRIMARY KEY (gran, advertiser_id, campaign_id, dim, bucket, val)
-);
+) WITH (fillfactor = 70); -- room on each page for HOT updates (every batch updates rows in place)
 
 -- No-bids by reason and exchange (operators only).
 CREATE TABLE nobid_rollups (
@@ -60,7 +60,7 @@ CREATE TABLE nobid_rollups (
     reason   integer     NOT NULL,
     nobids   bigint      NOT NULL,
     PRIMARY KEY (gran, bucket, exchange, reason)
-);
+) WITH (fillfactor = 70);
 
 -- What the reporter knows of advertisers and campaigns besides the events (names, budgets,
 -- flight dates). Issue 9 (campaign management) writes here; the reporter only reads.

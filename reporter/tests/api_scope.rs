@@ -324,6 +324,38 @@ async fn advertisers_see_only_their_own_and_figures_match() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["series"].as_array().map(Vec::len), Some(2));
 
+    // Prometheus metrics: spend and budget per campaign.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    let want = expected.campaigns[&(a_cid as u32)].spend_cpm_micros / 1000;
+    assert!(
+        text.contains(&format!(
+            "helios_campaign_spend_micros{{campaign=\"{a_cid}\"}} {want}\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "helios_campaign_budget_micros{{campaign=\"{a_cid}\"}} 5000000000\n"
+    )));
+    assert!(text.contains("helios_reporter_inserted_total 0"));
+
     // Bad parameters are 400 with a JSON body; unknown campaigns 404.
     let (s, body) = get(&app, "/api/v1/stats?from=10&to=5", Some(&tok_op)).await;
     assert_eq!(

@@ -251,7 +251,16 @@ impl Keys {
 #[derive(Debug)]
 pub struct Shard {
     core: u16,
+    /// Borrowed (never cloned) during a decision: no shared reference count is touched per
+    /// request.
     set: Arc<CompiledSet>,
+    w: Work,
+}
+
+/// The shard's mutable state, split from the set so a decision borrows both without cloning
+/// the `Arc`.
+#[derive(Debug)]
+struct Work {
     cfg: ShardConfig,
     seat_hash: u64,
     cand: Vec<u64>,
@@ -281,16 +290,18 @@ impl Shard {
         let mut s = Shard {
             core,
             set: CompiledSet::empty(),
-            seat_hash: fnv1a_lower(&cfg.seat),
-            wins: LocalWins::new(cfg.local_win_buckets),
-            cfg,
-            cand: Vec::new(),
-            imp_cand: Vec::new(),
-            tmp: Vec::new(),
-            runtime: Vec::new(),
-            gpp: GppCache::default(),
-            rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(core).wrapping_mul(0xff51_afd7_ed55_8ccd),
-            stats: ShardStats::default(),
+            w: Work {
+                seat_hash: fnv1a_lower(&cfg.seat),
+                wins: LocalWins::new(cfg.local_win_buckets),
+                cfg,
+                cand: Vec::new(),
+                imp_cand: Vec::new(),
+                tmp: Vec::new(),
+                runtime: Vec::new(),
+                gpp: GppCache::default(),
+                rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(core).wrapping_mul(0xff51_afd7_ed55_8ccd),
+                stats: ShardStats::default(),
+            },
         };
         s.install(set);
         s
@@ -301,24 +312,28 @@ impl Shard {
     }
 
     pub fn config(&self) -> &ShardConfig {
-        &self.cfg
+        &self.w.cfg
     }
 
     /// Swaps in a new campaign set; call between requests. Budget/pacing state carries over
     /// by campaign id. Allocates (scratch and runtime sized to the set).
     pub fn install(&mut self, set: Arc<CompiledSet>) {
         let words = set.words();
-        self.cand = vec![0; words];
-        self.imp_cand = vec![0; words];
-        self.tmp = vec![0; words];
-        let mut old: HashMap<u32, Runtime> =
-            self.runtime.drain(..).map(|r| (r.campaign_id, r)).collect();
-        self.runtime = set
+        self.w.cand = vec![0; words];
+        self.w.imp_cand = vec![0; words];
+        self.w.tmp = vec![0; words];
+        let mut old: HashMap<u32, Runtime> = self
+            .w
+            .runtime
+            .drain(..)
+            .map(|r| (r.campaign_id, r))
+            .collect();
+        self.w.runtime = set
             .compiled
             .iter()
             .map(|c| {
                 old.remove(&c.id)
-                    .unwrap_or_else(|| Runtime::new(c, &self.cfg.pacing))
+                    .unwrap_or_else(|| Runtime::new(c, &self.w.cfg.pacing))
             })
             .collect();
         self.set = set;
@@ -330,18 +345,18 @@ impl Shard {
     }
 
     pub fn stats(&self) -> &ShardStats {
-        &self.stats
+        &self.w.stats
     }
 
     /// Budget/pacing state of campaign `index`.
     pub fn runtime(&self, index: usize) -> &Runtime {
-        &self.runtime[index]
+        &self.w.runtime[index]
     }
 
     /// The privacy verdict for `req` (the appliance calls this before looking the profile up:
     /// no consent, no lookup).
     pub fn privacy(&mut self, req: &ValidRequest<'_>) -> Privacy {
-        Privacy::evaluate(req, &self.cfg.privacy, &mut self.gpp)
+        Privacy::evaluate(req, &self.w.cfg.privacy, &mut self.w.gpp)
     }
 
     /// Decides `req` at wall-clock time `now_unix_ns`. `profile` is `None` when there is no
@@ -353,7 +368,8 @@ impl Shard {
         now_unix_ns: u64,
         out: &mut Decision,
     ) {
-        self.decide_inner(req, profile, now_unix_ns, out, &mut NoTrace);
+        self.w
+            .decide_inner(req, profile, now_unix_ns, out, &mut NoTrace, &self.set);
     }
 
     /// [`Self::decide`] with a trace of every campaign considered (allocates; opt-in). The
@@ -366,10 +382,52 @@ impl Shard {
         out: &mut Decision,
     ) -> Trace {
         let mut t = Trace::default();
-        self.decide_inner(req, profile, now_unix_ns, out, &mut t);
+        self.w
+            .decide_inner(req, profile, now_unix_ns, out, &mut t, &self.set);
         t
     }
 
+    /// Records an impression won by this node (billing notice) so frequency caps see it before
+    /// the replica does. `user` is [`user_hash`] of the profile key.
+    pub fn record_impression(&mut self, user: u64, campaign_id: u32, ts_unix_ns: u64) {
+        self.w
+            .wins
+            .record(user, campaign_id, ts_unix_ns / 1_000_000_000);
+    }
+
+    /// Settles a bid this shard made: releases `reserved` and spends `spent` (micros of USD;
+    /// 0 for a loss). Unknown campaigns (removed since) are ignored.
+    pub fn settle(&mut self, campaign_id: u32, bid_ts_ns: u64, reserved: Micros, spent: Micros) {
+        if let Some(i) = self.set.position(campaign_id) {
+            self.w.runtime[i].settle(bid_ts_ns, reserved.0, spent.0);
+        }
+    }
+
+    /// Control step between requests (every 100 ms–1 s): pacing throttles and lease wants.
+    pub fn tick(&mut self, now_ns: u64) {
+        for (rt, c) in self.w.runtime.iter_mut().zip(&self.set.compiled) {
+            rt.tick(c, &self.w.cfg.pacing, now_ns);
+        }
+    }
+
+    /// Lease operations to send to the budget store (one in flight per campaign).
+    pub fn lease_ops(&mut self, out: &mut Vec<LeaseOp>) {
+        for rt in &mut self.w.runtime {
+            if let Some(op) = rt.take_op() {
+                out.push(op);
+            }
+        }
+    }
+
+    /// Applies the store's answer to a [`LeaseOp`].
+    pub fn lease_granted(&mut self, g: &LeaseGrant) {
+        if let Some(i) = self.set.position(g.campaign_id) {
+            self.w.runtime[i].grant(g);
+        }
+    }
+}
+
+impl Work {
     fn next_rand_ppm(&mut self) -> u32 {
         // xorshift64*
         let mut x = self.rng;
@@ -392,6 +450,7 @@ impl Shard {
         now_ns: u64,
         out: &mut Decision,
         trace: &mut T,
+        set: &CompiledSet,
     ) {
         out.clear();
         self.stats.decisions += 1;
@@ -423,7 +482,6 @@ impl Shard {
             }
         };
 
-        let set = Arc::clone(&self.set);
         let ix = &set.index;
         let keys = Keys::of(r, personalized);
         let mut cand = std::mem::take(&mut self.cand);
@@ -469,7 +527,7 @@ impl Shard {
         if T::ON {
             for i in 0..set.len() {
                 if cand[i / 64] & (1 << (i % 64)) == 0 {
-                    let d = index_drop(&set, i, &keys, profile.is_some());
+                    let d = index_drop(set, i, &keys, profile.is_some());
                     trace.push(None, set.compiled[i].id, Err(d));
                 }
             }
@@ -478,13 +536,13 @@ impl Shard {
         let now_s = now_ns / 1_000_000_000;
         let mut imp_cand = std::mem::take(&mut self.imp_cand);
         for (ii, imp) in r.imp.iter().enumerate() {
-            self.imp_candidates(&set, imp, &cand, &mut imp_cand);
+            self.imp_candidates(set, imp, &cand, &mut imp_cand);
             if T::ON {
                 for i in 0..set.len() {
                     let was = cand[i / 64] & (1 << (i % 64)) != 0;
                     let is = imp_cand[i / 64] & (1 << (i % 64)) != 0;
                     if was && !is {
-                        let d = imp_drop(&set, i, imp);
+                        let d = imp_drop(set, i, imp);
                         trace.push(Some(ii as u8), set.compiled[i].id, Err(d));
                     }
                 }
@@ -501,12 +559,23 @@ impl Shard {
                 }
             };
             let mut best: Option<Candidate> = None;
-            for (w, word) in imp_cand.iter().enumerate() {
+            let mut done = false;
+            'scan: for (w, word) in imp_cand.iter().enumerate() {
                 let mut bits = *word;
                 while bits != 0 {
                     let ci = w * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let c = &set.compiled[ci];
+                    // Index order is by highest possible price: nothing from here on can beat
+                    // a strictly higher bid.
+                    if done || best.as_ref().is_some_and(|b| b.price_usd > c.max_cpm) {
+                        if !T::ON {
+                            break 'scan;
+                        }
+                        done = true;
+                        trace.push(Some(ii as u8), c.id, Err(Drop::Outbid));
+                        continue;
+                    }
                     match self.evaluate(c, ci, r, imp, &keys, profile, now_s, floor_usd, out.test) {
                         Ok(cd) => {
                             if T::ON {
@@ -797,45 +866,6 @@ impl Shard {
             price_usd: price,
             cost,
         })
-    }
-
-    /// Records an impression won by this node (billing notice) so frequency caps see it before
-    /// the replica does. `user` is [`user_hash`] of the profile key.
-    pub fn record_impression(&mut self, user: u64, campaign_id: u32, ts_unix_ns: u64) {
-        self.wins
-            .record(user, campaign_id, ts_unix_ns / 1_000_000_000);
-    }
-
-    /// Settles a bid this shard made: releases `reserved` and spends `spent` (micros of USD;
-    /// 0 for a loss). Unknown campaigns (removed since) are ignored.
-    pub fn settle(&mut self, campaign_id: u32, bid_ts_ns: u64, reserved: Micros, spent: Micros) {
-        if let Some(i) = self.set.position(campaign_id) {
-            self.runtime[i].settle(bid_ts_ns, reserved.0, spent.0);
-        }
-    }
-
-    /// Control step between requests (every 100 ms–1 s): pacing throttles and lease wants.
-    pub fn tick(&mut self, now_ns: u64) {
-        let set = Arc::clone(&self.set);
-        for (rt, c) in self.runtime.iter_mut().zip(&set.compiled) {
-            rt.tick(c, &self.cfg.pacing, now_ns);
-        }
-    }
-
-    /// Lease operations to send to the budget store (one in flight per campaign).
-    pub fn lease_ops(&mut self, out: &mut Vec<LeaseOp>) {
-        for rt in &mut self.runtime {
-            if let Some(op) = rt.take_op() {
-                out.push(op);
-            }
-        }
-    }
-
-    /// Applies the store's answer to a [`LeaseOp`].
-    pub fn lease_granted(&mut self, g: &LeaseGrant) {
-        if let Some(i) = self.set.position(g.campaign_id) {
-            self.runtime[i].grant(g);
-        }
     }
 }
 

@@ -230,7 +230,8 @@ pub struct Index {
 
 /// A checked campaign set, immutable once built; cores hold it by `Arc` and swap it between
 /// requests. `campaigns[i]` (source form: markup, names) and `compiled[i]` describe the same
-/// campaign; bid indices point into both.
+/// campaign; bid indices point into both. Campaigns are ordered by highest possible price
+/// (descending), then id — not in file order.
 #[derive(Debug)]
 pub struct CompiledSet {
     pub version: u64,
@@ -274,6 +275,16 @@ impl CompiledSet {
     pub fn compile(set: CampaignSet) -> Result<Arc<CompiledSet>, LoadError> {
         let (version, campaigns, offsets) = set.flatten()?;
         validate(&campaigns)?;
+        // Index order = highest possible price first (ties: lower id first), so a decision can
+        // stop at the first campaign that cannot beat the best bid found so far.
+        let mut both: Vec<(Campaign, i32)> = campaigns.into_iter().zip(offsets).collect();
+        both.sort_by_key(|(c, _)| {
+            (
+                std::cmp::Reverse(c.max_cpm_micros.unwrap_or(c.bid_cpm_micros)),
+                c.id,
+            )
+        });
+        let (campaigns, offsets): (Vec<Campaign>, Vec<i32>) = both.into_iter().unzip();
         let n = campaigns.len();
         let mut ix = Index {
             active: Bits::zeros(n),

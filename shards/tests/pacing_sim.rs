@@ -178,7 +178,7 @@ fn ten_thousand_campaigns_spend_within_budget_and_pace_evenly() {
             "campaign {}: spent {spent} of {budget}",
             c.id
         );
-        if let Some(d) = daily[i] {
+        if let Some(d) = daily[c.id as usize - 1] {
             let target = d as f64 / 24.0;
             for (h, s) in hourly[i].iter().enumerate() {
                 let dev = (*s as f64 - target) / target;

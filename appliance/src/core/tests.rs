@@ -42,6 +42,7 @@ fn cfg() -> CoreConfig {
         max_inflight: 64,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
+        vendor_id: 1,
         conn_in_capacity: 4096,
         conn_out_capacity: 4096,
         notice_key: b"test-key".to_vec(),
@@ -647,5 +648,47 @@ fn a_stale_or_unloaded_replica_means_contextual_only() {
     assert_eq!(
         t.core.published.snapshot.lock().unwrap().profile_lag_ms,
         u64::MAX
+    );
+}
+
+#[test]
+fn a_billing_notice_counts_towards_the_frequency_cap_on_this_core_at_once() {
+    const CAPPED: &str = r#"{"version":1,"campaigns":[
+      {"id":9,"advertiser_id":90,"status":"active","bid_cpm_micros":2000000,"total_budget_micros":1000000000,
+       "frequency_cap":{"impressions":1,"window_s":3600},
+       "creatives":[{"id":91,"format":{"type":"banner","w":300,"h":250},"adm":"<a/>"}]}]}"#;
+    let mut t = with(cfg());
+    t.core
+        .install(CompiledSet::parse(CAPPED.as_bytes()).unwrap());
+    let req = BID.replace("\"tmax\":100", "\"tmax\":100,\"user\":{\"id\":\"u-9\"}");
+    let r = responses(&t.send(&post("/openrtb2/bid", req.as_bytes(), "")));
+    assert_eq!(r[0].0, 200);
+    let resp: parsed::BidResponse = serde_json::from_slice(&r[0].2).unwrap();
+    let burl = resp.seatbid[0].bid[0].burl.clone().unwrap();
+    assert!(
+        burl.contains("&u=u-9"),
+        "the billing URL carries the user (consent given)"
+    );
+    let filled = burl
+        .replace("${AUCTION_PRICE}", "1.5")
+        .replace("${AUCTION_CURRENCY}", "USD")
+        .replace("${AUCTION_ID}", "a")
+        .replace("${AUCTION_IMP_ID}", "i1");
+    let (path, query) = path_and_query(&filled);
+    let get = format!("GET {path}?{query} HTTP/1.1\r\n\r\n");
+    assert_eq!(responses(&t.send(get.as_bytes()))[0].0, 204);
+    // Capped now: the same user gets no bid; another user still does.
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", req.as_bytes(), "")))[0].0,
+        204
+    );
+    assert_eq!(
+        t.core.metrics().no_bids[NoBidReason::FrequencyCapped.code() as usize],
+        1
+    );
+    let other = req.replace("u-9", "u-10");
+    assert_eq!(
+        responses(&t.send(&post("/openrtb2/bid", other.as_bytes(), "")))[0].0,
+        200
     );
 }

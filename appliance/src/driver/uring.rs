@@ -219,6 +219,8 @@ struct Loop {
     cqes: Vec<(u64, i32, u32)>,
     open: usize,
     listen_fd: i32,
+    /// Closed as soon as the accept is cancelled at shutdown, so new connections are refused.
+    listener: Option<TcpListener>,
     accepting: bool,
     draining: bool,
     tick_ts: Box<Timespec>,
@@ -245,6 +247,7 @@ pub fn run(
         cqes: Vec::with_capacity(cq_cap),
         open: 0,
         listen_fd: listener.as_raw_fd(),
+        listener: Some(listener),
         accepting: true,
         draining: false,
         tick_ts: Box::new(
@@ -336,7 +339,6 @@ pub fn run(
     }
     l.core.publish();
     l.core.flush_events();
-    drop(listener);
     Ok(())
 }
 
@@ -391,6 +393,8 @@ impl Loop {
             }
             if res == -libc::ECANCELED || self.draining {
                 self.accepting = false;
+                // No accept is pending any more: close the socket, refusing new connections.
+                self.listener = None;
             }
             return Ok(());
         }

@@ -75,7 +75,8 @@ struct AppState {
     producer: FutureProducer,
     topic: String,
     await_delivery: bool,
-    campaigns: Arc<CompiledSet>,
+    /// The campaign state behind one lock, as a conventional service shares it between workers.
+    shard: std::sync::Mutex<Shard>,
     profile_prefix: String,
     notice_base: String,
 }
@@ -115,7 +116,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         producer,
         topic: a.topic.clone(),
         await_delivery: !a.no_await_delivery,
-        campaigns,
+        shard: std::sync::Mutex::new(Shard::new(0, campaigns)),
         profile_prefix: a.profile_prefix.clone(),
         notice_base: a.notice_base.clone(),
     });
@@ -216,14 +217,30 @@ async fn bid(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut shard = Shard::new(0, s.campaigns.clone());
     let mut decision = Decision::default();
-    shard.decide(
-        &valid,
-        profile.as_ref().map(|p| p as &dyn ProfileView),
-        now_ns,
-        &mut decision,
-    );
+    // Bid details copied out so the lock is not held across the awaits below.
+    let mut placed = Vec::new();
+    {
+        let Ok(mut shard) = s.shard.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        shard.decide(
+            &valid,
+            profile.as_ref().map(|p| p as &dyn ProfileView),
+            now_ns,
+            &mut decision,
+        );
+        let set = shard.set();
+        for b in &decision.bids {
+            let c = &set.campaigns[b.campaign_index as usize];
+            let cr = &c.creatives[b.creative_index as usize];
+            let (w, h) = match cr.format {
+                shards::campaign::Format::Banner { w, h } => (Some(w), Some(h)),
+                _ => (None, None),
+            };
+            placed.push((*b, cr.adomain.clone(), cr.adm.clone(), w, h));
+        }
+    }
     // 4. Events, inline.
     let request_id = valid.id().to_owned();
     let event = if decision.bids.is_empty() {
@@ -258,27 +275,22 @@ async fn bid(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     }
     // 5. An owned response.
-    let set = shard.set();
-    let bids: Vec<Value> = decision
-        .bids
+    let bids: Vec<Value> = placed
         .iter()
-        .map(|b| {
-            let imp = &valid.req().imp[b.imp_index as usize];
-            let imp_id = imp.id.as_deref().unwrap_or_default();
-            let c = &set.campaigns[b.campaign_index as usize];
-            let cr = &c.creatives[b.creative_index as usize];
+        .map(|(b, adomain, adm, w, h)| {
+            let imp_id = valid.req().imp[b.imp_index as usize]
+                .id
+                .as_deref()
+                .unwrap_or_default();
             let q = format!(
                 "r={}&i={}&c={}&cr={}&b={}",
-                request_id, imp_id, c.id, cr.id, b.price.0
+                request_id, imp_id, b.campaign_id, b.creative_id, b.price.0
             );
-            let (w, h) = match cr.format {
-                shards::campaign::Format::Banner { w, h } => (Some(w), Some(h)),
-                _ => (None, None),
-            };
+            // The conventional way: the price as a JSON float (Helios writes decimal text from micros).
             json!({
                 "id": format!("{request_id}-{imp_id}"), "impid": imp_id,
-                "price": b.price.0 as f64 / 1e6, "crid": cr.id.to_string(), "cid": c.id.to_string(),
-                "adomain": cr.adomain, "w": w, "h": h, "adm": cr.adm,
+                "price": b.price.0 as f64 / 1e6, "crid": b.creative_id.to_string(), "cid": b.campaign_id.to_string(),
+                "adomain": adomain, "w": w, "h": h, "adm": adm,
                 "nurl": format!("{}/notice/win?{q}&p=${{AUCTION_PRICE}}", s.notice_base),
                 "burl": format!("{}/notice/billing?{q}&p=${{AUCTION_PRICE}}", s.notice_base),
                 "lurl": format!("{}/notice/loss?{q}&l=${{AUCTION_LOSS}}", s.notice_base),

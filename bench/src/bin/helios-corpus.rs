@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bench::corpus::{self, CorpusConfig};
+use bench::corpus::{self, CorpusConfig, UserIds};
 use clap::Parser;
 
 /// Generate realistic OpenRTB 2.6 bid requests (site and app; banner, video and native; 1–5 imps;
@@ -16,9 +16,10 @@ use clap::Parser;
 /// object per line. The output is a pure function of the options: the same seed gives the same
 /// bytes on every machine.
 ///
-/// User ids: `user.id` and `user.buyeruid` are both `u{n}` with `n` in `0..users`, drawn Zipf-like
-/// (rank 0 = `u0` is the most frequent). `helios-profiles` writes profiles for exactly these ids,
-/// so pass both tools the same `--users`.
+/// User ids: `user.id` and `user.buyeruid` both carry the id of index `n`, `n` in `0..users`
+/// drawn Zipf-like (index 0 is the most frequent). With `--user-ids plain` the id is `u{n}`; with
+/// `--user-ids profiles` it is the UUID-shaped id `helios-profiles load --seed <profiles-seed>`
+/// writes for profile `n`, so pass `--users` ≤ that tool's `--count` and every id has a profile.
 #[derive(Debug, Parser)]
 #[command(name = "helios-corpus", version)]
 struct Args {
@@ -31,6 +32,12 @@ struct Args {
     /// Size of the user-id space: ids are `u0` … `u{users-1}`.
     #[arg(long, default_value_t = 1_000_000)]
     users: u64,
+    /// Spelling of user ids: `plain` (`u{n}`) or `profiles` (the ids helios-profiles writes).
+    #[arg(long, value_enum, default_value_t = IdFormat::Plain)]
+    user_ids: IdFormat,
+    /// Seed of the helios-profiles data set (with `--user-ids profiles`).
+    #[arg(long, default_value_t = 1)]
+    profiles_seed: u64,
     /// Zipf exponent of the user-id draw (0 = uniform; 1 = classic Zipf).
     #[arg(long, default_value_t = 1.0)]
     zipf: f64,
@@ -60,6 +67,13 @@ struct Args {
     stats: bool,
 }
 
+/// How user ids are spelled (see the description above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdFormat {
+    Plain,
+    Profiles,
+}
+
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     for (name, v) in [
@@ -78,6 +92,12 @@ fn main() -> anyhow::Result<()> {
     let cfg = CorpusConfig {
         seed: a.seed,
         users: a.users,
+        user_ids: match a.user_ids {
+            IdFormat::Plain => UserIds::Plain,
+            IdFormat::Profiles => UserIds::Profiles {
+                seed: a.profiles_seed,
+            },
+        },
         zipf_s: a.zipf,
         site_share: a.site_share,
         anonymous_share: a.anonymous_share,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bench::auction::AuctionKind;
-use bench::corpus::{self, CorpusConfig};
+use bench::corpus::{self, CorpusConfig, UserIds};
 use bench::exchange::{self, Auctioned, ImpSlot, NoticeKind, Rivals, Rules, Tally};
 use bench::http::{self, HttpUrl};
 use bench::latency::{Recorder, Schedule};
@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 /// billed impressions is clicked: the click URL is the billing URL with its path replaced by
 /// `/notice/click` (same signed query).
 ///
-/// Requests come from the deterministic corpus generator (`--seed`, `--users`: user ids `u{n}`),
+/// Requests come from the deterministic corpus generator (`--seed`, `--users`, `--user-ids`),
 /// so every request id is unique, or from a corpus file (ids then get a `-{sequence}` suffix).
 /// Runs for `--duration` seconds, or until SIGINT/SIGTERM with `--duration 0`; prints a JSON
 /// summary every `--report-every` seconds and at the end (requests, bids, wins, spend in micros).
@@ -77,9 +77,16 @@ struct Args {
     /// Seed of generated requests and of the exchange's own draws (rivals, renders, clicks).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// User-id space of generated requests (`u0` … `u{users-1}`, Zipf-like).
+    /// User-id space of generated requests (indices 0 … users-1, Zipf-like).
     #[arg(long, default_value_t = 1_000_000)]
     users: u64,
+    /// Spelling of generated user ids: `plain` (`u{n}`) or `profiles` (the UUID-shaped ids
+    /// `helios-profiles load --seed <profiles-seed>` writes, so bidders find the profiles).
+    #[arg(long, value_enum, default_value_t = IdFormat::Plain)]
+    user_ids: IdFormat,
+    /// Seed of the helios-profiles data set (with `--user-ids profiles`).
+    #[arg(long, default_value_t = 1)]
+    profiles_seed: u64,
     /// Per-bidder timeout in ms; default: the request's `tmax`.
     #[arg(long)]
     timeout_ms: Option<u64>,
@@ -98,6 +105,12 @@ struct Args {
     /// Write the final summary as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IdFormat {
+    Plain,
+    Profiles,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -230,6 +243,12 @@ fn main() -> anyhow::Result<()> {
         corpus_cfg: CorpusConfig {
             seed: a.seed,
             users: a.users,
+            user_ids: match a.user_ids {
+                IdFormat::Plain => UserIds::Plain,
+                IdFormat::Profiles => UserIds::Profiles {
+                    seed: a.profiles_seed,
+                },
+            },
             ..CorpusConfig::default()
         },
         summary: RefCell::new(summary),

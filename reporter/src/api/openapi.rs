@@ -63,6 +63,8 @@ pub fn document() -> Value {
         "paths": {
             "/api/v1/openapi.json": { "get": { "summary": "This document", "security": [],
                 "responses": { "200": { "description": "OpenAPI 3.1 document" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics: ingest counters, consumer lag, spend and budget per campaign (unauthenticated; keep it off the public gateway)", "security": [],
+                "responses": { "200": { "description": "Prometheus text format" } } } },
             "/healthz": { "get": { "summary": "Liveness and database reachability", "security": [],
                 "responses": { "200": { "description": "ok" }, "503": { "description": "database unreachable" } } } },
             "/api/v1/me": { "get": { "summary": "The caller's token claims",

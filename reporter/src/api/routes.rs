@@ -40,6 +40,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/nobid-reasons",
     "/api/v1/ingest",
     "/healthz",
+    "/metrics",
 ];
 
 pub fn api_router() -> Router<AppState> {
@@ -56,6 +57,7 @@ pub fn api_router() -> Router<AppState> {
         .route(ROUTES[9], get(nobid_reasons))
         .route(ROUTES[10], get(ingest))
         .route(ROUTES[11], get(healthz))
+        .route(ROUTES[12], get(metrics))
         .fallback(not_found)
 }
 
@@ -307,6 +309,104 @@ async fn me(caller: Caller) -> Json<Value> {
 async fn ingest(caller: Caller, State(st): State<AppState>) -> ApiResult<Json<Value>> {
     caller.scope.require_operator()?;
     Ok(Json(json!(st.ingest.snapshot())))
+}
+
+/// Prometheus text exposition: ingest counters, consumer lag, spend and budget per campaign.
+/// Unauthenticated (for the scraper): the gateway must not route `/metrics` from outside.
+async fn metrics(
+    State(st): State<AppState>,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    use std::fmt::Write;
+    let s = st.ingest.snapshot();
+    let mut out = String::with_capacity(4096);
+    for (name, help, v) in [
+        ("received", "Messages read from Kafka", s.received),
+        (
+            "rejected",
+            "Messages that were not a readable event",
+            s.rejected,
+        ),
+        (
+            "out_of_range",
+            "Events outside the retention window, not stored",
+            s.out_of_range,
+        ),
+        ("inserted", "Events stored and counted", s.inserted),
+        (
+            "duplicates",
+            "Events already stored (repeats, redeliveries), not counted again",
+            s.duplicates,
+        ),
+        ("batches", "Batches committed", s.batches),
+        ("retries", "Batches retried", s.retries),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP helios_reporter_{name}_total {help}.\n# TYPE helios_reporter_{name}_total counter\nhelios_reporter_{name}_total {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP helios_reporter_last_batch_seconds Duration of the last batch transaction.\n# TYPE helios_reporter_last_batch_seconds gauge\nhelios_reporter_last_batch_seconds {}",
+        s.last_batch_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "# HELP helios_reporter_consumer_lag Messages in the partition not yet committed by this reporter.\n# TYPE helios_reporter_consumer_lag gauge"
+    );
+    for (t, p, lag) in st.ingest.lags() {
+        let _ = writeln!(
+            out,
+            "helios_reporter_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
+        );
+    }
+    let db = st.db.get().await?;
+    let rows = db
+        .query(
+            "SELECT k.campaign_id, coalesce(s.spend, 0)::bigint / 1000, c.budget_micros
+             FROM (SELECT campaign_id FROM campaigns UNION SELECT DISTINCT campaign_id FROM rollups WHERE gran = 3 AND dim = 0) k
+             LEFT JOIN campaigns c USING (campaign_id)
+             LEFT JOIN LATERAL (
+                SELECT sum(r.spend_cpm_micros) AS spend FROM rollups r
+                WHERE r.gran = 3 AND r.dim = 0 AND r.campaign_id = k.campaign_id
+                  AND (c.start_at IS NULL OR r.bucket >= date_trunc('day', c.start_at))
+             ) s ON true
+             ORDER BY 1 LIMIT $1",
+            &[&(MAX_ITEMS * 10)],
+        )
+        .await?;
+    let _ = writeln!(
+        out,
+        "# HELP helios_campaign_spend_micros Spend of the campaign's flight (all time without one), micros.\n# TYPE helios_campaign_spend_micros gauge"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "helios_campaign_spend_micros{{campaign=\"{}\"}} {}",
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP helios_campaign_budget_micros Budget of the campaign, micros.\n# TYPE helios_campaign_budget_micros gauge"
+    );
+    for r in &rows {
+        if let Some(b) = r.get::<_, Option<i64>>(2) {
+            let _ = writeln!(
+                out,
+                "helios_campaign_budget_micros{{campaign=\"{}\"}} {b}",
+                r.get::<_, i64>(0)
+            );
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -160,6 +160,7 @@ pub async fn run(
         })
     };
 
+    let lag = tokio::spawn(watch_lag(consumer.clone(), stats.clone()));
     let mut retention_tick = tokio::time::interval(Duration::from_secs(3600));
     retention_tick.tick().await;
     let result = loop {
@@ -176,7 +177,14 @@ pub async fn run(
             _ = shutdown.changed() => {
                 // Write what is already cut, then stop.
                 rx.close();
-                match rx.recv().await { Some(b) => b, None => break Ok(()) }
+                let mut drained = Ok(());
+                while let Some(b) = rx.recv().await {
+                    if let Err(e) = write_and_commit(&mut writer, &consumer, &b, &stats, &cfg).await {
+                        drained = Err(e);
+                        break;
+                    }
+                }
+                break drained;
             }
         };
         if let Err(e) = write_and_commit(&mut writer, &consumer, &batch, &stats, &cfg).await {
@@ -184,7 +192,36 @@ pub async fn run(
         }
     };
     reader.abort();
+    lag.abort();
     result
+}
+
+/// Every [`super::stats::LAG_INTERVAL_SECS`], fetches the high watermark of each assigned
+/// partition (a blocking librdkafka call, so on the blocking pool) for the lag metric.
+async fn watch_lag(consumer: Arc<StreamConsumer>, stats: Arc<IngestStats>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(super::stats::LAG_INTERVAL_SECS));
+    loop {
+        tick.tick().await;
+        let c = consumer.clone();
+        let marks = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if let Ok(a) = c.assignment() {
+                for e in a.elements() {
+                    if let Ok((_, high)) =
+                        c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                    {
+                        out.push((e.topic().to_owned(), e.partition(), high));
+                    }
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+        for (t, p, h) in marks {
+            stats.note_high(&t, p, h);
+        }
+    }
 }
 
 async fn write_and_commit(
@@ -224,6 +261,9 @@ async fn write_and_commit(
         // A failed commit is not fatal: the batch is redelivered later and inserts nothing.
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed");
+        }
+        for (t, p, next) in offsets {
+            stats.note_committed(t, *p, *next);
         }
     }
     Ok(())

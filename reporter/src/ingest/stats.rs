@@ -2,6 +2,8 @@
 //! Relaxed atomics: they are statistics, written once per message or per batch, never on a
 //! bidding core.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
@@ -24,6 +26,44 @@ pub struct IngestStats {
     pub retries: AtomicU64,
     /// Duration of the last committed batch's transaction, microseconds.
     pub last_batch_us: AtomicU64,
+    /// Per (topic, partition): next offset committed by this reporter, and the partition's high
+    /// watermark when last fetched (every [`LAG_INTERVAL_SECS`]). Locked briefly, once per batch
+    /// and once per fetch; at most one entry per assigned partition.
+    pub partitions: Mutex<BTreeMap<(String, i32), PartitionPosition>>,
+}
+
+/// How often the high watermarks are fetched for the lag metric.
+pub const LAG_INTERVAL_SECS: u64 = 10;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionPosition {
+    pub committed: i64,
+    pub high: i64,
+}
+
+impl IngestStats {
+    pub fn note_committed(&self, topic: &str, partition: i32, next: i64) {
+        if let Ok(mut m) = self.partitions.lock() {
+            let e = m.entry((topic.to_owned(), partition)).or_default();
+            e.committed = e.committed.max(next);
+        }
+    }
+    pub fn note_high(&self, topic: &str, partition: i32, high: i64) {
+        if let Ok(mut m) = self.partitions.lock() {
+            m.entry((topic.to_owned(), partition)).or_default().high = high;
+        }
+    }
+    /// (topic, partition, lag) for every known partition.
+    pub fn lags(&self) -> Vec<(String, i32, i64)> {
+        self.partitions
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|((t, p), v)| (t.clone(), *p, (v.high - v.committed).max(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// A copy of the counters for the API.

@@ -1,0 +1,198 @@
+//! API latency for 30-day campaign time series served from the rollups. The rollups are
+//! generated directly in SQL as the ingest would have folded a 30-day run of about 107 million
+//! raw events (200 campaigns of 20 advertisers, ~744 events per campaign-hour): hour and day
+//! rollups for every dimension, minute rollups for the campaign totals. The raw events
+//! themselves are not generated (the API never reads them). Then a reporter (`--mode api`)
+//! answers sequential HTTP requests; p50/p95/p99 per query shape.
+//!
+//! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench api_series` (BENCH_REQUESTS per
+//! shape, default 300).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reporter::api::auth::{Auth, Role};
+use reporter::synth::Rng;
+
+const CAMPAIGNS: i64 = 200;
+
+/// Fills the rollups; returns (raw events represented, rollup rows).
+const GENERATE: &str = "
+WITH hours AS (
+    SELECT h FROM generate_series(date_trunc('hour', now()) - interval '30 days',
+                                  date_trunc('hour', now()) - interval '1 hour', interval '1 hour') h
+), camp AS (
+    SELECT c AS campaign_id, c / 100 AS advertiser_id FROM generate_series(0, 19) a, LATERAL
+        (SELECT (a + 1) * 100 + k AS c FROM generate_series(1, 10) k) x
+), base AS (
+    SELECT h, advertiser_id, campaign_id,
+           300 + ((campaign_id * 7 + extract(epoch FROM h)::bigint / 3600) % 61) AS bids
+    FROM hours, camp
+), f AS (
+    SELECT h, advertiser_id, campaign_id, bids, bids / 4 AS wins, bids - bids / 4 AS losses,
+           bids / 4 AS imps, bids / 200 AS clicks FROM base
+)
+INSERT INTO rollups
+SELECT 2, advertiser_id, campaign_id, d.dim, h, d.val,
+       bids / d.n, 0, wins / d.n, losses / d.n, imps / d.n, clicks / d.n,
+       bids / d.n * 2500000, wins / d.n * 1500000, imps / d.n * 1500000, h + interval '59 minutes'
+FROM f CROSS JOIN LATERAL (
+    SELECT 0::smallint AS dim, ''::text AS val, 1 AS n
+    UNION ALL SELECT 1, (campaign_id * 10 + k)::text, 2 FROM generate_series(0, 1) k
+    UNION ALL SELECT 2, 'site' || ((campaign_id * 13 + extract(hour FROM h)::int * 7 + k) % 2000) || '.example', 20 FROM generate_series(0, 19) k
+    UNION ALL SELECT 3, (ARRAY['USA','FRA','DEU','GBR'])[k], 4 FROM generate_series(1, 4) k
+    UNION ALL SELECT 4, k::text, 3 FROM unnest(ARRAY[1, 2, 4]) k
+) d";
+
+const DAYS: &str = "
+INSERT INTO rollups
+SELECT 3, advertiser_id, campaign_id, dim, date_trunc('day', bucket), val, sum(bids), sum(nobids),
+       sum(wins), sum(losses), sum(impressions), sum(clicks), sum(bid_cpm_micros),
+       sum(win_cpm_micros), sum(spend_cpm_micros), max(last_ts)
+FROM rollups WHERE gran = 2 GROUP BY 2, 3, 4, 5, 6";
+
+const MINUTES: &str = "
+INSERT INTO rollups
+SELECT 1, r.advertiser_id, r.campaign_id, 0, r.bucket + m * interval '1 minute', '',
+       r.bids / 60, 0, r.wins / 60, r.losses / 60, r.impressions / 60, r.clicks / 60,
+       r.bid_cpm_micros / 60, r.win_cpm_micros / 60, r.spend_cpm_micros / 60, r.bucket + m * interval '1 minute'
+FROM rollups r CROSS JOIN generate_series(0, 59) m WHERE r.gran = 2 AND r.dim = 0";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let Some(pg) = common::pg_url_or_skip("api_series") else {
+        return;
+    };
+    let requests = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300usize);
+    let db = common::BenchDb::create(&pg, "helios_bench_api").await;
+    let mut c = reporter::db::connect(&db.url).await.expect("connect");
+    reporter::db::migrate(&mut c).await.expect("migrate");
+    let t = Instant::now();
+    c.batch_execute("SET work_mem = '256MB'")
+        .await
+        .expect("work_mem");
+    c.batch_execute(GENERATE).await.expect("hour rollups");
+    c.batch_execute(DAYS).await.expect("day rollups");
+    c.batch_execute(MINUTES).await.expect("minute rollups");
+    c.batch_execute("VACUUM ANALYZE rollups")
+        .await
+        .expect("analyze");
+    let r = c
+        .query_one(
+            "SELECT count(*), (SELECT sum(bids + wins + losses + impressions + clicks) FROM rollups WHERE gran = 2 AND dim = 0)::bigint,
+                    pg_size_pretty(pg_total_relation_size('rollups'))
+             FROM rollups",
+            &[],
+        )
+        .await
+        .expect("count");
+    let (rows, events, size): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+    println!(
+        "rollups: {rows} rows ({size}) standing for {events} raw events over 30 days, {CAMPAIGNS} campaigns; generated in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let secret = "bench-secret-bench-secret-bench-secret";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_helios-reporter"))
+        .args([
+            "--mode",
+            "api",
+            "--pg-url",
+            &db.url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+        ])
+        .env("HELIOS_JWT_SECRET", secret)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start reporter");
+    let auth = Auth::new(secret.as_bytes()).expect("auth");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let from = now - 30 * 86_400;
+    let shapes: [(&str, String); 5] = [
+        (
+            "30 d, hourly (720 points)",
+            format!("/api/v1/stats?from={from}&to={now}&granularity=hour&campaign_id=CID"),
+        ),
+        (
+            "30 d, daily",
+            format!("/api/v1/stats?from={from}&to={now}&granularity=day&campaign_id=CID"),
+        ),
+        (
+            "last 24 h, per minute",
+            format!(
+                "/api/v1/stats?from={}&to={now}&granularity=minute&campaign_id=CID",
+                now - 86_400
+            ),
+        ),
+        (
+            "30 d, hourly, top 10 sites",
+            format!(
+                "/api/v1/stats?from={from}&to={now}&granularity=hour&group_by=site&campaign_id=CID"
+            ),
+        ),
+        (
+            "campaign list, 30 d",
+            format!("/api/v1/campaigns?from={from}&to={now}"),
+        ),
+    ];
+    let mut rng = Rng::new(3);
+    for (name, path) in &shapes {
+        let mut lat = Vec::with_capacity(requests);
+        for i in 0..requests + 20 {
+            let adv = 1 + rng.below(20) as i64;
+            let cid = adv * 100 + 1 + rng.below(10) as i64;
+            let token = auth
+                .mint(Role::Advertiser, Some(adv as u32), "bench", 600)
+                .expect("token");
+            let url = format!("{base}{}", path.replace("CID", &cid.to_string()));
+            let t = Instant::now();
+            let r = http
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request");
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            let body = r.bytes().await.expect("body");
+            if i >= 20 {
+                lat.push(t.elapsed());
+            }
+            assert!(body.len() > 100);
+        }
+        let (p50, p95, p99, max) = common::percentiles(&mut lat);
+        println!(
+            "{name:<28} {requests} requests: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            common::ms(p50),
+            common::ms(p95),
+            common::ms(p99),
+            common::ms(max)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(c);
+    db.drop_db().await;
+}

@@ -1,0 +1,56 @@
+//! Decision time per request for 10 / 1,000 / 10,000 campaigns (criterion).
+//! `cargo bench -p helios-shards --bench decision`
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use shards::pacing::LeaseGrant;
+use shards::{CompiledSet, Decision, Shard, ShardConfig};
+
+const NOW: u64 = 1_795_435_200_000_000_000;
+
+fn shard(n: usize) -> Shard {
+    let set = CompiledSet::parse(shards::synth::campaigns_json(n, 7).as_bytes())
+        .expect("synthetic set is valid");
+    let mut s = Shard::with_config(
+        0,
+        set,
+        ShardConfig {
+            enforce_budget: true,
+            ..ShardConfig::default()
+        },
+    );
+    s.tick(NOW);
+    let ids: Vec<u32> = s.set().compiled.iter().map(|c| c.id).collect();
+    for id in ids {
+        s.lease_granted(&LeaseGrant {
+            campaign_id: id,
+            granted: 1 << 50,
+            balance: 1 << 50,
+        });
+    }
+    s
+}
+
+fn bench(c: &mut Criterion) {
+    let bodies = shards::synth::requests(1024, 11);
+    let reqs: Vec<_> = bodies
+        .iter()
+        .map(|b| codec::decode_valid(b.as_bytes()).expect("synthetic request is valid"))
+        .collect();
+    let mut g = c.benchmark_group("decide");
+    for n in [10usize, 1_000, 10_000] {
+        let mut s = shard(n);
+        let mut d = Decision::default();
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                s.decide(&reqs[i & 1023], None, NOW, &mut d);
+                i += 1;
+                d.bids.len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
