@@ -437,7 +437,16 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The effective configuration as TOML (`--print-config`, `/debug/config`).
+    /// The configuration with secrets replaced (`--print-config`, `/debug/config`).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if !c.notices.key.is_empty() {
+            c.notices.key = "(redacted)".into();
+        }
+        c
+    }
+
+    /// The configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

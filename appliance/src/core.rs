@@ -519,7 +519,7 @@ impl Bidder {
             NoticeKind::Loss => PNoticeKind::Loss,
             NoticeKind::Click => PNoticeKind::Click,
         };
-        match self.signer.verify_at(pk, query, self.turn_unix_ns) {
+        match self.signer.verify(pk, query, self.turn_unix_ns) {
             Ok(v) => {
                 self.metrics.notices[kind as usize] += 1;
                 if kind == NoticeKind::Billing && !v.user_id.as_str().is_empty() {

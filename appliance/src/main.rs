@@ -56,7 +56,7 @@ struct Cli {
     /// Log filter, e.g. info, debug, "appliance=debug,warn" [log.level; default info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
-    /// Print the effective configuration (TOML) and exit.
+    /// Print the effective configuration (TOML, secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Err(e) => return bad_config(e),
     };
     if cli.print_config {
-        print!("{}", cfg.to_toml());
+        print!("{}", cfg.redacted().to_toml());
         return ExitCode::SUCCESS;
     }
     let allowed = match appliance::sys::allowed_cpus() {

@@ -206,7 +206,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         published: (0..cpus.len())
             .map(|i| Arc::new(Published::new(i as u16)))
             .collect(),
-        config_toml: redacted(&cfg).to_toml(),
+        config_toml: cfg.redacted().to_toml(),
         drivers: Mutex::new(Vec::new()),
         pipeline: Mutex::new(pipe),
         profiles: Mutex::new(reader.clone()),
@@ -326,15 +326,6 @@ struct CoreParts {
     sink: Box<dyn EventSink>,
     profiles: Option<profile_cache::Reader>,
     feed: Option<crate::campaign_feed::CoreFeed>,
-}
-
-/// The configuration as shown on `/debug/config`: secrets replaced.
-fn redacted(cfg: &Config) -> Config {
-    let mut c = cfg.clone();
-    if !c.notices.key.is_empty() {
-        c.notices.key = "(redacted)".into();
-    }
-    c
 }
 
 fn core_thread(

@@ -386,12 +386,15 @@ fn cli_print_config_help_and_bad_config() {
     let out = std::process::Command::new(bin)
         .args(["--print-config", "--listen", "127.0.0.1:1234"])
         .env("HELIOS_HTTP_MAX_BODY_BYTES", "1000")
+        .env("HELIOS_NOTICES_KEY", "s3cret")
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("listen = \"127.0.0.1:1234\""));
     assert!(text.contains("max_body_bytes = 1000"));
+    assert!(!text.contains("s3cret"), "secrets are redacted");
+    assert!(text.contains("[events]") && text.contains("[profiles]") && text.contains("[notices]"));
     let out = std::process::Command::new(bin)
         .arg("--help")
         .output()

@@ -101,6 +101,17 @@ pub fn click_url(burl: &str) -> Option<String> {
     ))
 }
 
+/// A click tracker the bidder put in its markup: the first `http://…/notice/click?…` URL in
+/// `adm` (up to a quote, `<`, `>` or whitespace), with `&amp;` turned back into `&`.
+pub fn click_url_in_adm(adm: &str) -> Option<String> {
+    let at = adm.find("/notice/click?")?;
+    let start = adm[..at].rfind("http://")?;
+    let end = adm[at..]
+        .find(|c: char| c == '"' || c == '\'' || c == '<' || c == '>' || c.is_whitespace())
+        .map_or(adm.len(), |e| at + e);
+    Some(adm[start..end].replace("&amp;", "&"))
+}
+
 struct Cand<'a> {
     bidder: usize,
     price: Micros,
@@ -110,6 +121,7 @@ struct Cand<'a> {
     nurl: Option<&'a str>,
     burl: Option<&'a str>,
     lurl: Option<&'a str>,
+    adm: Option<&'a str>,
 }
 
 /// The request being auctioned, as settlement needs it.
@@ -190,6 +202,7 @@ pub fn settle(
                                 nurl: bid.nurl.as_deref(),
                                 burl: bid.burl.as_deref(),
                                 lurl: bid.lurl.as_deref(),
+                                adm: bid.adm.as_deref(),
                             });
                         }
                         _ => t.invalid_bids += 1,
@@ -211,6 +224,7 @@ pub fn settle(
                     nurl: None,
                     burl: None,
                     lurl: None,
+                    adm: None,
                 });
             }
         }
@@ -261,8 +275,15 @@ pub fn settle(
                             bidder: c.bidder,
                             url: fill.clone(),
                         });
+                        // The bidder's own click tracker when its markup has one, else the
+                        // billing URL on the click route.
+                        let tracker = c.adm.and_then(click_url_in_adm).map(|u| {
+                            let mut f = String::new();
+                            auction::substitute(&u, &v, &mut f);
+                            f
+                        });
                         if rng.chance(rules.click_share)
-                            && let Some(click) = click_url(&fill)
+                            && let Some(click) = tracker.or_else(|| click_url(&fill))
                         {
                             t.clicks += 1;
                             notices.push(Notice {
@@ -452,5 +473,12 @@ mod tests {
             Some("http://h:1/notice/click?a=1&sig=z")
         );
         assert_eq!(click_url("http://h/other"), None);
+        let adm =
+            r#"<a href="http://h:1/notice/click?k=c&amp;s=x&amp;aid=${AUCTION_ID}"><img></a>"#;
+        assert_eq!(
+            click_url_in_adm(adm).as_deref(),
+            Some("http://h:1/notice/click?k=c&s=x&aid=${AUCTION_ID}")
+        );
+        assert_eq!(click_url_in_adm("<img src=\"http://x/y\">"), None);
     }
 }

@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the codec, run with `scripts/bench-codec.sh` (figures in
-//! bench/RESULTS.md, "## Codec").
+//! Criterion benchmarks of the codec (figures in bench/RESULTS.md, "## Codec"):
+//! `cargo bench -p helios-codec --bench codec -- --warm-up-time 1 --measurement-time 3`.
 //!
 //! - `decode_validate/<class>/<decoder>`: the same bytes (corpus size classes small ≈ 0.5 KB,
 //!   medium ≈ 2 KB, large ≈ 8 KB) into the same serde types (`codec::BidRequest`), then

@@ -3,7 +3,7 @@
 //! other — for a matrix of producer settings; with CPU per event of the pipeline's threads and
 //! of the broker. Run: `cargo bench -p helios-pipeline --bench throughput` (see
 //! bench/RESULTS.md). Environment: `HELIOS_TANSU` (broker binary), `HELIOS_BENCH_EVENTS`
-//! (default 500000), `HELIOS_BENCH_LINGER` (`0,5,20`), `HELIOS_BENCH_COMPRESSION` (`lz4,zstd`),
+//! (default 500000), `HELIOS_BENCH_LINGER` (`0,5,20`), `HELIOS_BENCH_COMPRESSION` (`lz4,none`; zstd is not in this rdkafka build),
 //! `HELIOS_BENCH_ENGINES` (`memory,sqlite`).
 
 use std::net::TcpListener;
@@ -184,7 +184,7 @@ fn main() {
         .iter()
         .filter_map(|v| v.parse().ok())
         .collect();
-    let compressions = env_list("HELIOS_BENCH_COMPRESSION", "lz4,zstd");
+    let compressions = env_list("HELIOS_BENCH_COMPRESSION", "lz4,none");
     let engines = env_list("HELIOS_BENCH_ENGINES", "memory,sqlite");
     let size = Event::new(EventKind::Bid).to_bytes().len();
     println!("events per run: {n}; payload {size} B (rkyv Event)");

@@ -462,9 +462,9 @@ impl NoticeSigner {
         out.extend_from_slice(kind.macros());
     }
 
-    /// Checks a notice's query string (the bytes after `?`) received now on the `kind`
-    /// route, and counts the outcome. See [`verify_at`](Self::verify_at).
-    pub fn verify(
+    /// Checks a notice's query string (the bytes after `?`) received now (wall clock) on the
+    /// `kind` route, and counts the outcome. See [`verify`](Self::verify).
+    pub fn verify_now(
         &mut self,
         kind: NoticeKind,
         query: &[u8],
@@ -472,12 +472,12 @@ impl NoticeSigner {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        self.verify_at(kind, query, now)
+        self.verify(kind, query, now)
     }
 
     /// Checks a notice's query string (the bytes after `?`) received on the `kind` route at
     /// `now_unix_ns`, and counts the outcome.
-    pub fn verify_at(
+    pub fn verify(
         &mut self,
         kind: NoticeKind,
         query: &[u8],
@@ -731,7 +731,7 @@ mod tests {
     fn a_genuine_win_verifies_and_becomes_an_event() {
         let mut s = NoticeSigner::new(b"secret");
         let q = fill(&query(&url(&s, NoticeKind::Win)), "1.75");
-        let v = s.verify_at(NoticeKind::Win, q.as_bytes(), NOW).unwrap();
+        let v = s.verify(NoticeKind::Win, q.as_bytes(), NOW).unwrap();
         assert_eq!(v.request_id.as_str(), "req 1/α");
         assert_eq!(v.campaign_id, 42);
         assert_eq!(v.price, Some(Micros(1_750_000)));
@@ -758,19 +758,19 @@ mod tests {
         let other = NoticeSigner::new(b"not-the-key");
         let forged = fill(&query(&url(&other, NoticeKind::Win)), "1");
         assert_eq!(
-            s.verify_at(NoticeKind::Win, forged.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, forged.as_bytes(), NOW),
             Err(NoticeError::BadSignature)
         );
         // No signature at all.
         let unsigned = q.split("&s=").next().unwrap().to_string() + "&ap=1";
         assert_eq!(
-            s.verify_at(NoticeKind::Win, unsigned.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, unsigned.as_bytes(), NOW),
             Err(NoticeError::Unsigned)
         );
         // A signature of the wrong shape.
         let short = q.replacen("&s=", "&s=zz", 1);
         assert_eq!(
-            s.verify_at(NoticeKind::Win, short.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, short.as_bytes(), NOW),
             Err(NoticeError::MalformedSignature)
         );
         assert_eq!(s.stats().rejected_for(NoticeError::BadSignature), 1);
@@ -797,14 +797,14 @@ mod tests {
                 NoticeKind::Billing
             };
             assert_eq!(
-                s.verify_at(kind, altered.as_bytes(), NOW),
+                s.verify(kind, altered.as_bytes(), NOW),
                 Err(NoticeError::BadSignature),
                 "{from} → {to}"
             );
         }
         // A genuine billing URL presented on the win route.
         assert_eq!(
-            s.verify_at(NoticeKind::Win, q.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, q.as_bytes(), NOW),
             Err(NoticeError::KindMismatch)
         );
         assert_eq!(s.stats().rejected_for(NoticeError::BadSignature), 4);
@@ -817,24 +817,24 @@ mod tests {
         let q = query(&url(&s, NoticeKind::Win));
         let above = fill(&q, "2.500001");
         assert_eq!(
-            s.verify_at(NoticeKind::Win, above.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, above.as_bytes(), NOW),
             Err(NoticeError::PriceAboveBid)
         );
         let equal = fill(&q, "2.5");
-        assert!(s.verify_at(NoticeKind::Win, equal.as_bytes(), NOW).is_ok());
+        assert!(s.verify(NoticeKind::Win, equal.as_bytes(), NOW).is_ok());
         let unfilled = q.clone();
         assert_eq!(
-            s.verify_at(NoticeKind::Win, unfilled.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, unfilled.as_bytes(), NOW),
             Err(NoticeError::MissingPrice)
         );
         let garbage = fill(&q, "AAABBBencrypted==");
         assert_eq!(
-            s.verify_at(NoticeKind::Win, garbage.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, garbage.as_bytes(), NOW),
             Err(NoticeError::BadPrice)
         );
         let eur = fill(&q, "1").replace("cur=USD", "cur=EUR");
         assert_eq!(
-            s.verify_at(NoticeKind::Win, eur.as_bytes(), NOW),
+            s.verify(NoticeKind::Win, eur.as_bytes(), NOW),
             Err(NoticeError::CurrencyMismatch)
         );
         assert_eq!(s.stats().rejected_for(NoticeError::PriceAboveBid), 1);
@@ -847,10 +847,10 @@ mod tests {
     fn late_notices_are_accepted_but_flagged() {
         let mut s = NoticeSigner::new(b"secret").with_late_window(Duration::from_secs(60));
         let q = fill(&query(&url(&s, NoticeKind::Billing)), "1");
-        let on_time = s.verify_at(NoticeKind::Billing, q.as_bytes(), NOW).unwrap();
+        let on_time = s.verify(NoticeKind::Billing, q.as_bytes(), NOW).unwrap();
         assert!(!on_time.late);
         let late = s
-            .verify_at(NoticeKind::Billing, q.as_bytes(), NOW + 61_000_000_000)
+            .verify(NoticeKind::Billing, q.as_bytes(), NOW + 61_000_000_000)
             .unwrap();
         assert!(late.late);
         assert_ne!(late.to_event(0, NOW).flags & flags::LATE, 0);
@@ -864,16 +864,16 @@ mod tests {
         let wq = query(&url(&s, NoticeKind::Win));
         let bq = query(&url(&s, NoticeKind::Billing));
         let w1 = s
-            .verify_at(NoticeKind::Win, fill(&wq, "1").as_bytes(), NOW)
+            .verify(NoticeKind::Win, fill(&wq, "1").as_bytes(), NOW)
             .unwrap();
         // The same win notice again, even with another price filled in: same id.
         let w2 = s
-            .verify_at(NoticeKind::Win, fill(&wq, "1.2").as_bytes(), NOW + 5)
+            .verify(NoticeKind::Win, fill(&wq, "1.2").as_bytes(), NOW + 5)
             .unwrap();
         assert_eq!(w1.event_id, w2.event_id);
         // The billing notice of the same bid is another event.
         let b = s
-            .verify_at(NoticeKind::Billing, fill(&bq, "1").as_bytes(), NOW)
+            .verify(NoticeKind::Billing, fill(&bq, "1").as_bytes(), NOW)
             .unwrap();
         assert_ne!(b.event_id, w1.event_id);
         // Another bid is another event.
@@ -883,7 +883,7 @@ mod tests {
         s.write_url(NoticeKind::Win, "http://h/notice/win", &p, &mut other);
         let o = String::from_utf8(other).unwrap();
         let o = s
-            .verify_at(NoticeKind::Win, fill(&query(&o), "1").as_bytes(), NOW)
+            .verify(NoticeKind::Win, fill(&query(&o), "1").as_bytes(), NOW)
             .unwrap();
         assert_ne!(o.event_id, w1.event_id);
     }
@@ -892,7 +892,7 @@ mod tests {
     fn loss_notices_carry_reason_and_min_to_win() {
         let mut s = NoticeSigner::new(b"secret");
         let q = fill(&query(&url(&s, NoticeKind::Loss)), "");
-        let v = s.verify_at(NoticeKind::Loss, q.as_bytes(), NOW).unwrap();
+        let v = s.verify(NoticeKind::Loss, q.as_bytes(), NOW).unwrap();
         assert_eq!(v.loss_reason, 102);
         assert_eq!(v.price, Some(Micros(2_610_000)));
         let e = v.to_event(0, NOW);
@@ -910,7 +910,7 @@ mod tests {
         let u = String::from_utf8(out).unwrap();
         assert!(!u.contains("&u="));
         let v = s
-            .verify_at(NoticeKind::Billing, fill(&query(&u), "1").as_bytes(), NOW)
+            .verify(NoticeKind::Billing, fill(&query(&u), "1").as_bytes(), NOW)
             .unwrap();
         assert_eq!(v.user_id.as_str(), "");
     }
@@ -944,7 +944,7 @@ mod tests {
         let mut out = Vec::new();
         s.write_url(NoticeKind::Win, "http://h/notice/win", &p, &mut out);
         let q = fill(&query(&String::from_utf8(out).unwrap()), "1");
-        assert!(!s.verify(NoticeKind::Win, q.as_bytes()).unwrap().late);
+        assert!(!s.verify_now(NoticeKind::Win, q.as_bytes()).unwrap().late);
     }
 
     #[test]
@@ -974,10 +974,10 @@ mod tests {
         let bytes = q.as_bytes();
         // Every prefix, and every single-byte corruption of the genuine query.
         for i in 0..bytes.len() {
-            let _ = s.verify_at(NoticeKind::Win, &bytes[..i], NOW);
+            let _ = s.verify(NoticeKind::Win, &bytes[..i], NOW);
             let mut b = bytes.to_vec();
             b[i] ^= 0x5a;
-            let _ = s.verify_at(NoticeKind::Win, &b, NOW);
+            let _ = s.verify(NoticeKind::Win, &b, NOW);
         }
         let total: u64 =
             s.stats().rejected.iter().sum::<u64>() + s.stats().accepted.iter().sum::<u64>();

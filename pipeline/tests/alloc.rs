@@ -142,7 +142,7 @@ fn notice_urls_and_verification_allocate_nothing() {
                 &bid,
                 &mut buf,
             );
-            let v = signer.verify_at(NoticeKind::Win, query.as_bytes(), now);
+            let v = signer.verify(NoticeKind::Win, query.as_bytes(), now);
             assert!(v.is_ok());
             let _e = v.map(|v| v.to_event(0, now));
         }

@@ -42,6 +42,7 @@
 //! - [`Store`]: the replica's writer without Redis, for tests and benches
 //!   (`Store::new(expected, max_staleness_ms)` → `(Store, Reader)`).
 
+mod arena;
 mod epoch;
 pub mod keys;
 mod parse;

@@ -14,7 +14,8 @@
 //! record's (8-aligned, below 2^48 on x86-64 and AArch64 Linux). Readers stop at an empty slot or
 //! after the longest probe distance the writer ever used, so even a hostile id costs bounded time.
 //! The writer rebuilds the index (new table published by one pointer store, old one retired) when
-//! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 0.6 of the slots.
+//! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
+//! fit 2^24 slots, 128 MiB).
 //!
 //! Must never: let a reader see a freed record, allocate or lock on a lookup, or block a reader.
 
@@ -26,8 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use shards::ProfileView;
 
+use crate::arena::{Arena, Region, block_size};
 use crate::epoch::{Epochs, ReaderSlot, Retired};
-use crate::record::{EncodeError, HEADER_LEN, ProfileData, RecordView, Truncation, record_len};
+use crate::record::{EncodeError, ProfileData, RecordView, Truncation, record_len};
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
@@ -35,9 +37,9 @@ const PTR_BITS: u32 = 48;
 const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 const MIN_SLOTS: usize = 1024;
 
-/// Slots for `live` profiles so the load stays at or below 0.6.
+/// Slots for `live` profiles so the load stays at or below 5/8.
 fn slots_for(live: usize) -> usize {
-    (live.saturating_mul(5) / 3 + 1)
+    (live.saturating_mul(8) / 5 + 1)
         .next_power_of_two()
         .max(MIN_SLOTS)
 }
@@ -48,10 +50,11 @@ fn hash_key(h: &Hasher, key: &[u8]) -> u64 {
     h.hash_one(key)
 }
 
-/// The open-addressing index. Readers reach it through [`Shared::table`].
+/// The open-addressing index (on huge pages, see [`crate::arena`]). Readers reach it through
+/// [`Shared::table`].
 #[derive(Debug)]
 pub(crate) struct Table {
-    slots: Box<[AtomicU64]>,
+    region: Region,
     mask: usize,
     /// Longest distance from a key's home slot the writer ever placed it.
     max_probe: AtomicU32,
@@ -60,16 +63,26 @@ pub(crate) struct Table {
 impl Table {
     fn with_slots(n: usize) -> Box<Self> {
         debug_assert!(n.is_power_of_two());
-        let slots = (0..n).map(|_| AtomicU64::new(EMPTY)).collect();
+        // Zeroed memory: every slot starts EMPTY.
+        let region = Region::new(n * std::mem::size_of::<AtomicU64>());
         Box::new(Self {
-            slots,
+            region,
             mask: n - 1,
             max_probe: AtomicU32::new(0),
         })
     }
 
+    #[inline]
+    fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: the region holds `mask + 1` zero-initialised, 8-aligned (page-aligned) u64s, a
+        // valid bit pattern for AtomicU64, and lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(self.region.as_ptr().cast::<AtomicU64>(), self.mask + 1)
+        }
+    }
+
     fn bytes(&self) -> usize {
-        self.slots.len() * 8
+        self.region.len()
     }
 
     /// Finds the record of `key`. Reader side: the caller must be pinned.
@@ -79,7 +92,7 @@ impl Table {
         let mut i = hash as usize & self.mask;
         let limit = self.max_probe.load(Ordering::Acquire);
         for _ in 0..=limit {
-            let v = self.slots[i].load(Ordering::Acquire);
+            let v = self.slots()[i].load(Ordering::Acquire);
             if v == EMPTY {
                 return None;
             }
@@ -102,8 +115,8 @@ impl Table {
 /// Views the record a slot value points to.
 ///
 /// # Safety
-/// `v` must be a slot value holding the address of a record allocated by [`alloc_record`] that is
-/// not freed for the returned lifetime.
+/// `v` must be a slot value holding the address of a record written by [`Store::upsert`] that
+/// is not freed for the returned lifetime.
 #[inline]
 unsafe fn record_at<'a>(v: u64) -> RecordView<'a> {
     let p = (v & PTR_MASK) as *const u8;
@@ -111,36 +124,6 @@ unsafe fn record_at<'a>(v: u64) -> RecordView<'a> {
     let len = record_len(unsafe { [*p, *p.add(1)] });
     // SAFETY: the record spans `len` initialised bytes from `p`, alive for 'a (contract).
     RecordView::trusted(unsafe { std::slice::from_raw_parts(p, len) })
-}
-
-fn record_layout(len: usize) -> std::alloc::Layout {
-    std::alloc::Layout::from_size_align((len + 7) & !7, 8)
-        .expect("record length is below u16::MAX, far from any layout limit")
-}
-
-/// Copies an encoded record into its own allocation.
-fn alloc_record(bytes: &[u8]) -> NonNull<u8> {
-    debug_assert!(bytes.len() >= HEADER_LEN);
-    let layout = record_layout(bytes.len());
-    // SAFETY: the layout has non-zero size (at least the header).
-    let p = unsafe { std::alloc::alloc(layout) };
-    let Some(p) = NonNull::new(p) else {
-        std::alloc::handle_alloc_error(layout)
-    };
-    // SAFETY: `p` is a fresh allocation of at least `bytes.len()` bytes, disjoint from `bytes`.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len()) };
-    p
-}
-
-/// Frees a record made by [`alloc_record`].
-///
-/// # Safety
-/// `p` came from [`alloc_record`], is freed once, and no reader can reach it any more.
-unsafe fn free_record(p: NonNull<u8>) {
-    // SAFETY: the record is alive until this call (contract); its header holds its length.
-    let len = record_len(unsafe { [*p.as_ptr(), *p.as_ptr().add(1)] });
-    // SAFETY: same layout as at allocation (derived from the same length).
-    unsafe { std::alloc::dealloc(p.as_ptr(), record_layout(len)) };
 }
 
 /// Retires the record a slot held until the writer just replaced or removed it.
@@ -152,11 +135,11 @@ fn retire_record(shared: &Shared, garbage: &mut Vec<Retired<Garbage>>, slot_valu
     let len = unsafe { record_at(slot_value) }.as_bytes().len();
     let c = &shared.counters;
     c.record_bytes
-        .fetch_sub(record_layout(len).size() as u64, Ordering::Relaxed);
+        .fetch_sub(block_size(len) as u64, Ordering::Relaxed);
     let epoch = shared.epochs.current();
     garbage.push(Retired {
         epoch,
-        item: Garbage::Record(p),
+        item: Garbage::Record(p, len),
     });
 }
 
@@ -168,7 +151,8 @@ fn slot_value(hash: u64, p: NonNull<u8>) -> Option<u64> {
 /// What the writer retires.
 #[derive(Debug)]
 enum Garbage {
-    Record(NonNull<u8>),
+    /// A record block and its length.
+    Record(NonNull<u8>, usize),
     Table(Box<Table>),
 }
 
@@ -177,6 +161,8 @@ enum Garbage {
 pub(crate) struct Counters {
     pub(crate) profiles: AtomicU64,
     pub(crate) record_bytes: AtomicU64,
+    pub(crate) arena_bytes: AtomicU64,
+    pub(crate) arena_free_bytes: AtomicU64,
     pub(crate) index_bytes: AtomicU64,
     pub(crate) retired_pending: AtomicU64,
     pub(crate) updates_applied: AtomicU64,
@@ -196,8 +182,12 @@ pub(crate) struct Counters {
 pub struct Stats {
     /// Profiles in the replica.
     pub profiles: u64,
-    /// Bytes of record allocations (rounded to 8; the allocator's own overhead is not included).
+    /// Bytes of live record blocks (each rounded up to 8).
     pub record_bytes: u64,
+    /// Bytes mapped for records (live blocks, free blocks and the unused tail of the last chunk).
+    pub arena_bytes: u64,
+    /// Bytes of freed record blocks waiting for reuse by records of the same size class.
+    pub arena_free_bytes: u64,
     /// Bytes of the index.
     pub index_bytes: u64,
     /// Retired records/tables not yet freed (readers still pinned behind them).
@@ -230,6 +220,8 @@ impl Counters {
         Stats {
             profiles: g(&self.profiles),
             record_bytes: g(&self.record_bytes),
+            arena_bytes: g(&self.arena_bytes),
+            arena_free_bytes: g(&self.arena_free_bytes),
             index_bytes: g(&self.index_bytes),
             retired_pending: g(&self.retired_pending),
             updates_applied: g(&self.updates_applied),
@@ -265,8 +257,9 @@ pub(crate) struct Shared {
     epochs: Epochs,
     pub(crate) counters: Counters,
     pub(crate) freshness: Freshness,
-    /// Garbage the writer left when it was dropped; freed with the last reader.
-    orphans: Mutex<Vec<Garbage>>,
+    /// What the writer left when it was dropped (its arena, holding every record, and retired
+    /// tables): released with the last reader.
+    orphans: Mutex<(Option<Arena>, Vec<Garbage>)>,
 }
 
 // SAFETY: the raw record pointers inside (`table`'s slots, `orphans`) point at immutable byte
@@ -278,32 +271,19 @@ unsafe impl Sync for Shared {}
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // No reader and no writer remain (this is the last Arc): free everything.
+        // No reader and no writer remain (this is the last Arc): the table is unmapped here, the
+        // records with the arena in `orphans`.
         let t = *self.table.get_mut();
         // SAFETY: `table` always holds a pointer from `Box::into_raw`, freed only here.
-        let table = unsafe { Box::from_raw(t) };
-        for s in table.slots.iter() {
-            let v = s.load(Ordering::Relaxed);
-            if v != EMPTY
-                && v != TOMB
-                && let Some(p) = NonNull::new((v & PTR_MASK) as *mut u8)
-            {
-                // SAFETY: each live slot owns its record exactly once; nobody can read it now.
-                unsafe { free_record(p) };
-            }
-        }
-        let orphans = std::mem::take(self.orphans.get_mut().unwrap_or_else(|p| p.into_inner()));
-        for g in orphans {
-            free_garbage(g);
-        }
+        drop(unsafe { Box::from_raw(t) });
     }
 }
 
-fn free_garbage(g: Garbage) {
+fn free_garbage(arena: &mut Arena, g: Garbage) {
     match g {
         // SAFETY: retired records were unlinked before retirement and are freed once, after
         // the epoch protocol showed no reader can reach them.
-        Garbage::Record(p) => unsafe { free_record(p) },
+        Garbage::Record(p, len) => unsafe { arena.free(p, len) },
         Garbage::Table(t) => drop(t),
     }
 }
@@ -315,6 +295,7 @@ pub struct Store {
     live: usize,
     tombs: usize,
     garbage: Vec<Retired<Garbage>>,
+    arena: Arena,
     buf: Vec<u8>,
     generation: u8,
 }
@@ -341,7 +322,7 @@ impl Store {
                 synced_at_ms: AtomicU64::new(0),
                 max_staleness_ms,
             },
-            orphans: Mutex::new(Vec::new()),
+            orphans: Mutex::new((None, Vec::new())),
         });
         let reader = Reader::new(Arc::clone(&shared));
         let store = Store {
@@ -349,6 +330,7 @@ impl Store {
             live: 0,
             tombs: 0,
             garbage: Vec::new(),
+            arena: Arena::default(),
             buf: Vec::with_capacity(crate::record::MAX_RECORD_LEN),
             generation: 0,
         };
@@ -400,23 +382,25 @@ impl Store {
     }
 
     fn put(&mut self, rec: &[u8]) {
-        if (self.live + self.tombs + 1) * 4 > self.table().slots.len() * 3 {
+        if (self.live + self.tombs + 1) * 4 > self.table().slots().len() * 3 {
             self.rebuild(self.live + 1);
         }
         let key = RecordView::trusted(rec).user_id_bytes();
         let hash = hash_key(&self.shared.hasher, key);
-        let p = alloc_record(rec);
+        let p = self.arena.alloc(rec.len());
+        // SAFETY: `p` is a fresh block of at least `rec.len()` bytes, disjoint from `rec`.
+        unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), p.as_ptr(), rec.len()) };
         let Some(v) = slot_value(hash, p) else {
             // An address above 2^48 cannot be tagged; never seen on Linux without mmap hints.
             // SAFETY: `p` was just allocated and never published.
-            unsafe { free_record(p) };
+            unsafe { self.arena.free(p, rec.len()) };
             self.shared
                 .counters
                 .malformed_profiles
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let size = record_layout(rec.len()).size() as u64;
+        let size = block_size(rec.len()) as u64;
         let c = &self.shared.counters;
         let table = self.table();
         let home = hash as usize & table.mask;
@@ -424,7 +408,7 @@ impl Store {
         let mut free: Option<usize> = None;
         let mut old: Option<u64> = None;
         loop {
-            let cur = table.slots[i].load(Ordering::Relaxed);
+            let cur = table.slots()[i].load(Ordering::Relaxed);
             if cur == EMPTY {
                 break;
             }
@@ -446,8 +430,8 @@ impl Store {
         if dist > table.max_probe.load(Ordering::Relaxed) {
             table.max_probe.store(dist, Ordering::Release);
         }
-        let was = table.slots[at].load(Ordering::Relaxed);
-        table.slots[at].store(v, Ordering::Release);
+        let was = table.slots()[at].load(Ordering::Relaxed);
+        table.slots()[at].store(v, Ordering::Release);
         c.record_bytes.fetch_add(size, Ordering::Relaxed);
         match old {
             Some(o) => retire_record(&self.shared, &mut self.garbage, o),
@@ -469,7 +453,7 @@ impl Store {
         let table = self.table();
         let mut i = hash as usize & table.mask;
         for _ in 0..=table.max_probe.load(Ordering::Relaxed) {
-            let cur = table.slots[i].load(Ordering::Relaxed);
+            let cur = table.slots()[i].load(Ordering::Relaxed);
             if cur == EMPTY {
                 return false;
             }
@@ -478,7 +462,7 @@ impl Store {
                 // SAFETY: the writer owns every linked record.
                 && unsafe { record_at(cur) }.user_id_bytes() == key
             {
-                table.slots[i].store(TOMB, Ordering::Release);
+                table.slots()[i].store(TOMB, Ordering::Release);
                 retire_record(&self.shared, &mut self.garbage, cur);
                 self.live -= 1;
                 self.tombs += 1;
@@ -496,7 +480,7 @@ impl Store {
     /// deleted from Redis while the change stream could not tell us). Returns how many.
     pub fn sweep(&mut self, keep: u8) -> usize {
         let mut stale = Vec::new();
-        for s in self.table().slots.iter() {
+        for s in self.table().slots().iter() {
             let v = s.load(Ordering::Relaxed);
             if v != EMPTY && v != TOMB {
                 // SAFETY: the writer owns every linked record.
@@ -516,7 +500,7 @@ impl Store {
     fn rebuild(&mut self, live: usize) {
         let new = Table::with_slots(slots_for(live));
         let mut max = 0u32;
-        for s in self.table().slots.iter() {
+        for s in self.table().slots().iter() {
             let v = s.load(Ordering::Relaxed);
             if v == EMPTY || v == TOMB {
                 continue;
@@ -526,11 +510,11 @@ impl Store {
             let hash = hash_key(&self.shared.hasher, key);
             let home = hash as usize & new.mask;
             let mut i = home;
-            while new.slots[i].load(Ordering::Relaxed) != EMPTY {
+            while new.slots()[i].load(Ordering::Relaxed) != EMPTY {
                 i = (i + 1) & new.mask;
             }
             max = max.max((i.wrapping_sub(home) & new.mask) as u32);
-            new.slots[i].store(v, Ordering::Relaxed);
+            new.slots()[i].store(v, Ordering::Relaxed);
         }
         new.max_probe.store(max, Ordering::Relaxed);
         self.shared
@@ -556,17 +540,20 @@ impl Store {
             let mut kept = Vec::with_capacity(self.garbage.len());
             for r in self.garbage.drain(..) {
                 if r.epoch < oldest {
-                    free_garbage(r.item);
+                    free_garbage(&mut self.arena, r.item);
                 } else {
                     kept.push(r);
                 }
             }
             self.garbage = kept;
         }
-        self.shared
-            .counters
-            .retired_pending
+        let c = &self.shared.counters;
+        c.retired_pending
             .store(self.garbage.len() as u64, Ordering::Relaxed);
+        c.arena_bytes
+            .store(self.arena.mapped_bytes() as u64, Ordering::Relaxed);
+        c.arena_free_bytes
+            .store(self.arena.free_bytes() as u64, Ordering::Relaxed);
     }
 
     /// Marks the replica loaded and current as of `at_ms` (wall-clock milliseconds).
@@ -586,11 +573,13 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.collect();
         let left: Vec<Garbage> = self.garbage.drain(..).map(|r| r.item).collect();
-        self.shared
+        let mut o = self
+            .shared
             .orphans
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(left);
+            .unwrap_or_else(|p| p.into_inner());
+        o.0 = Some(std::mem::take(&mut self.arena));
+        o.1.extend(left);
     }
 }
 

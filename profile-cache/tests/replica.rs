@@ -15,7 +15,9 @@ fn config(url: &str, ns: &str) -> ReplicaConfig {
         namespace: ns.into(),
         expected_profiles: 1000,
         max_staleness: Duration::from_secs(1),
-        scan_batch: 100,
+        // SCAN walks the whole keyspace, not just the namespace: large steps keep the copy quick
+        // when the Redis under test also holds other data.
+        scan_batch: 1000,
         stream_batch: 100,
         block: Duration::from_millis(50),
         io_timeout: Duration::from_millis(500),
@@ -83,7 +85,7 @@ fn bootstrap_copies_every_profile_and_changes_made_during_the_copy() {
     for i in 0..200u32 {
         write_profile(&mut con, &ns, &format!("late{i}"), &[("seg", "5:55")]);
     }
-    wait_for("replica loaded", 20, || reader.is_loaded());
+    wait_for("replica loaded", 60, || reader.is_loaded());
     wait_for("late writes applied", 10, || {
         reader.get("late199").is_some()
     });
@@ -101,8 +103,10 @@ fn bootstrap_copies_every_profile_and_changes_made_during_the_copy() {
     assert_eq!(s.profiles, 3200);
     assert_eq!(s.bootstraps, 1);
     assert_eq!(s.malformed_fields + s.malformed_profiles, 0);
-    assert!(reader.is_fresh());
-    assert!(reader.lag_seconds() < 1.0);
+    // Idle, the replicator re-marks the replica current at least every `block` (50 ms).
+    wait_for("fresh", 5, || {
+        reader.is_fresh() && reader.lag_seconds() < 1.0
+    });
     replicator.stop();
     // Readers keep the last data after the replicator stopped.
     check_preloaded(&reader, 10);
@@ -116,7 +120,7 @@ fn live_updates_deletes_and_frequency_counters_reach_the_readers() {
     let mut con = connect(&url);
     clean(&mut con, &ns);
     let (replicator, reader) = start(&config(&url, &ns)).expect("start");
-    wait_for("replica loaded (empty)", 10, || reader.is_loaded());
+    wait_for("replica loaded (empty)", 60, || reader.is_loaded());
     assert_eq!(reader.stats().profiles, 0);
 
     write_profile(
@@ -201,7 +205,7 @@ fn redis_restart_mid_stream_keeps_serving_then_resumes_from_the_last_id() {
     let mut con = connect(&own.url());
     preload(&mut con, &ns, 500);
     let (replicator, reader) = start(&config(&own.url(), &ns)).expect("start");
-    wait_for("loaded", 10, || reader.is_loaded());
+    wait_for("loaded", 60, || reader.is_loaded());
     // Updates in flight when Redis goes down (persisted by the AOF, maybe not yet applied).
     for i in 0..300u32 {
         write_profile(
@@ -249,9 +253,10 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
     let mut con = connect(&url);
     clean(&mut con, &ns);
     preload(&mut con, &ns, 200);
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let db = client.get_connection_info().redis_settings().db();
     let target: std::net::SocketAddr = {
-        let info = redis::Client::open(url.as_str()).expect("url");
-        let addr = info.get_connection_info().addr().to_string();
+        let addr = client.get_connection_info().addr().to_string();
         let hp = addr.trim_start_matches("redis://");
         std::net::ToSocketAddrs::to_socket_addrs(&hp)
             .ok()
@@ -259,8 +264,8 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
             .unwrap_or_else(|| panic!("resolvable Redis address: {addr}"))
     };
     let proxy = Proxy::start(target);
-    let (replicator, reader) = start(&config(&proxy.url(), &ns)).expect("start");
-    wait_for("loaded", 10, || reader.is_loaded());
+    let (replicator, reader) = start(&config(&proxy.url(db), &ns)).expect("start");
+    wait_for("loaded", 60, || reader.is_loaded());
     write_profile(&mut con, &ns, "u1", &[("seg", "1:1")]);
     wait_for("followed", 5, || {
         reader
@@ -282,8 +287,8 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
     assert!(reader.get("u3").is_some(), "cut off: still the old data");
     proxy.restore();
 
-    wait_for("re-bootstrapped", 15, || replicator.stats().bootstraps >= 2);
-    wait_for("loaded and current", 5, || reader.is_fresh());
+    wait_for("re-bootstrapped", 60, || replicator.stats().bootstraps >= 2);
+    wait_for("loaded and current", 30, || reader.is_fresh());
     assert!(reader.get("u3").is_none(), "deleted profile swept");
     assert_eq!(reader.get("u2").expect("u2").segment_weight(2), Some(2));
     assert_eq!(replicator.stats().profiles, 199);
@@ -300,7 +305,7 @@ fn malformed_values_are_skipped_counted_and_never_stop_replication() {
     let mut con = connect(&url);
     clean(&mut con, &ns);
     let (replicator, reader) = start(&config(&url, &ns)).expect("start");
-    wait_for("loaded", 10, || reader.is_loaded());
+    wait_for("loaded", 60, || reader.is_loaded());
 
     // Bad segment list and bad year: those fields skipped, the good ones kept.
     write_profile(

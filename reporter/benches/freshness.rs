@@ -125,7 +125,7 @@ async fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_helios-reporter"))
+    let mut child = Command::new(common::reporter_bin())
         .args([
             "--pg-url",
             &db.url,

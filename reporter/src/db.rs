@@ -14,8 +14,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         2,
+        "rollups_campaign_index",
+        include_str!("../migrations/0002_rollups_campaign_index.sql"),
+    ),
+    (
+        3,
         "campaign_control",
-        include_str!("../migrations/0002_campaign_control.sql"),
+        include_str!("../migrations/0003_campaign_control.sql"),
     ),
 ];
 

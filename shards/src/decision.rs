@@ -28,6 +28,7 @@ use crate::index::{CCampaign, CompiledSet, and, and_not, and_or, cat_keys, or_in
 use crate::pacing::{LeaseGrant, LeaseOp, PPM, Runtime, impression_cost};
 use crate::privacy::{GppCache, Privacy};
 use crate::profile::ProfileView;
+use crate::shade::{self, Shader};
 
 /// One bid on one imp. Indices point into the shard's current [`CompiledSet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct ImpBid {
     pub deal_index: Option<u8>,
     /// Budget reserved for this bid (micros of USD); pass back to [`Shard::settle`].
     pub reserved: Micros,
+    /// Bid-shading key (publisher × size) when the price was shaded, else 0: report the
+    /// outcome with [`Shard::observe_shading`].
+    pub shade_key: u64,
 }
 
 /// The outcome for a whole request: bids (at most one per imp) or the reason for none.
@@ -207,6 +211,8 @@ struct Keys {
     is_app: bool,
     cats: ArrayVec<u64, 16>,
     user: Option<u64>,
+    /// Publisher id, else site domain / app bundle (bid shading).
+    publisher: u64,
 }
 
 impl Keys {
@@ -238,6 +244,19 @@ impl Keys {
             is_site: r.site.is_some(),
             is_app: r.app.is_some(),
             cats,
+            publisher: {
+                let site_pub = r
+                    .site
+                    .as_ref()
+                    .and_then(|s| s.publisher.as_ref()?.id.as_deref());
+                let app_pub = r
+                    .app
+                    .as_ref()
+                    .and_then(|a| a.publisher.as_ref()?.id.as_deref());
+                let dom = r.site.as_ref().and_then(|s| s.domain.as_deref());
+                let bun = r.app.as_ref().and_then(|a| a.bundle.as_deref());
+                site_pub.or(app_pub).or(dom).or(bun).map_or(0, fnv1a_lower)
+            },
             user: if personalized {
                 user_key(r).map(user_hash)
             } else {
@@ -271,6 +290,7 @@ struct Work {
     gpp: GppCache,
     rng: u64,
     stats: ShardStats,
+    shader: Shader,
 }
 
 struct Candidate {
@@ -279,6 +299,7 @@ struct Candidate {
     deal: Option<u8>,
     price_usd: Micros,
     cost: i64,
+    shade_key: u64,
 }
 
 impl Shard {
@@ -301,6 +322,7 @@ impl Shard {
                 gpp: GppCache::default(),
                 rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(core).wrapping_mul(0xff51_afd7_ed55_8ccd),
                 stats: ShardStats::default(),
+                shader: Shader::new(4096),
             },
         };
         s.install(set);
@@ -416,6 +438,13 @@ impl Shard {
             if let Some(op) = rt.take_op() {
                 out.push(op);
             }
+        }
+    }
+
+    /// Learns from a first-price outcome of a shaded bid (`ImpBid::shade_key`).
+    pub fn observe_shading(&mut self, shade_key: u64, o: shade::Outcome) {
+        if shade_key != 0 {
+            self.w.shader.observe(shade_key, o);
         }
     }
 
@@ -622,6 +651,7 @@ impl Work {
                 price,
                 currency: cur,
                 deal_index: b.deal,
+                shade_key: b.shade_key,
                 reserved: Micros(if out.test || !self.cfg.enforce_budget {
                     0
                 } else {
@@ -843,6 +873,23 @@ impl Work {
                 return Err(Drop::BelowFloor);
             }
         }
+        let mut shade_key = 0;
+        if c.shading && r.at == Some(1) {
+            let (w, h) = imp
+                .banner
+                .as_ref()
+                .and_then(|b| match (b.w, b.h) {
+                    (Some(w), Some(h)) => Some((w, h)),
+                    _ => b.format.first().map(|f| (f.w, f.h)),
+                })
+                .unwrap_or((0, 0));
+            shade_key = shade::key_hashed(keys.publisher, w, h);
+            price = self
+                .shader
+                .shade(shade_key, price)
+                .max(floor)
+                .max(Micros(1));
+        }
         let cost = impression_cost(price);
         if !test && self.cfg.enforce_budget {
             let throttle = {
@@ -865,6 +912,7 @@ impl Work {
             deal,
             price_usd: price,
             cost,
+            shade_key,
         })
     }
 }

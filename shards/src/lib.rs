@@ -16,6 +16,7 @@ pub mod index;
 pub mod pacing;
 pub mod privacy;
 pub mod profile;
+pub mod shade;
 pub mod synth;
 
 pub use campaign::{Campaign, CampaignSet, Creative, LoadError};

@@ -526,3 +526,41 @@ fn the_trace_says_why_each_campaign_did_not_bid() {
     assert_eq!(d.no_bid, Some(NoBidReason::Blocked));
     assert_eq!(t.privacy, Some(Privacy::Personalized));
 }
+
+#[test]
+fn shading_applies_to_first_price_auctions_of_shading_campaigns_only() {
+    use shards::shade::{MIN_SAMPLES, Outcome};
+    let s = set(&[campaign(1, 3_000_000, r#","shading":true"#, BANNER)]);
+    let mut sh = Shard::new(0, s);
+    let first = req(r#","at":1,"site":{"domain":"news.example"}"#);
+    let second = req(r#","site":{"domain":"news.example"}"#);
+    let d = run(&mut sh, &first, None, MONDAY_NOON);
+    let k = d.bids[0].shade_key;
+    assert_ne!(k, 0);
+    assert_eq!(
+        d.bids[0].price,
+        Micros(3_000_000),
+        "no data yet: strategy price"
+    );
+    for _ in 0..MIN_SAMPLES {
+        sh.observe_shading(
+            k,
+            Outcome::Loss {
+                bid: Micros(1_000_000),
+                min_to_win: Some(Micros(1_000_000)),
+            },
+        );
+    }
+    let d = run(&mut sh, &first, None, MONDAY_NOON);
+    assert!(
+        d.bids[0].price < Micros(3_000_000),
+        "shaded: {:?}",
+        d.bids[0].price
+    );
+    let d = run(&mut sh, &second, None, MONDAY_NOON);
+    assert_eq!(
+        (d.bids[0].price, d.bids[0].shade_key),
+        (Micros(3_000_000), 0),
+        "second price: not shaded"
+    );
+}

@@ -292,6 +292,8 @@ pub fn run(
                 RECV => l.on_recv(slot, generation, res, flags, now)?,
                 SEND => l.on_send(slot, generation, res)?,
                 CLOSE => l.on_close(slot, generation),
+                // The accept was not pending (any more): nothing left to cancel.
+                CANCEL if res == -libc::ENOENT => l.stop_accepting(),
                 TICK => {
                     ticked = true;
                     if !cqueue::more(flags) {
@@ -384,17 +386,17 @@ impl Loop {
     }
 
     fn on_accept(&mut self, res: i32, flags: u32, now: Instant) -> io::Result<()> {
-        if !cqueue::more(flags) && self.accepting && !self.draining {
-            self.arm_accept()?;
+        if !cqueue::more(flags) {
+            // The multishot accept ended (cancelled, or an error).
+            if self.draining {
+                self.stop_accepting();
+            } else {
+                self.arm_accept()?;
+            }
         }
         if res < 0 {
             if res != -libc::ECANCELED {
                 tracing::warn!(core = self.core.id(), errno = -res, "accept failed");
-            }
-            if res == -libc::ECANCELED || self.draining {
-                self.accepting = false;
-                // No accept is pending any more: close the socket, refusing new connections.
-                self.listener = None;
             }
             return Ok(());
         }
@@ -664,6 +666,12 @@ impl Loop {
             // SAFETY: plain shutdown(2) of our socket.
             unsafe { libc::shutdown(s.fd, libc::SHUT_RDWR) };
         }
+    }
+
+    /// No accept is pending any more: close the listening socket, refusing new connections.
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
+        self.listener = None;
     }
 
     fn begin_drain(&mut self) -> io::Result<()> {

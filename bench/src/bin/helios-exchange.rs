@@ -31,8 +31,8 @@ use tokio::net::TcpStream;
 /// optional simulated rival bidders), then calls the winner's `nurl` and `burl` (a share of wins
 /// renders) and the losers' `lurl` with the OpenRTB macros filled (`${AUCTION_PRICE}`,
 /// `${AUCTION_LOSS}`, `${AUCTION_MIN_TO_WIN}`, `${AUCTION_ID}`, `${AUCTION_IMP_ID}`, …). A share of
-/// billed impressions is clicked: the click URL is the billing URL with its path replaced by
-/// `/notice/click` (same signed query).
+/// billed impressions is clicked: the click URL is the first `http://…/notice/click?…` tracker in
+/// the bid's `adm`, else the billing URL with its path replaced by `/notice/click` (same query).
 ///
 /// Requests come from the deterministic corpus generator (`--seed`, `--users`, `--user-ids`),
 /// so every request id is unique, or from a corpus file (ids then get a `-{sequence}` suffix).
@@ -59,7 +59,8 @@ struct Args {
     /// Share of wins whose ad renders and is billed (→ `burl`).
     #[arg(long, default_value_t = 0.95)]
     render_share: f64,
-    /// Share of billed impressions that are clicked (→ `/notice/click`).
+    /// Share of billed impressions that are clicked (→ the adm's click tracker, else
+    /// `/notice/click` with the billing URL's query).
     #[arg(long, default_value_t = 0.02)]
     click_share: f64,
     /// Simulated rival bidders on an imp (they bid but get no notices).

@@ -322,23 +322,25 @@ fn pct(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-/// Times `get` + one `segment_weight` per id, one at a time (TSC), after one warm-up pass.
-fn time_lookups(
-    reader: &profile_cache::Reader,
-    ids: &[String],
-    order: &[u32],
-) -> Result<(Histogram<u64>, u64)> {
+/// Length of every query id (`user_id` ids and the absent ones are all this long).
+const ID_LEN: usize = 36;
+
+/// Times `get` + one `segment_weight` per query, one at a time (TSC), after one warm-up pass.
+/// Queries are laid out back to back in `queries` and read in order, as a request's id sits in a
+/// hot receive buffer: the misses measured are the replica's, not the query list's.
+fn time_lookups(reader: &profile_cache::Reader, queries: &str) -> Result<(Histogram<u64>, u64)> {
     let clock = quanta::Clock::new();
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
     let mut found = 0u64;
+    let n = queries.len() / ID_LEN;
     for pass in 0..2 {
-        for &i in order {
-            let id = &ids[i as usize];
+        for k in 0..n {
+            let id = &queries[k * ID_LEN..(k + 1) * ID_LEN];
             let t = clock.raw();
             let hit = reader.get(id).map(|p| p.segment_weight(1).is_some());
             let e = clock.raw();
             if pass == 1 {
-                h.record(clock.delta_as_nanos(t, e).max(1))?;
+                h.saturating_record(clock.delta_as_nanos(t, e).max(1));
                 found += u64::from(hit.is_some());
             }
             std::hint::black_box(hit);
@@ -353,7 +355,7 @@ fn clock_overhead() -> Result<Histogram<u64>> {
     for _ in 0..1_000_000 {
         let t = clock.raw();
         let e = clock.raw();
-        h.record(clock.delta_as_nanos(t, e).max(1))?;
+        h.saturating_record(clock.delta_as_nanos(t, e).max(1));
     }
     Ok(h)
 }
@@ -401,18 +403,22 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
     // Lookups: ids over the whole data set (uniform: DRAM-bound) and a small hot set (cached).
     let lookups = a.lookups.max(1);
     let mut g = SplitMix64::new(a.shape.seed ^ 0x100C, 0);
-    let n_ids = lookups.min(a.count) as usize;
-    let idx: Vec<u64> = (0..n_ids).map(|_| g.below(a.count)).collect();
-    let ids: Vec<String> = idx.iter().map(|&i| user_id(a.shape.seed, i)).collect();
-    let uniform: Vec<u32> = (0..lookups).map(|_| g.below(n_ids as u64) as u32).collect();
-    let hot = a.hot_set.clamp(1, n_ids as u64);
-    let hot_order: Vec<u32> = (0..lookups).map(|_| g.below(hot) as u32).collect();
-    let misses: Vec<String> = (0..n_ids.min(100_000))
-        .map(|i| format!("absent-{i:032}"))
+    let hot = a.hot_set.clamp(1, a.count);
+    let mut uniform = String::with_capacity(lookups as usize * ID_LEN);
+    let mut hot_q = String::with_capacity(lookups as usize * ID_LEN);
+    let mut misses = String::with_capacity(lookups as usize * ID_LEN);
+    // The hot set: `hot` ids drawn once from the whole data set, then queried at random.
+    let hot_ids: Vec<String> = (0..hot)
+        .map(|_| user_id(a.shape.seed, g.below(a.count)))
         .collect();
-    let miss_order: Vec<u32> = (0..lookups)
-        .map(|_| g.below(misses.len() as u64) as u32)
-        .collect();
+    for k in 0..lookups {
+        uniform.push_str(&user_id(a.shape.seed, g.below(a.count)));
+        hot_q.push_str(&hot_ids[g.below(hot) as usize]);
+        misses.push_str(&format!("absent-{:029}", k));
+    }
+    if uniform.len() != lookups as usize * ID_LEN || misses.len() != uniform.len() {
+        bail!("query ids must all be {ID_LEN} bytes");
+    }
     let (uni_h, hot_h, miss_h, over, found) = {
         let r = reader.clone();
         let cpu = a.cpu;
@@ -420,9 +426,9 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
             s.spawn(move || -> Result<_> {
                 pin_to(cpu);
                 let over = clock_overhead()?;
-                let (uni, found) = time_lookups(&r, &ids, &uniform)?;
-                let (hot, _) = time_lookups(&r, &ids, &hot_order)?;
-                let (miss, _) = time_lookups(&r, &misses, &miss_order)?;
+                let (uni, found) = time_lookups(&r, &uniform)?;
+                let (hot, _) = time_lookups(&r, &hot_q)?;
+                let (miss, _) = time_lookups(&r, &misses)?;
                 Ok((uni, hot, miss, over, found))
             })
             .join()

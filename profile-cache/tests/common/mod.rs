@@ -131,8 +131,9 @@ impl Proxy {
         Proxy { port, up, stop }
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+    /// The proxy's URL for Redis database `db` (use the one the test writes to).
+    pub fn url(&self, db: i64) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
     }
 
     pub fn cut(&self) {

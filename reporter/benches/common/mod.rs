@@ -67,3 +67,11 @@ pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration, Duration, D
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// The reporter binary to start: `HELIOS_REPORTER_BIN` when set (a copy taken right after the
+/// build: the shared target directory may be rewritten by other worktrees' builds), else the one
+/// cargo built with this benchmark.
+pub fn reporter_bin() -> String {
+    std::env::var("HELIOS_REPORTER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_helios-reporter").to_owned())
+}

@@ -1,5 +1,5 @@
 //! Campaign management: the `/api/v1` routes that create and change advertisers, campaigns,
-//! creatives and budgets, stored in PostgreSQL (`cm_*` tables, migration 0002) and published to
+//! creatives and budgets, stored in PostgreSQL (`cm_*` tables, migration 0003) and published to
 //! the appliances through Redis ([`super::publish`]).
 //!
 //! Every change runs the same steps, serialised by [`ControlPlane`]'s one dedicated connection
