@@ -475,7 +475,7 @@ async fn until_status(client: &reqwest::Client, port: u16, want: u16, limit: Dur
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_change_is_bidding_on_a_running_appliance_within_a_second() {
+async fn an_api_change_is_bidding_on_every_running_appliance_within_a_second() {
     let Some((pg, _)) = services("campaigns_live", false) else {
         return;
     };
@@ -485,31 +485,38 @@ async fn an_api_change_is_bidding_on_a_running_appliance_within_a_second() {
     let _r = redis_con(&redis);
     let Setup { tdb, app, a, .. } = setup(&pg, &redis).await;
 
-    let (port, admin) = (free_port(), free_port());
-    let _helios = Helios(
-        Command::new(helios_bin())
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--cores",
-                "0",
-                "--node",
-                "campaigns-test",
-                "--log-level",
-                "warn",
-            ])
-            .env("HELIOS_EVENTS_ENABLED", "false")
-            .env("HELIOS_SERVER_DRIVER", "epoll")
-            .env("HELIOS_BIDDING_CAMPAIGNS_REDIS_URL", &redis)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start helios"),
-    );
+    // Two nodes, as two processes on the same Redis.
+    let nodes: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
+    let _procs: Vec<Helios> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (port, admin))| {
+            Helios(
+                Command::new(helios_bin())
+                    .args([
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                        "--admin",
+                        &format!("127.0.0.1:{admin}"),
+                        "--cores",
+                        "0",
+                        "--node",
+                        &format!("campaigns-test-{i}"),
+                        "--log-level",
+                        "warn",
+                    ])
+                    .env("HELIOS_EVENTS_ENABLED", "false")
+                    .env("HELIOS_SERVER_DRIVER", "epoll")
+                    .env("HELIOS_BIDDING_CAMPAIGNS_REDIS_URL", &redis)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("start helios"),
+            )
+        })
+        .collect();
     let client = reqwest::Client::new();
-    let readyz = |c: reqwest::Client| async move {
+    let readyz = |c: reqwest::Client, admin: u16| async move {
         let r = c
             .get(format!("http://127.0.0.1:{admin}/readyz"))
             .send()
@@ -519,13 +526,15 @@ async fn an_api_change_is_bidding_on_a_running_appliance_within_a_second() {
         let t = r.text().await.ok()?;
         ok.then_some(t)
     };
-    let ready = wait_for(Duration::from_secs(15), || readyz(client.clone()))
-        .await
-        .expect("helios ready");
-    assert!(ready.contains("campaign_set_version 2"), "{ready}");
-    assert_eq!(bid(&client, port).await, 204, "no campaign yet");
+    for &(port, admin) in &nodes {
+        let ready = wait_for(Duration::from_secs(15), || readyz(client.clone(), admin))
+            .await
+            .expect("helios ready");
+        assert!(ready.contains("campaign_set_version 2"), "{ready}");
+        assert_eq!(bid(&client, port).await, 204, "no campaign yet");
+    }
 
-    // Created through the API → bidding.
+    // Created through the API → bidding on every node.
     let (s, body) = call(
         &app,
         "POST",
@@ -536,11 +545,15 @@ async fn an_api_change_is_bidding_on_a_running_appliance_within_a_second() {
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let cid = body["campaign_id"].as_i64().expect("id");
-    let took = until_status(&client, port, 200, Duration::from_secs(3)).await;
-    println!("create → bidding: {took:?}");
+    let t0 = Instant::now();
+    for &(port, _) in &nodes {
+        until_status(&client, port, 200, Duration::from_secs(3)).await;
+    }
+    let took = t0.elapsed();
+    println!("create → bidding on {} nodes: {took:?}", nodes.len());
     assert!(took < Duration::from_secs(1), "create took {took:?}");
 
-    // Paused through the API → no longer bidding.
+    // Paused through the API → no longer bidding anywhere.
     let (s, _) = call(
         &app,
         "PUT",
@@ -550,30 +563,36 @@ async fn an_api_change_is_bidding_on_a_running_appliance_within_a_second() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let took = until_status(&client, port, 204, Duration::from_secs(3)).await;
-    println!("pause → not bidding: {took:?}");
+    let t0 = Instant::now();
+    for &(port, _) in &nodes {
+        until_status(&client, port, 204, Duration::from_secs(3)).await;
+    }
+    let took = t0.elapsed();
+    println!("pause → not bidding on {} nodes: {took:?}", nodes.len());
     assert!(took < Duration::from_secs(1), "pause took {took:?}");
 
-    // The node reports the version it runs: /readyz and the metric.
-    let ready = wait_for(Duration::from_secs(2), || async {
-        readyz(client.clone())
+    // Each node reports the version it runs: /readyz and the metric.
+    for &(_, admin) in &nodes {
+        let ready = wait_for(Duration::from_secs(2), || async {
+            readyz(client.clone(), admin)
+                .await
+                .filter(|t| t.contains("campaign_set_version 4"))
+        })
+        .await;
+        assert!(ready.is_some(), "readyz shows set 4");
+        let metrics = client
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
             .await
-            .filter(|t| t.contains("campaign_set_version 4"))
-    })
-    .await;
-    assert!(ready.is_some(), "readyz shows set 4");
-    let metrics = client
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert!(
-        metrics.contains("helios_campaign_set_version{core=\"0\"} 4"),
-        "{metrics}"
-    );
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(
+            metrics.contains("helios_campaign_set_version{core=\"0\"} 4"),
+            "{metrics}"
+        );
+    }
     drop(app);
     tdb.drop_db().await;
 }
