@@ -72,6 +72,9 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 "# HELP helios_ready 1 when the node accepts bids.\n# TYPE helios_ready gauge\n",
             );
             out.push_str(&format!("helios_ready {ready}\n"));
+            if let Some(l) = &shared.live {
+                l.render(&mut out);
+            }
             out.push_str("# HELP helios_core_info The driver each core runs.\n# TYPE helios_core_info gauge\n");
             if let Ok(d) = shared.drivers.lock() {
                 for (core, driver) in d.iter() {
@@ -89,7 +92,15 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         "/healthz" => reply(&mut s, 200, "text/plain", "ok\n"),
         "/readyz" => match shared.ready() {
-            Ok(()) => reply(&mut s, 200, "text/plain", "ready\n"),
+            Ok(()) => match shared.live.as_ref().and_then(|l| l.node_version()) {
+                Some(v) => reply(
+                    &mut s,
+                    200,
+                    "text/plain",
+                    &format!("ready\ncampaign_set_version {v}\n"),
+                ),
+                None => reply(&mut s, 200, "text/plain", "ready\n"),
+            },
             Err(why) => reply(&mut s, 503, "text/plain", &format!("not ready: {why}\n")),
         },
         "/debug/config" => reply(&mut s, 200, "text/plain", &shared.config_toml),
@@ -188,6 +199,13 @@ impl Shared {
         }
         if !self.campaigns_loaded.load(Ordering::Relaxed) {
             return Err("campaigns not loaded");
+        }
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.node_version().is_none())
+        {
+            return Err("campaign set from redis not loaded");
         }
         if let Ok(p) = self.profiles.lock()
             && p.as_ref().is_some_and(|r| !r.is_loaded())

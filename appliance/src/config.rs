@@ -73,6 +73,10 @@ pub struct Http {
 pub struct Bidding {
     /// Campaigns file (JSON, see docs/CAMPAIGNS.md); "" = no campaigns (every request no-bids).
     pub campaigns: String,
+    /// Redis holding the live campaign set (`helios:campaigns`, published by the reporter's
+    /// campaign management); "" = off. When set, the node is ready once every core runs a set
+    /// from Redis, and later sets are installed live.
+    pub campaigns_redis_url: String,
     /// `tmax` assumed when a request has none, ms.
     pub default_tmax_ms: u32,
     /// Subtracted from `tmax` for the network, ms.
@@ -209,6 +213,7 @@ impl Default for Bidding {
     fn default() -> Self {
         Bidding {
             campaigns: String::new(),
+            campaigns_redis_url: String::new(),
             default_tmax_ms: 100,
             network_margin_ms: 20,
             max_inflight_per_core: 256,

@@ -222,6 +222,8 @@ pub struct Core {
     inflater: Inflater,
     published: Arc<Published>,
     draining: bool,
+    /// Live campaign sets from Redis, polled on the loop timer.
+    feed: Option<crate::campaign_feed::CoreFeed>,
 }
 
 impl std::fmt::Debug for Core {
@@ -256,6 +258,7 @@ impl Core {
             inflater: Inflater::new(cfg.max_inflated_body),
             published,
             draining: false,
+            feed: None,
             b: Bidder {
                 signer: NoticeSigner::new(&cfg.notice_key).with_late_window(cfg.notice_late_window),
                 notice_routes: [route("win"), route("billing"), route("loss")],
@@ -318,6 +321,11 @@ impl Core {
         self.b.ready = ready;
     }
 
+    /// Takes live campaign sets from Redis from now on (polled in [`Core::publish`]).
+    pub fn attach_feed(&mut self, feed: crate::campaign_feed::CoreFeed) {
+        self.feed = Some(feed);
+    }
+
     /// Swaps in a new campaign set between requests.
     pub fn install(&mut self, set: Arc<CompiledSet>) {
         self.b.shard.install(set);
@@ -344,7 +352,11 @@ impl Core {
     /// The loop timer's periodic step (every `admin.publish_ms`): the shard's pacing control
     /// step, then the metrics copy for the admin thread (never waits).
     pub fn publish(&mut self) {
-        self.b.shard.tick(unix_ns());
+        // With a live feed, its poll runs the shard's pacing tick (and the lease exchange).
+        match &mut self.feed {
+            Some(f) => f.poll(&mut self.b.shard),
+            None => self.b.shard.tick(unix_ns()),
+        }
         self.b.metrics.allocations = crate::alloc_count::thread_allocs();
         let st = self.b.signer.stats();
         self.b.metrics.notices_rejected = st.rejected;

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod alloc_count;
+pub mod campaign_feed;
 pub mod config;
 pub mod core;
 pub mod driver;

@@ -41,6 +41,8 @@ pub struct Shared {
     pub pipeline: Mutex<Option<pipeline::Pipeline>>,
     /// A reader of the profile replica for `/readyz` (None without a profile cache).
     pub profiles: Mutex<Option<profile_cache::Reader>>,
+    /// Live campaign sets from Redis (None without `bidding.campaigns_redis_url`).
+    pub live: Option<crate::campaign_feed::LiveStatus>,
 }
 
 fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> CoreConfig {
@@ -187,6 +189,14 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
         (Some(rep), Some(rd))
     };
+    let (_control, live, mut feeds) = if cfg.bidding.campaigns_redis_url.is_empty() {
+        (None, None, Vec::new())
+    } else {
+        let (c, s, f) =
+            crate::campaign_feed::start(&cfg.bidding.campaigns_redis_url, &node, cpus.len())
+                .context("starting the campaign feed")?;
+        (Some(c), Some(s), f)
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         shutdown: shutdown.clone(),
@@ -200,6 +210,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         drivers: Mutex::new(Vec::new()),
         pipeline: Mutex::new(pipe),
         profiles: Mutex::new(reader.clone()),
+        live,
     });
     crate::admin::spawn(admin, shared.clone()).context("starting the admin thread")?;
 
@@ -209,6 +220,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let core_cfg = core_config(&cfg, i as u16, &node, &notice);
         let campaigns = campaigns.clone();
         let sink = sinks.remove(0);
+        let feed = (!feeds.is_empty()).then(|| feeds.remove(0));
         let profiles = reader.clone();
         let lc = lc.clone();
         let shared = shared.clone();
@@ -221,6 +233,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
                     campaigns,
                     sink,
                     profiles,
+                    feed,
                 };
                 core_thread(i, cpu, want, parts, listener, lc, shared)
             })
@@ -312,6 +325,7 @@ struct CoreParts {
     campaigns: Arc<CompiledSet>,
     sink: Box<dyn EventSink>,
     profiles: Option<profile_cache::Reader>,
+    feed: Option<crate::campaign_feed::CoreFeed>,
 }
 
 fn core_thread(
@@ -324,7 +338,7 @@ fn core_thread(
     shared: Arc<Shared>,
 ) -> Result<()> {
     sys::pin_current_thread(cpu).with_context(|| format!("pinning core {index} to CPU {cpu}"))?;
-    let core = Core::new(
+    let mut core = Core::new(
         parts.core_cfg,
         parts.campaigns,
         parts.sink,
@@ -332,6 +346,9 @@ fn core_thread(
         shared.published[index].clone(),
         parts.profiles,
     );
+    if let Some(f) = parts.feed {
+        core.attach_feed(f);
+    }
     let shutdown = shared.shutdown.clone();
     let ring = match want {
         Driver::Uring => match driver::uring::Ring::new(&lc) {

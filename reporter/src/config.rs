@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the ingest and the API (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a JWT for local use and print it on stdout.
     Token(TokenArgs),
     /// Apply the database migrations and exit.
@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// absent.
     #[arg(long, env = "HELIOS_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
+    /// Redis of the appliances' campaign feed (`redis://host:port`). When given, the campaign
+    /// management routes are on and every accepted change is published there; when absent they
+    /// answer 503.
+    #[arg(long, env = "HELIOS_CAMPAIGNS_REDIS_URL")]
+    pub campaigns_redis_url: Option<String>,
     /// Log filter (tracing EnvFilter syntax, e.g. `info,reporter=debug`). Logs are JSON on stderr.
     #[arg(long, env = "HELIOS_LOG", default_value = "info")]
     pub log: String,

@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups_campaign_index",
         include_str!("../migrations/0002_rollups_campaign_index.sql"),
     ),
+    (
+        3,
+        "campaign_control",
+        include_str!("../migrations/0003_campaign_control.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

@@ -27,7 +27,7 @@ fn main() -> Result<()> {
             tracing::info!(?applied, "migrations done");
             Ok(())
         }),
-        Some(Command::Serve(s)) => runtime()?.block_on(serve(s)),
+        Some(Command::Serve(s)) => runtime()?.block_on(serve(*s)),
         None => runtime()?.block_on(serve(cli.serve)),
     }
 }
@@ -93,8 +93,14 @@ async fn serve(s: ServeArgs) -> Result<()> {
         {
             tracing::warn!(dir = %d.display(), "no index.html in the dashboard directory (run scripts/build-dashboard.sh)");
         }
-        let app = api::router(state, s.dashboard_dir.clone())
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let mut app = api::router(state, s.dashboard_dir.clone());
+        if let Some(url) = &s.campaigns_redis_url {
+            let cp = Arc::new(api::manage::ControlPlane::new(&s.db.pg_url, url)?);
+            api::manage::spawn_republisher(Arc::clone(&cp));
+            app = app.layer(axum::Extension(cp));
+            tracing::info!("campaign management on (publishing to redis)");
+        }
+        let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = tokio::net::TcpListener::bind(s.listen)
             .await
             .with_context(|| format!("binding {}", s.listen))?;

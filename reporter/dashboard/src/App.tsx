@@ -2,11 +2,15 @@
 import { useEffect, useState } from 'react';
 import { Me, get, saveToken, savedToken } from './api';
 import { CampaignList } from './CampaignList';
+import { CampaignEditor } from './CampaignEditor';
 import { CampaignPage } from './CampaignPage';
 import { Range, lastRange } from './format';
 import { Login } from './Login';
 
-function route(): { page: 'list' } | { page: 'campaign'; id: number } {
+function route(): { page: 'list' } | { page: 'campaign'; id: number } | { page: 'edit'; id: number | null } {
+  if (window.location.hash === '#/campaigns/new') return { page: 'edit', id: null };
+  const e = /^#\/campaigns\/(\d+)\/edit/.exec(window.location.hash);
+  if (e) return { page: 'edit', id: Number(e[1]) };
   const m = /^#\/campaigns\/(\d+)/.exec(window.location.hash);
   return m ? { page: 'campaign', id: Number(m[1]) } : { page: 'list' };
 }
@@ -65,12 +69,22 @@ export function App() {
         <span className="muted" data-testid="who">
           {me ? (me.role === 'operator' ? 'Operator' : 'Advertiser #' + me.advertiser_id) : ''}
         </span>
+        <a href="#/campaigns/new" className="muted" data-testid="new-campaign">
+          New campaign
+        </a>
+        {r.page === 'campaign' && (
+          <a href={`#/campaigns/${r.id}/edit`} className="muted" data-testid="edit-campaign">
+            Edit campaign
+          </a>
+        )}
         <button type="button" onClick={logout} data-testid="logout">
           Sign out
         </button>
       </header>
       <main>
-        {r.page === 'list' ? (
+        {r.page === 'edit' ? (
+          <CampaignEditor key={String(r.id)} token={token} id={r.id} />
+        ) : r.page === 'list' ? (
           <CampaignList token={token} range={range} setRange={setRange} refreshMs={refreshMs} setRefreshMs={setRefreshMs} onLogout={logout} />
         ) : (
           <CampaignPage token={token} id={r.id} range={range} setRange={setRange} refreshMs={refreshMs} setRefreshMs={setRefreshMs} onLogout={logout} />

@@ -4,6 +4,7 @@
 //! - [`error`]: the JSON error bodies (401, 403, 400, 404, 503).
 //! - [`pool`]: a fixed set of PostgreSQL connections shared by the handlers.
 //! - [`routes`]: the handlers; every query is filtered by the caller's scope in SQL.
+//! - [`manage`], [`publish`]: campaign management (create/change campaigns, publish to Redis).
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`.
 //!
 //! Runs on the tokio runtime's worker threads; state is read-only after start (the pool, the
@@ -11,8 +12,11 @@
 
 pub mod auth;
 pub mod error;
+pub mod manage;
+pub mod manage_doc;
 pub mod openapi;
 pub mod pool;
+pub mod publish;
 pub mod routes;
 
 use std::path::PathBuf;
@@ -32,7 +36,9 @@ pub struct AppState {
 
 /// The whole HTTP surface: the API, and the dashboard from `dashboard_dir` when given.
 pub fn router(state: AppState, dashboard_dir: Option<PathBuf>) -> Router {
-    let api = routes::api_router().with_state(state);
+    let api = routes::api_router()
+        .merge(manage::router())
+        .with_state(state);
     match dashboard_dir {
         Some(dir) => {
             let index = dir.join("index.html");

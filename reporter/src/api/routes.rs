@@ -291,7 +291,9 @@ async fn campaign_owner(st: &AppState, scope: Scope, cid: i64) -> ApiResult<i64>
 // ---------------------------------------------------------------- handlers
 
 async fn openapi_doc() -> Json<Value> {
-    Json(openapi::document())
+    let mut doc = openapi::document();
+    super::manage_doc::add(&mut doc);
+    Json(doc)
 }
 
 async fn healthz(State(st): State<AppState>) -> ApiResult<Json<Value>> {

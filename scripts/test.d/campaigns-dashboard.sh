@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Browser end-to-end test of the campaign editor (reporter dashboard + campaign management), on
+# its own ports and run dir: PostgreSQL :5448, Redis :6398, reporter API :8098 (override with the
+# variables below). Builds the dashboard and the reporter, starts PostgreSQL and Redis, runs
+# helios-reporter --mode api with --campaigns-redis-url, registers advertiser 1 through the API,
+# runs the Playwright test in Debian's Chromium, and stops everything it started by PID.
+# Screenshots go to $HELIOS_CACHE/artifacts/. Exits non-zero on any failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+export HELIOS_CACHE=${HELIOS_CACHE:-/var/cache/helios}
+export HELIOS_RUN=${CAMPAIGNS_E2E_RUN:-$HELIOS_CACHE/run-campaigns-e2e}
+export HELIOS_PG_PORT=${CAMPAIGNS_E2E_PG_PORT:-5448}
+export HELIOS_REDIS_PORT=${CAMPAIGNS_E2E_REDIS_PORT:-6398}
+api_port=${CAMPAIGNS_E2E_API_PORT:-8098}
+# Derived from the ports above (the caller's own service URLs must not leak in).
+export HELIOS_PG_URL="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios"
+export HELIOS_REDIS_URL="redis://127.0.0.1:$HELIOS_REDIS_PORT/"
+source scripts/env.sh
+artifacts="$HELIOS_CACHE/artifacts"
+mkdir -p "$HELIOS_RUN" "$artifacts"
+
+[[ -x /usr/bin/chromium ]] || { echo "campaigns-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
+
+reporter_pid=
+cleanup() {
+  if [[ -n "$reporter_pid" ]] && kill -0 "$reporter_pid" 2>/dev/null; then
+    kill -TERM "$reporter_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$reporter_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$reporter_pid" 2>/dev/null || true
+  fi
+  scripts/services.sh stop postgres redis >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "campaigns-dashboard: building the dashboard and the reporter"
+scripts/build-dashboard.sh --no-test
+cargo build --workspace --bins --quiet
+bin="$CARGO_TARGET_DIR/debug"
+
+scripts/services.sh start postgres redis
+psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "DROP DATABASE IF EXISTS helios_campaigns_e2e WITH (FORCE)"
+psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "CREATE DATABASE helios_campaigns_e2e OWNER helios"
+pg_url="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios_campaigns_e2e"
+redis_db=5
+redis-cli -p "$HELIOS_REDIS_PORT" -n "$redis_db" FLUSHDB >/dev/null
+
+secret_file="$HELIOS_RUN/jwt.secret"
+head -c 48 /dev/urandom | base64 | tr -d '\n' >"$secret_file"
+
+"$bin/helios-reporter" --mode api --pg-url "$pg_url" --listen "127.0.0.1:$api_port" \
+  --jwt-secret-file "$secret_file" --dashboard-dir reporter/dashboard/dist --log warn \
+  --campaigns-redis-url "redis://127.0.0.1:$HELIOS_REDIS_PORT/$redis_db" \
+  2>"$HELIOS_RUN/reporter.log" &
+reporter_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
+  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+op=$("$bin/helios-reporter" token --jwt-secret-file "$secret_file" --role operator --sub e2e-ops --ttl 10m)
+curl -fsS -X POST "http://127.0.0.1:$api_port/api/v1/advertisers" -H "Authorization: Bearer $op" \
+  -H 'content-type: application/json' -d '{"advertiser_id": 1, "name": "Acme"}' >/dev/null
+token=$("$bin/helios-reporter" token --jwt-secret-file "$secret_file" --role advertiser --advertiser 1 --sub alice --ttl 10m)
+(cd reporter/dashboard && BASE_URL="http://127.0.0.1:$api_port" TOKEN="$token" \
+  REDIS_CLI="redis-cli -p $HELIOS_REDIS_PORT -n $redis_db" ARTIFACT_DIR="$artifacts" \
+  timeout 180 node e2e/campaigns.e2e.mjs)
+# The audit log names who made the changes.
+n=$(psql "$pg_url" -Atc "SELECT count(*) FROM cm_audit WHERE actor = 'alice'")
+[[ "$n" -ge 3 ]] || { echo "campaigns-dashboard: expected the browser's changes in the audit log, found $n" >&2; exit 1; }
+echo "campaigns-dashboard: passed (screenshot in $artifacts/campaign-editor.png)"
