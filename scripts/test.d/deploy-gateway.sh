@@ -112,6 +112,7 @@ dl_check "API with Basic auth → 401" 401 "$(code -u a:b "$U/api/v1/campaigns")
 dl_check "API with a valid token passes the gateway (503: no reporter)" 503 "$(code -H "Authorization: Bearer $good" "$U/api/v1/campaigns")"
 dl_check "401 body names the reason" '{"error":"invalid token signature"}' "$(curl -s --cacert "$cacert" -H "Authorization: Bearer $forged" "$U/api/v1/campaigns")"
 dl_check "OpenAPI document needs no token (503: no reporter)" 503 "$(code "$U/api/v1/openapi.json")"
+dl_check "internal /metrics is not served through the gateway" 404 "$(code "$U/metrics")"
 
 H=http://127.0.0.1:$HELIOS_GW_HTTP_PORT
 dl_check "plain-HTTP listener: same key rules (no key → 401)" 401 "$(code -X POST -d "$body" "$H/openrtb2/bid")"
