@@ -78,7 +78,7 @@ else
   echo "skipped: reporter (no helios-reporter binary)"
 fi
 P=http://127.0.0.1:$HELIOS_PROM_PORT
-for _ in $(seq 1 50); do
+for _ in $(seq 1 200); do
   [[ "$(curl -s --get --data-urlencode 'query=up{job="helios-appliance"}' "$P/api/v1/query" | jq -r '.data.result[0].value[1] // empty')" == 1 ]] && break
   sleep 0.3
 done
