@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Overload (issue 12, docs/RELIABILITY.md §2): offers the real `helios` three times the capacity
+# measured a moment before, in one run, and checks what an exchange needs:
+#   1. capacity: closed loop (helios-load --closed, 64 connections, 5 s) → C req/s;
+#   2. overload: open loop at 3 × C for OVERLOAD_SECONDS (60; --short 10) over 1,024 connections,
+#      latency measured from each request's intended send time (coordinated-omission correct),
+#      the server's RSS sampled every 0.5 s from /proc;
+#   3. recovery: at once afterwards, open loop at C / 2 for 5 s.
+# Checks (PASS/FAIL; exit 1 on any FAIL): during overload every request is answered (no timeout at
+# the longest tmax of the corpus, 250 ms; no connection error), answers are within the shortest
+# tmax (100 ms) at p99, the excess is answered 204 (counted by reason on /metrics); RSS stays
+# within OVERLOAD_RSS_MAX_MIB (64) of its level before; in recovery p99 < 100 ms and no request is
+# shed as `overloaded`.
+# The appliance runs on the last CPU, the generator pinned to CPU 0 (a 2-vCPU machine: each has
+# its own). Events are off by default (the bid path alone); OVERLOAD_EVENTS=1 sends them to
+# $HELIOS_KAFKA_BROKERS (a running broker). Results: $OVERLOAD_RUN/overload.json.
+# Settings: OVERLOAD_PROFILE (release), OVERLOAD_BUILD=0, OVERLOAD_BIN_DIR (use those binaries), OVERLOAD_FACTOR (3), OVERLOAD_BID_PORT
+# (18485), OVERLOAD_ADMIN_PORT (18486), OVERLOAD_RUN ($HELIOS_CACHE/run-overload).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+source "$here/env.sh"
+
+secs=${OVERLOAD_SECONDS:-60}
+[[ "${1:-}" == --short ]] && secs=${OVERLOAD_SECONDS:-10}
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,20p' "$0"; exit 0; }
+profile=${OVERLOAD_PROFILE:-release}
+factor=${OVERLOAD_FACTOR:-3}
+rss_max_mib=${OVERLOAD_RSS_MAX_MIB:-64}
+bid_port=${OVERLOAD_BID_PORT:-18485}
+admin_port=${OVERLOAD_ADMIN_PORT:-18486}
+run=${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}
+bin=$CARGO_TARGET_DIR/$profile
+mkdir -p "$run"
+say() { printf 'overload: %s\n' "$*"; }
+
+if [[ -n "${OVERLOAD_BIN_DIR:-}" ]]; then
+  bin=$OVERLOAD_BIN_DIR # binaries built elsewhere (no build, no copy)
+elif [[ "${OVERLOAD_BUILD:-1}" != 0 ]]; then
+  rel=()
+  [[ "$profile" == release ]] && rel=(--release)
+  cargo build --workspace --bins --locked "${rel[@]}" --quiet
+fi
+
+# Copies taken right after the build: the shared target dir's binaries are replaced by any
+# worktree's build of the same name.
+if [[ -z "${OVERLOAD_BIN_DIR:-}" ]]; then
+  mkdir -p "$run/bin"
+  for b in helios helios-load; do cp "$bin/$b" "$run/bin/$b"; done
+  bin=$run/bin
+fi
+
+server_cpu=$(($(nproc) - 1))
+gen_cpu=0
+events=(HELIOS_EVENTS_ENABLED=false)
+[[ "${OVERLOAD_EVENTS:-0}" == 1 ]] && events=(HELIOS_EVENTS_BROKERS="$HELIOS_KAFKA_BROKERS" HELIOS_EVENTS_SPOOL_DIR="$run/spool")
+
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap "exit 143" TERM INT
+
+env "${events[@]}" "$bin/helios" --cores "$server_cpu" --listen "127.0.0.1:$bid_port" \
+  --admin "127.0.0.1:$admin_port" --campaigns bench/data/campaigns.json --node overload \
+  >"$run/helios.log" 2>&1 &
+hpid=$!
+pids+=("$hpid")
+for _ in $(seq 1 300); do
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")" == 200 ]] && break
+  sleep 0.1
+done
+
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$hpid/status"; }
+nobids() { # reason → sum over cores
+  curl -s "http://127.0.0.1:$admin_port/metrics" |
+    awk -v r="reason=\"$1\"" '/^helios_no_bids_total/ && index($0, r) {s += $NF} END {printf "%d\n", s}'
+}
+load() { # label json args...
+  local label=$1 out=$2
+  shift 2
+  "$bin/helios-load" --url "http://127.0.0.1:$bid_port/openrtb2/bid" --cpu "$gen_cpu" \
+    --server-pid "$hpid" --label "$label" --json "$out" "$@" >"$out.txt"
+  cat "$out.txt"
+}
+
+say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+load capacity "$run/capacity.json" --closed -c 64 --warmup 1 -d 5
+cap=$(jq '.achieved_rps | floor' "$run/capacity.json")
+offered=$((cap * factor))
+rss_before=$(rss)
+ovl_before=$(nobids overloaded)
+dl_before=$(nobids deadline)
+say "capacity $cap req/s; offering $offered req/s for ${secs} s; RSS before $rss_before KiB"
+
+(while kill -0 "$hpid" 2>/dev/null; do echo "$(date +%s.%N) $(rss)"; sleep 0.5; done) >"$run/rss.samples" &
+pids+=("$!")
+sampler=$!
+load overload "$run/overload.json.part" --rate "$offered" -c 1024 --warmup 0 -d "$secs" \
+  --timeout-ms 250 --max-reconnects 100000
+ovl_mid=$(nobids overloaded)
+dl_mid=$(nobids deadline)
+load recovery "$run/recovery.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 5 --timeout-ms 250
+ovl_after=$(nobids overloaded)
+kill -TERM "$sampler" 2>/dev/null || true
+rss_peak=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {print m}' "$run/rss.samples")
+rss_end=$(rss)
+
+o=$run/overload.json.part
+r=$run/recovery.json.part
+fails=0
+check() { # name ok detail
+  if [[ "$2" == 1 ]]; then say "PASS $1 ($3)"; else say "FAIL $1 ($3)"; fails=$((fails + 1)); fi
+}
+errs() { jq '[.errors | to_entries[] | .value] | add' "$1"; }
+o_timeouts=$(jq .errors.timeout "$o")
+o_errs=$(errs "$o")
+o_p99=$(jq '.latency.p99_us' "$o")
+o_max=$(jq '.latency.max_us' "$o")
+o_200=$(jq '.statuses["200"] // 0' "$o")
+o_204=$(jq '.statuses["204"] // 0' "$o")
+o_done=$(jq .completed "$o")
+o_rps=$(jq '.achieved_rps | floor' "$o")
+check "overload: every request answered" "$([[ "$o_errs" == 0 ]] && echo 1 || echo 0)" \
+  "$o_done answered at $o_rps req/s of $offered offered; errors $(jq -c .errors "$o")"
+check "overload: p99 within the shortest tmax (100 ms)" "$(awk -v p="$o_p99" 'BEGIN {print (p < 100000) ? 1 : 0}')" \
+  "p50 $(jq .latency.p50_us "$o") µs, p99 $o_p99 µs, p99.9 $(jq .latency.p999_us "$o") µs, max $o_max µs; timeouts (>250 ms) $o_timeouts"
+check "overload: the excess is no-bid (204), counted" "$([[ $((ovl_mid + dl_mid - ovl_before - dl_before)) -gt 0 && "$o_204" -gt 0 ]] && echo 1 || echo 0)" \
+  "200: $o_200, 204: $o_204; /metrics no-bids overloaded +$((ovl_mid - ovl_before)), deadline +$((dl_mid - dl_before))"
+check "overload: RSS bounded" "$(((rss_peak - rss_before) < rss_max_mib * 1024 ? 1 : 0))" \
+  "before $rss_before KiB, peak $rss_peak KiB, end $rss_end KiB (bound +$rss_max_mib MiB)"
+r_p99=$(jq '.latency.p99_us' "$r")
+check "recovery at once: p99 < 100 ms right after, no request shed as overloaded" \
+  "$([[ "$(awk -v p="$r_p99" 'BEGIN {print (p < 100000) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$ovl_after" == "$ovl_mid" ]] && echo 1 || echo 0)" \
+  "at $((cap / 2)) req/s: p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
+
+jq -n --slurpfile c "$run/capacity.json" --slurpfile o "$o" --slurpfile r "$r" \
+  --arg at "$(date -u +%FT%TZ)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  --argjson rss_before "$rss_before" --argjson rss_peak "$rss_peak" --argjson rss_end "$rss_end" \
+  --argjson fails "$fails" --argjson secs "$secs" --argjson factor "$factor" \
+  '{at:$at, load:$load, seconds:$secs, factor:$factor, capacity:$c[0], overload:$o[0], recovery:$r[0],
+    rss_kib:{before:$rss_before, peak:$rss_peak, end:$rss_end}, ok:($fails==0)}' >"$run/overload.json"
+say "results: $run/overload.json; load $(cut -d' ' -f1-3 /proc/loadavg)"
+((fails == 0)) || exit 1

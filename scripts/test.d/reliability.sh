@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make test: the short forms of the reliability suite (issue 12, docs/RELIABILITY.md), each on its
+# own services and ports, every process started and stopped by PID:
+#   1. whole-chain faults (scripts/chaos.sh --short): no fault, broker stopped 10 s, Redis
+#      restarted, PostgreSQL restarted, reporter SIGKILLed mid-batch (×3), appliance SIGKILLed
+#      while spooling; appliance SIGKILLed with the broker up (its loss is measured, reported);
+#   2. overload (scripts/overload.sh --short): 3 × measured capacity for 10 s, debug build;
+#   3. hostile HTTP through the real binary (scripts/hostile.py).
+# The long forms run in `make soak` (scripts/soak.sh). Exits non-zero on any failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+source scripts/env.sh
+fail=0
+echo "reliability: whole-chain faults (short forms)"
+CHAOS_PROFILE=${CHAOS_PROFILE:-debug} scripts/chaos.sh --short \
+  none broker redis postgres reporter-kill appliance-kill-spooling appliance-kill || fail=1
+echo "reliability: overload (short form)"
+OVERLOAD_PROFILE=${OVERLOAD_PROFILE:-debug} scripts/overload.sh --short || fail=1
+echo "reliability: hostile HTTP"
+# The copy overload.sh took right after its build (the shared target dir's binary may be another
+# worktree's by now).
+/usr/bin/python3 scripts/hostile.py --helios "${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}/bin/helios" \
+  --json "$HELIOS_CACHE/run-hostile.json" --log "$HELIOS_CACHE/run-hostile.log" || fail=1
+exit "$fail"
