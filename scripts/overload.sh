@@ -15,7 +15,7 @@
 # its own). Events are off by default (the bid path alone); OVERLOAD_EVENTS=1 sends them to
 # $HELIOS_KAFKA_BROKERS (a running broker). Results: $OVERLOAD_RUN/overload.json.
 # Settings: OVERLOAD_PROFILE (release), OVERLOAD_BUILD=0, OVERLOAD_BIN_DIR (use those binaries), OVERLOAD_FACTOR (3), OVERLOAD_BID_PORT
-# (18485), OVERLOAD_ADMIN_PORT (18486), OVERLOAD_RUN ($HELIOS_CACHE/run-overload).
+# (17417), OVERLOAD_ADMIN_PORT (17418), OVERLOAD_RUN ($HELIOS_CACHE/run-overload).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -28,8 +28,8 @@ secs=${OVERLOAD_SECONDS:-60}
 profile=${OVERLOAD_PROFILE:-release}
 factor=${OVERLOAD_FACTOR:-3}
 rss_max_mib=${OVERLOAD_RSS_MAX_MIB:-64}
-bid_port=${OVERLOAD_BID_PORT:-18485}
-admin_port=${OVERLOAD_ADMIN_PORT:-18486}
+bid_port=${OVERLOAD_BID_PORT:-17417}
+admin_port=${OVERLOAD_ADMIN_PORT:-17418}
 run=${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}
 bin=$CARGO_TARGET_DIR/$profile
 mkdir -p "$run"
@@ -70,6 +70,12 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 143" TERM INT
 
+for p in "$bid_port" "$admin_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "overload: port $p is taken by another process (set OVERLOAD_BID_PORT / OVERLOAD_ADMIN_PORT)" >&2
+    exit 1
+  fi
+done
 env "${events[@]}" "$bin/helios" --cores "$server_cpu" --listen "127.0.0.1:$bid_port" \
   --admin "127.0.0.1:$admin_port" --campaigns bench/data/campaigns.json --node overload \
   >"$run/helios.log" 2>&1 &
