@@ -417,7 +417,7 @@ run_fault() {
   local budgets over
   budgets=$(jq -r '[.campaigns[] | "(\(.id),\(.total_budget_micros // "NULL"))"] | join(",")' "$dir/campaigns.json")
   over=$(q "WITH b(campaign_id, budget) AS (VALUES $budgets),
-      s AS (SELECT campaign_id, sum(clear_price_micros) / 1000 AS spend FROM events
+      s AS (SELECT campaign_id, (sum(clear_price_micros) / 1000)::bigint AS spend FROM events
             WHERE kind = 4 AND flags & 1 = 0 GROUP BY campaign_id)
     SELECT coalesce(string_agg(format('%s: %s > %s', s.campaign_id, s.spend, b.budget), '; '), '')
     FROM s JOIN b USING (campaign_id) WHERE b.budget IS NOT NULL AND s.spend * 100 > b.budget * 101")
