@@ -6,12 +6,13 @@
 #      (OVERLOAD_CONNECTIONS), latency measured from each request's intended send time; a request
 #      that finds no free connection waits in a backlog of at most 64, else is dropped at the
 #      generator and counted (an exchange does not queue either); RSS sampled every 0.5 s;
-#   3. recovery: at once afterwards, open loop at C / 2 for 5 s.
+#   3. recovery: at once afterwards, open loop at C / 2 for 5 s, against the same load measured
+#      just before the overload (baseline).
 # Checks (PASS/FAIL; exit 1 on any FAIL): during overload every request sent is answered (no
 # timeout at the longest tmax of the corpus, 250 ms; no connection error) and within the shortest
 # tmax (100 ms) at p99 — what the server cannot decide in time it must answer 204 (shed counts
 # from /metrics are reported); RSS stays within OVERLOAD_RSS_MAX_MIB (64) of its level before; in
-# recovery p99 < 100 ms and no request is shed as `overloaded`. OVERLOAD_XFAIL="tmax" turns the two
+# recovery p99 ≤ max(100 ms, 2 × the baseline's) and no request is shed as `overloaded`. OVERLOAD_XFAIL="tmax" turns the two
 # tmax checks into XFAIL (known gap, reported, not failing: what `make test` does until the
 # appliance counts kernel queueing time, docs/RELIABILITY.md §2); `make soak` runs them strict.
 # The appliance runs on the last CPU, the generator pinned to CPU 0 (a 2-vCPU machine: each has
@@ -107,6 +108,8 @@ say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 load capacity "$run/capacity.json" --closed -c 64 --warmup 1 -d 5
 cap=$(jq '.achieved_rps | floor' "$run/capacity.json")
 offered=$((cap * factor))
+# The same half-capacity load before the overload: what "recovered" means on this machine now.
+load baseline "$run/baseline.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 5 --timeout-ms 250
 rss_before=$(rss)
 ovl_before=$(nobids overloaded)
 dl_before=$(nobids deadline)
@@ -155,15 +158,18 @@ check "overload: answered within the shortest tmax (p99 < 100 ms), the excess no
 check "overload: RSS bounded" "$(((rss_peak - rss_before) < rss_max_mib * 1024 ? 1 : 0))" \
   "before $rss_before KiB, peak $rss_peak KiB, end $rss_end KiB (bound +$rss_max_mib MiB)"
 r_p99=$(jq '.latency.p99_us' "$r")
-check "recovery at once: p99 < 100 ms right after, no request shed as overloaded" \
-  "$([[ "$(awk -v p="$r_p99" 'BEGIN {print (p < 100000) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$ovl_after" == "$ovl_mid" ]] && echo 1 || echo 0)" \
-  "at $((cap / 2)) req/s: p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
+b_p99=$(jq '.latency.p99_us' "$run/baseline.json.part")
+# Recovered: right after the overload, the same load is served as before it (p99 within 2× the
+# baseline's, or under 100 ms), every request answered, none shed as overloaded.
+check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), no request shed as overloaded" \
+  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$ovl_after" == "$ovl_mid" ]] && echo 1 || echo 0)" \
+  "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$run/baseline.json.part") µs p99 $b_p99 µs; right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
 
-jq -n --slurpfile c "$run/capacity.json" --slurpfile o "$o" --slurpfile r "$r" \
+jq -n --slurpfile c "$run/capacity.json" --slurpfile b "$run/baseline.json.part" --slurpfile o "$o" --slurpfile r "$r" \
   --arg at "$(date -u +%FT%TZ)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson rss_before "$rss_before" --argjson rss_peak "$rss_peak" --argjson rss_end "$rss_end" \
   --argjson fails "$fails" --argjson xfails "$xfails" --argjson secs "$secs" --argjson factor "$factor" \
-  '{at:$at, load:$load, seconds:$secs, factor:$factor, capacity:$c[0], overload:$o[0], recovery:$r[0],
+  '{at:$at, load:$load, seconds:$secs, factor:$factor, capacity:$c[0], baseline:$b[0], overload:$o[0], recovery:$r[0],
     rss_kib:{before:$rss_before, peak:$rss_peak, end:$rss_end}, ok:($fails==0), xfails:$xfails}' >"$run/overload.json"
 say "results: $run/overload.json; load $(cut -d' ' -f1-3 /proc/loadavg)"
 ((fails == 0)) || exit 1

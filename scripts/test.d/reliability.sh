@@ -24,6 +24,6 @@ OVERLOAD_XFAIL=${OVERLOAD_XFAIL-tmax} OVERLOAD_PROFILE=${OVERLOAD_PROFILE:-debug
 echo "reliability: hostile HTTP"
 # The copy overload.sh took right after its build (the shared target dir's binary may be another
 # worktree's by now).
-/usr/bin/python3 scripts/hostile.py --helios "${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}/bin/helios" \
+/usr/bin/python3 scripts/hostile.py --helios "${OVERLOAD_BIN_DIR:-${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}/bin}/helios" \
   --json "$HELIOS_CACHE/run-hostile.json" --log "$HELIOS_CACHE/run-hostile.log" || fail=1
 exit "$fail"
