@@ -16,10 +16,14 @@ replaced by `.*` (as "All" would). Prints one line per selector, exits non-zero 
 """
 import argparse
 import json
+import os
 import re
 import sys
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "grafana"))
+from check_dashboard import exprs_of, substitute  # noqa: E402 — the dashboard's own reading
 
 # Words of PromQL that look like metric names but are not.
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
@@ -131,34 +135,21 @@ def rule_exprs(paths):
 
 
 def dashboard_exprs(path):
+    """(where, expr) of every panel query, annotation and `label_values` variable of a dashboard,
+    variables substituted as deploy/grafana/check_dashboard.py does."""
     dash = json.load(open(path, encoding="utf-8"))
     variables = {v["name"] for v in dash.get("templating", {}).get("list", [])}
-    subst = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-
-    def fill(e):
-        def rep(m):
-            name = m.group(1) or m.group(2)
-            return subst.get(name, ".*" if name in variables else m.group(0))
-        return re.sub(r"\$\{(\w+)\}|\$(\w+)", rep, e)
-
-    out = []
-    panels = []
-    for p in dash.get("panels", []):
-        panels.append(p)
-        panels.extend(p.get("panels", []) or [])
-    for p in panels:
-        for t in p.get("targets", []) or []:
-            if t.get("expr"):
-                out.append((f"{path}: panel '{p.get('title')}'", fill(t["expr"])))
+    out = [(f"{path}: panel '{p.get('title')}'", substitute(t["expr"], variables))
+           for p, t in exprs_of(dash) if t.get("expr")]
     for v in dash.get("templating", {}).get("list", []):
         q = v.get("query")
         q = q.get("query") if isinstance(q, dict) else q
         m = re.match(r"label_values\((.+),\s*\w+\)$", q or "")
         if m:
-            out.append((f"{path}: variable ${v['name']}", fill(m.group(1))))
+            out.append((f"{path}: variable ${v['name']}", substitute(m.group(1), variables)))
     for a in dash.get("annotations", {}).get("list", []):
         if a.get("expr"):
-            out.append((f"{path}: annotation '{a.get('name')}'", fill(a["expr"])))
+            out.append((f"{path}: annotation '{a.get('name')}'", substitute(a["expr"], variables)))
     return out
 
 
