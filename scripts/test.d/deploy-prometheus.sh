@@ -100,7 +100,7 @@ if reporter=$(dl_find_reporter) && ((services)) && port_open "${kafka_hp%:*}" "$
   rep_db=helios_promtest_$$
   psql "$HELIOS_PG_URL" -qc "CREATE DATABASE $rep_db" >/dev/null
   rep_url=${HELIOS_PG_URL%/*}/$rep_db
-  rep_secret=prom-test-jwt-secret-0123456789abcdef
+  rep_secret="prom-test-jwt-secret-0123456789abcdef"
   mkdir -p "$base"
   dl_start reporter "$base/reporter.log" env HELIOS_PG_URL="$rep_url" HELIOS_JWT_SECRET="$rep_secret" \
     HELIOS_KAFKA_BROKERS="$HELIOS_KAFKA_BROKERS" HELIOS_REPORTER_GROUP="helios-promtest-$$" \
@@ -189,7 +189,7 @@ if [[ -n "$apps" && -n "$reporter_up" ]]; then
   done
   out=$(/usr/bin/python3 "$prom/check_exposed.py" --prometheus "$P" --rules "$prom/rules/helios-recording.yml" \
     --rules "$prom/rules/helios-alerts.yml" --dashboard "$root/deploy/grafana/helios-overview.json" 2>&1) && rc=0 || rc=$?
-  echo "$out" | sed 's/^/   /'
+  while IFS= read -r line; do echo "   $line"; done <<<"$out"
   dl_check "every selector of the rules and the dashboard selects a live series" 0 "$rc"
   dl_stop_pid "$traffic"
   # The checker itself: a renamed metric and a wrong label value are caught.

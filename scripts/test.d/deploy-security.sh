@@ -34,7 +34,7 @@ ns=hs$(($$ % 100000))
 ns_made=""
 cleanup() {
   dl_stop_all
-  [[ -n "$ns_made" ]] && ip netns del "$ns" 2>/dev/null || true
+  if [[ -n "$ns_made" ]]; then ip netns del "$ns" 2>/dev/null || true; fi
   if [[ -n "${rep_db:-}" ]]; then
     psql -h "${pg_hp%:*}" -p "${pg_hp##*:}" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $rep_db WITH (FORCE)" >/dev/null 2>&1 || true
     psql -h "${pg_hp%:*}" -p "${pg_hp##*:}" -U postgres -d postgres -qc "DROP ROLE IF EXISTS $rep_db" >/dev/null 2>&1 || true
@@ -63,6 +63,7 @@ if [[ $EUID -eq 0 ]] && ip netns add "$ns" 2>/dev/null; then
   wait_listen() { for _ in $(seq 1 150); do [[ -n "$(listening "$1")" ]] && return 0; sleep 0.2; done; return 1; }
   dl_start sec_default "$base/admin-default.log" ip netns exec "$ns" "${clean_env[@]}" HELIOS_EVENTS_ENABLED=false \
     "$helios" --campaigns "$campaigns" --cores 0
+  pid_sec_default=${DL_PIDS[-1]}
   wait_listen 9100 || true
   wait_listen 8080 || true
   dl_check "with no admin address configured, the admin listener is 127.0.0.1:9100 only" "127.0.0.1:9100" "$(listening 9100)"
@@ -70,14 +71,15 @@ if [[ $EUID -eq 0 ]] && ip netns add "$ns" 2>/dev/null; then
   dl_check "the admin port refuses connections on the node's other address" 7 "$(inns curl -s -o /dev/null -m 2 "http://$other:9100/metrics"; echo $?)"
   dl_check_true "the bid port is reachable on that address (so the refusal is the admin bind)" \
     test "$(inns curl -s -o /dev/null -w '%{http_code}' -m 2 -d @"$req" "http://$other:8080/openrtb2/bid")" != 000
-  dl_stop_pid "$DL_PID_sec_default"
+  dl_stop_pid "$pid_sec_default"
   for _ in $(seq 1 50); do [[ -z "$(listening 9100)" ]] && break; sleep 0.1; done
   dl_start sec_wide "$base/admin-wide.log" ip netns exec "$ns" "${clean_env[@]}" HELIOS_EVENTS_ENABLED=false \
     HELIOS_ADMIN_LISTEN="0.0.0.0:9100" "$helios" --campaigns "$campaigns" --cores 0
+  pid_sec_wide=${DL_PIDS[-1]}
   wait_listen 9100 || true
   dl_check "admin.listen = 0.0.0.0:9100 (configured) widens it" "0.0.0.0:9100" "$(listening 9100)"
   dl_check "then the admin port answers on the other address" 200 "$(inns curl -s -o /dev/null -w '%{http_code}' -m 2 "http://$other:9100/healthz")"
-  dl_stop_pid "$DL_PID_sec_wide"
+  dl_stop_pid "$pid_sec_wide"
 else
   echo "skipped: admin bind in a network namespace (needs root and CAP_SYS_ADMIN)"
 fi
@@ -107,12 +109,14 @@ fi
 app_env=(HELIOS_NOTICES_KEY="$notice_key" HELIOS_PROFILES_REDIS_URL="$rurl" HELIOS_EVENTS_FREQUENCY_REDIS_URL="$rurl"
   HELIOS_LOG_LEVEL=debug HELIOS_SERVER_LISTEN="127.0.0.1:$bid" HELIOS_ADMIN_LISTEN="127.0.0.1:$admin" "${events[@]}")
 dl_start sec_app "$base/appliance.log" env "${app_env[@]}" "$helios" --campaigns "$campaigns" --cores 0
+pid_sec_app=${DL_PIDS[-1]}
 source "$root/scripts/deploy-appliance.sh"
 dl_check_true "the appliance is ready (its profile replica loaded through the password-protected Redis)" \
   da_wait_ready 127.0.0.1 "$admin" 30
 B=http://127.0.0.1:$bid
 resp=$(curl -s -d @"$req" "$B/openrtb2/bid")
 # What an exchange does with the macros (curl -g: the URL is used as it is, no globbing).
+# shellcheck disable=SC2016 # the macros are literal text
 nurl=$(jq -r '.seatbid[0].bid[0].nurl // empty' <<<"$resp" | sed -e 's/\${AUCTION_PRICE}/2.10/' \
   -e 's/\${AUCTION_CURRENCY}/USD/' -e 's/\${AUCTION_ID}/sec-1/' -e 's/\${AUCTION_IMP_ID}/1/')
 dl_check_true "the bid carries a signed win notice URL" test -n "$nurl"
@@ -124,7 +128,7 @@ curl -s "http://127.0.0.1:$admin/metrics" >/dev/null
 dbg=$(curl -s "http://127.0.0.1:$admin/debug/config")
 pc=$(env "${app_env[@]}" "$helios" --campaigns "$campaigns" --print-config)
 hlp=$(env "${app_env[@]}" "$helios" --help)
-dl_stop_pid "$DL_PID_sec_app"
+dl_stop_pid "$pid_sec_app"
 secret_free() { # what text → passes when none of the appliance's secrets is in text
   ! grep -qF -e "$notice_key" -e "$redis_pw" <<<"$2"
 }
@@ -146,6 +150,7 @@ if reporter=$(dl_find_reporter) && port_open "${pg_hp%:*}" "${pg_hp##*:}"; then
   rep_env=(HELIOS_PG_URL="$pgurl" HELIOS_JWT_SECRET="$jwt_secret" HELIOS_LOG=debug HELIOS_REPORTER_LISTEN="127.0.0.1:$rp"
     HELIOS_KAFKA_BROKERS="$HELIOS_KAFKA_BROKERS" HELIOS_REPORTER_GROUP="helios-sec-$$" HELIOS_CAMPAIGNS_REDIS_URL="$rurl")
   dl_start sec_rep "$base/reporter.log" env "${rep_env[@]}" "$reporter"
+  pid_sec_rep=${DL_PIDS[-1]}
   R=http://127.0.0.1:$rp
   for _ in $(seq 1 150); do [[ "$(curl -s -o /dev/null -w '%{http_code}' "$R/healthz")" == 200 ]] && break; sleep 0.2; done
   dl_check "the reporter is up (PostgreSQL reached with the password URL)" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$R/healthz")"
@@ -157,7 +162,7 @@ if reporter=$(dl_find_reporter) && port_open "${pg_hp%:*}" "${pg_hp##*:}"; then
   curl -s "$R/metrics" >/dev/null
   sleep 2 # a batch window or two of ingest at debug level
   rhelp=$(env "${rep_env[@]}" "$reporter" --help)
-  dl_stop_pid "$DL_PID_sec_rep"
+  dl_stop_pid "$pid_sec_rep"
   rep_free() { ! grep -qF -e "$jwt_secret" -e "$pg_pw" -e "$redis_pw" -e "$tok" <<<"$1"; }
   dl_check_true "the reporter logged at debug level" grep -qi '"level":"DEBUG"' "$base/reporter.log"
   dl_check_true "no reporter secret (JWT secret, PostgreSQL and Redis passwords, the token) in its stdout/stderr" \
@@ -190,6 +195,7 @@ if [[ -n "${reporter:-}" && -n "${pgurl:-}" ]]; then
   out=$(env HELIOS_PG_URL="$pgurl?sslmode=require" HELIOS_JWT_SECRET="$jwt_secret" HELIOS_REPORTER_MODE=api \
     HELIOS_REPORTER_LISTEN="127.0.0.1:$(dl_free_port 26487)" timeout 20 "$reporter" 2>&1) && rc=0 || rc=$?
   dl_check_true "reporter with sslmode=require refuses to start (rc $rc): no TLS client, no plain-text fallback" test "$rc" -ne 0 -a "$rc" -ne 124
+  # shellcheck disable=SC2016 # expanded by the inner bash
   dl_check_true "and says why (TLS), without the password" bash -c 'grep -qi tls <<<"$1" && ! grep -qF "$2" <<<"$1"' _ "$out" "$pg_pw"
 fi
 # Logs stay under $base when something failed.
