@@ -192,6 +192,15 @@ if [[ -n "$apps" && -n "$reporter_up" ]]; then
   while IFS= read -r line; do echo "   $line"; done <<<"$out"
   dl_check "every selector of the rules and the dashboard selects a live series" 0 "$rc"
   dl_stop_pid "$traffic"
+  # The histogram is consistent with the counters of the same snapshot: every bid is timed once,
+  # and the +Inf bucket holds them all.
+  m=$(curl -s "http://$apps/metrics")
+  val() { awk -v k="$1" '$1 == k {print $2}' <<<"$m"; }
+  bids=$(val 'helios_bids_total{core="0"}')
+  dl_check_true "bids were timed ($bids)" test "${bids:-0}" -gt 0
+  dl_check "helios_request_duration_seconds_count equals helios_bids_total" "$bids" "$(val 'helios_request_duration_seconds_count{core="0"}')"
+  dl_check "the +Inf bucket equals the count" "$bids" "$(val 'helios_request_duration_seconds_bucket{core="0",le="+Inf"}')"
+  dl_check_true "the sum is positive and below count × 1 s" awk -v s="$(val 'helios_request_duration_seconds_sum{core="0"}')" -v n="$bids" 'BEGIN {exit !(s > 0 && s < n)}'
   # The checker itself: a renamed metric and a wrong label value are caught.
   tmp=$base/broken-rules.yml
   sed -e 's/helios_no_bids_total/helios_nobid_total/' -e 's/reason="overloaded"/reason="overload"/' \
