@@ -62,6 +62,7 @@ cleanup() {
   dl_stop_all
   if [[ -n "${rep_db:-}" ]]; then
     psql "$HELIOS_PG_URL" -qc "DROP DATABASE IF EXISTS $rep_db WITH (FORCE)" >/dev/null 2>&1 || true
+    redis-cli -u "${HELIOS_REDIS_URL%/}/13" flushdb >/dev/null 2>&1 || true
   fi
   # the run dir (logs) goes only when everything passed
   if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
