@@ -17,24 +17,27 @@
 #      (bounded by CHAOS_DRAIN_TIMEOUT).
 #   5. Checks (each printed PASS/FAIL; any FAIL makes the script exit 1):
 #      - every produced event is in `events` once: count = produced, count(distinct event_id) =
-#        count; per kind, the appliance's count also equals what the exchange saw (bids, no-bids,
-#        notices answered 2xx) when the exchange saw no timeouts or errors;
+#        count; the appliance's count also equals what the exchange saw (bid events, no-bids,
+#        notices answered 2xx) when the exchange saw no timeouts or errors and every failed notice
+#        was refused by the appliance (helios_notices_rejected_total);
 #      - spend = Σ billing notices: Σ clear price of the billing rows (micros, per impression as the
 #        exchange computes it) = the exchange's own spend; the rollups' spend and counts per
 #        campaign = the raw rows';
 #      - no campaign overspent > 1%: Σ billing per campaign ≤ 1.01 × its total budget (campaigns
 #        file; CHAOS_BUDGET_MICROS replaces every campaign's budgets to make the check bite).
-#   For appliance-kill (SIGKILL with the broker up) what was produced is not countable from the
-#   dead process: the expectation is what the exchange saw answered, and events still in the
-#   appliance's memory (core queue, librdkafka's unacknowledged batch) at the kill are lost by
-#   design — the harness counts them and fails past CHAOS_KILL_LOSS_MAX (default 0: report).
-#   appliance-kill-spooling kills it while the broker is stopped (events on the spool) and then
-#   restarts both: what was spooled must all arrive once.
+#   After a SIGKILL of the appliance what it produced is not countable from the dead process: the
+#   expectation is what the exchange saw answered, per event kind (fewer rows = lost; more = events
+#   whose answer the exchange never got). appliance-kill-spooling kills it while the broker is
+#   stopped (events on the spool), restarts it on the same spool, then the broker: nothing answered
+#   may be lost (CHAOS_KILL_LOSS_MAX, default 0). appliance-kill kills it with the broker up:
+#   events still in memory (core queue, librdkafka's unacknowledged batch) are lost by design
+#   today — printed as a GAP line with the count and the billing/spend missing, and a failure only
+#   when CHAOS_KILL_LOSS_MAX is set.
 #
 # Settings (env): CHAOS_RATE (300), CHAOS_BEFORE (8; short 4), CHAOS_AFTER (8; short 4),
 # CHAOS_OUTAGE (broker outage s: 60; short 10), CHAOS_PROFILE (release|debug, default debug),
-# CHAOS_BUILD=0 (do not build), CHAOS_BIN_DIR (use the binaries there, no build), CHAOS_DRAIN_TIMEOUT (s, 180), CHAOS_BUDGET_MICROS,
-# CHAOS_KILL_LOSS_MAX, ports CHAOS_REDIS_PORT (6398) CHAOS_PG_PORT (5450) CHAOS_KAFKA_PORT (9099)
+# CHAOS_BUILD=0 (do not build), CHAOS_BIN_DIR (use the binaries there, no build),
+# CHAOS_DRAIN_TIMEOUT (s, 180), CHAOS_BUDGET_MICROS, CHAOS_KILL_LOSS_MAX, ports CHAOS_REDIS_PORT (6398) CHAOS_PG_PORT (5450) CHAOS_KAFKA_PORT (9099)
 # CHAOS_BID_PORT (17407) CHAOS_ADMIN_PORT (17408), run dir CHAOS_RUN ($HELIOS_CACHE/run-chaos).
 # Results: one JSON line per fault appended to $CHAOS_RUN/results.jsonl; logs in $CHAOS_RUN/faults/<fault>/.
 # Every process is started here and stopped by its PID (also on error, through the EXIT trap).
