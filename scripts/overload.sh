@@ -11,7 +11,8 @@
 # Checks (PASS/FAIL; exit 1 on any FAIL): during overload every request sent is answered (no
 # timeout at the longest tmax of the corpus, 250 ms; no connection error) and within the shortest
 # tmax (100 ms) at p99 — what the server cannot decide in time it must answer 204 (shed counts
-# from /metrics are reported); RSS stays within OVERLOAD_RSS_MAX_MIB (64) of its level before; in
+# from /metrics are reported); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
+# the peaks of the two halves of the overload are reported); in
 # recovery p99 ≤ max(100 ms, 2 × the baseline's) and no request is shed as `overloaded`. OVERLOAD_XFAIL="tmax" turns the two
 # tmax checks into XFAIL (known gap, reported, not failing: what `make test` does until the
 # appliance counts kernel queueing time, docs/RELIABILITY.md §2); `make soak` runs them strict.
@@ -32,7 +33,9 @@ secs=${OVERLOAD_SECONDS:-60}
 profile=${OVERLOAD_PROFILE:-release}
 factor=${OVERLOAD_FACTOR:-3}
 conns=${OVERLOAD_CONNECTIONS:-1024}
-rss_max_mib=${OVERLOAD_RSS_MAX_MIB:-64}
+# RSS bound: each connection holds at most its input, output and wire buffers (16 KiB each at
+# start, `http.conn_buffer_bytes`), grown once: 96 KiB per connection.
+rss_max_mib=${OVERLOAD_RSS_MAX_MIB:-$((conns * 96 / 1024))}
 bid_port=${OVERLOAD_BID_PORT:-17417}
 admin_port=${OVERLOAD_ADMIN_PORT:-17418}
 run=${OVERLOAD_RUN:-$HELIOS_CACHE/run-overload}
@@ -121,14 +124,19 @@ sampler=$!
 # An exchange does not queue a request for minutes: one that finds no free connection waits in a
 # short backlog (64) or is dropped at the generator (counted as backlog_overflow / unsent), so the
 # latency measured is the server's queue, not the generator's.
+t_ovl0=$(date +%s.%N)
 load overload "$run/overload.json.part" --rate "$offered" -c "$conns" --warmup 0 -d "$secs" \
   --timeout-ms 250 --max-reconnects 100000 --max-backlog 64
+t_ovl1=$(date +%s.%N)
 ovl_mid=$(nobids overloaded)
 dl_mid=$(nobids deadline)
 load recovery "$run/recovery.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 5 --timeout-ms 250
 ovl_after=$(nobids overloaded)
 kill -TERM "$sampler" 2>/dev/null || true
 rss_peak=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {print m}' "$run/rss.samples")
+# Reported: the peaks of the overload's two halves (does it level off?).
+read -r rss_h1 rss_h2 < <(awk -v a="$t_ovl0" -v b="$t_ovl1" 'BEGIN {m = (a + b) / 2}
+  $1 >= a && $1 < m && $2 > h1 {h1 = $2} $1 >= m && $1 <= b && $2 > h2 {h2 = $2} END {print h1 + 0, h2 + 0}' "$run/rss.samples")
 rss_end=$(rss)
 
 o=$run/overload.json.part
@@ -155,8 +163,9 @@ check "overload: every request sent was answered (no timeout at 250 ms, no conne
   "$o_done answered at $o_rps req/s of $offered offered over $conns connections; errors $(jq -c .errors "$o")" tmax
 check "overload: answered within the shortest tmax (p99 < 100 ms), the excess no-bid" "$(awk -v p="$o_p99" 'BEGIN {print (p < 100000) ? 1 : 0}')" \
   "p50 $(jq .latency.p50_us "$o") µs, p99 $o_p99 µs, p99.9 $(jq .latency.p999_us "$o") µs, max $o_max µs; 200: $o_200, 204: $o_204; shed on /metrics: overloaded +$((ovl_mid - ovl_before)), deadline +$((dl_mid - dl_before))" tmax
-check "overload: RSS bounded" "$(((rss_peak - rss_before) < rss_max_mib * 1024 ? 1 : 0))" \
-  "before $rss_before KiB, peak $rss_peak KiB, end $rss_end KiB (bound +$rss_max_mib MiB)"
+check "overload: RSS bounded (growth under the per-connection bound)" \
+  "$(((rss_peak - rss_before) < rss_max_mib * 1024 ? 1 : 0))" \
+  "before $rss_before KiB, peak $rss_peak KiB (first half $rss_h1, second half $rss_h2), end $rss_end KiB (bound +$rss_max_mib MiB for $conns connections)"
 r_p99=$(jq '.latency.p99_us' "$r")
 b_p99=$(jq '.latency.p99_us' "$run/baseline.json.part")
 # Recovered: right after the overload, the same load is served as before it (p99 within 2× the
