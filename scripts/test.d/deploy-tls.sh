@@ -32,7 +32,10 @@ if ! helios=$(dl_find_helios) || ! reporter=$(dl_find_reporter); then
   exit 0
 fi
 if [[ $EUID -ne 0 ]] || ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-  echo "skipped: TLS between services (needs root, redis-server and PostgreSQL)"
+  why="TLS between services (needs root, redis-server and PostgreSQL)"
+  # make test (HELIOS_REQUIRE_SERVICES=1) fails rather than skips.
+  if [[ "${HELIOS_REQUIRE_SERVICES:-0}" == 1 ]]; then echo "FAIL: $why" >&2; exit 1; fi
+  echo "skipped: $why"
   exit 0
 fi
 base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/tls-$$}
