@@ -5,12 +5,23 @@
 #   scripts/services.sh status
 # State lives under $HELIOS_RUN/<service>; each service's PID is in $HELIOS_RUN/<service>.pid
 # and `stop` kills exactly that PID. Ports come from scripts/env.sh.
+# HELIOS_SERVICES_TLS=1: Redis and PostgreSQL serve TLS only, with a dev CA of this run dir
+# ($HELIOS_CERTS, default $HELIOS_RUN/certs, made by scripts/dev-certs.sh; clients trust
+# ca.crt): Redis listens with TLS on $HELIOS_REDIS_PORT (no plain port; clients need no
+# certificate), PostgreSQL has ssl=on and an hba file that accepts TCP only over TLS
+# (scram-sha-256) and refuses plain TCP; its bootstrap uses the Unix socket. Clients then use
+# rediss://localhost:PORT/ and postgres://…?sslmode=verify-full&sslrootcert=…/ca.crt. Default
+# off. A service already running keeps the mode it was started in. Kafka (Tansu) is unchanged.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 mkdir -p "$HELIOS_RUN"
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+TLS=${HELIOS_SERVICES_TLS:-0}
+certs_dir() { # the dev CA and server certificate for TLS mode (created when missing)
+  HELIOS_CERTS=${HELIOS_CERTS:-$HELIOS_RUN/certs} "$here/dev-certs.sh"
+}
 
 wait_port() { # name port seconds
   local i
@@ -28,7 +39,14 @@ alive() { [[ -f "$HELIOS_RUN/$1.pid" ]] && kill -0 "$(cat "$HELIOS_RUN/$1.pid")"
 start_redis() {
   alive redis && return 0
   mkdir -p "$HELIOS_RUN/redis"
-  redis-server --port "$HELIOS_REDIS_PORT" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis" \
+  local listen=(--port "$HELIOS_REDIS_PORT")
+  if [[ "$TLS" == 1 ]]; then
+    local c
+    c=$(certs_dir)
+    listen=(--port 0 --tls-port "$HELIOS_REDIS_PORT" --tls-cert-file "$c/server.crt"
+      --tls-key-file "$c/server.key" --tls-ca-cert-file "$c/ca.crt" --tls-auth-clients no)
+  fi
+  redis-server "${listen[@]}" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis" \
     --save "" --appendonly yes --daemonize no --maxclients 1000 >"$HELIOS_RUN/redis.log" 2>&1 &
   echo $! >"$HELIOS_RUN/redis.pid"
   wait_port redis "$HELIOS_REDIS_PORT" 10
@@ -43,25 +61,40 @@ start_postgres() {
   fi
   chown postgres:postgres "$HELIOS_RUN/postgres.log" 2>/dev/null || touch "$HELIOS_RUN/postgres.log"
   chown postgres:postgres "$HELIOS_RUN/postgres.log"
+  local tls=() host=127.0.0.1
+  if [[ "$TLS" == 1 ]]; then
+    local c
+    c=$(certs_dir)
+    # PostgreSQL wants its key owned by its user and private: copies in the data directory.
+    install -o postgres -g postgres -m 600 "$c/server.key" "$data/tls-server.key"
+    install -o postgres -g postgres -m 644 "$c/server.crt" "$data/tls-server.crt"
+    printf '%s\n' '# scripts/services.sh, HELIOS_SERVICES_TLS=1: TCP only over TLS' \
+      'local all all trust' 'hostssl all all 127.0.0.1/32 scram-sha-256' \
+      'hostnossl all all all reject' >"$data/pg_hba_tls.conf"
+    chown postgres:postgres "$data/pg_hba_tls.conf"
+    tls=(-c ssl=on -c ssl_cert_file="$data/tls-server.crt" -c ssl_key_file="$data/tls-server.key"
+      -c hba_file="$data/pg_hba_tls.conf")
+    host=$data # the bootstrap below goes through the Unix socket
+  fi
   runuser -u postgres -- "$PGBIN/postgres" -D "$data" -p "$HELIOS_PG_PORT" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$data" -c max_connections=200 -c fsync=on \
-    -c shared_buffers=256MB >>"$HELIOS_RUN/postgres.log" 2>&1 &
+    -c shared_buffers=256MB "${tls[@]}" >>"$HELIOS_RUN/postgres.log" 2>&1 &
   echo $! >"$HELIOS_RUN/postgres.pid"
   wait_port postgres "$HELIOS_PG_PORT" 30
   local i
   for ((i = 0; i < 50; i++)); do
-    psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -tAc 'select 1' >/dev/null 2>&1 && break
+    psql -h "$host" -p "$HELIOS_PG_PORT" -U postgres -tAc 'select 1' >/dev/null 2>&1 && break
     sleep 0.2
   done
-  psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q <<SQL
+  psql -h "$host" -p "$HELIOS_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'helios') THEN
     CREATE ROLE helios LOGIN PASSWORD 'helios' CREATEDB;
   END IF;
 END \$\$;
 SQL
-  psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='helios'" | grep -q 1 ||
-    psql -h 127.0.0.1 -p "$HELIOS_PG_PORT" -U postgres -qc "CREATE DATABASE helios OWNER helios"
+  psql -h "$host" -p "$HELIOS_PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='helios'" | grep -q 1 ||
+    psql -h "$host" -p "$HELIOS_PG_PORT" -U postgres -qc "CREATE DATABASE helios OWNER helios"
 }
 
 start_kafka() {

@@ -93,12 +93,15 @@ impl CoreFeed {
 }
 
 /// Starts the control thread for `cores` cores. The returned [`Control`] stops it on drop.
+/// `redis_ca_pem` verifies a `rediss://` server (`None`: the system's trust store).
 pub fn start(
     redis_url: &str,
+    redis_ca_pem: Option<Vec<u8>>,
     node: &str,
     cores: usize,
 ) -> anyhow::Result<(Control, LiveStatus, Vec<CoreFeed>)> {
-    let cfg = ControlConfig::new(redis_url, node, cores as u16);
+    let mut cfg = ControlConfig::new(redis_url, node, cores as u16);
+    cfg.redis_ca_pem = redis_ca_pem;
     let (control, feeds) = Control::spawn(cfg)?;
     let versions: Vec<Arc<AtomicU64>> = (0..cores).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let core_feeds = feeds

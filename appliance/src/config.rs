@@ -158,6 +158,18 @@ pub struct Profiles {
     pub max_staleness_ms: u64,
 }
 
+/// TLS of the connections the node opens (to Redis). A `rediss://` URL in `profiles.redis_url`,
+/// `bidding.campaigns_redis_url` or `events.frequency_redis_url` is TLS: the server's certificate
+/// is verified (chain and hostname), never skipped; a failed verification is a connection error,
+/// retried and logged, never a fall-back to plain text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM file of the CA certificate(s) that verify the Redis servers of `rediss://` URLs
+    /// ("" = the system's trust store, /etc/ssl/certs).
+    pub redis_ca_file: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -176,6 +188,7 @@ pub struct Config {
     pub events: Events,
     pub notices: Notices,
     pub profiles: Profiles,
+    pub tls: Tls,
     pub log: Log,
 }
 
@@ -599,12 +612,11 @@ impl Config {
             0,
             600_000,
         )?;
-        if !e.frequency_redis_url.is_empty() && !e.frequency_redis_url.starts_with("redis://") {
-            return Err(key_err(
-                "events.frequency_redis_url",
-                "must start with redis://",
-            ));
-        }
+        redis_url("events.frequency_redis_url", &e.frequency_redis_url)?;
+        redis_url(
+            "bidding.campaigns_redis_url",
+            &self.bidding.campaigns_redis_url,
+        )?;
         let n = &self.notices;
         let scheme_ok = n.base_url.starts_with("http://") || n.base_url.starts_with("https://");
         if !n.base_url.is_empty() && !scheme_ok {
@@ -621,8 +633,9 @@ impl Config {
         }
         range("notices.late_window_s", n.late_window_s, 1, 30 * 86_400)?;
         let p = &self.profiles;
-        if !p.redis_url.is_empty() && !p.redis_url.starts_with("redis://") {
-            return Err(key_err("profiles.redis_url", "must start with redis://"));
+        redis_url("profiles.redis_url", &p.redis_url)?;
+        if !self.tls.redis_ca_file.is_empty() {
+            read_ca_file(&self.tls.redis_ca_file).map_err(|m| key_err("tls.redis_ca_file", m))?;
         }
         if p.namespace.is_empty() {
             return Err(key_err("profiles.namespace", "empty"));
@@ -645,6 +658,31 @@ impl Config {
             return Err(key_err("server.node", "at most 32 bytes"));
         }
         Ok(())
+    }
+}
+
+/// A Redis URL key: "" (off), `redis://…` (plain text) or `rediss://…` (TLS, see [`Tls`]).
+fn redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(key_err(
+            key,
+            "must start with redis:// (plain text) or rediss:// (TLS)",
+        ))
+    }
+}
+
+/// Reads a CA file (PEM): its bytes when it holds at least one certificate, else why not.
+pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let has_cert = pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----");
+    if has_cert {
+        Ok(pem)
+    } else {
+        Err(format!("{path} holds no PEM certificate"))
     }
 }
 
@@ -776,6 +814,66 @@ mod tests {
             .contains("bidding.campaigns")
         );
         assert!(msg(load(None, &[("HELIOS_LOG_LEVEL", "[[[")], vec![])).contains("log.level"));
+    }
+
+    #[test]
+    fn redis_urls_may_be_tls_and_the_ca_file_is_checked() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let c = load(
+            None,
+            &[
+                ("HELIOS_PROFILES_REDIS_URL", "rediss://localhost:6380/"),
+                (
+                    "HELIOS_BIDDING_CAMPAIGNS_REDIS_URL",
+                    "rediss://localhost:6380/",
+                ),
+                (
+                    "HELIOS_EVENTS_FREQUENCY_REDIS_URL",
+                    "redis://127.0.0.1:6379/",
+                ),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.profiles.redis_url, "rediss://localhost:6380/");
+        assert!(c.tls.redis_ca_file.is_empty());
+        for (var, key) in [
+            ("HELIOS_PROFILES_REDIS_URL", "profiles.redis_url"),
+            (
+                "HELIOS_BIDDING_CAMPAIGNS_REDIS_URL",
+                "bidding.campaigns_redis_url",
+            ),
+            (
+                "HELIOS_EVENTS_FREQUENCY_REDIS_URL",
+                "events.frequency_redis_url",
+            ),
+        ] {
+            let m = msg(load(None, &[(var, "http://x:6379/")], vec![]));
+            assert!(m.contains(key) && m.contains("rediss://"), "{m}");
+        }
+        let m = msg(load(
+            None,
+            &[("HELIOS_TLS_REDIS_CA_FILE", "/no/such/ca.crt")],
+            vec![],
+        ));
+        assert!(
+            m.contains("tls.redis_ca_file") && m.contains("/no/such/ca.crt"),
+            "{m}"
+        );
+        let not_pem = tmp("not a certificate at all, just some text\n");
+        let m = msg(load(
+            None,
+            &[("HELIOS_TLS_REDIS_CA_FILE", &not_pem)],
+            vec![],
+        ));
+        assert!(
+            m.contains("tls.redis_ca_file") && m.contains("no PEM certificate"),
+            "{m}"
+        );
+        let pem = tmp("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+        let c = load(None, &[("HELIOS_TLS_REDIS_CA_FILE", &pem)], vec![]).unwrap();
+        assert_eq!(c.tls.redis_ca_file, pem);
+        assert!(read_ca_file(&pem).unwrap().starts_with(b"-----BEGIN"));
     }
 
     #[test]

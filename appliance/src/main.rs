@@ -23,6 +23,11 @@ static ALLOC: appliance::alloc_count::CountingAlloc = appliance::alloc_count::Co
 /// Bid port: POST /openrtb2/bid and /openrtb2/bid/{exchange} (200 bid, 204 no bid, 400 invalid);
 /// GET|POST /notice/win|billing|loss. Admin port: /metrics, /healthz, /readyz, /debug/config.
 /// SIGTERM or SIGINT drains and exits 0; a second signal exits at once.
+///
+/// Redis URLs (profiles.redis_url, bidding.campaigns_redis_url, events.frequency_redis_url) are
+/// redis://… (plain text) or rediss://… (TLS: the server's certificate chain and hostname are
+/// verified against tls.redis_ca_file, HELIOS_TLS_REDIS_CA_FILE, or else the system's trust
+/// store; a server that fails verification is never talked to).
 #[derive(Debug, Parser)]
 #[command(name = "helios", version)]
 struct Cli {
@@ -89,6 +94,9 @@ fn bad_config(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for the TLS of rediss:// connections (ring, the workspace's only one);
+    // an error means one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let cfg = match Config::load(
         cli.config.as_deref(),

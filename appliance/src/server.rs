@@ -104,7 +104,11 @@ fn notice_setup(cfg: &Config, bound: SocketAddr, node: &str) -> Result<NoticeSet
     Ok(NoticeSetup { key, base })
 }
 
-fn pipeline_config(cfg: &Config, node: &str) -> pipeline::PipelineConfig {
+fn pipeline_config(
+    cfg: &Config,
+    node: &str,
+    redis_ca: Option<&Vec<u8>>,
+) -> pipeline::PipelineConfig {
     let e = &cfg.events;
     pipeline::PipelineConfig {
         brokers: e.brokers.clone(),
@@ -114,6 +118,7 @@ fn pipeline_config(cfg: &Config, node: &str) -> pipeline::PipelineConfig {
         spool_max_bytes: e.spool_max_bytes,
         startup_timeout_ms: e.startup_timeout_ms,
         redis_url: (!e.frequency_redis_url.is_empty()).then(|| e.frequency_redis_url.clone()),
+        redis_ca_pem: redis_ca.cloned(),
         ..pipeline::PipelineConfig::default()
     }
 }
@@ -158,29 +163,43 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
 
     sys::block_term_signals().context("blocking SIGTERM/SIGINT")?;
     let notice = notice_setup(&cfg, bound, &node)?;
+    // The CA that verifies rediss:// servers, read once (checked by Config::check already).
+    let redis_ca = if cfg.tls.redis_ca_file.is_empty() {
+        None
+    } else {
+        Some(
+            crate::config::read_ca_file(&cfg.tls.redis_ca_file)
+                .map_err(anyhow::Error::msg)
+                .context("tls.redis_ca_file")?,
+        )
+    };
     // Events: one sink per core from the pipeline, or counting sinks when disabled.
-    let (pipe, mut sinks): (Option<pipeline::Pipeline>, Vec<Box<dyn EventSink>>) =
-        if cfg.events.enabled {
-            let (p, s) = pipeline::Pipeline::start(&pipeline_config(&cfg, &node), cpus.len())
+    let (pipe, mut sinks): (Option<pipeline::Pipeline>, Vec<Box<dyn EventSink>>) = if cfg
+        .events
+        .enabled
+    {
+        let (p, s) =
+            pipeline::Pipeline::start(&pipeline_config(&cfg, &node, redis_ca.as_ref()), cpus.len())
                 .context("starting the event pipeline")?;
-            let sinks = s
-                .into_iter()
-                .map(|s| Box::new(s) as Box<dyn EventSink>)
-                .collect();
-            (Some(p), sinks)
-        } else {
-            let sinks = cpus
-                .iter()
-                .map(|_| Box::new(CountingSink::default()) as Box<dyn EventSink>)
-                .collect();
-            (None, sinks)
-        };
+        let sinks = s
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn EventSink>)
+            .collect();
+        (Some(p), sinks)
+    } else {
+        let sinks = cpus
+            .iter()
+            .map(|_| Box::new(CountingSink::default()) as Box<dyn EventSink>)
+            .collect();
+        (None, sinks)
+    };
     // Profiles: the replica fills in the background; each core gets its own reader.
     let (replicator, reader) = if cfg.profiles.redis_url.is_empty() {
         (None, None)
     } else {
         let rc = profile_cache::ReplicaConfig {
             redis_url: cfg.profiles.redis_url.clone(),
+            redis_ca_pem: redis_ca.clone(),
             namespace: cfg.profiles.namespace.clone(),
             expected_profiles: cfg.profiles.expected_profiles,
             max_staleness: Duration::from_millis(cfg.profiles.max_staleness_ms),
@@ -192,9 +211,13 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
     let (_control, live, mut feeds) = if cfg.bidding.campaigns_redis_url.is_empty() {
         (None, None, Vec::new())
     } else {
-        let (c, s, f) =
-            crate::campaign_feed::start(&cfg.bidding.campaigns_redis_url, &node, cpus.len())
-                .context("starting the campaign feed")?;
+        let (c, s, f) = crate::campaign_feed::start(
+            &cfg.bidding.campaigns_redis_url,
+            redis_ca.clone(),
+            &node,
+            cpus.len(),
+        )
+        .context("starting the campaign feed")?;
         (Some(c), Some(s), f)
     };
     let shutdown = Arc::new(AtomicBool::new(false));

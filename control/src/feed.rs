@@ -31,7 +31,11 @@ pub const LEASE_QUEUE: usize = 16_384;
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
+    /// `redis://…` or, for TLS, `rediss://…`.
     pub redis_url: String,
+    /// PEM of the CA(s) that verify a `rediss://` server; `None` = the system's trust store.
+    /// Ignored for `redis://`.
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// This node's name; lease holders are `node:core`.
     pub node: String,
     pub cores: u16,
@@ -47,6 +51,7 @@ impl ControlConfig {
     pub fn new(redis_url: &str, node: &str, cores: u16) -> ControlConfig {
         ControlConfig {
             redis_url: redis_url.to_owned(),
+            redis_ca_pem: None,
             node: node.to_owned(),
             cores,
             poll_ms: 50,
@@ -164,7 +169,7 @@ impl Control {
     /// Starts the control thread and returns one feed per core. Fails only when the Redis URL
     /// is malformed or the thread cannot start; an unreachable Redis is retried in the thread.
     pub fn spawn(cfg: ControlConfig) -> Result<(Control, Vec<ShardFeed>), ControlError> {
-        let client = redis::Client::open(cfg.redis_url.as_str())?;
+        let client = redis_client(&cfg.redis_url, cfg.redis_ca_pem.as_deref())?;
         let cores: Vec<Arc<Core>> = (0..cfg.cores)
             .map(|_| {
                 Arc::new(Core {
@@ -198,6 +203,21 @@ impl Control {
             },
             feeds,
         ))
+    }
+}
+
+/// A client for `url`: a `rediss://` server is verified against `ca_pem` when given (else the
+/// system's trust store; the hostname is always checked); `redis://` is plain text.
+pub fn redis_client(url: &str, ca_pem: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(url),
     }
 }
 

@@ -100,6 +100,10 @@ pub struct PipelineConfig {
     pub drain_batch: usize,
     /// Redis URL for the frequency-counter worker; `None` disables it.
     pub redis_url: Option<String>,
+    /// PEM of the CA(s) that verify a `rediss://` frequency Redis; `None` = the system's trust
+    /// store. Ignored for `redis://`.
+    #[serde(skip)]
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// Bound of the frequency worker's queue (increments). Full → counted `freq_dropped`.
     pub freq_queue_capacity: usize,
     /// Attempts per Redis batch before its increments are counted `freq_failed`.
@@ -131,6 +135,7 @@ impl Default for PipelineConfig {
             probe_interval_ms: 1_000,
             drain_batch: 4_096,
             redis_url: None,
+            redis_ca_pem: None,
             freq_queue_capacity: 65_536,
             freq_max_attempts: 5,
             freq_dedupe_ttl_s: 7 * 24 * 3600,

@@ -84,14 +84,25 @@ pub(crate) struct FreqWorker {
 }
 
 impl FreqWorker {
+    /// `ca_pem` verifies a `rediss://` server (`None`: the system's trust store).
     pub(crate) fn start(
         url: &str,
+        ca_pem: Option<&[u8]>,
         capacity: usize,
         max_attempts: u32,
         dedupe_ttl_s: u64,
         counters: Arc<Counters>,
     ) -> Result<FreqWorker, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        let client = match ca_pem {
+            Some(pem) if url.starts_with("rediss://") => {
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                };
+                redis::Client::build_with_tls(url, certs)?
+            }
+            _ => redis::Client::open(url)?,
+        };
         let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
         let stop = Arc::new(AtomicBool::new(false));
         let mut w = Worker {

@@ -130,6 +130,7 @@ impl Pipeline {
         let freq = match &cfg.redis_url {
             Some(url) => Some(frequency::FreqWorker::start(
                 url,
+                cfg.redis_ca_pem.as_deref(),
                 cfg.freq_queue_capacity,
                 cfg.freq_max_attempts,
                 cfg.freq_dedupe_ttl_s,

@@ -37,8 +37,11 @@ use crate::store::{Reader, Stats, Store, now_ms};
 /// How to reach Redis and how the replica behaves. [`Default`] gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6390/`.
+    /// Redis URL, e.g. `redis://127.0.0.1:6390/`, or `rediss://…` for TLS.
     pub redis_url: String,
+    /// PEM of the CA(s) that verify a `rediss://` server; `None` = the system's trust store.
+    /// Ignored for `redis://`.
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// Key namespace (`helios` → `helios:profile:{id}`, `helios:profile:changes`).
     pub namespace: String,
     /// Profiles expected; sizes the index up front (it grows if exceeded).
@@ -67,6 +70,7 @@ impl Default for ReplicaConfig {
     fn default() -> Self {
         Self {
             redis_url: "redis://127.0.0.1:6390/".into(),
+            redis_ca_pem: None,
             namespace: keys::DEFAULT_NAMESPACE.into(),
             expected_profiles: 1_000_000,
             max_staleness: Duration::from_secs(30),
@@ -85,8 +89,8 @@ impl Default for ReplicaConfig {
 /// Why the replica could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The Redis URL does not parse.
-    #[error("invalid Redis URL: {0}")]
+    /// The Redis URL does not parse (or its TLS CA PEM does not).
+    #[error("invalid Redis URL or TLS CA: {0}")]
     Url(#[source] redis::RedisError),
     /// A bound in the configuration is zero.
     #[error("invalid configuration: {0}")]
@@ -122,7 +126,17 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
     if cfg.backoff_min.is_zero() || cfg.backoff_max < cfg.backoff_min {
         return Err(StartError::Config("need 0 < backoff_min ≤ backoff_max"));
     }
-    let client = redis::Client::open(cfg.redis_url.as_str()).map_err(StartError::Url)?;
+    let client = match &cfg.redis_ca_pem {
+        Some(pem) if cfg.redis_url.starts_with("rediss://") => {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            redis::Client::build_with_tls(cfg.redis_url.as_str(), certs)
+        }
+        _ => redis::Client::open(cfg.redis_url.as_str()),
+    }
+    .map_err(StartError::Url)?;
     let max_staleness_ms = cfg.max_staleness.as_millis().min(u128::from(u64::MAX)) as u64;
     let (store, reader) = Store::new(cfg.expected_profiles, max_staleness_ms);
     let stop = Arc::new(AtomicBool::new(false));

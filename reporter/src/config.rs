@@ -44,6 +44,10 @@ pub enum Command {
 pub struct DbArgs {
     /// PostgreSQL connection URL. Its password is a secret: prefer the environment variable
     /// (its value is never shown by --help) to the flag (visible in the process list).
+    /// TLS: add `?sslmode=verify-full&sslrootcert=/path/ca.crt` (also `require` or
+    /// `verify-ca`: all three use TLS only and always verify the server's certificate chain and
+    /// host name, against the CA file or, without `sslrootcert`, the system's trust store).
+    /// `sslmode=disable`/`prefer` or none: plain text.
     #[arg(
         long,
         env = "HELIOS_PG_URL",
@@ -149,8 +153,14 @@ pub struct ServeArgs {
     /// Redis of the appliances' campaign feed (`redis://host:port`). When given, the campaign
     /// management routes are on and every accepted change is published there; when absent they
     /// answer 503.
+    /// `rediss://host:port` is TLS: the server's certificate chain and host name are verified
+    /// (see --campaigns-redis-ca-file).
     #[arg(long, env = "HELIOS_CAMPAIGNS_REDIS_URL", hide_env_values = true)]
     pub campaigns_redis_url: Option<String>,
+    /// PEM file of the CA(s) that verify a `rediss://` campaign Redis (default: the system's
+    /// trust store). Ignored for `redis://`.
+    #[arg(long, env = "HELIOS_CAMPAIGNS_REDIS_CA_FILE", value_name = "FILE")]
+    pub campaigns_redis_ca_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax, e.g. `info,reporter=debug`). Logs are JSON on stderr.
     #[arg(long, env = "HELIOS_LOG", default_value = "info")]
     pub log: String,

@@ -12,6 +12,9 @@ use reporter::ingest::{consumer, stats::IngestStats};
 use tokio::sync::watch;
 
 fn main() -> Result<()> {
+    // One crypto provider for every TLS connection (ring, the workspace's only one); an error
+    // means one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(t)) => {
@@ -95,7 +98,18 @@ async fn serve(s: ServeArgs) -> Result<()> {
         }
         let mut app = api::router(state, s.dashboard_dir.clone());
         if let Some(url) = &s.campaigns_redis_url {
-            let cp = Arc::new(api::manage::ControlPlane::new(&s.db.pg_url, url)?);
+            let ca = match &s.campaigns_redis_ca_file {
+                Some(f) => Some(
+                    std::fs::read(f)
+                        .with_context(|| format!("--campaigns-redis-ca-file {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let cp = Arc::new(api::manage::ControlPlane::with_redis_ca(
+                &s.db.pg_url,
+                url,
+                ca.as_deref(),
+            )?);
             api::manage::spawn_republisher(Arc::clone(&cp));
             app = app.layer(axum::Extension(cp));
             tracing::info!("campaign management on (publishing to redis)");

@@ -10,10 +10,9 @@
 #      PostgreSQL URL; the tokens it is shown) run at debug level through bids, notices, scrapes
 #      and API calls, then stop; none of the secrets appears in their stdout/stderr, in
 #      --print-config or /debug/config, or in `--help` (which prints environment values).
-#   3. TLS between services: what the servers offer (Redis TLS with the dev CA) and what the
-#      workspace clients do with a TLS URL (they must refuse it, never fall back to plain text).
-#      Why the clients have no TLS yet: docs/RELIABILITY.md.
-# Own ports, run dir and services (a Redis with a password, a Redis with TLS); every process
+#   (TLS between services — the appliance and the reporter against TLS-only Redis and
+#   PostgreSQL, a wrong CA refused — is scripts/test.d/deploy-tls.sh.)
+# Own ports, run dir and services (a Redis with a password); every process
 # started here is stopped by PID. Needs the helios binary (and the reporter's for its part).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -172,31 +171,5 @@ else
   echo "skipped: reporter secrets (no helios-reporter binary, or PostgreSQL at $pg_hp is not running)"
 fi
 
-echo "-- security: TLS between services"
-certs=$base/certs
-HELIOS_CERTS=$certs "$root/scripts/dev-certs.sh" >/dev/null
-tport=$(dl_free_port 26484)
-dl_start sec_tls_redis "$base/redis-tls.log" redis-server --port 0 --tls-port "$tport" --bind 127.0.0.1 --save "" \
-  --appendonly no --tls-cert-file "$certs/server.crt" --tls-key-file "$certs/server.key" \
-  --tls-ca-cert-file "$certs/ca.crt" --tls-auth-clients no --dir "$base"
-dl_wait_port "$tport" 10
-dl_check "Redis (Debian's, built with TLS) serves TLS with the dev CA" PONG \
-  "$(redis-cli --tls --cacert "$certs/ca.crt" -h 127.0.0.1 -p "$tport" ping 2>&1)"
-dl_check_true "that Redis refuses plain text" bash -c "! redis-cli -h 127.0.0.1 -p $tport ping 2>/dev/null | grep -q PONG"
-# The appliance with a rediss:// URL: its Redis client (the redis crate) is built without TLS, so
-# it must refuse the URL at start-up — never talk plain text to a server it was told to reach
-# over TLS.
-out=$(env HELIOS_EVENTS_ENABLED=false HELIOS_PROFILES_REDIS_URL="rediss://localhost:$tport/" \
-  HELIOS_SERVER_LISTEN="127.0.0.1:$(dl_free_port 26486)" HELIOS_ADMIN_LISTEN="127.0.0.1:$(dl_free_port 26485)" \
-  timeout 20 "$helios" --campaigns "$campaigns" --cores 0 2>&1) && rc=0 || rc=$?
-dl_check "the appliance refuses a rediss:// URL at start-up (exit 2, config error): no TLS client, no plain-text fallback" 2 "$rc"
-dl_check_true "and names the key ($(head -c 120 <<<"$out"))" grep -q 'profiles.redis_url' <<<"$out"
-if [[ -n "${reporter:-}" && -n "${pgurl:-}" ]]; then
-  out=$(env HELIOS_PG_URL="$pgurl?sslmode=require" HELIOS_JWT_SECRET="$jwt_secret" HELIOS_REPORTER_MODE=api \
-    HELIOS_REPORTER_LISTEN="127.0.0.1:$(dl_free_port 26487)" timeout 20 "$reporter" 2>&1) && rc=0 || rc=$?
-  dl_check_true "reporter with sslmode=require refuses to start (rc $rc): no TLS client, no plain-text fallback" test "$rc" -ne 0 -a "$rc" -ne 124
-  # shellcheck disable=SC2016 # expanded by the inner bash
-  dl_check_true "and says why (TLS), without the password" bash -c 'grep -qi tls <<<"$1" && ! grep -qF "$2" <<<"$1"' _ "$out" "$pg_pw"
-fi
 # Logs stay under $base when something failed.
 dl_summary && clean_base=1

@@ -97,10 +97,20 @@ fn cp(x: Cp) -> Result<Arc<ControlPlane>, ManageError> {
 
 impl ControlPlane {
     pub fn new(pg_url: &str, redis_url: &str) -> anyhow::Result<ControlPlane> {
+        Self::with_redis_ca(pg_url, redis_url, None)
+    }
+
+    /// As [`ControlPlane::new`]; `redis_ca_pem` verifies a `rediss://` Redis (`None`: the
+    /// system's trust store).
+    pub fn with_redis_ca(
+        pg_url: &str,
+        redis_url: &str,
+        redis_ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<ControlPlane> {
         Ok(ControlPlane {
             pg_url: pg_url.to_owned(),
             con: Mutex::new(None),
-            publisher: Arc::new(Publisher::new(redis_url)?),
+            publisher: Arc::new(Publisher::new(redis_url, redis_ca_pem)?),
         })
     }
 

@@ -75,10 +75,11 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Fails only on a malformed URL; the connection is opened on first use.
-    pub fn new(redis_url: &str) -> Result<Publisher, PublishError> {
+    /// Fails only on a malformed URL (or CA PEM); the connection is opened on first use.
+    /// `ca_pem` verifies a `rediss://` server (`None`: the system's trust store).
+    pub fn new(redis_url: &str, ca_pem: Option<&[u8]>) -> Result<Publisher, PublishError> {
         Ok(Publisher {
-            client: redis::Client::open(redis_url)?,
+            client: control::redis_client(redis_url, ca_pem)?,
             con: Mutex::new(None),
             script: Script::new(PUBLISH_LUA),
         })
