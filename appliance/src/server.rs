@@ -114,6 +114,8 @@ fn pipeline_config(cfg: &Config, node: &str) -> pipeline::PipelineConfig {
         spool_max_bytes: e.spool_max_bytes,
         startup_timeout_ms: e.startup_timeout_ms,
         redis_url: (!e.frequency_redis_url.is_empty()).then(|| e.frequency_redis_url.clone()),
+        frame_max_bytes: e.frame_max_bytes,
+        frame_linger_ms: e.frame_linger_ms,
         ..pipeline::PipelineConfig::default()
     }
 }

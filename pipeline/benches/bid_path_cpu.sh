@@ -16,7 +16,9 @@
 #
 # Knobs: RATE (req/s, default 4000), DURATION (s, 8), WARMUP (s, 3), CONNS (32), ROUNDS (2),
 # ENGINE (memory|sqlite), GEN_CPU (0), SERVER_CPU (1), OUT (a directory for raw reports), BIN
-# (where the binaries are; default $CARGO_TARGET_DIR/release).
+# (where the binaries are; default $CARGO_TARGET_DIR/release), VARIANTS ("name=dir[,VAR=value…]
+# …": `helios` builds and/or settings to run side by side in the same rounds, e.g. the previous
+# commit's build, or HELIOS_EVENTS_FRAME_LINGER_MS=100; default: just BIN as "new").
 # Binaries come from $CARGO_TARGET_DIR/release (build them first: helios, helios-load,
 # helios-corpus).
 set -euo pipefail
@@ -45,6 +47,12 @@ log() { printf '[bid-path-cpu %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 for b in helios helios-load helios-corpus; do
   [[ -x $BIN/$b ]] || { echo "missing $BIN/$b (cargo build --release --workspace --bins)" >&2; exit 1; }
+done
+VARIANTS=${VARIANTS:-"new=$BIN"}
+vdir() { local d=${1#*=}; echo "${d%%,*}"; }
+venv() { local d=${1#*=}; [[ $d == *,* ]] && echo "${d#*,}" | tr ',' ' ' || true; }
+for v in $VARIANTS; do
+  [[ -x $(vdir "$v")/helios ]] || { echo "missing $(vdir "$v")/helios (variant ${v%%=*})" >&2; exit 1; }
 done
 
 pids=()
@@ -111,13 +119,14 @@ for tid in os.listdir(f"/proc/{pid}/task"):
 PY
 }
 
-run_one() { # label events
-  local label=$1 events=$2
+run_one() { # label events helios-dir [VAR=value …]
+  local label=$1 events=$2 hdir=$3
+  shift 3
   rm -rf "$HELIOS_RUN/spool-bpc"
-  HELIOS_EVENTS_ENABLED=$events HELIOS_EVENTS_BROKERS=$HELIOS_KAFKA_BROKERS \
+  env "$@" HELIOS_EVENTS_ENABLED=$events HELIOS_EVENTS_BROKERS=$HELIOS_KAFKA_BROKERS \
     HELIOS_EVENTS_SPOOL_DIR=$HELIOS_RUN/spool-bpc HELIOS_EVENTS_FREQUENCY_REDIS_URL=$HELIOS_REDIS_URL \
     HELIOS_NOTICES_KEY=bench-notice-key HELIOS_LOG_LEVEL=warn \
-    taskset -c "$SERVER_CPU" "$BIN/helios" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+    taskset -c "$SERVER_CPU" "$hdir/helios" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
     --cores "$SERVER_CPU" --campaigns bench/data/campaigns.json >"$OUT/$label.log" 2>&1 &
   server_pid=$!
   wait_port "$PORT" 20 || { echo "helios did not start (log $OUT/$label.log)" >&2; tail -5 "$OUT/$label.log" >&2; exit 1; }
@@ -187,19 +196,29 @@ PY
 }
 
 log "engine $ENGINE, rate $RATE req/s, $DURATION s measured after $WARMUP s, $ROUNDS rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
+names=""
 for r in $(seq 1 "$ROUNDS"); do
-  run_one "on-$r" true
-  run_one "off-$r" false
+  for v in $VARIANTS; do
+    name=${v%%=*}
+    [[ " $names " == *" $name "* ]] || names="$names $name"
+    # shellcheck disable=SC2046
+    run_one "$name-on-$r" true "$(vdir "$v")" $(venv "$v")
+    # shellcheck disable=SC2046
+    run_one "$name-off-$r" false "$(vdir "$v")" $(venv "$v")
+  done
 done
 log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw reports in $OUT"
-python3 - "$OUT" "$ROUNDS" <<'PY'
+python3 - "$OUT" "$ROUNDS" $names <<'PY'
 import json, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def v(l, k):
     return json.load(open(f"{out}/{l}.threads.json"))[k]
-on = [v(f"on-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
-off = [v(f"off-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
-print("server CPU us/req on :", ", ".join(f"{x:.2f}" for x in on))
-print("server CPU us/req off:", ", ".join(f"{x:.2f}" for x in off))
-print(f"on/off (mean of rounds): {sum(on)/len(on) / (sum(off)/len(off)):.3f}")
+print("| build | events | server CPU µs/req (helios-load), per round | mean | on/off |")
+print("|---|---|---|---|---|")
+for n in names:
+    on = [v(f"{n}-on-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
+    off = [v(f"{n}-off-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
+    mon, moff = sum(on) / len(on), sum(off) / len(off)
+    print(f"| {n} | on | {', '.join(f'{x:.1f}' for x in on)} | {mon:.1f} | {mon / moff:.3f} |")
+    print(f"| {n} | off | {', '.join(f'{x:.1f}' for x in off)} | {moff:.1f} | |")
 PY

@@ -123,6 +123,11 @@ fn run(
     cfg.producer.linger_ms = linger;
     cfg.producer.compression = compression.to_string();
     cfg.frame_max_events = frame_events;
+    if frame_events == 1 {
+        // One event per record, as schema 1 did: give librdkafka the queue bound it had then
+        // (200,000 records; the default of 4,096 is sized for frames).
+        cfg.producer.max_in_flight_messages = 200_000;
+    }
     let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
     let mut s = sinks.pop().expect("one sink");
     let mut e = Event::new(EventKind::Bid);

@@ -322,7 +322,7 @@ impl ProducerThread {
         let mut sleep = min_sleep;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
-            let (drained, saturated) = self.drain_queues();
+            let (drained, saturated, held_back) = self.drain_queues();
             self.flush_frames(Instant::now(), stopping);
             self.producer.poll(Duration::ZERO);
             self.process_reports();
@@ -346,7 +346,9 @@ impl ProducerThread {
             // never past the bound nor past the next frame's linger deadline. (Not
             // `poll(timeout)`: rdkafka hands librdkafka whole milliseconds, so a
             // sub-millisecond wait there is a busy loop.)
-            let mut d = sleep;
+            // Held back by librdkafka's full queue: look again soon (its delivery reports,
+            // served by `poll`, are what frees it).
+            let mut d = if held_back { min_sleep } else { sleep };
             if let Some(due) = self.frames.next_due() {
                 d = d.min(due.saturating_duration_since(Instant::now()));
             }
@@ -394,10 +396,12 @@ impl ProducerThread {
     /// cores), events stay in the cores' queues, which are the buffer; only when a core's queue
     /// is full does that core spill to its spool segment. So a slow broker costs disk writes
     /// only at saturation.
-    /// Returns the events taken and whether some queue still had more than a batch.
-    fn drain_queues(&mut self) -> (usize, bool) {
+    /// Returns the events taken, whether some queue still had more than a batch, and whether
+    /// draining stopped at librdkafka's high-water mark.
+    fn drain_queues(&mut self) -> (usize, bool, bool) {
         let mut total = 0;
         let mut saturated = false;
+        let mut held_back = false;
         let high_water = (self.cfg.producer.max_in_flight_messages as u64 * 9 / 10).max(1);
         for qi in 0..self.shared.queues.len() {
             let q = self.shared.queues[qi].clone();
@@ -408,6 +412,7 @@ impl ProducerThread {
                     && n % 64 == 0
                     && self.producer.in_flight_count().max(0) as u64 >= high_water
                 {
+                    held_back = true;
                     break;
                 }
                 let Some(ev) = q.pop() else { break };
@@ -418,7 +423,7 @@ impl ProducerThread {
             total += n;
         }
         Counters::add(&self.shared.counters.drained, total as u64);
-        (total, saturated)
+        (total, saturated, held_back)
     }
 
     /// Puts one drained event into its frame (sending the frame first when it is full).
@@ -878,7 +883,7 @@ impl ProducerThread {
         let bound: usize = self.shared.queues.iter().map(|q| q.capacity()).sum();
         let mut spooled = 0;
         while spooled < bound {
-            let (n, _) = self.drain_queues();
+            let (n, _, _) = self.drain_queues();
             if n == 0 {
                 break;
             }
