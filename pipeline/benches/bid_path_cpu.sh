@@ -146,7 +146,6 @@ run_one() { # label events helios-dir [VAR=value …]
 import json, sys
 out, label, dur, tck = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 rep = json.load(open(f"{out}/{label}.json"))
-reqs = rep.get("requests") or rep.get("measured_requests") or 0
 rps = rep.get("achieved_rps", 0.0)
 def snap(p):
     d = {}
@@ -190,8 +189,8 @@ json.dump(res, open(f"{out}/{label}.threads.json", "w"), indent=1)
 print(f"## {label}: {rps:.0f} req/s achieved; server CPU (helios-load) {rep.get('server_cpu_us_per_req')} us/req")
 print(f"{'thread':24} {'n':>3} {'cpu us/req':>11} {'syscalls/req':>13}")
 for g, c in sorted(groups.items(), key=lambda kv: -kv[1][0]):
-    print(f"{g:24} {c[2]:>3} {c[0]/n:>11.2f} {c[1]/n:>13.2f}")
-print(f"{'total':24} {'':>3} {tot_us/n:>11.2f} {tot_sys/n:>13.2f}")
+    print(f"{g:24} {c[2]:>3} {c[0]/n if n else 0:>11.2f} {c[1]/n if n else 0:>13.2f}")
+print(f"{'total':24} {'':>3} {tot_us/n if n else 0:>11.2f} {tot_sys/n if n else 0:>13.2f}")
 PY
 }
 
@@ -218,7 +217,11 @@ print("|---|---|---|---|---|")
 for n in names:
     on = [v(f"{n}-on-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
     off = [v(f"{n}-off-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
-    mon, moff = sum(on) / len(on), sum(off) / len(off)
-    print(f"| {n} | on | {', '.join(f'{x:.1f}' for x in on)} | {mon:.1f} | {mon / moff:.3f} |")
+    # A failed run (nothing answered) reports 0: left out of the means, shown as 0.
+    ok_on, ok_off = [x for x in on if x > 0], [x for x in off if x > 0]
+    mon = sum(ok_on) / max(len(ok_on), 1)
+    moff = sum(ok_off) / max(len(ok_off), 1)
+    ratio = f"{mon / moff:.3f}" if moff > 0 else "n/a"
+    print(f"| {n} | on | {', '.join(f'{x:.1f}' for x in on)} | {mon:.1f} | {ratio} |")
     print(f"| {n} | off | {', '.join(f'{x:.1f}' for x in off)} | {moff:.1f} | |")
 PY

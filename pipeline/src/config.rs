@@ -155,7 +155,7 @@ impl Default for PipelineConfig {
             drain_batch: 4_096,
             frame_max_bytes: 32 * 1024,
             frame_max_events: u16::MAX,
-            frame_linger_ms: 20,
+            frame_linger_ms: 100,
             key_buckets: 6,
             idle_sleep_max_us: 5_000,
             redis_url: None,
