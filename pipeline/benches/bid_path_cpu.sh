@@ -55,7 +55,6 @@ for v in $VARIANTS; do
   [[ -x $(vdir "$v")/helios ]] || { echo "missing $(vdir "$v")/helios (variant ${v%%=*})" >&2; exit 1; }
 done
 
-pids=()
 server_pid=""
 broker_pid=""
 redis_pid=""
