@@ -131,6 +131,11 @@ pub struct Events {
     pub startup_timeout_ms: u64,
     /// Redis URL where billing notices increment frequency counters ("" = off).
     pub frequency_redis_url: String,
+    /// Largest Kafka record: a frame of compact events (docs/EVENTS.md), 1024..=61440 bytes.
+    pub frame_max_bytes: usize,
+    /// A frame that is not full is sent this long after its first event (ms): the bound on an
+    /// event's wait in the producer; longer means fewer, fuller Kafka records at low rates.
+    pub frame_linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,6 +272,8 @@ impl Default for Events {
             shutdown_timeout_ms: 5_000,
             startup_timeout_ms: 5_000,
             frequency_redis_url: String::new(),
+            frame_max_bytes: pipeline::PipelineConfig::default().frame_max_bytes,
+            frame_linger_ms: pipeline::PipelineConfig::default().frame_linger_ms,
         }
     }
 }
@@ -612,6 +619,13 @@ impl Config {
             0,
             600_000,
         )?;
+        range(
+            "events.frame_max_bytes",
+            e.frame_max_bytes as u64,
+            1024,
+            60 * 1024,
+        )?;
+        range("events.frame_linger_ms", e.frame_linger_ms, 1, 10_000)?;
         redis_url("events.frequency_redis_url", &e.frequency_redis_url)?;
         redis_url(
             "bidding.campaigns_redis_url",

@@ -198,10 +198,12 @@ impl IdGen {
 struct Bidder {
     cfg: CoreConfig,
     signer: NoticeSigner,
-    /// Full notice routes: win, billing, loss.
-    notice_routes: [String; 3],
+    /// Full notice routes: win, billing, loss, click.
+    notice_routes: [String; 4],
     /// Notice URLs of the response being built (reused).
     urls: Vec<u8>,
+    /// Markup of the response's bids whose creative has a click macro, expanded (reused).
+    adms: Vec<u8>,
     profiles: Option<Reader>,
     shard: Shard,
     enc: ResponseEncoder,
@@ -261,9 +263,16 @@ impl Core {
             feed: None,
             b: Bidder {
                 signer: NoticeSigner::new(&cfg.notice_key).with_late_window(cfg.notice_late_window),
-                notice_routes: [route("win"), route("billing"), route("loss")],
-                // Three URLs of well under 1 KiB per bid, for the most bids a response holds.
-                urls: Vec::with_capacity(3 * 1024 * MAX_IMPS),
+                notice_routes: [
+                    route("win"),
+                    route("billing"),
+                    route("loss"),
+                    route("click"),
+                ],
+                // Four URLs of well under 1 KiB per bid, for the most bids a response holds.
+                urls: Vec::with_capacity(4 * 1024 * MAX_IMPS),
+                // Expanded markup: grows (once) only past 16 KiB of markup per response.
+                adms: Vec::with_capacity(16 * 1024),
                 profiles,
                 shard: Shard::with_config(
                     cfg.core_id,
@@ -598,9 +607,13 @@ impl Bidder {
         if let Some(reason) = self.decision.no_bid {
             return self.no_bid(out, close, reason, req.id());
         }
-        // The notice URLs of every bid, written one after the other into `urls`.
+        // The notice URLs of every bid, written one after the other into `urls`; a creative
+        // whose markup has a click macro also gets its signed click URL, expanded into `adms`.
         self.urls.clear();
+        self.adms.clear();
         let mut url_at: ArrayVec<[(usize, usize); 3], MAX_IMPS> = ArrayVec::new();
+        let mut adm_at: ArrayVec<Option<(usize, usize)>, MAX_IMPS> = ArrayVec::new();
+        let set = self.shard.set();
         for d in self.decision.bids.iter() {
             let params = BidParams {
                 request_id: req.id(),
@@ -633,11 +646,28 @@ impl Bidder {
                 r[k] = (start, self.urls.len());
             }
             url_at.push(r);
+            let adm =
+                &set.campaigns[d.campaign_index as usize].creatives[d.creative_index as usize].adm;
+            if pipeline::notice::has_click_macro(adm) {
+                let start = self.urls.len();
+                self.signer.write_url(
+                    PNoticeKind::Click,
+                    &self.notice_routes[3],
+                    &params,
+                    &mut self.urls,
+                );
+                let a = self.adms.len();
+                pipeline::notice::expand_click_macros(adm, &self.urls[start..], &mut self.adms);
+                self.urls.truncate(start);
+                adm_at.push(Some((a, self.adms.len())));
+            } else {
+                adm_at.push(None);
+            }
         }
         // Build and encode inside a block: the borrows of the campaign set end with it.
         let late = {
-            let set = self.shard.set();
             let urls = &self.urls;
+            let adms = &self.adms;
             let url = |r: (usize, usize)| std::str::from_utf8(&urls[r.0..r.1]).ok();
             let mut nums: ArrayVec<[ArrayString<10>; 3], MAX_IMPS> = ArrayVec::new();
             let mut domains: ArrayVec<ArrayVec<&str, MAX_ADOMAIN>, MAX_IMPS> = ArrayVec::new();
@@ -681,7 +711,10 @@ impl Bidder {
                     nurl: url(url_at[i][0]),
                     burl: url(url_at[i][1]),
                     lurl: url(url_at[i][2]),
-                    adm: Some(&cr.adm),
+                    adm: match adm_at[i] {
+                        Some((a, b)) => std::str::from_utf8(&adms[a..b]).ok(),
+                        None => Some(&cr.adm),
+                    },
                 });
             }
             let seat = [SeatBid {

@@ -119,6 +119,8 @@ fn pipeline_config(
         startup_timeout_ms: e.startup_timeout_ms,
         redis_url: (!e.frequency_redis_url.is_empty()).then(|| e.frequency_redis_url.clone()),
         redis_ca_pem: redis_ca.cloned(),
+        frame_max_bytes: e.frame_max_bytes,
+        frame_linger_ms: e.frame_linger_ms,
         ..pipeline::PipelineConfig::default()
     }
 }

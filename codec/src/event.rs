@@ -1,16 +1,20 @@
 //! Event records: what leaves the hot path for Kafka (documented in `docs/EVENTS.md`).
 //!
 //! An [`Event`] is a fixed-size `Copy` value (strings are inline and bounded), so a bidding core
-//! can build one on its stack and push it into a lock-free queue with no allocation. The producer
-//! thread serialises it with rkyv ([`Event::to_bytes`]); the reporter reads it back with
-//! [`Event::from_bytes`], which checks the bytes and the schema version before trusting them.
+//! can build one on its stack and push it into a lock-free queue with no allocation. On the wire
+//! (Kafka, the spool) events travel in frames of many compact events ([`frame`], schema v2); the
+//! reporter reads a record with [`frame::decode_record`], which checks the bytes and the schema
+//! version before trusting them and still reads the rkyv records of schema v1.
+
+pub mod frame;
 
 use std::fmt;
 
 use rkyv::rancor;
 
-/// Bumped whenever the layout of [`Event`] changes; readers refuse versions they do not know.
-pub const EVENT_SCHEMA_VERSION: u16 = 1;
+/// Bumped whenever the wire layout of events changes; readers refuse versions they do not know.
+/// 2: compact events in frames ([`frame`]); 1: one rkyv archive per record (still read).
+pub const EVENT_SCHEMA_VERSION: u16 = 2;
 
 /// Topic for bid and no-bid events.
 pub const TOPIC_BIDS: &str = "helios.bids";
@@ -291,25 +295,58 @@ impl Event {
         }
     }
 
-    /// Serialises with rkyv. Runs on the producer thread, not the hot path.
-    pub fn to_bytes(&self) -> rkyv::util::AlignedVec {
-        // Serialising a fixed-layout value cannot fail: there are no fallible fields.
-        rkyv::to_bytes::<rancor::Error>(self).expect("a fixed-layout Event always serialises")
+    /// A record holding this one event: a frame of one (schema v2). For tests and tools; the
+    /// producer fills frames of many events in a reused buffer ([`frame::FrameBuf`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut f = frame::FrameBuf::with_max_bytes(0);
+        let pushed = f.push(self);
+        debug_assert!(pushed, "an empty frame always has room for one event");
+        f.as_bytes().to_vec()
     }
 
-    /// Checks and reads bytes produced by [`Event::to_bytes`]. Copies into aligned memory first,
-    /// since Kafka payloads carry no alignment guarantee.
+    /// The schema v1 record of this event: one rkyv archive (what Helios wrote before frames).
+    /// Kept so that readers of old spool segments and topics stay tested.
+    pub fn to_legacy_bytes(&self) -> rkyv::util::AlignedVec {
+        let mut e = *self;
+        e.schema_version = frame::LEGACY_SCHEMA_VERSION;
+        // Serialising a fixed-layout value cannot fail: there are no fallible fields.
+        rkyv::to_bytes::<rancor::Error>(&e).expect("a fixed-layout Event always serialises")
+    }
+
+    /// Reads a record that holds exactly one event: a frame of one ([`Event::to_bytes`]) or a
+    /// schema v1 rkyv record. Records of many events are read with [`frame::decode_record`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Event, EventDecodeError> {
+        if bytes.starts_with(&frame::FRAME_MAGIC) {
+            let mut it = frame::decode_record(bytes)?;
+            if it.remaining() != 1 {
+                return Err(EventDecodeError::Invalid(format!(
+                    "record holds {} events, not one",
+                    it.remaining()
+                )));
+            }
+            return it
+                .next()
+                .unwrap_or_else(|| Err(EventDecodeError::Invalid("empty record".into())));
+        }
+        Self::from_legacy_bytes(bytes)
+    }
+
+    /// Checks and reads a schema v1 record (one rkyv archive). Copies into aligned memory
+    /// first, since Kafka payloads carry no alignment guarantee. The event read is given the
+    /// current in-memory `schema_version`.
+    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<Event, EventDecodeError> {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
         let archived = rkyv::access::<ArchivedEvent, rancor::Error>(&aligned)
             .map_err(|e| EventDecodeError::Invalid(e.to_string()))?;
         let v = archived.schema_version.to_native();
-        if v != EVENT_SCHEMA_VERSION {
+        if v != frame::LEGACY_SCHEMA_VERSION {
             return Err(EventDecodeError::Version(v));
         }
-        rkyv::deserialize::<Event, rancor::Error>(archived)
-            .map_err(|e| EventDecodeError::Invalid(e.to_string()))
+        let mut e = rkyv::deserialize::<Event, rancor::Error>(archived)
+            .map_err(|e| EventDecodeError::Invalid(e.to_string()))?;
+        e.schema_version = EVENT_SCHEMA_VERSION;
+        Ok(e)
     }
 
     /// The Kafka message key: the campaign id (decimal) for campaign events, so one
@@ -342,7 +379,7 @@ pub fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn sample() -> Event {
+    pub(super) fn sample() -> Event {
         let mut e = Event::new(EventKind::Billing);
         e.core = 1;
         e.event_id = [7; 16];
@@ -370,12 +407,28 @@ mod tests {
     }
 
     #[test]
+    fn legacy_round_trips_through_bytes() {
+        let e = sample();
+        let b = e.to_legacy_bytes();
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&b);
+        assert_eq!(Event::from_bytes(&shifted[1..]).unwrap(), e);
+    }
+
+    #[test]
     fn refuses_garbage_and_unknown_versions() {
         assert!(Event::from_bytes(b"not an event").is_err());
         let mut e = sample();
         e.schema_version = 99;
+        let mut b = rkyv::to_bytes::<rancor::Error>(&e).unwrap().to_vec();
         assert!(matches!(
-            Event::from_bytes(&e.to_bytes()),
+            Event::from_bytes(&b),
+            Err(EventDecodeError::Version(99))
+        ));
+        b = sample().to_bytes();
+        b[4] = 99;
+        assert!(matches!(
+            Event::from_bytes(&b),
             Err(EventDecodeError::Version(99))
         ));
     }

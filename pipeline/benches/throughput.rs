@@ -4,7 +4,8 @@
 //! of the broker. Run: `cargo bench -p helios-pipeline --bench throughput` (see
 //! bench/RESULTS.md). Environment: `HELIOS_TANSU` (broker binary), `HELIOS_BENCH_EVENTS`
 //! (default 500000), `HELIOS_BENCH_LINGER` (`0,5,20`), `HELIOS_BENCH_COMPRESSION` (`lz4,none`; zstd is not in this rdkafka build),
-//! `HELIOS_BENCH_ENGINES` (`memory,sqlite`).
+//! `HELIOS_BENCH_ENGINES` (`memory,sqlite`), `HELIOS_BENCH_FRAME_EVENTS` (most events per Kafka
+//! record, `65535,1`: frames against one event per record, side by side).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -98,9 +99,16 @@ struct Row {
     broker_cpu_ns: f64,
     spooled: u64,
     overflowed: u64,
+    frame_events: u16,
 }
 
-fn run(brokers: &str, broker_pid: u32, tag: &str, linger: u32, compression: &str, n: u64) -> Row {
+fn run(
+    brokers: &str,
+    broker_pid: u32,
+    tag: &str,
+    (linger, compression, frame_events): (u32, &str, u16),
+    n: u64,
+) -> Row {
     let spool = std::env::temp_dir().join(format!("helios-bench-spool-{tag}"));
     let _ = std::fs::remove_dir_all(&spool);
     let mut cfg = PipelineConfig {
@@ -114,6 +122,12 @@ fn run(brokers: &str, broker_pid: u32, tag: &str, linger: u32, compression: &str
     };
     cfg.producer.linger_ms = linger;
     cfg.producer.compression = compression.to_string();
+    cfg.frame_max_events = frame_events;
+    if frame_events == 1 {
+        // One event per record, as schema 1 did: give librdkafka the queue bound it had then
+        // (200,000 records; the default of 4,096 is sized for frames).
+        cfg.producer.max_in_flight_messages = 200_000;
+    }
     let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
     let mut s = sinks.pop().expect("one sink");
     let mut e = Event::new(EventKind::Bid);
@@ -155,6 +169,7 @@ fn run(brokers: &str, broker_pid: u32, tag: &str, linger: u32, compression: &str
         engine: String::new(),
         linger,
         compression: compression.to_string(),
+        frame_events,
         events: m.produced,
         secs,
         pipeline_cpu_ns: pipeline_cpu.as_nanos() as f64 / n as f64,
@@ -186,8 +201,17 @@ fn main() {
         .collect();
     let compressions = env_list("HELIOS_BENCH_COMPRESSION", "lz4,none");
     let engines = env_list("HELIOS_BENCH_ENGINES", "memory,sqlite");
-    let size = Event::new(EventKind::Bid).to_bytes().len();
-    println!("events per run: {n}; payload {size} B (rkyv Event)");
+    let frame_events: Vec<u16> = env_list("HELIOS_BENCH_FRAME_EVENTS", "65535,1")
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let mut sample = Event::new(EventKind::Bid);
+    sample.request_id = InlineStr::new("0f8fad5b-d9cb-469f-a165-70867728950e");
+    println!(
+        "events per run: {n}; compact event ≈ {} B (schema 1 rkyv: {} B)",
+        sample.encoded_len() + 16,
+        sample.to_legacy_bytes().len()
+    );
     let mut rows = Vec::new();
     for engine in &engines {
         let url = match engine.as_str() {
@@ -204,37 +228,41 @@ fn main() {
         let brokers = format!("127.0.0.1:{}", broker.port);
         for &linger in &lingers {
             for c in &compressions {
-                let tag = format!("bench-{engine}-{linger}-{c}-{}", std::process::id());
-                let mut r = run(&brokers, broker.child.id(), &tag, linger, c, n);
-                r.engine = engine.clone();
-                println!(
-                    "{:7} linger {:3} ms {:5}: {:>9.0} events/s  pipeline CPU {:>6.0} ns/event  broker CPU {:>7.0} ns/event  (acked {}, spooled {}, overflowed {})",
-                    r.engine,
-                    r.linger,
-                    r.compression,
-                    r.events as f64 / r.secs,
-                    r.pipeline_cpu_ns,
-                    r.broker_cpu_ns,
-                    r.events,
-                    r.spooled,
-                    r.overflowed
-                );
-                rows.push(r);
+                for &fe in &frame_events {
+                    let tag = format!("bench-{engine}-{linger}-{c}-{fe}-{}", std::process::id());
+                    let mut r = run(&brokers, broker.child.id(), &tag, (linger, c, fe), n);
+                    r.engine = engine.clone();
+                    println!(
+                        "{:7} linger {:3} ms {:5} ≤{:5} ev/record: {:>9.0} events/s  pipeline CPU {:>6.0} ns/event  broker CPU {:>7.0} ns/event  (acked {}, spooled {}, overflowed {})",
+                        r.engine,
+                        r.linger,
+                        r.compression,
+                        r.frame_events,
+                        r.events as f64 / r.secs,
+                        r.pipeline_cpu_ns,
+                        r.broker_cpu_ns,
+                        r.events,
+                        r.spooled,
+                        r.overflowed
+                    );
+                    rows.push(r);
+                }
             }
         }
         drop(broker);
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "\n| engine | linger.ms | compression | events/s | pipeline CPU ns/event | broker CPU ns/event |"
+        "\n| engine | linger.ms | compression | events/record ≤ | events/s | pipeline CPU ns/event | broker CPU ns/event |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
             r.engine,
             r.linger,
             r.compression,
+            r.frame_events,
             r.events as f64 / r.secs,
             r.pipeline_cpu_ns,
             r.broker_cpu_ns

@@ -22,9 +22,13 @@ pub struct ProducerConfig {
     pub batch_messages: u32,
     /// `compression.type`: `lz4`, `zstd`, `snappy`, `gzip` or `none`.
     pub compression: String,
-    /// `queue.buffering.max.messages`: the bound of librdkafka's in-memory queue. When it is
-    /// full, the producer thread spools instead of waiting.
+    /// `queue.buffering.max.messages`: the bound of librdkafka's in-memory queue, in Kafka
+    /// records (each a frame of up to `frame_max_bytes`). At 90% of it the producer thread
+    /// leaves events in the cores' queues (back-pressure); a refused record is spooled.
     pub max_in_flight_messages: u32,
+    /// `queue.buffering.max.kbytes`: the same bound in KiB (kept above
+    /// `max_in_flight_messages × frame_max_bytes` so that the record count binds first).
+    pub max_in_flight_kbytes: u32,
     /// `message.timeout.ms`: a message not acknowledged by then is spooled (and the broker is
     /// considered down until a probe succeeds). Kept long: with Tansu 0.6, a timeout of an
     /// in-flight message on a live broker makes librdkafka bump the producer epoch, which Tansu
@@ -49,7 +53,8 @@ impl Default for ProducerConfig {
             batch_bytes: 1_000_000,
             batch_messages: 10_000,
             compression: "lz4".into(),
-            max_in_flight_messages: 200_000,
+            max_in_flight_messages: 4_096,
+            max_in_flight_kbytes: 262_144,
             message_timeout_ms: 30_000,
             request_timeout_ms: 5_000,
             reconnect_backoff_max_ms: 500,
@@ -98,6 +103,24 @@ pub struct PipelineConfig {
     /// Largest number of events the producer thread takes from one core's queue per turn
     /// (fairness between cores).
     pub drain_batch: usize,
+    /// Largest Kafka record (a frame of compact events, see `docs/EVENTS.md`), in bytes:
+    /// 1 KiB–60 KiB. A frame is sent when the next event would not fit.
+    pub frame_max_bytes: usize,
+    /// Most events in one frame (1 = one event per Kafka record, as schema 1 had; for
+    /// comparison — the byte bound is what normally closes a frame).
+    pub frame_max_events: u16,
+    /// A frame that is not full is sent at the latest this long after its first event (ms).
+    /// Bounds how long an event waits on the producer thread before librdkafka has it.
+    pub frame_linger_ms: u64,
+    /// Events are framed per topic and per key bucket (`fnv1a(campaign id or request id) %
+    /// key_buckets`); the bucket is the record's key (`b0`…), so one campaign's events always
+    /// land on one partition. More buckets spread better over partitions, fewer make fuller
+    /// frames at low rates.
+    pub key_buckets: u16,
+    /// Longest sleep of the producer thread when the queues are idle (µs): the bound on how
+    /// long an event waits in a core's queue before it is drained. The sleep starts at a
+    /// twentieth of it and doubles while turns drain little.
+    pub idle_sleep_max_us: u64,
     /// Redis URL for the frequency-counter worker; `None` disables it.
     pub redis_url: Option<String>,
     /// PEM of the CA(s) that verify a `rediss://` frequency Redis; `None` = the system's trust
@@ -134,6 +157,11 @@ impl Default for PipelineConfig {
             replay_window: 50_000,
             probe_interval_ms: 1_000,
             drain_batch: 4_096,
+            frame_max_bytes: 32 * 1024,
+            frame_max_events: u16::MAX,
+            frame_linger_ms: 100,
+            key_buckets: 6,
+            idle_sleep_max_us: 5_000,
             redis_url: None,
             redis_ca_pem: None,
             freq_queue_capacity: 65_536,

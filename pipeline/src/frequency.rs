@@ -169,6 +169,10 @@ impl Drop for FreqWorker {
     }
 }
 
+/// First and longest idle sleep of the worker.
+const IDLE_SLEEP_MIN: Duration = Duration::from_millis(2);
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(20);
+
 struct Worker {
     client: redis::Client,
     conn: Option<redis::Connection>,
@@ -183,6 +187,7 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut idle = IDLE_SLEEP_MIN;
         loop {
             while batch.len() < BATCH {
                 match self.queue.pop() {
@@ -194,9 +199,14 @@ impl Worker {
                 if self.stop.load(Ordering::Acquire) {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                // Idle: 2 ms, doubling to 20 ms while nothing comes (a wake-up costs CPU the
+                // bidding core shares; other nodes see an increment ≤ 20 ms later, this node's
+                // cores count it at once).
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(IDLE_SLEEP_MAX);
                 continue;
             }
+            idle = IDLE_SLEEP_MIN;
             self.apply_with_retries(&batch);
             batch.clear();
         }

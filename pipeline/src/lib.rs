@@ -11,6 +11,7 @@
 //! connection. They share only the queues and the relaxed counters in [`metrics`].
 
 pub mod config;
+pub mod framing;
 pub mod frequency;
 pub mod metrics;
 pub mod notice;
@@ -86,6 +87,17 @@ impl Pipeline {
                 "topic names must not be empty".into(),
             ));
         }
+        if !(1024..=60 * 1024).contains(&cfg.frame_max_bytes) {
+            return Err(PipelineError::Config(format!(
+                "frame_max_bytes must be 1024..=61440, got {}",
+                cfg.frame_max_bytes
+            )));
+        }
+        if cfg.key_buckets == 0 || cfg.idle_sleep_max_us == 0 || cfg.idle_sleep_max_us > 1_000_000 {
+            return Err(PipelineError::Config(
+                "key_buckets must be > 0 and idle_sleep_max_us 1..=1000000".into(),
+            ));
+        }
         if cfg.replay_window == 0 || cfg.drain_batch == 0 {
             return Err(PipelineError::Config(
                 "replay_window and drain_batch must be > 0".into(),
@@ -150,7 +162,15 @@ impl Pipeline {
         let sinks = queues
             .into_iter()
             .enumerate()
-            .map(|(i, q)| CoreSink::new(i as u16, q, counters.clone(), spool.clone()))
+            .map(|(i, q)| {
+                CoreSink::new(
+                    i as u16,
+                    q,
+                    counters.clone(),
+                    spool.clone(),
+                    cfg.key_buckets,
+                )
+            })
             .collect();
         let thread = ProducerThread::new(cfg.clone(), shared.clone(), spool, freq, topics_ready)?;
         let handle = std::thread::Builder::new()

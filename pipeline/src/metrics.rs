@@ -16,7 +16,8 @@ pub struct Counters {
     pub produced: AtomicU64,
     /// Of `produced`, events that came from the spool.
     pub replayed: AtomicU64,
-    /// Records written to the spool (by the producer thread and by cores on overflow).
+    /// Events written to the spool (by the producer thread and by cores on overflow), counted
+    /// from the frames' headers.
     pub spooled: AtomicU64,
     /// Events a core could not queue (queue full) and wrote to its overflow spool instead.
     pub overflowed: AtomicU64,

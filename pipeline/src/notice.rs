@@ -263,6 +263,51 @@ impl VerifiedNotice {
     }
 }
 
+/// Creative-markup macro replaced by the impression's signed click URL as it is (for JavaScript,
+/// VAST `<ClickTracking>` in CDATA, native JSON).
+pub const CLICK_URL_MACRO: &str = "${HELIOS_CLICK_URL}";
+/// The same URL escaped for an HTML attribute (`&` → `&amp;`), e.g. `<a href=… ping="…">`.
+pub const CLICK_URL_HTML_MACRO: &str = "${HELIOS_CLICK_URL_HTML}";
+/// The same URL percent-encoded, to pass as a parameter to another click redirector.
+pub const CLICK_URL_ENC_MACRO: &str = "${HELIOS_CLICK_URL_ENC}";
+
+/// Whether creative markup asks for a click URL (any of the click macros).
+pub fn has_click_macro(adm: &str) -> bool {
+    adm.contains("${HELIOS_CLICK_URL")
+}
+
+/// Appends `adm` to `out` with every click macro replaced by `click_url` in the macro's form
+/// (see [`CLICK_URL_MACRO`]); other text, including the exchange's `${…}` macros, is copied as
+/// it is. No allocation once `out` has the room.
+pub fn expand_click_macros(adm: &str, click_url: &[u8], out: &mut Vec<u8>) {
+    let mut rest = adm;
+    while let Some(at) = rest.find("${HELIOS_CLICK_URL") {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        let tail = &rest[at..];
+        if let Some(t) = tail.strip_prefix(CLICK_URL_MACRO) {
+            out.extend_from_slice(click_url);
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix(CLICK_URL_HTML_MACRO) {
+            for &b in click_url {
+                if b == b'&' {
+                    out.extend_from_slice(b"&amp;");
+                } else {
+                    out.push(b);
+                }
+            }
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix(CLICK_URL_ENC_MACRO) {
+            push_pct(out, click_url);
+            rest = t;
+        } else {
+            // An unknown `${HELIOS_CLICK_URL…}`: copied as it is.
+            out.extend_from_slice(b"$");
+            rest = &tail[1..];
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
+}
+
 /// Signs notice URLs and verifies notices. Clone one per core.
 #[derive(Clone)]
 pub struct NoticeSigner {
@@ -1000,5 +1045,56 @@ mod tests {
             );
         }
         assert_eq!((out.as_ptr(), out.capacity()), (ptr, cap));
+    }
+
+    #[test]
+    fn click_macros_expand_in_each_form_and_the_url_verifies() {
+        let mut s = NoticeSigner::new(b"k");
+        let mut click = Vec::new();
+        s.write_url(
+            NoticeKind::Click,
+            "http://h:1/notice/click",
+            &bid(),
+            &mut click,
+        );
+        let adm = "<a href=\"https://shop.example/\" ping=\"${HELIOS_CLICK_URL_HTML}\">\
+                   <img src=\"x\"></a><script>t('${HELIOS_CLICK_URL}')</script>\
+                   r?u=${HELIOS_CLICK_URL_ENC}&p=${AUCTION_PRICE} ${HELIOS_CLICK_URL_X}";
+        assert!(has_click_macro(adm));
+        assert!(!has_click_macro("<img src=\"x\">"));
+        let mut out = Vec::new();
+        expand_click_macros(adm, &click, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        let raw = std::str::from_utf8(&click).unwrap();
+        assert!(out.contains(&format!("t('{raw}')")));
+        assert!(out.contains(&format!("ping=\"{}\"", raw.replace('&', "&amp;"))));
+        assert!(out.contains("r?u=http%3A%2F%2Fh%3A1%2Fnotice%2Fclick%3Fk%3Dc"));
+        assert!(
+            out.contains("&p=${AUCTION_PRICE} ${HELIOS_CLICK_URL_X}"),
+            "{out}"
+        );
+        // The HTML form, unescaped the way a browser does, is the signed click URL.
+        let html = out
+            .split("ping=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let back = html.replace("&amp;", "&");
+        let q = back.split_once('?').unwrap().1;
+        let v = s.verify(NoticeKind::Click, q.as_bytes(), NOW).unwrap();
+        assert_eq!(v.campaign_id, 42);
+        // Idempotent: the same click twice has the same event id.
+        let v2 = s.verify(NoticeKind::Click, q.as_bytes(), NOW + 5).unwrap();
+        assert_eq!(v.event_id, v2.event_id);
+        assert_eq!(v.to_event(0, NOW).kind, EventKind::Click);
+        // A billing URL is not a click URL.
+        let b = url(&s, NoticeKind::Billing);
+        let bq = b.split_once('?').unwrap().1;
+        assert_eq!(
+            s.verify(NoticeKind::Click, bq.as_bytes(), NOW),
+            Err(NoticeError::KindMismatch)
+        );
     }
 }

@@ -13,6 +13,16 @@
 //! the broker acknowledged it or it was written again to a newer segment, so a crash at any
 //! point can duplicate (counted once downstream by event id) but never lose a spooled event.
 //!
+//! Records: live events are packed into frames ([`crate::framing`]: per topic and key bucket,
+//! up to `frame_max_bytes`, sent when full or `frame_linger_ms` after their first event), so
+//! librdkafka's per-message cost is paid per frame, not per event. A frame is one Kafka record
+//! and, when it cannot reach the broker, one spool record; counters count events.
+//!
+//! Idle: when a turn drains less than a full batch, the thread sleeps — first a twentieth of
+//! `idle_sleep_max_us`, doubling while turns stay light, never past `idle_sleep_max_us` nor past
+//! the next frame's linger deadline — so a trickle of events costs a few wake-ups per frame,
+//! not one per event.
+//!
 //! Must never: make a core wait (the queues are the only contact), block for long on the broker
 //! (every rdkafka call here is non-blocking except the bounded flush at shutdown), or delete a
 //! segment with unsettled records.
@@ -31,22 +41,26 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rkyv::rancor;
-use rkyv::util::AlignedVec;
 
 use crate::config::PipelineConfig;
+use crate::framing::Frames;
 use crate::frequency::{FreqIncrement, FreqWorker};
 use crate::metrics::Counters;
-use crate::sink::EVENT_BYTES_CAPACITY;
 use crate::spool::{
     MAGIC, Next, Spool, SpoolError, SpoolWriter, TOPIC_BIDS, TOPIC_OUTCOMES, next_record,
     read_segment, topic_index,
 };
 
-/// Delivery opaque of a live event (spool records carry their segment's id, ≥ 1).
+/// Delivery opaque: `segment id << OPAQUE_SHIFT | events in the record`; segment id 0 is a live
+/// frame, spool records carry their segment's id (≥ 1).
+const OPAQUE_SHIFT: u32 = 20;
+const OPAQUE_EVENTS: usize = (1 << OPAQUE_SHIFT) - 1;
 const LIVE: usize = 0;
-/// First idle sleep of the producer thread (doubles while idle, up to 1 ms).
-const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
+
+fn opaque(segment: usize, events: usize) -> usize {
+    debug_assert!(events <= OPAQUE_EVENTS);
+    (segment << OPAQUE_SHIFT) | events.min(OPAQUE_EVENTS)
+}
 /// Segments held in memory for replay at once (each ≤ `spool_segment_bytes`).
 const MAX_LOADED_SEGMENTS: usize = 4;
 
@@ -81,7 +95,10 @@ pub struct ShutdownReport {
 type Failed = (u8, Vec<u8>, Vec<u8>, KafkaError);
 
 struct Report {
-    opaque: usize,
+    /// Segment id (0: live).
+    segment: usize,
+    /// Events in the record.
+    events: u64,
     failed: Option<Failed>,
 }
 
@@ -127,7 +144,11 @@ impl ProducerContext for Ctx {
         };
         // Only the producer thread polls, so this lock is never contended.
         if let Ok(mut r) = self.reports.lock() {
-            r.push(Report { opaque, failed });
+            r.push(Report {
+                segment: opaque >> OPAQUE_SHIFT,
+                events: (opaque & OPAQUE_EVENTS) as u64,
+                failed,
+            });
         }
     }
 }
@@ -146,6 +167,10 @@ fn client_config(cfg: &PipelineConfig) -> ClientConfig {
         .set(
             "queue.buffering.max.messages",
             p.max_in_flight_messages.to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            p.max_in_flight_kbytes.to_string(),
         )
         .set("message.timeout.ms", p.message_timeout_ms.to_string())
         .set("request.timeout.ms", p.request_timeout_ms.to_string())
@@ -179,6 +204,34 @@ pub(crate) fn validate(cfg: &PipelineConfig) -> Result<(), KafkaError> {
     new_producer(cfg, &counters).map(drop)
 }
 
+/// Appends one record (topic, key, payload) of `events` events to `writer`, counting a refusal
+/// as `events` dropped (and logging it).
+fn spool_into(writer: &mut SpoolWriter, counters: &Counters, rec: (u8, &[u8], &[u8]), events: u64) {
+    let (topic, key, payload) = rec;
+    match writer.append(topic, key, payload) {
+        Ok(()) => {}
+        Err(SpoolError::Full { max }) => {
+            let n = counters
+                .dropped_spool_full
+                .fetch_add(events, Ordering::Relaxed)
+                + events;
+            // Log when the count crosses a power of two: visible without flooding the log.
+            let prev = n - events;
+            if prev == 0 || prev.ilog2() != n.ilog2() {
+                tracing::error!(
+                    dropped = n,
+                    spool_max_bytes = max,
+                    "pipeline: spool at its bound; new events dropped (counted), spooled events kept"
+                );
+            }
+        }
+        Err(e) => {
+            Counters::add(&counters.dropped_io, events);
+            tracing::error!(error = %e, events, "pipeline: spool write failed; events dropped");
+        }
+    }
+}
+
 struct ReplaySegment {
     id: usize,
     path: PathBuf,
@@ -209,7 +262,7 @@ pub(crate) struct ProducerThread {
     loaded_names: HashSet<OsString>,
     next_seg_id: usize,
     replay_inflight: usize,
-    buf: AlignedVec,
+    frames: Frames,
     reports: Vec<Report>,
     respooled_since_sync: bool,
     /// Set at the shutdown deadline: what is still in the queues goes to the spool.
@@ -226,6 +279,12 @@ impl ProducerThread {
     ) -> Result<ProducerThread, KafkaError> {
         let producer = new_producer(&cfg, &shared.counters)?;
         let writer = SpoolWriter::new(spool.clone(), "p");
+        let frames = Frames::new(
+            cfg.key_buckets,
+            cfg.frame_max_bytes,
+            cfg.frame_max_events,
+            Duration::from_millis(cfg.frame_linger_ms),
+        );
         let now = Instant::now();
         shared
             .counters
@@ -250,7 +309,7 @@ impl ProducerThread {
             loaded_names: HashSet::new(),
             next_seg_id: 1,
             replay_inflight: 0,
-            buf: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
+            frames,
             reports: Vec::with_capacity(1024),
             respooled_since_sync: false,
             spool_only: false,
@@ -258,10 +317,13 @@ impl ProducerThread {
     }
 
     pub(crate) fn run(mut self) -> ShutdownReport {
-        let mut idle_turns: u32 = 0;
+        let max_sleep = Duration::from_micros(self.cfg.idle_sleep_max_us);
+        let min_sleep = (max_sleep / 20).max(Duration::from_micros(50));
+        let mut sleep = min_sleep;
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
-            let drained = self.drain_queues();
+            let (drained, saturated, held_back) = self.drain_queues();
+            self.flush_frames(Instant::now(), stopping);
             self.producer.poll(Duration::ZERO);
             self.process_reports();
             self.check_health();
@@ -269,20 +331,35 @@ impl ProducerThread {
                 self.replay_step();
             }
             self.housekeeping();
-            if stopping && ((drained == 0 && self.queues_empty()) || self.past_deadline()) {
+            if stopping
+                && ((drained == 0 && self.queues_empty() && self.frames.events() == 0)
+                    || self.past_deadline())
+            {
                 break;
             }
-            if drained == 0 {
-                // Idle: sleep 50 µs, doubling up to 1 ms while idle. (Not `poll(1 ms)`:
-                // rdkafka passes the remaining time to librdkafka in whole milliseconds, so a
-                // sub-millisecond wait there is a busy loop.)
-                std::thread::sleep(IDLE_SLEEP_MIN * (1 << idle_turns.min(5)).min(20));
-                idle_turns += 1;
-                self.producer.poll(Duration::ZERO);
-                self.process_reports();
-            } else {
-                idle_turns = 0;
+            if saturated {
+                // A queue had more than a batch: go round again at once.
+                sleep = min_sleep;
+                continue;
             }
+            // Light turn: sleep, longer while turns stay light (fewer wake-ups per event),
+            // never past the bound nor past the next frame's linger deadline. (Not
+            // `poll(timeout)`: rdkafka hands librdkafka whole milliseconds, so a
+            // sub-millisecond wait there is a busy loop.)
+            // Held back by librdkafka's full queue: look again soon (its delivery reports,
+            // served by `poll`, are what frees it).
+            let mut d = if held_back { min_sleep } else { sleep };
+            if let Some(due) = self.frames.next_due() {
+                d = d.min(due.saturating_duration_since(Instant::now()));
+            }
+            if !d.is_zero() {
+                std::thread::sleep(d);
+            }
+            sleep = if drained < self.cfg.drain_batch / 4 {
+                (sleep * 2).min(max_sleep)
+            } else {
+                min_sleep
+            };
         }
         self.finish()
     }
@@ -319,8 +396,12 @@ impl ProducerThread {
     /// cores), events stay in the cores' queues, which are the buffer; only when a core's queue
     /// is full does that core spill to its spool segment. So a slow broker costs disk writes
     /// only at saturation.
-    fn drain_queues(&mut self) -> usize {
+    /// Returns the events taken, whether some queue still had more than a batch, and whether
+    /// draining stopped at librdkafka's high-water mark.
+    fn drain_queues(&mut self) -> (usize, bool, bool) {
         let mut total = 0;
+        let mut saturated = false;
+        let mut held_back = false;
         let high_water = (self.cfg.producer.max_in_flight_messages as u64 * 9 / 10).max(1);
         for qi in 0..self.shared.queues.len() {
             let q = self.shared.queues[qi].clone();
@@ -331,80 +412,111 @@ impl ProducerThread {
                     && n % 64 == 0
                     && self.producer.in_flight_count().max(0) as u64 >= high_water
                 {
+                    held_back = true;
                     break;
                 }
                 let Some(ev) = q.pop() else { break };
                 self.handle_live(&ev);
                 n += 1;
             }
+            saturated |= n == self.cfg.drain_batch;
             total += n;
         }
         Counters::add(&self.shared.counters.drained, total as u64);
-        total
+        (total, saturated, held_back)
     }
 
+    /// Puts one drained event into its frame (sending the frame first when it is full).
     fn handle_live(&mut self, ev: &Event) {
         if let (Some(f), Some(inc)) = (&self.freq, FreqIncrement::from_event(ev)) {
             f.push(inc);
         }
-        self.buf.clear();
-        let buf = std::mem::take(&mut self.buf);
-        let buf = match rkyv::api::high::to_bytes_in::<_, rancor::Error>(ev, buf) {
-            Ok(b) => b,
-            Err(e) => {
-                Counters::add(&self.shared.counters.dropped_io, 1);
-                tracing::error!(error = %e, "pipeline: event did not serialise; dropped");
-                return;
+        let i = self.frames.index(topic_index(ev.kind), ev);
+        if !self.frames.open[i].buf.push(ev) {
+            self.flush_frame(i);
+            let pushed = self.frames.open[i].buf.push(ev);
+            // An empty frame holds any event (FrameBuf sizes itself for the largest).
+            debug_assert!(pushed);
+        }
+        let f = &mut self.frames.open[i];
+        if f.since.is_none() {
+            f.since = Some(Instant::now());
+        }
+    }
+
+    /// Sends the frames that are due (or every open frame when `all`).
+    fn flush_frames(&mut self, now: Instant, all: bool) {
+        let all = all || self.spool_only;
+        let mut due = [0usize; 64];
+        loop {
+            let mut n = 0;
+            for i in self.frames.due(now, all) {
+                due[n] = i;
+                n += 1;
+                if n == due.len() {
+                    break;
+                }
             }
-        };
-        let mut kb = itoa::Buffer::new();
-        let key = ev.key(&mut kb);
-        let ti = topic_index(ev.kind);
+            for &i in &due[..n] {
+                self.flush_frame(i);
+            }
+            if n < due.len() {
+                break;
+            }
+        }
+    }
+
+    /// Sends frame `i` to Kafka (or to the spool when the broker is away or refuses it) and
+    /// empties it.
+    fn flush_frame(&mut self, i: usize) {
+        let f = &self.frames.open[i];
+        if f.buf.is_empty() {
+            return;
+        }
+        let events = f.buf.count();
+        let (ti, key) = (f.topic, f.key);
         if self.up && !self.spool_only {
             let topic = if ti == TOPIC_BIDS {
                 &self.cfg.topic_bids
             } else {
                 &self.cfg.topic_outcomes
             };
-            let rec = BaseRecord::with_opaque_to(topic, LIVE)
-                .key(key)
-                .payload(buf.as_slice());
+            let rec = BaseRecord::with_opaque_to(topic, opaque(LIVE, events))
+                .key(key.as_bytes())
+                .payload(f.buf.as_bytes());
             if let Err((e, _)) = self.producer.send(rec) {
                 if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                     Counters::add(&self.shared.counters.delivery_errors, 1);
                     tracing::warn!(error = %e, "pipeline: produce refused; spooling");
                 }
-                self.spool_record(ti, key, buf.as_slice());
+                spool_into(
+                    &mut self.writer,
+                    &self.shared.counters,
+                    (ti, key.as_bytes(), self.frames.open[i].buf.as_bytes()),
+                    events as u64,
+                );
             }
         } else {
-            self.spool_record(ti, key, buf.as_slice());
+            spool_into(
+                &mut self.writer,
+                &self.shared.counters,
+                (ti, key.as_bytes(), self.frames.open[i].buf.as_bytes()),
+                events as u64,
+            );
         }
-        self.buf = buf;
+        let f = &mut self.frames.open[i];
+        f.buf.clear();
+        f.since = None;
     }
 
-    fn spool_record(&mut self, topic: u8, key: &[u8], payload: &[u8]) {
-        match self.writer.append(topic, key, payload) {
-            Ok(()) => {}
-            Err(SpoolError::Full { max }) => {
-                let n = self
-                    .shared
-                    .counters
-                    .dropped_spool_full
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                if n.is_power_of_two() {
-                    tracing::error!(
-                        dropped = n,
-                        spool_max_bytes = max,
-                        "pipeline: spool at its bound; new event dropped (counted), spooled events kept"
-                    );
-                }
-            }
-            Err(e) => {
-                Counters::add(&self.shared.counters.dropped_io, 1);
-                tracing::error!(error = %e, "pipeline: spool write failed; event dropped");
-            }
-        }
+    /// Appends one record (`events` events) to the producer's spool segment.
+    fn spool_record(&mut self, topic: u8, key: &[u8], payload: &[u8], events: u64) {
+        spool_into(
+            &mut self.writer,
+            &self.shared.counters,
+            (topic, key, payload),
+            events,
+        );
     }
 
     /// Enters the down state: everything librdkafka holds is purged (and spooled by its
@@ -458,21 +570,21 @@ impl ProducerThread {
         let mut ok_live = 0;
         let mut ok_replayed = 0;
         for r in reports.drain(..) {
-            if r.opaque != LIVE {
+            if r.segment != LIVE {
                 self.replay_inflight = self.replay_inflight.saturating_sub(1);
-                if let Some(seg) = self.loaded.iter_mut().find(|s| s.id == r.opaque) {
+                if let Some(seg) = self.loaded.iter_mut().find(|s| s.id == r.segment) {
                     seg.settled += 1;
                 }
             }
             match r.failed {
-                None if r.opaque == LIVE => ok_live += 1,
-                None => ok_replayed += 1,
+                None if r.segment == LIVE => ok_live += r.events,
+                None => ok_replayed += r.events,
                 Some((topic, key, payload, err)) => {
                     Counters::add(&c.delivery_errors, 1);
-                    if r.opaque != LIVE {
+                    if r.segment != LIVE {
                         self.respooled_since_sync = true;
                     }
-                    self.spool_record(topic, &key, &payload);
+                    self.spool_record(topic, &key, &payload, r.events);
                     self.set_down(&err.to_string());
                 }
             }
@@ -712,7 +824,8 @@ impl ProducerThread {
                     } else {
                         &self.cfg.topic_outcomes
                     };
-                    let rec = BaseRecord::with_opaque_to(topic, seg.id)
+                    let events = codec::event::frame::record_event_count(r.payload).unwrap_or(1);
+                    let rec = BaseRecord::with_opaque_to(topic, opaque(seg.id, events))
                         .key(r.key)
                         .payload(r.payload);
                     match self.producer.send(rec) {
@@ -770,12 +883,13 @@ impl ProducerThread {
         let bound: usize = self.shared.queues.iter().map(|q| q.capacity()).sum();
         let mut spooled = 0;
         while spooled < bound {
-            let n = self.drain_queues();
+            let (n, _, _) = self.drain_queues();
             if n == 0 {
                 break;
             }
             spooled += n;
         }
+        self.flush_frames(Instant::now(), true);
         // Deliver what is in librdkafka's queue, bounded by the deadline.
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline && self.up {
             self.wait_reports(Duration::from_millis(10));

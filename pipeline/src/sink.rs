@@ -11,19 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codec::event::Event;
+use codec::event::frame::FrameBuf;
 use crossbeam_queue::ArrayQueue;
-use rkyv::rancor;
-use rkyv::ser::allocator::Arena;
-use rkyv::util::AlignedVec;
 
+use crate::framing::{BucketKey, bucket_of};
 use crate::metrics::Counters;
 use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
 
 /// Smallest age of an overflow segment before a core seals it.
 pub const SEAL_AFTER: Duration = Duration::from_millis(100);
-
-/// Bytes reserved for one serialised event (an `Event` archives to well under this).
-pub(crate) const EVENT_BYTES_CAPACITY: usize = 1024;
 
 /// A core's handle to the pipeline. `Send`, not `Sync`: owned by one core.
 pub struct CoreSink {
@@ -31,9 +27,9 @@ pub struct CoreSink {
     queue: Arc<ArrayQueue<Event>>,
     counters: Arc<Counters>,
     overflow: SpoolWriter,
-    /// Serialisation scratch for the overflow path (allocated here, at start).
-    scratch: AlignedVec,
-    arena: Arena,
+    /// The overflow path's frame of one event (allocated here, at start).
+    scratch: FrameBuf,
+    key_buckets: u16,
     /// Overflow records written and not sealed yet; the segment is sealed (made replayable) on
     /// a successful push at least [`SEAL_AFTER`] after the segment was opened (so a queue
     /// flapping at its bound does not make a file per event).
@@ -59,6 +55,7 @@ impl CoreSink {
         queue: Arc<ArrayQueue<Event>>,
         counters: Arc<Counters>,
         spool: Arc<Spool>,
+        key_buckets: u16,
     ) -> CoreSink {
         let mut tag = [0u8; 8];
         tag[0] = b'c';
@@ -66,15 +63,14 @@ impl CoreSink {
         let digits = b.format(core).as_bytes();
         tag[1..1 + digits.len()].copy_from_slice(digits);
         let tag = std::str::from_utf8(&tag[..1 + digits.len()]).unwrap_or("c");
-        // Allocated here, at start; an Event has no out-of-line data, so it is never grown.
-        let arena = Arena::new();
         CoreSink {
             core,
             queue,
             counters,
             overflow: SpoolWriter::new(spool, tag).silent(),
-            scratch: AlignedVec::with_capacity(EVENT_BYTES_CAPACITY),
-            arena,
+            // Sized at start for the largest event; never grown.
+            scratch: FrameBuf::with_max_bytes(0),
+            key_buckets,
             overflow_pending: false,
             overflow_since: None,
             drops_logged: 0,
@@ -133,25 +129,15 @@ impl CoreSink {
     fn overflow(&mut self, event: &Event) {
         Counters::add(&self.counters.overflowed, 1);
         self.scratch.clear();
-        let buf = std::mem::take(&mut self.scratch);
-        let buf = match rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
-            event,
-            buf,
-            self.arena.acquire(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                // Serialising a fixed-layout value cannot fail; count it as a drop if it ever does.
-                Counters::add(&self.counters.dropped_io, 1);
-                tracing::error!(core = self.core, error = %e, "pipeline: event did not serialise; dropped");
-                self.scratch = AlignedVec::with_capacity(EVENT_BYTES_CAPACITY);
-                return;
-            }
-        };
-        let mut kb = itoa::Buffer::new();
-        let key = event.key(&mut kb);
-        let res = self.overflow.append(topic_index(event.kind), key, &buf);
-        self.scratch = buf;
+        let pushed = self.scratch.push(event);
+        // An empty frame sized for the largest event always takes one.
+        debug_assert!(pushed);
+        let key = BucketKey::new(bucket_of(event, self.key_buckets));
+        let res = self.overflow.append(
+            topic_index(event.kind),
+            key.as_bytes(),
+            self.scratch.as_bytes(),
+        );
         // Flush now so a killed process keeps what it overflowed.
         let res = res.and_then(|()| self.overflow.flush().map_err(SpoolError::from));
         match res {

@@ -31,7 +31,8 @@ use crate::metrics::Counters;
 pub const MAGIC: &[u8; 8] = b"HLSPOOL1";
 /// Bytes of a record header (length + checksum).
 pub const RECORD_HEADER: usize = 8;
-/// Largest record body accepted (an `Event` is ~0.5 KiB; anything larger is a bug or corruption).
+/// Largest record body accepted (a frame of events is at most `frame_max_bytes` ≤ 60 KiB;
+/// anything larger is a bug or corruption).
 pub const MAX_RECORD_BODY: usize = 64 * 1024;
 /// Bytes a writer buffers before it writes to its file.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -329,7 +330,9 @@ impl SpoolWriter {
         self.buf.extend_from_slice(payload);
         self.seg_len += rec;
         self.seg_records += 1;
-        Counters::add(&self.spool.counters.spooled, 1);
+        // Count events, not records: a record is a frame of many (or one legacy event).
+        let events = codec::event::frame::record_event_count(payload).unwrap_or(1);
+        Counters::add(&self.spool.counters.spooled, events as u64);
         if self.seg_len >= self.spool.segment_bytes {
             self.seal()?;
         }

@@ -227,8 +227,12 @@ pub fn consume(
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let e = Event::from_bytes(m.payload().unwrap_or_default()).expect("an event");
-                *seen.entry(e.event_id).or_default() += 1;
+                let events = codec::event::frame::decode_record(m.payload().unwrap_or_default())
+                    .expect("a record of events");
+                for e in events {
+                    let e = e.expect("an event");
+                    *seen.entry(e.event_id).or_default() += 1;
+                }
                 idle_after_done = 0;
             }
             Some(Err(e)) => eprintln!("consumer: {e}"),

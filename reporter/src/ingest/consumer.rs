@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use codec::event::{Event, TOPIC_BIDS, TOPIC_OUTCOMES};
+use codec::event::{TOPIC_BIDS, TOPIC_OUTCOMES};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -293,19 +293,103 @@ async fn cut_batch(consumer: &StreamConsumer, cfg: &IngestConfig, stats: &Ingest
         deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.batch_wait);
         stats.received.fetch_add(1, Relaxed);
         batch.note_offset(msg.topic(), msg.partition(), msg.offset() + 1);
-        match Event::from_bytes(msg.payload().unwrap_or(&[])) {
-            Ok(e) => batch.rows.push(Row::from_event(&e)),
-            Err(e) => {
-                stats.rejected.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    topic = msg.topic(),
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    error = %e,
-                    "message is not an event; skipped"
-                );
-            }
-        }
+        let rejected = decode_into(msg.payload().unwrap_or(&[]), &mut batch.rows, |e| {
+            tracing::warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                error = %e,
+                "message holds an unreadable event; skipped"
+            );
+        });
+        stats.rejected.fetch_add(rejected, Relaxed);
     }
     batch
+}
+
+/// Decodes one Kafka message — a frame of events (schema v2) or one legacy rkyv event (v1) —
+/// into rows appended to `rows`; returns how many events (or whole messages, when even the
+/// header is unreadable) were rejected, each reported to `on_error`. A batch may exceed
+/// `batch_max` by at most one message's events (a frame holds ≤ 65,535).
+pub fn decode_into(
+    payload: &[u8],
+    rows: &mut Vec<Row>,
+    mut on_error: impl FnMut(&codec::event::EventDecodeError),
+) -> u64 {
+    match codec::event::frame::decode_record(payload) {
+        Ok(events) => {
+            let mut rejected = 0;
+            for e in events {
+                match e {
+                    Ok(e) => rows.push(Row::from_event(&e)),
+                    Err(e) => {
+                        rejected += 1;
+                        on_error(&e);
+                    }
+                }
+            }
+            rejected
+        }
+        Err(e) => {
+            on_error(&e);
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::event::frame::FrameBuf;
+    use codec::event::{Event, EventKind, InlineStr};
+
+    fn ev(i: u8) -> Event {
+        let mut e = Event::new(EventKind::Billing);
+        e.event_id = [i; 16];
+        e.campaign_id = 10 + i as u32;
+        e.clear_price_micros = 1_000_000;
+        e.ts_unix_ns = 1_700_000_000_000_000_000;
+        e.site_or_app = InlineStr::new("news.example");
+        e
+    }
+
+    #[test]
+    fn a_frame_becomes_one_row_per_event_in_order() {
+        let mut f = FrameBuf::with_max_bytes(8192);
+        for i in 0..20 {
+            assert!(f.push(&ev(i)));
+        }
+        let mut rows = Vec::new();
+        let mut errors = 0;
+        assert_eq!(decode_into(f.as_bytes(), &mut rows, |_| errors += 1), 0);
+        assert_eq!(errors, 0);
+        assert_eq!(rows.len(), 20);
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r, &Row::from_event(&ev(i as u8)));
+        }
+    }
+
+    #[test]
+    fn legacy_single_event_messages_are_still_read() {
+        let mut rows = Vec::new();
+        let n = decode_into(&ev(3).to_legacy_bytes(), &mut rows, |_| {});
+        assert_eq!(n, 0);
+        assert_eq!(rows, vec![Row::from_event(&ev(3))]);
+    }
+
+    #[test]
+    fn garbage_and_torn_frames_are_counted_not_stored() {
+        let mut rows = Vec::new();
+        assert_eq!(decode_into(b"junk", &mut rows, |_| {}), 1);
+        assert!(rows.is_empty());
+        let mut f = FrameBuf::with_max_bytes(8192);
+        for i in 0..3 {
+            assert!(f.push(&ev(i)));
+        }
+        let b = f.as_bytes();
+        // Cut inside the third event: two rows, one rejected.
+        let mut errors = Vec::new();
+        let n = decode_into(&b[..b.len() - 5], &mut rows, |e| errors.push(e.to_string()));
+        assert_eq!((n, rows.len(), errors.len()), (1, 2, 1));
+    }
 }

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The cost of the event pipeline on the full bid path: the appliance (`helios`, one core pinned to
+# SERVER_CPU, the bench campaigns) under one fixed open-loop offered rate from `helios-load`
+# (pinned to GEN_CPU), with events on and events off, alternated ROUNDS times in one run.
+#
+# For every run it records, over the measured window only:
+#   - server CPU per request (helios-load's --server-pid: utime+stime of the whole process);
+#   - CPU per thread (/proc/PID/task/*/stat, utime+stime, sampled at the window's start and end),
+#     per request;
+#   - syscalls per thread (`perf stat -e raw_syscalls:sys_enter --per-thread`), per request.
+# and prints one table per run, then the on/off ratio of CPU per request.
+#
+# Its own services (never shared): Redis on HELIOS_REDIS_PORT (6403) and a Tansu broker on
+# HELIOS_KAFKA_PORT (9103) with ENGINE=memory (default; `memory://`) or sqlite (durable), under
+# HELIOS_RUN (/var/cache/helios/run-pipeline). Everything it starts is stopped by PID on exit.
+#
+# Knobs: RATE (req/s, default 4000), DURATION (s, 8), WARMUP (s, 3), CONNS (32), ROUNDS (2),
+# ENGINE (memory|sqlite), GEN_CPU (0), SERVER_CPU (1), OUT (a directory for raw reports), BIN
+# (where the binaries are; default $CARGO_TARGET_DIR/release), VARIANTS ("name=dir[,VAR=value…]
+# …": `helios` builds and/or settings to run side by side in the same rounds, e.g. the previous
+# commit's build, or HELIOS_EVENTS_FRAME_LINGER_MS=100; default: just BIN as "new").
+# Binaries come from $CARGO_TARGET_DIR/release (build them first: helios, helios-load,
+# helios-corpus).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export HELIOS_RUN=${HELIOS_RUN:-/var/cache/helios/run-pipeline}
+export HELIOS_REDIS_PORT=${HELIOS_REDIS_PORT:-6403}
+export HELIOS_KAFKA_PORT=${HELIOS_KAFKA_PORT:-9103}
+unset HELIOS_REDIS_URL HELIOS_KAFKA_BROKERS HELIOS_PG_URL
+source scripts/env.sh
+
+RATE=${RATE:-4000}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-2}
+ENGINE=${ENGINE:-memory}
+GEN_CPU=${GEN_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+BIN=${BIN:-$CARGO_TARGET_DIR/release}
+OUT=${OUT:-$HELIOS_RUN/bid-path-cpu/$(date -u +%Y%m%dT%H%M%SZ)}
+PORT=18680
+ADMIN_PORT=18681
+mkdir -p "$OUT"
+log() { printf '[bid-path-cpu %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+for b in helios helios-load helios-corpus; do
+  [[ -x $BIN/$b ]] || { echo "missing $BIN/$b (cargo build --release --workspace --bins)" >&2; exit 1; }
+done
+VARIANTS=${VARIANTS:-"new=$BIN"}
+vdir() { local d=${1#*=}; echo "${d%%,*}"; }
+venv() { local d=${1#*=}; [[ $d == *,* ]] && echo "${d#*,}" | tr ',' ' ' || true; }
+for v in $VARIANTS; do
+  [[ -x $(vdir "$v")/helios ]] || { echo "missing $(vdir "$v")/helios (variant ${v%%=*})" >&2; exit 1; }
+done
+
+server_pid=""
+broker_pid=""
+redis_pid=""
+stop_pid() { # pid
+  local p=$1
+  [[ -n $p ]] || return 0
+  kill -0 "$p" 2>/dev/null || return 0
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+cleanup() {
+  stop_pid "$server_pid"
+  stop_pid "$broker_pid"
+  stop_pid "$redis_pid"
+}
+trap cleanup EXIT
+
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+mkdir -p "$HELIOS_RUN/redis-bpc" "$HELIOS_RUN/kafka-bpc"
+redis-server --port "$HELIOS_REDIS_PORT" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis-bpc" --save "" \
+  --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 &
+redis_pid=$!
+wait_port "$HELIOS_REDIS_PORT" 10 || { echo "redis did not start" >&2; exit 1; }
+rm -rf "$HELIOS_RUN/kafka-bpc"/*
+case $ENGINE in
+  memory) storage="memory://tansu/" ;;
+  sqlite) storage="sqlite://tansu.db" ;;
+  *) echo "ENGINE must be memory or sqlite" >&2; exit 2 ;;
+esac
+(cd "$HELIOS_RUN/kafka-bpc" && exec tansu broker --listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" --storage-engine "$storage" \
+  >"$OUT/tansu.log" 2>&1) &
+broker_pid=$!
+wait_port "$HELIOS_KAFKA_PORT" 30 || { echo "tansu did not start" >&2; exit 1; }
+
+"$BIN/helios-corpus" -n 20000 --seed 1 --users 100000 --user-ids plain -o "$OUT/corpus.jsonl" >/dev/null
+
+# Thread CPU snapshot: "tid comm ticks" lines (ticks = utime + stime, in clock ticks).
+threads() { # pid
+  python3 - "$1" <<'PY'
+import os, sys
+pid = sys.argv[1]
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        s = open(f"/proc/{pid}/task/{tid}/stat").read()
+    except OSError:
+        continue
+    comm = s[s.index("(") + 1 : s.rindex(")")]
+    f = s[s.rindex(")") + 2 :].split()
+    print(tid, comm.replace(" ", "_"), int(f[11]) + int(f[12]))
+PY
+}
+
+run_one() { # label events helios-dir [VAR=value …]
+  local label=$1 events=$2 hdir=$3
+  shift 3
+  rm -rf "$HELIOS_RUN/spool-bpc"
+  env "$@" HELIOS_EVENTS_ENABLED=$events HELIOS_EVENTS_BROKERS=$HELIOS_KAFKA_BROKERS \
+    HELIOS_EVENTS_SPOOL_DIR=$HELIOS_RUN/spool-bpc HELIOS_EVENTS_FREQUENCY_REDIS_URL=$HELIOS_REDIS_URL \
+    HELIOS_NOTICES_KEY=bench-notice-key HELIOS_LOG_LEVEL=warn \
+    taskset -c "$SERVER_CPU" "$hdir/helios" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+    --cores "$SERVER_CPU" --campaigns bench/data/campaigns.json >"$OUT/$label.log" 2>&1 &
+  server_pid=$!
+  wait_port "$PORT" 20 || { echo "helios did not start (log $OUT/$label.log)" >&2; tail -5 "$OUT/$label.log" >&2; exit 1; }
+  "$BIN/helios-load" --url "http://127.0.0.1:$PORT/openrtb2/bid" --corpus "$OUT/corpus.jsonl" \
+    -c "$CONNS" -d "$DURATION" --warmup "$WARMUP" --cpu "$GEN_CPU" --rate "$RATE" \
+    --server-pid "$server_pid" --label "$label" --json "$OUT/$label.json" >"$OUT/$label.load.txt" 2>&1 &
+  local load_pid=$!
+  sleep "$WARMUP"
+  threads "$server_pid" >"$OUT/$label.t0"
+  timeout $((DURATION + 10)) perf stat -e raw_syscalls:sys_enter --per-thread -x, -p "$server_pid" \
+    -o "$OUT/$label.perf" -- sleep "$DURATION" 2>/dev/null || true
+  threads "$server_pid" >"$OUT/$label.t1"
+  wait "$load_pid" || { echo "helios-load failed ($OUT/$label.load.txt)" >&2; cat "$OUT/$label.load.txt" >&2; }
+  stop_pid "$server_pid"
+  server_pid=""
+  python3 - "$OUT" "$label" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+out, label, dur, tck = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+rep = json.load(open(f"{out}/{label}.json"))
+rps = rep.get("achieved_rps", 0.0)
+def snap(p):
+    d = {}
+    for line in open(p):
+        tid, comm, ticks = line.split()
+        d[tid] = (comm, int(ticks))
+    return d
+t0, t1 = snap(f"{out}/{label}.t0"), snap(f"{out}/{label}.t1")
+sysc = {}
+for line in open(f"{out}/{label}.perf"):
+    f = line.strip().split(",")
+    if len(f) >= 3 and "raw_syscalls" in line:
+        # thread column: "comm-tid"
+        name, cnt = f[0], f[1]
+        tid = name.rsplit("-", 1)[-1]
+        try:
+            sysc[tid] = int(cnt)
+        except ValueError:
+            pass
+n = rps * dur  # requests offered over the sampled window
+groups = {}
+for tid, (comm, ticks) in t1.items():
+    base = t0.get(tid, (comm, 0))[1]
+    g = comm
+    for prefix in ("rdk:broker", "rdk:"):
+        if comm.startswith(prefix):
+            g = prefix.rstrip(":") + "*"
+            break
+    c = groups.setdefault(g, [0, 0, 0])
+    c[0] += (ticks - base) * 1e6 / tck
+    c[1] += sysc.get(tid, 0)
+    c[2] += 1
+tot_us = sum(c[0] for c in groups.values())
+tot_sys = sum(c[1] for c in groups.values())
+res = {"label": label, "achieved_rps": rps, "server_cpu_us_per_req": rep.get("server_cpu_us_per_req"),
+       "p50_us": rep.get("latency_us", {}).get("p50") if isinstance(rep.get("latency_us"), dict) else None,
+       "threads": {g: {"n": c[2], "cpu_us_per_req": c[0] / n if n else None,
+                       "syscalls_per_req": c[1] / n if n else None} for g, c in groups.items()},
+       "total_cpu_us_per_req": tot_us / n if n else None, "total_syscalls_per_req": tot_sys / n if n else None}
+json.dump(res, open(f"{out}/{label}.threads.json", "w"), indent=1)
+print(f"## {label}: {rps:.0f} req/s achieved; server CPU (helios-load) {rep.get('server_cpu_us_per_req')} us/req")
+print(f"{'thread':24} {'n':>3} {'cpu us/req':>11} {'syscalls/req':>13}")
+for g, c in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+    print(f"{g:24} {c[2]:>3} {c[0]/n if n else 0:>11.2f} {c[1]/n if n else 0:>13.2f}")
+print(f"{'total':24} {'':>3} {tot_us/n if n else 0:>11.2f} {tot_sys/n if n else 0:>13.2f}")
+PY
+}
+
+log "engine $ENGINE, rate $RATE req/s, $DURATION s measured after $WARMUP s, $ROUNDS rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
+names=""
+for r in $(seq 1 "$ROUNDS"); do
+  for v in $VARIANTS; do
+    name=${v%%=*}
+    [[ " $names " == *" $name "* ]] || names="$names $name"
+    # shellcheck disable=SC2046
+    run_one "$name-on-$r" true "$(vdir "$v")" $(venv "$v")
+    # shellcheck disable=SC2046
+    run_one "$name-off-$r" false "$(vdir "$v")" $(venv "$v")
+  done
+done
+log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw reports in $OUT"
+python3 - "$OUT" "$ROUNDS" $names <<'PY'
+import json, sys
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def v(l, k):
+    return json.load(open(f"{out}/{l}.threads.json"))[k]
+print("| build | events | server CPU µs/req (helios-load), per round | mean | on/off |")
+print("|---|---|---|---|---|")
+for n in names:
+    on = [v(f"{n}-on-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
+    off = [v(f"{n}-off-{r}", "server_cpu_us_per_req") for r in range(1, rounds + 1)]
+    # A failed run (nothing answered) reports 0: left out of the means, shown as 0.
+    ok_on, ok_off = [x for x in on if x > 0], [x for x in off if x > 0]
+    mon = sum(ok_on) / max(len(ok_on), 1)
+    moff = sum(ok_off) / max(len(ok_off), 1)
+    ratio = f"{mon / moff:.3f}" if moff > 0 else "n/a"
+    print(f"| {n} | on | {', '.join(f'{x:.1f}' for x in on)} | {mon:.1f} | {ratio} |")
+    print(f"| {n} | off | {', '.join(f'{x:.1f}' for x in off)} | {moff:.1f} | |")
+PY
