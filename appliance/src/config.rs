@@ -156,6 +156,11 @@ pub struct Profiles {
     pub expected_profiles: usize,
     /// Replica staleness past which bidding uses no personal data, ms.
     pub max_staleness_ms: u64,
+    /// On-disk snapshot of the replica for fast restarts ("" = none: a restart copies every
+    /// profile from Redis). Its directory must exist.
+    pub snapshot_path: String,
+    /// How often the snapshot is rewritten while running (also after each full copy and at stop), s.
+    pub snapshot_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +280,8 @@ impl Default for Profiles {
             namespace: "helios".into(),
             expected_profiles: 1_000_000,
             max_staleness_ms: 30_000,
+            snapshot_path: String::new(),
+            snapshot_interval_s: 300,
         }
     }
 }
@@ -631,6 +638,12 @@ impl Config {
             p.max_staleness_ms,
             1,
             86_400_000,
+        )?;
+        range(
+            "profiles.snapshot_interval_s",
+            p.snapshot_interval_s,
+            10,
+            86_400,
         )?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| key_err("log.level", e.to_string()))?;
