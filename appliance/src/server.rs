@@ -187,6 +187,8 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
             snapshot_path: (!cfg.profiles.snapshot_path.is_empty())
                 .then(|| cfg.profiles.snapshot_path.clone().into()),
             snapshot_interval: Duration::from_secs(cfg.profiles.snapshot_interval_s),
+            follow_fifo_priority: (cfg.profiles.replica_fifo_priority > 0)
+                .then_some(cfg.profiles.replica_fifo_priority),
             ..profile_cache::ReplicaConfig::default()
         };
         let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;

@@ -74,6 +74,14 @@ pub struct ReplicaConfig {
     /// How often the snapshot is rewritten while running (it is also written soon after each
     /// bootstrap and at stop).
     pub snapshot_interval: Duration,
+    /// Run the replicator thread under `SCHED_FIFO` at this priority (1–99) while it follows the
+    /// stream, so that a change waits for no other thread's time slice (`None`, the default:
+    /// normal scheduling). Bootstraps, snapshot loads and writes run at normal priority (they are
+    /// long and CPU-bound; threads it spawns never inherit the policy). Needs `CAP_SYS_NICE`
+    /// (root); without it, a warning is logged and the thread stays at normal priority. On a
+    /// machine whose CPUs are oversubscribed this is what keeps the apply lag in milliseconds
+    /// (`bench/RESULTS.md`); the cost is that the thread's short bursts preempt other threads.
+    pub follow_fifo_priority: Option<u8>,
 }
 
 impl Default for ReplicaConfig {
@@ -93,6 +101,7 @@ impl Default for ReplicaConfig {
             freq_window_hours: 24 * 31,
             snapshot_path: None,
             snapshot_interval: Duration::from_secs(300),
+            follow_fifo_priority: None,
         }
     }
 }
@@ -115,6 +124,8 @@ pub enum StartError {
 /// change being readable. Up to one minute is recorded exactly; more is clamped to a minute.
 pub type LagHistogram = Histogram<u64>;
 const LAG_MAX_MS: u64 = 60_000;
+/// Nice value of the periodic snapshot thread (it is long, and nothing waits for it).
+const SNAPSHOT_NICE: libc::c_int = 10;
 /// A follow cycle (read, fetch, apply) at least this long is logged at debug level with its parts.
 const SLOW_CYCLE: Duration = Duration::from_millis(20);
 
@@ -142,6 +153,12 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
     if cfg.snapshot_path.is_some() && cfg.snapshot_interval.is_zero() {
         return Err(StartError::Config("snapshot_interval must be > 0"));
     }
+    if cfg
+        .follow_fifo_priority
+        .is_some_and(|p| !(1..=99).contains(&p))
+    {
+        return Err(StartError::Config("follow_fifo_priority must be 1–99"));
+    }
     let client = redis::Client::open(cfg.redis_url.as_str()).map_err(StartError::Url)?;
     let max_staleness_ms = cfg.max_staleness.as_millis().min(u128::from(u64::MAX)) as u64;
     let (store, reader) = Store::new(cfg.expected_profiles, max_staleness_ms);
@@ -165,6 +182,8 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
         snapshot_thread: None,
         next_snapshot: Instant::now() + cfg.snapshot_interval,
         fetch_wait: Duration::ZERO,
+        fifo: false,
+        fifo_refused: false,
     };
     let thread = std::thread::Builder::new()
         .name("profile-replica".into())
@@ -352,6 +371,10 @@ struct Worker {
     next_snapshot: Instant,
     /// Time the last `fetch_and_apply` spent waiting for Redis (the pipelined `HGETALL`s).
     fetch_wait: Duration,
+    /// Whether this thread currently runs under `SCHED_FIFO`.
+    fifo: bool,
+    /// Whether raising the priority failed once already (warned; not retried).
+    fifo_refused: bool,
 }
 
 type RResult<T> = Result<T, redis::RedisError>;
@@ -359,6 +382,36 @@ type RResult<T> = Result<T, redis::RedisError>;
 impl Worker {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Switches this thread to the follow priority (`follow = true`) or back to normal
+    /// scheduling. `SCHED_RESET_ON_FORK`: threads spawned meanwhile start at normal priority.
+    fn set_priority(&mut self, follow: bool) {
+        let want = follow && !self.fifo_refused && self.cfg.follow_fifo_priority.is_some();
+        if want == self.fifo {
+            return;
+        }
+        let (policy, prio) = match (want, self.cfg.follow_fifo_priority) {
+            (true, Some(p)) => (libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, i32::from(p)),
+            _ => (libc::SCHED_OTHER, 0),
+        };
+        let param = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter struct.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+            self.fifo = want;
+            debug!(
+                fifo = want,
+                priority = prio,
+                "profile replica: scheduling changed"
+            );
+        } else if want {
+            self.fifo_refused = true;
+            warn!(error = %std::io::Error::last_os_error(), priority = prio,
+                "profile replica: cannot run under SCHED_FIFO (needs CAP_SYS_NICE); \
+                 following at normal priority");
+        }
     }
 
     fn run(mut self) {
@@ -378,6 +431,7 @@ impl Worker {
                 }
             }
         }
+        self.set_priority(false);
         self.final_snapshot();
         debug!("profile replicator stopped");
     }
@@ -490,8 +544,13 @@ impl Worker {
         let ns = self.cfg.namespace.clone();
         match std::thread::Builder::new()
             .name("profile-snapshot".into())
-            .spawn(move || snapshot::write(&path, &ns, &reader, &pos))
-        {
+            .spawn(move || {
+                // Background work: yield the CPU to bidding cores and the replicator (nice 10;
+                // on Linux `setpriority(PRIO_PROCESS, 0)` applies to the calling thread).
+                // SAFETY: plain syscall on the calling thread; failure only leaves it at nice 0.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE) };
+                snapshot::write(&path, &ns, &reader, &pos)
+            }) {
             Ok(t) => self.snapshot_thread = Some(t),
             Err(e) => self.snapshot_done(Err(SnapshotError::Io {
                 path: self.cfg.snapshot_path.clone().unwrap_or_default(),
@@ -550,9 +609,11 @@ impl Worker {
                 return Ok(());
             }
             if self.last_id.is_none() {
+                self.set_priority(false);
                 self.bootstrap(&mut con)?;
                 continue;
             }
+            self.set_priority(true);
             self.follow_once(&mut con)?;
             self.maybe_snapshot();
         }
@@ -915,6 +976,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(start(&cfg), Err(StartError::Config(_))));
+        for p in [0u8, 100] {
+            let cfg = ReplicaConfig {
+                follow_fifo_priority: Some(p),
+                ..Default::default()
+            };
+            assert!(matches!(start(&cfg), Err(StartError::Config(_))), "{p}");
+        }
         let cfg = ReplicaConfig {
             redis_url: "nope://x".into(),
             ..Default::default()

@@ -119,7 +119,12 @@ fn live_updates_deletes_and_frequency_counters_reach_the_readers() {
     let ns = namespace("live");
     let mut con = connect(&url);
     clean(&mut con, &ns);
-    let (replicator, reader) = start(&config(&url, &ns)).expect("start");
+    // Following under SCHED_FIFO (as root; otherwise a warning and normal priority): same results.
+    let cfg = ReplicaConfig {
+        follow_fifo_priority: Some(1),
+        ..config(&url, &ns)
+    };
+    let (replicator, reader) = start(&cfg).expect("start");
     wait_for("replica loaded (empty)", 60, || reader.is_loaded());
     assert_eq!(reader.stats().profiles, 0);
 

@@ -148,6 +148,10 @@ struct MeasureArgs {
     /// written at the end (so a second run measures a restart from it).
     #[arg(long)]
     snapshot: Option<std::path::PathBuf>,
+    /// Run the replicator thread under SCHED_FIFO at this priority while it follows the stream
+    /// (`ReplicaConfig::follow_fifo_priority`; needs root).
+    #[arg(long)]
+    fifo_priority: Option<u8>,
     #[command(flatten)]
     shape: Shape,
 }
@@ -376,6 +380,7 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
         max_staleness: Duration::from_secs(5),
         snapshot_path: a.snapshot.clone(),
         snapshot_interval: Duration::from_secs(3600),
+        follow_fifo_priority: a.fifo_priority,
         ..Default::default()
     };
     let t0 = Instant::now();
