@@ -161,6 +161,14 @@ pub struct Profiles {
     pub expected_profiles: usize,
     /// Replica staleness past which bidding uses no personal data, ms.
     pub max_staleness_ms: u64,
+    /// On-disk snapshot of the replica for fast restarts ("" = none: a restart copies every
+    /// profile from Redis). Its directory must exist.
+    pub snapshot_path: String,
+    /// How often the snapshot is rewritten while running (also after each full copy and at stop), s.
+    pub snapshot_interval_s: u64,
+    /// SCHED_FIFO priority of the replicator thread while it follows the change stream (0 = normal
+    /// scheduling; 1–99 needs CAP_SYS_NICE): keeps the replication lag low on busy CPUs.
+    pub replica_fifo_priority: u8,
 }
 
 /// TLS of the connections the node opens (to Redis). A `rediss://` URL in `profiles.redis_url`,
@@ -295,6 +303,9 @@ impl Default for Profiles {
             namespace: "helios".into(),
             expected_profiles: 1_000_000,
             max_staleness_ms: 30_000,
+            snapshot_path: String::new(),
+            snapshot_interval_s: 300,
+            replica_fifo_priority: 0,
         }
     }
 }
@@ -666,6 +677,18 @@ impl Config {
             1,
             86_400_000,
         )?;
+        range(
+            "profiles.snapshot_interval_s",
+            p.snapshot_interval_s,
+            10,
+            86_400,
+        )?;
+        range(
+            "profiles.replica_fifo_priority",
+            u64::from(p.replica_fifo_priority),
+            0,
+            99,
+        )?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| key_err("log.level", e.to_string()))?;
         if self.server.node.len() > 32 {
@@ -888,6 +911,30 @@ mod tests {
         let c = load(None, &[("HELIOS_TLS_REDIS_CA_FILE", &pem)], vec![]).unwrap();
         assert_eq!(c.tls.redis_ca_file, pem);
         assert!(read_ca_file(&pem).unwrap().starts_with(b"-----BEGIN"));
+    }
+
+    #[test]
+    fn profile_snapshot_is_off_by_default_and_bounded() {
+        let c = load(None, &[], vec![]).unwrap();
+        assert!(c.profiles.snapshot_path.is_empty());
+        let c = load(
+            None,
+            &[(
+                "HELIOS_PROFILES_SNAPSHOT_PATH",
+                "/var/lib/helios/profiles.snap",
+            )],
+            vec![("profiles.snapshot_interval_s", "60".into())],
+        )
+        .unwrap();
+        assert_eq!(c.profiles.snapshot_path, "/var/lib/helios/profiles.snap");
+        assert_eq!(c.profiles.snapshot_interval_s, 60);
+        let e = load(
+            None,
+            &[],
+            vec![("profiles.snapshot_interval_s", "1".into())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("profiles.snapshot_interval_s"));
     }
 
     #[test]

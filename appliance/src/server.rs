@@ -205,6 +205,11 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
             namespace: cfg.profiles.namespace.clone(),
             expected_profiles: cfg.profiles.expected_profiles,
             max_staleness: Duration::from_millis(cfg.profiles.max_staleness_ms),
+            snapshot_path: (!cfg.profiles.snapshot_path.is_empty())
+                .then(|| cfg.profiles.snapshot_path.clone().into()),
+            snapshot_interval: Duration::from_secs(cfg.profiles.snapshot_interval_s),
+            follow_fifo_priority: (cfg.profiles.replica_fifo_priority > 0)
+                .then_some(cfg.profiles.replica_fifo_priority),
             ..profile_cache::ReplicaConfig::default()
         };
         let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;

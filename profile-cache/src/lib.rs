@@ -48,6 +48,7 @@ pub mod keys;
 mod parse;
 pub mod record;
 pub mod replicator;
+pub mod snapshot;
 pub mod store;
 
 pub use record::{FreqBucket, Gender, ProfileData, RecordView};

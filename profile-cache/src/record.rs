@@ -29,6 +29,8 @@ use shards::ProfileView;
 
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 12;
+/// Offset of the bootstrap generation byte in the header.
+pub(crate) const GENERATION_BYTE: usize = 7;
 /// Most bytes a user id may have; longer ids are rejected as malformed.
 pub const MAX_KEY_LEN: usize = 255;
 /// Most segments one record keeps; the replicator keeps the heaviest and counts the truncation.
@@ -195,7 +197,7 @@ impl ProfileData {
             Some(y) if BIRTH_YEARS.contains(&y) => (y - 1899) as u8,
             _ => 0,
         };
-        out[7] = generation;
+        out[GENERATION_BYTE] = generation;
         out[8..12].copy_from_slice(&self.last_seen.unwrap_or(0).to_le_bytes());
         out[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
         for (i, &(id, w)) in self.segments.iter().enumerate() {
@@ -324,7 +326,7 @@ impl<'a> RecordView<'a> {
 
     /// Bootstrap generation the record was written in.
     pub(crate) fn generation(&self) -> u8 {
-        self.bytes[7]
+        self.bytes[GENERATION_BYTE]
     }
 
     /// Last time the user was seen (unix seconds), if known.

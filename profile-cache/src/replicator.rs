@@ -17,9 +17,15 @@
 //!    backoff between `backoff_min` and `backoff_max`, resumes from the last applied id, and
 //!    re-bootstraps if the stream lost entries it had not read. Meanwhile readers keep the last
 //!    data and staleness grows (`Reader::lag_seconds`).
+//! 4. Snapshot (optional, [`ReplicaConfig::snapshot_path`]): at start, before connecting, load
+//!    the snapshot and resume from its stream position instead of bootstrapping (a corrupt,
+//!    foreign or other-namespace file is logged and ignored); while running, a short-lived
+//!    `profile-snapshot` thread rewrites it every `snapshot_interval` (and soon after each
+//!    bootstrap); at stop, this thread writes a last one ([`crate::snapshot`]).
 //!
 //! Must never: block a reader, panic on anything Redis returns, or lose a change silently.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,6 +38,7 @@ use tracing::{debug, info, warn};
 use crate::keys;
 use crate::parse::{Field, apply_field};
 use crate::record::ProfileData;
+use crate::snapshot::{self, Outcome, Position, SnapshotError};
 use crate::store::{Reader, Stats, Store, now_ms};
 
 /// How to reach Redis and how the replica behaves. [`Default`] gives the documented defaults.
@@ -64,6 +71,20 @@ pub struct ReplicaConfig {
     pub backoff_max: Duration,
     /// Frequency buckets older than this many hours are not replicated.
     pub freq_window_hours: u32,
+    /// On-disk snapshot for fast restarts (`None`, the default: none; a restart copies every
+    /// profile from Redis). The directory must exist; `{path}.tmp` is used while writing.
+    pub snapshot_path: Option<PathBuf>,
+    /// How often the snapshot is rewritten while running (it is also written soon after each
+    /// bootstrap and at stop).
+    pub snapshot_interval: Duration,
+    /// Run the replicator thread under `SCHED_FIFO` at this priority (1–99) while it follows the
+    /// stream, so that a change waits for no other thread's time slice (`None`, the default:
+    /// normal scheduling). Bootstraps, snapshot loads and writes run at normal priority (they are
+    /// long and CPU-bound; threads it spawns never inherit the policy). Needs `CAP_SYS_NICE`
+    /// (root); without it, a warning is logged and the thread stays at normal priority. On a
+    /// machine whose CPUs are oversubscribed this is what keeps the apply lag in milliseconds
+    /// (`bench/RESULTS.md`); the cost is that the thread's short bursts preempt other threads.
+    pub follow_fifo_priority: Option<u8>,
 }
 
 impl Default for ReplicaConfig {
@@ -82,6 +103,9 @@ impl Default for ReplicaConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             freq_window_hours: 24 * 31,
+            snapshot_path: None,
+            snapshot_interval: Duration::from_secs(300),
+            follow_fifo_priority: None,
         }
     }
 }
@@ -104,6 +128,10 @@ pub enum StartError {
 /// change being readable. Up to one minute is recorded exactly; more is clamped to a minute.
 pub type LagHistogram = Histogram<u64>;
 const LAG_MAX_MS: u64 = 60_000;
+/// Nice value of the periodic snapshot thread (it is long, and nothing waits for it).
+const SNAPSHOT_NICE: libc::c_int = 10;
+/// A follow cycle (read, fetch, apply) at least this long is logged at debug level with its parts.
+const SLOW_CYCLE: Duration = Duration::from_millis(20);
 
 /// Handle on the running replicator thread. Dropping it stops the thread.
 #[derive(Debug)]
@@ -125,6 +153,15 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
     }
     if cfg.backoff_min.is_zero() || cfg.backoff_max < cfg.backoff_min {
         return Err(StartError::Config("need 0 < backoff_min ≤ backoff_max"));
+    }
+    if cfg.snapshot_path.is_some() && cfg.snapshot_interval.is_zero() {
+        return Err(StartError::Config("snapshot_interval must be > 0"));
+    }
+    if cfg
+        .follow_fifo_priority
+        .is_some_and(|p| !(1..=99).contains(&p))
+    {
+        return Err(StartError::Config("follow_fifo_priority must be 1–99"));
     }
     let client = match &cfg.redis_ca_pem {
         Some(pem) if cfg.redis_url.starts_with("rediss://") => {
@@ -156,6 +193,11 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
         data: ProfileData::default(),
         ids: Vec::with_capacity(cfg.stream_batch.max(cfg.scan_batch)),
         connected_before: false,
+        snapshot_thread: None,
+        next_snapshot: Instant::now() + cfg.snapshot_interval,
+        fetch_wait: Duration::ZERO,
+        fifo: false,
+        fifo_refused: false,
     };
     let thread = std::thread::Builder::new()
         .name("profile-replica".into())
@@ -171,8 +213,9 @@ pub fn start(cfg: &ReplicaConfig) -> Result<(Replicator, Reader), StartError> {
 }
 
 impl Replicator {
-    /// Stops the thread and waits for it (at most about one `block` interval plus one command's
-    /// `io_timeout`). Readers keep working on the last data.
+    /// Stops the thread and waits for it: at most about one `block` interval plus one command's
+    /// `io_timeout`, plus writing the last snapshot when one is configured (≈ 1 s per million
+    /// profiles here). Readers keep working on the last data.
     pub fn stop(mut self) {
         self.halt();
     }
@@ -210,7 +253,7 @@ impl Drop for Replicator {
 
 /// A stream entry id `ms-seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-struct StreamId {
+pub(crate) struct StreamId {
     ms: u64,
     seq: u64,
 }
@@ -336,6 +379,16 @@ struct Worker {
     data: ProfileData,
     ids: Vec<Vec<u8>>,
     connected_before: bool,
+    /// The running periodic snapshot writer, if any (at most one).
+    snapshot_thread: Option<JoinHandle<Result<Outcome, SnapshotError>>>,
+    /// When the next periodic snapshot is due.
+    next_snapshot: Instant,
+    /// Time the last `fetch_and_apply` spent waiting for Redis (the pipelined `HGETALL`s).
+    fetch_wait: Duration,
+    /// Whether this thread currently runs under `SCHED_FIFO`.
+    fifo: bool,
+    /// Whether raising the priority failed once already (warned; not retried).
+    fifo_refused: bool,
 }
 
 type RResult<T> = Result<T, redis::RedisError>;
@@ -345,7 +398,38 @@ impl Worker {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Switches this thread to the follow priority (`follow = true`) or back to normal
+    /// scheduling. `SCHED_RESET_ON_FORK`: threads spawned meanwhile start at normal priority.
+    fn set_priority(&mut self, follow: bool) {
+        let want = follow && !self.fifo_refused && self.cfg.follow_fifo_priority.is_some();
+        if want == self.fifo {
+            return;
+        }
+        let (policy, prio) = match (want, self.cfg.follow_fifo_priority) {
+            (true, Some(p)) => (libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, i32::from(p)),
+            _ => (libc::SCHED_OTHER, 0),
+        };
+        let param = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter struct.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+            self.fifo = want;
+            debug!(
+                fifo = want,
+                priority = prio,
+                "profile replica: scheduling changed"
+            );
+        } else if want {
+            self.fifo_refused = true;
+            warn!(error = %std::io::Error::last_os_error(), priority = prio,
+                "profile replica: cannot run under SCHED_FIFO (needs CAP_SYS_NICE); \
+                 following at normal priority");
+        }
+    }
+
     fn run(mut self) {
+        self.load_snapshot();
         let mut backoff = self.cfg.backoff_min;
         while !self.stopped() {
             match self.session(&mut backoff) {
@@ -361,7 +445,148 @@ impl Worker {
                 }
             }
         }
+        self.set_priority(false);
+        self.final_snapshot();
         debug!("profile replicator stopped");
+    }
+
+    /// Loads the configured snapshot, if any, and resumes from its stream position.
+    fn load_snapshot(&mut self) {
+        let Some(path) = self.cfg.snapshot_path.clone() else {
+            return;
+        };
+        let shared = Arc::clone(self.store.shared());
+        let c = &shared.counters;
+        match snapshot::load(&path, &self.cfg.namespace, &mut self.store) {
+            Ok((pos, out)) => {
+                let last = StreamId {
+                    ms: pos.last_id.0,
+                    seq: pos.last_id.1,
+                };
+                self.last_id = Some(last);
+                self.read_count = pos.read_count;
+                c.snapshot_loaded_profiles
+                    .store(out.profiles, Ordering::Relaxed);
+                // Loaded, and exactly as stale as the snapshot: `is_fresh` turns true once the
+                // stream has been caught up (or at once if the snapshot is recent enough).
+                self.store.mark_synced(pos.synced_at_ms);
+                info!(path = %path.display(), profiles = out.profiles, bytes = out.bytes,
+                    ms = out.ms, last_id = %last,
+                    age_s = now_ms().saturating_sub(pos.synced_at_ms) / 1000,
+                    "profile replica: snapshot loaded; catching up from the stream");
+            }
+            Err(SnapshotError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                info!(path = %path.display(),
+                    "profile replica: no snapshot yet; bootstrapping from Redis");
+            }
+            Err(e) => {
+                c.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "profile replica: snapshot ignored; bootstrapping from Redis");
+            }
+        }
+    }
+
+    /// The stream position the store is current up to, or `None` while it is not consistent
+    /// (no bootstrap completed, or a re-bootstrap in progress).
+    fn position(&self) -> Option<Position> {
+        let last = self.last_id?;
+        let f = &self.store.shared().freshness;
+        if !f.loaded.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(Position {
+            last_id: (last.ms, last.seq),
+            read_count: self.read_count,
+            synced_at_ms: f.synced_at_ms.load(Ordering::Acquire),
+            created_ms: now_ms(),
+        })
+    }
+
+    /// Records how a snapshot write ended.
+    fn snapshot_done(&self, r: Result<Outcome, SnapshotError>) {
+        let c = &self.store.shared().counters;
+        match r {
+            Ok(o) => {
+                c.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                c.last_snapshot_ms.store(o.ms, Ordering::Relaxed);
+                info!(
+                    profiles = o.profiles,
+                    bytes = o.bytes,
+                    ms = o.ms,
+                    "profile replica: snapshot written"
+                );
+            }
+            Err(e) => {
+                c.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "profile replica: snapshot not written");
+            }
+        }
+    }
+
+    /// Collects a finished snapshot writer (or waits for it when `wait`).
+    fn reap_snapshot(&mut self, wait: bool) {
+        if self
+            .snapshot_thread
+            .as_ref()
+            .is_some_and(|t| wait || t.is_finished())
+            && let Some(t) = self.snapshot_thread.take()
+        {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(SnapshotError::Malformed {
+                    path: self.cfg.snapshot_path.clone().unwrap_or_default(),
+                    what: "the snapshot thread panicked",
+                })
+            });
+            self.snapshot_done(r);
+        }
+    }
+
+    /// Starts a periodic snapshot on its own thread when one is due and the store is consistent.
+    fn maybe_snapshot(&mut self) {
+        let Some(path) = self.cfg.snapshot_path.clone() else {
+            return;
+        };
+        self.reap_snapshot(false);
+        if self.snapshot_thread.is_some() || Instant::now() < self.next_snapshot {
+            return;
+        }
+        let Some(pos) = self.position() else { return };
+        self.next_snapshot = Instant::now() + self.cfg.snapshot_interval;
+        let reader = self.store.reader();
+        let ns = self.cfg.namespace.clone();
+        match std::thread::Builder::new()
+            .name("profile-snapshot".into())
+            .spawn(move || {
+                // Background work: yield the CPU to bidding cores and the replicator (nice 10;
+                // on Linux `setpriority(PRIO_PROCESS, 0)` applies to the calling thread).
+                // SAFETY: plain syscall on the calling thread; failure only leaves it at nice 0.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE) };
+                snapshot::write(&path, &ns, &reader, &pos)
+            }) {
+            Ok(t) => self.snapshot_thread = Some(t),
+            Err(e) => self.snapshot_done(Err(SnapshotError::Io {
+                path: self.cfg.snapshot_path.clone().unwrap_or_default(),
+                source: e,
+            })),
+        }
+    }
+
+    /// At stop: waits for a running snapshot, then writes the last one from this thread.
+    fn final_snapshot(&mut self) {
+        let Some(path) = self.cfg.snapshot_path.clone() else {
+            return;
+        };
+        self.reap_snapshot(true);
+        let Some(pos) = self.position() else {
+            info!("profile replica: stopped while not consistent; no snapshot written");
+            return;
+        };
+        let reader = self.store.reader();
+        let r = snapshot::write(&path, &self.cfg.namespace, &reader, &pos);
+        drop(reader);
+        self.snapshot_done(r);
     }
 
     /// Sleeps `d`, waking early on stop.
@@ -398,10 +623,13 @@ impl Worker {
                 return Ok(());
             }
             if self.last_id.is_none() {
+                self.set_priority(false);
                 self.bootstrap(&mut con)?;
                 continue;
             }
+            self.set_priority(true);
             self.follow_once(&mut con)?;
+            self.maybe_snapshot();
         }
     }
 
@@ -455,6 +683,8 @@ impl Worker {
         let swept = self.store.sweep(generation);
         self.store.collect();
         self.last_id = Some(start);
+        // A fresh copy is worth keeping: snapshot as soon as the stream is caught up.
+        self.next_snapshot = Instant::now();
         let ms = t0.elapsed().as_millis() as u64;
         let c = &self.store.shared().counters;
         c.bootstraps.fetch_add(1, Ordering::Relaxed);
@@ -480,7 +710,9 @@ impl Worker {
             key.extend_from_slice(id);
             p.cmd("HGETALL").arg(&key[..]);
         }
+        let t = Instant::now();
         let replies: Vec<Value> = p.query(con)?;
+        self.fetch_wait = t.elapsed();
         let min_hour = (now_ms() / 3_600_000).saturating_sub(u64::from(self.cfg.freq_window_hours));
         let min_hour = u32::try_from(min_hour).unwrap_or(u32::MAX);
         let ids = std::mem::take(&mut self.ids);
@@ -556,6 +788,7 @@ impl Worker {
             return Ok(());
         };
         let read_at = now_ms();
+        let t0 = Instant::now();
         let mut p = redis::pipe();
         p.atomic().ignore_errors();
         p.cmd("XINFO").arg("STREAM").arg(&self.stream);
@@ -566,6 +799,7 @@ impl Worker {
             .arg(&self.stream)
             .arg(last.to_string());
         let replies: Vec<Value> = p.query(con)?;
+        let read_wait = t0.elapsed();
         let (Some(info), Some(read)) = (replies.first(), replies.get(1)) else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Parse,
@@ -629,10 +863,24 @@ impl Worker {
         self.read_count += n as u64;
         self.ids.sort_unstable();
         self.ids.dedup();
+        self.fetch_wait = Duration::ZERO;
         self.fetch_and_apply(con)?;
         self.last_id = Some(newest);
         self.store.collect();
         let applied_ms = now_ms();
+        let cycle = t0.elapsed();
+        if cycle >= SLOW_CYCLE {
+            // Where a slow cycle's time went: waiting for Redis (read, fetch) or applying.
+            debug!(
+                entries = n,
+                profiles = self.ids.len(),
+                cycle_ms = cycle.as_secs_f64() * 1e3,
+                read_wait_ms = read_wait.as_secs_f64() * 1e3,
+                fetch_wait_ms = self.fetch_wait.as_secs_f64() * 1e3,
+                apply_ms = (cycle - read_wait - self.fetch_wait).as_secs_f64() * 1e3,
+                "profile replica: slow replication cycle"
+            );
+        }
         if !entry_ms.is_empty() {
             let mut h = self.lag.lock().unwrap_or_else(|p| p.into_inner());
             for ms in &entry_ms {
@@ -742,6 +990,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(start(&cfg), Err(StartError::Config(_))));
+        for p in [0u8, 100] {
+            let cfg = ReplicaConfig {
+                follow_fifo_priority: Some(p),
+                ..Default::default()
+            };
+            assert!(matches!(start(&cfg), Err(StartError::Config(_))), "{p}");
+        }
         let cfg = ReplicaConfig {
             redis_url: "nope://x".into(),
             ..Default::default()

@@ -29,7 +29,9 @@ use shards::ProfileView;
 
 use crate::arena::{Arena, Region, block_size};
 use crate::epoch::{Epochs, ReaderSlot, Retired};
-use crate::record::{EncodeError, ProfileData, RecordView, Truncation, record_len};
+use crate::record::{
+    EncodeError, GENERATION_BYTE, ProfileData, RecordView, Truncation, record_len,
+};
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
@@ -175,6 +177,10 @@ pub(crate) struct Counters {
     pub(crate) reconnects: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) last_bootstrap_ms: AtomicU64,
+    pub(crate) snapshot_loaded_profiles: AtomicU64,
+    pub(crate) snapshots_written: AtomicU64,
+    pub(crate) snapshot_errors: AtomicU64,
+    pub(crate) last_snapshot_ms: AtomicU64,
 }
 
 /// A snapshot of the replica's counters (for metrics and benchmarks).
@@ -212,6 +218,14 @@ pub struct Stats {
     pub redis_errors: u64,
     /// Duration of the last completed bootstrap, milliseconds.
     pub last_bootstrap_ms: u64,
+    /// Profiles loaded from the on-disk snapshot at start (0: none loaded).
+    pub snapshot_loaded_profiles: u64,
+    /// Snapshots written to disk since start.
+    pub snapshots_written: u64,
+    /// Snapshots that could not be written, or found at start but rejected (corrupt, foreign).
+    pub snapshot_errors: u64,
+    /// Duration of the last snapshot written, milliseconds.
+    pub last_snapshot_ms: u64,
 }
 
 impl Counters {
@@ -234,6 +248,10 @@ impl Counters {
             reconnects: g(&self.reconnects),
             redis_errors: g(&self.redis_errors),
             last_bootstrap_ms: g(&self.last_bootstrap_ms),
+            snapshot_loaded_profiles: g(&self.snapshot_loaded_profiles),
+            snapshots_written: g(&self.snapshots_written),
+            snapshot_errors: g(&self.snapshot_errors),
+            last_snapshot_ms: g(&self.last_snapshot_ms),
         }
     }
 }
@@ -379,6 +397,18 @@ impl Store {
         }
         self.buf = buf;
         r
+    }
+
+    /// Inserts or replaces a record read back from a snapshot, after checking its layout (so a
+    /// reader can never read out of its bounds) and retagging it with the current generation.
+    /// Returns false, storing nothing, if the bytes are not a well-formed record.
+    pub(crate) fn load_record(&mut self, rec: &mut [u8]) -> bool {
+        if !crate::snapshot::well_formed(rec) {
+            return false;
+        }
+        rec[GENERATION_BYTE] = self.generation;
+        self.put(rec);
+        true
     }
 
     fn put(&mut self, rec: &[u8]) {
@@ -664,6 +694,31 @@ impl Reader {
         let table: &Table = unsafe { &*self.shared.table.load(Ordering::Acquire) };
         let view = table.find(hash, key)?;
         Some(ProfileRef { view, _pin: pin })
+    }
+
+    /// Calls `f` with the bytes of every record in the index, pinned once for the whole walk
+    /// (the snapshot writer; never a bidding core). Records replaced meanwhile are not freed
+    /// until it returns. Returns how many records it passed, or `f`'s first error.
+    pub(crate) fn for_each_record<E>(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let _pin = self.pin();
+        // SAFETY: as in `get`: the table outlives the pin.
+        let table: &Table = unsafe { &*self.shared.table.load(Ordering::Acquire) };
+        let mut n = 0u64;
+        for s in table.slots() {
+            let v = s.load(Ordering::Acquire);
+            if v == EMPTY || v == TOMB {
+                continue;
+            }
+            // SAFETY: a linked slot's record was written before its Release store (Acquire
+            // above) and is not freed while this reader is pinned.
+            let rec = unsafe { record_at(v) };
+            f(rec.as_bytes())?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Whether the first full copy is done (for `/readyz`).

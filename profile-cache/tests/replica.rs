@@ -113,15 +113,53 @@ fn bootstrap_copies_every_profile_and_changes_made_during_the_copy() {
     clean(&mut con, &ns);
 }
 
+/// Whether this process may use SCHED_FIFO (tried on a short-lived thread of its own).
+fn fifo_permitted() -> bool {
+    std::thread::spawn(|| {
+        let p = libc::sched_param { sched_priority: 1 };
+        // SAFETY: plain syscall on this short-lived thread with a valid parameter struct.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) == 0 }
+    })
+    .join()
+    .expect("probe thread")
+}
+
+/// The scheduling policy (field 41 of `/proc/self/task/*/stat`) of this process's thread named
+/// `name`.
+fn thread_policy(name: &str) -> Option<u32> {
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        // Fields after the command's closing parenthesis start at field 3.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+    }
+    None
+}
+
 #[test]
 fn live_updates_deletes_and_frequency_counters_reach_the_readers() {
     let Some(url) = redis_url("live") else { return };
     let ns = namespace("live");
     let mut con = connect(&url);
     clean(&mut con, &ns);
-    let (replicator, reader) = start(&config(&url, &ns)).expect("start");
+    // Following under SCHED_FIFO (as root; otherwise a warning and normal priority): same results.
+    let cfg = ReplicaConfig {
+        follow_fifo_priority: Some(1),
+        ..config(&url, &ns)
+    };
+    let (replicator, reader) = start(&cfg).expect("start");
     wait_for("replica loaded (empty)", 60, || reader.is_loaded());
     assert_eq!(reader.stats().profiles, 0);
+    if fifo_permitted() {
+        // It follows under SCHED_FIFO (policy 1) once loaded.
+        wait_for("replicator thread under SCHED_FIFO", 5, || {
+            thread_policy("profile-replica") == Some(1)
+        });
+    }
 
     write_profile(
         &mut con,

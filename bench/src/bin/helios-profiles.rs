@@ -144,6 +144,14 @@ struct MeasureArgs {
     /// Longest wait for the bootstrap, seconds.
     #[arg(long, default_value_t = 600)]
     bootstrap_timeout_s: u64,
+    /// The replica's on-disk snapshot: loaded at start if present (instead of a full copy),
+    /// written at the end (so a second run measures a restart from it).
+    #[arg(long)]
+    snapshot: Option<std::path::PathBuf>,
+    /// Run the replicator thread under SCHED_FIFO at this priority while it follows the stream
+    /// (`ReplicaConfig::follow_fifo_priority`; needs root).
+    #[arg(long)]
+    fifo_priority: Option<u8>,
     #[command(flatten)]
     shape: Shape,
 }
@@ -370,6 +378,9 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
         namespace: cli.namespace.clone(),
         expected_profiles: a.count as usize,
         max_staleness: Duration::from_secs(5),
+        snapshot_path: a.snapshot.clone(),
+        snapshot_interval: Duration::from_secs(3600),
+        follow_fifo_priority: a.fifo_priority,
         ..Default::default()
     };
     let t0 = Instant::now();
@@ -382,6 +393,13 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let loaded_s = t0.elapsed().as_secs_f64();
+    while !reader.is_fresh() {
+        if Instant::now() > deadline {
+            bail!("replica not current after {} s", a.bootstrap_timeout_s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let fresh_s = t0.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
     let st = replicator.stats();
     info!(profiles = st.profiles, loaded_s, "replica loaded");
@@ -485,11 +503,19 @@ fn measure(cli: &Cli, a: &MeasureArgs) -> Result<()> {
         });
     }
     let st = replicator.stats();
+    let t_stop = Instant::now();
     replicator.stop();
+    let stop_s = t_stop.elapsed().as_secs_f64();
+    let st_end = reader.stats();
     let out = serde_json::json!({
+        "snapshot": {"path": a.snapshot, "written_at_stop": st_end.snapshots_written,
+                     "write_ms": st_end.last_snapshot_ms, "stop_seconds": stop_s,
+                     "errors": st_end.snapshot_errors},
         "cmd": "measure",
         "bootstrap": {"profiles": st.profiles, "seconds_to_loaded": loaded_s,
-                      "scan_copy_ms": st.last_bootstrap_ms},
+                      "seconds_to_fresh": fresh_s, "scan_copy_ms": st.last_bootstrap_ms,
+                      "bootstraps": st.bootstraps,
+                      "snapshot_loaded_profiles": st.snapshot_loaded_profiles},
         "memory": memory,
         "lookup_ns": {
             "clock_overhead": pct(&over),

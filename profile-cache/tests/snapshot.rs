@@ -1,0 +1,202 @@
+//! The on-disk snapshot against the real Redis: a restart loads it and catches up with the changes
+//! made while the replica was down (no full copy); a corrupt or foreign snapshot is ignored (full
+//! copy); a stream trimmed past the snapshot's position forces a full copy that drops profiles
+//! deleted meanwhile.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use profile_cache::{Reader, ReplicaConfig, keys, start};
+use shards::ProfileView;
+
+fn config(url: &str, ns: &str, snap: &Path) -> ReplicaConfig {
+    ReplicaConfig {
+        redis_url: url.into(),
+        namespace: ns.into(),
+        expected_profiles: 1000,
+        max_staleness: Duration::from_secs(1),
+        scan_batch: 1000,
+        stream_batch: 100,
+        block: Duration::from_millis(50),
+        io_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        snapshot_path: Some(snap.to_owned()),
+        snapshot_interval: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+fn preload(con: &mut redis::Connection, ns: &str, n: u32) {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.cmd("HSET")
+            .arg(keys::profile_key(ns, &format!("u{i}")))
+            .arg(keys::FIELD_SEGMENTS)
+            .arg(format!("{}:{}", i, 100 + i % 900))
+            .arg(keys::FIELD_BIRTH_YEAR)
+            .arg(1950 + i % 50)
+            .ignore();
+    }
+    let _: () = p.query(con).expect("preload");
+}
+
+fn check(reader: &Reader, n: u32, skip: &[u32]) {
+    for i in (0..n).filter(|i| !skip.contains(i)) {
+        let p = reader
+            .get(&format!("u{i}"))
+            .unwrap_or_else(|| panic!("u{i} present"));
+        assert_eq!(p.segment_weight(i), Some((100 + i % 900) as u16), "u{i}");
+        assert_eq!(p.birth_year(), Some((1950 + i % 50) as u16), "u{i}");
+    }
+}
+
+/// Runs a replica until loaded, applies one change, stops it (writing the snapshot at stop).
+fn first_run(url: &str, ns: &str, snap: &Path, con: &mut redis::Connection) {
+    let (replicator, reader) = start(&config(url, ns, snap)).expect("start");
+    wait_for("loaded", 60, || reader.is_loaded());
+    write_profile(con, ns, "u7", &[("seg", "7:777")]);
+    wait_for("u7 updated", 5, || {
+        reader
+            .get("u7")
+            .is_some_and(|p| p.segment_weight(7) == Some(777))
+    });
+    let s = replicator.stats();
+    assert_eq!(s.bootstraps, 1);
+    assert_eq!(
+        s.snapshot_loaded_profiles, 0,
+        "no snapshot on the first run"
+    );
+    replicator.stop();
+    assert!(snap.exists(), "snapshot written at stop");
+    assert!(reader.stats().snapshots_written >= 1);
+    assert_eq!(reader.stats().snapshot_errors, 0);
+}
+
+#[test]
+fn restart_from_the_snapshot_catches_up_with_changes_made_while_down() {
+    let Some(url) = redis_url("snap-restart") else {
+        return;
+    };
+    let ns = namespace("snap-restart");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("profiles.snap");
+    let mut con = connect(&url);
+    clean(&mut con, &ns);
+    preload(&mut con, &ns, 2000);
+    first_run(&url, &ns, &snap, &mut con);
+
+    // While the replica is down: an update, a delete, a new profile, each with its stream entry.
+    write_profile(&mut con, &ns, "u1", &[("seg", "1:555")]);
+    delete_profile(&mut con, &ns, "u2");
+    write_profile(&mut con, &ns, "new", &[("seg", "3:33")]);
+
+    let (replicator, reader) = start(&config(&url, &ns, &snap)).expect("restart");
+    wait_for("changes made while down applied", 30, || {
+        reader.get("new").is_some() && reader.get("u2").is_none()
+    });
+    wait_for("fresh", 10, || reader.is_fresh());
+    let s = replicator.stats();
+    assert_eq!(
+        s.bootstraps, 0,
+        "no full copy: resumed from the snapshot: {s:?}"
+    );
+    assert_eq!(s.snapshot_loaded_profiles, 2000, "{s:?}");
+    assert_eq!(s.profiles, 2000, "2000 - u2 + new");
+    assert_eq!(
+        reader.get("u1").expect("u1").segment_weight(1),
+        Some(555),
+        "update made while down"
+    );
+    assert_eq!(
+        reader.get("u7").expect("u7").segment_weight(7),
+        Some(777),
+        "update from before the snapshot"
+    );
+    assert_eq!(reader.get("new").expect("new").segment_weight(3), Some(33));
+    check(&reader, 2000, &[1, 2, 7]);
+    replicator.stop();
+    clean(&mut con, &ns);
+}
+
+#[test]
+fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_replica_bootstraps() {
+    let Some(url) = redis_url("snap-corrupt") else {
+        return;
+    };
+    let ns = namespace("snap-corrupt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("profiles.snap");
+    let mut con = connect(&url);
+    clean(&mut con, &ns);
+    preload(&mut con, &ns, 1000);
+    first_run(&url, &ns, &snap, &mut con);
+
+    let good = std::fs::read(&snap).expect("snapshot");
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    for (what, bytes) in [
+        ("corrupt", bad),
+        ("foreign", b"PK\x03\x04 a zip file".to_vec()),
+    ] {
+        std::fs::write(&snap, &bytes).expect("write");
+        let (replicator, reader) = start(&config(&url, &ns, &snap)).expect("start");
+        wait_for("loaded", 60, || {
+            reader.is_loaded() && replicator.stats().bootstraps == 1
+        });
+        let s = replicator.stats();
+        assert_eq!(s.snapshot_loaded_profiles, 0, "{what}: nothing loaded");
+        assert_eq!(s.snapshot_errors, 1, "{what}: rejection counted: {s:?}");
+        assert_eq!(s.profiles, 1000, "{what}");
+        check(&reader, 1000, &[7]);
+        assert_eq!(reader.get("u7").expect("u7").segment_weight(7), Some(777));
+        replicator.stop();
+        // The stop wrote a good snapshot over the bad file.
+        assert_ne!(std::fs::read(&snap).expect("snapshot"), bytes, "{what}");
+    }
+    clean(&mut con, &ns);
+}
+
+#[test]
+fn a_stream_trimmed_past_the_snapshot_forces_a_bootstrap_that_drops_deleted_profiles() {
+    let Some(url) = redis_url("snap-trim") else {
+        return;
+    };
+    let ns = namespace("snap-trim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("profiles.snap");
+    let mut con = connect(&url);
+    clean(&mut con, &ns);
+    preload(&mut con, &ns, 500);
+    first_run(&url, &ns, &snap, &mut con);
+
+    // While down: a change and a delete, whose stream entries are then trimmed away.
+    write_profile(&mut con, &ns, "u4", &[("seg", "4:444")]);
+    delete_profile(&mut con, &ns, "u5");
+    let _: () = redis::cmd("XTRIM")
+        .arg(keys::changes_stream(&ns))
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut con)
+        .expect("XTRIM");
+
+    let (replicator, reader) = start(&config(&url, &ns, &snap)).expect("restart");
+    wait_for("re-copied", 60, || replicator.stats().bootstraps >= 1);
+    wait_for("fresh", 30, || reader.is_fresh());
+    let s = replicator.stats();
+    assert_eq!(
+        s.snapshot_loaded_profiles, 500,
+        "the snapshot was loaded first"
+    );
+    assert_eq!(s.bootstraps, 1, "then the gap forced one full copy: {s:?}");
+    assert!(reader.get("u5").is_none(), "deleted profile swept");
+    assert_eq!(reader.get("u4").expect("u4").segment_weight(4), Some(444));
+    assert_eq!(s.profiles, 499);
+    check(&reader, 500, &[4, 5, 7]);
+    replicator.stop();
+    clean(&mut con, &ns);
+}
