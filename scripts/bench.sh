@@ -97,6 +97,13 @@ fi
 for b in helios-load helios-corpus helios-conventional helios-glommio helios-owntime; do
   [[ -x "$BIN/$b" ]] || { echo "bench: $BIN/$b missing (build failed?)" >&2; exit 1; }
 done
+# The shared target dir's binaries may be rebuilt by another checkout while this runs: measure
+# the ones just built, hard-linked into the run's own directory (no copy, no disk).
+mkdir -p "$OUT/bin"
+for b in helios helios-load helios-corpus helios-conventional helios-glommio helios-owntime helios-profiles; do
+  [[ -x "$BIN/$b" ]] && { ln -f "$BIN/$b" "$OUT/bin/$b" 2>/dev/null || cp "$BIN/$b" "$OUT/bin/$b"; }
+done
+BIN=$OUT/bin
 
 if [[ -x "$BIN/helios-profiles" ]]; then ids=profiles; else ids=plain; fi
 log "corpus: 20000 requests, $USERS users ($ids ids)"
