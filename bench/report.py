@@ -296,7 +296,7 @@ def main():
                      f"{cg['requests']:,} corpus requests: **{cg['ir_per_request']:,.0f} Ir** "
                      f"((Ir of 3 passes − Ir of 1) ÷ 2 passes).")
     if ovl:
-        lines.append(f"Overload (scripts/test.d/appliance-overload.sh, io_uring): capacity {ovl['capacity_rps']:,} "
+        lines.append(f"Overload (bench/overload.sh, io_uring): capacity {ovl['capacity_rps']:,} "
                      f"req/s closed loop, offered {ovl['offered_rps']:,} req/s ({ovl['factor']:.1f}×) on 256 "
                      f"connections: answered {fmt(ovl['achieved_rps'])} req/s = {ovl['goodput_vs_capacity']:.2f}× "
                      f"capacity ({ovl['dropped_by_generator']:,} due requests dropped on the generator's side for "

@@ -18,7 +18,7 @@
 # Then, without sockets: `helios-owntime` runs the corpus through the appliance's core in-process
 # (own time per request p50/p99, allocations per request, and a 1,000-campaign decision p99), and
 # under valgrind's callgrind (when installed) gives the instructions per request of the core path
-# over a fixed slice of the corpus. Last, scripts/test.d/appliance-overload.sh at 3× Helios's
+# over a fixed slice of the corpus. Last, bench/overload.sh at 3× Helios's
 # capacity (release build, BENCH_DURATION seconds).
 #
 # Writes bench/results.json, bench/latency.svg, appends a dated run to bench/RESULTS.md, and keeps
@@ -269,11 +269,11 @@ if stage callgrind; then
     log "valgrind not installed: no instruction counts"
   fi
 fi
-# Overload: 3× Helios's capacity (scripts/test.d/appliance-overload.sh, release binaries).
+# Overload: 3× Helios's capacity (bench/overload.sh, release binaries).
 if stage overload; then
   log "overload: 3× capacity for $DURATION s"
   OVERLOAD_BIN=$BIN OVERLOAD_OUT=$OUT/overload OVERLOAD_SECONDS=$DURATION GEN_CPU=$GEN_CPU \
-    SERVER_CPU=$SERVER_CPU bash scripts/test.d/appliance-overload.sh >&2 ||
+    SERVER_CPU=$SERVER_CPU bash bench/overload.sh >&2 ||
     log "overload check failed (see $OUT/overload)"
 fi
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Appliance overload (issue 4): "under 3× its capacity the appliance keeps answering and its p99
-# for accepted requests stays bounded", checked against the real binary.
+# for accepted requests stays bounded", checked against the real binary. Run by `make bench`
+# (release binaries); by hand: `OVERLOAD_BIN=$CARGO_TARGET_DIR/release bench/overload.sh`.
+# NOT in `make test`: on a 2-core machine the release generator saturates its core before the
+# server does (measured 14:09 UTC: server at 9% of its core, generator-bound), so the check fails
+# for the generator, not the server; it needs the server's core to be the bottleneck (a slower
+# server build, a CPU quota on the server, or a second machine).
 #
 # 1. `helios` (io_uring driver, one core pinned to SERVER_CPU, events off, bench campaigns) is
 #    started on its own ports; `helios-load` is pinned to GEN_CPU.
 # 2. Capacity: closed loop, 32 connections, for OVERLOAD_CAPACITY_SECONDS.
 # 3. Overload: open loop at OVERLOAD_FACTOR (3) × that capacity, OVERLOAD_CONNS (256) keep-alive
-#    connections, for OVERLOAD_SECONDS (short form 6 s here; `make soak` runs 60 s through
-#    bench/tests/overload.rs). Like an exchange, the generator holds at most as many due requests
+#    connections, for OVERLOAD_SECONDS (default 6 s). Like an exchange, the generator holds at most as many due requests
 #    as it has connections; past that a due request is dropped on the generator's side
 #    (`backlog_overflow`, what an exchange counts as a timeout). Latency is from the intended
 #    send time (coordinated omission corrected).
@@ -22,7 +26,7 @@
 # Binaries: $OVERLOAD_BIN (default $CARGO_TARGET_DIR/debug, as `make test` built them; `make bench`
 # passes the release directory). Stops what it starts by PID.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/env.sh
 BIN=${OVERLOAD_BIN:-$CARGO_TARGET_DIR/debug}
