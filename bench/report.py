@@ -21,12 +21,20 @@ KEYS = [
     "profile_lookup_p99_ns", "profile_bytes_each_10m", "replication_lag_p99_ms",
     "pipeline_events_per_s", "reporter_ingest_events_per_s", "api_p95_ms_100m_events",
 ]
-SERVERS = ["null", "null-epoll", "haproxy", "helios", "helios-noevents", "conventional"]
-LABEL = {"null": "null (appliance --null)", "null-epoll": "null, epoll driver",
+SERVERS = ["null", "null-epoll", "null-glommio", "haproxy", "helios", "helios-noevents",
+           "helios-noevents-epoll", "helios-noevents-glommio", "conventional"]
+LABEL = {"null": "null (appliance --null, io_uring)", "null-epoll": "null, epoll driver",
+         "null-glommio": "null, glommio driver (bench)",
          "haproxy": "haproxy-204", "helios": "Helios full path",
-         "helios-noevents": "Helios, events off", "conventional": "conventional"}
-COLOUR = {"null": "#888888", "null-epoll": "#bbbbbb", "haproxy": "#2a9d8f", "helios": "#e76f51", "helios-noevents": "#f4a261",
-          "conventional": "#264653"}
+         "helios-noevents": "Helios, events off (io_uring)",
+         "helios-noevents-epoll": "Helios, events off, epoll driver",
+         "helios-noevents-glommio": "Helios, events off, glommio driver (bench)",
+         "conventional": "conventional"}
+COLOUR = {"null": "#888888", "null-epoll": "#bbbbbb", "null-glommio": "#9b5de5", "haproxy": "#2a9d8f",
+          "helios": "#e76f51", "helios-noevents": "#f4a261", "helios-noevents-epoll": "#e9c46a",
+          "helios-noevents-glommio": "#c77dff", "conventional": "#264653"}
+# Drawn in the plot (the driver variants are in the table only, to keep the plot readable).
+PLOTTED = ["null", "haproxy", "helios", "helios-noevents", "conventional"]
 
 
 INTRO = """Written by `make bench` (scripts/bench.sh, bench/report.py). One server at a time is pinned to
@@ -98,7 +106,7 @@ def svg_plot(runs, path):
     o.append(f'<text x="{(L + W - R) / 2}" y="{H - 15}" text-anchor="middle">offered load, requests/s (log)</text>')
     o.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#333"/>')
     ly = T + 10
-    for n in SERVERS:
+    for n in PLOTTED:
         rs = sorted([p for p in pts if p[0] == n], key=lambda p: p[1])
         if not rs:
             continue
@@ -151,6 +159,17 @@ def main():
     cpu = {n: (common[n] or {}).get("server_cpu_us_per_req") for n in SERVERS}
     now = datetime.datetime.now(datetime.timezone.utc)
 
+    def side(name):
+        p = os.path.join(a.dir, name)
+        try:
+            return json.load(open(p)) if os.path.exists(p) else None
+        except ValueError:
+            return None
+    own = side("owntime.json") or {}
+    cg = side("callgrind.json")
+    ovl = side(os.path.join("overload", "summary.json"))
+    own_t, dec = own.get("own_time") or {}, own.get("decision") or {}
+
     old = {}
     if os.path.exists(a.results):
         try:
@@ -172,6 +191,10 @@ def main():
         "conventional_p99_us_at_50pct": r1((common["conventional"] or {}).get("latency", {}).get("p99_us"))
         if a.common_from == "helios" else None,
         "syscalls_per_request": r1(sysc.get("helios")),
+        "glommio_null_rps": per_core_rps(cpu["null-glommio"]),
+        "own_time_p99_us": r1(own_t.get("p99_us")),
+        "allocs_per_request": own_t.get("allocs_per_request"),
+        "decision_p99_us_1000_campaigns": r1(dec.get("p99_us")) if dec.get("campaigns") == 1000 else None,
     }
     for k, v in measured.items():
         if v is not None or k in ("machine", "date"):
@@ -231,7 +254,60 @@ def main():
                      f"µs/req off ({(h / he - 1) * 100:+.0f}%; goal ≤ +5%).")
     if not h:
         goals.append("- The Helios full path was not measured in this run (appliance binary missing or failed).")
-    lines += ["Goals:", ""] + goals + ["", "Plot: [latency.svg](latency.svg). Raw reports: "
+    lines += ["Goals:", ""] + goals + [""]
+
+    # Drivers side by side (same core; glommio is the bench's reference driver).
+    drv = [("io_uring (default)", "null", "helios-noevents"), ("epoll (tokio)", "null-epoll", "helios-noevents-epoll"),
+           ("glommio 0.9 (bench)", "null-glommio", "helios-noevents-glommio")]
+    if any(cpu[x] or cpu[y] for _, x, y in drv):
+        lines += ["Drivers side by side (same sans-IO core, events off; server CPU µs/req at the common rate, "
+                  "latency at 50% / 80% of each one's own max, syscalls/req at 50%):", "",
+                  "| driver | null µs/req | full path µs/req | null p99 µs at 50% / 80% | full p99 µs at 50% / 80% | null syscalls/req | full syscalls/req |",
+                  "|---|---|---|---|---|---|---|"]
+        p99 = lambda n, i: fmt(((runs[n][i] or {}).get("latency") or {}).get("p99_us"))
+        for label, x, y in drv:
+            lines.append(f"| {label} | {fmt(cpu[x], 2)} | {fmt(cpu[y], 2)} | {p99(x, 0)} / {p99(x, 1)} | "
+                         f"{p99(y, 0)} / {p99(y, 1)} | {fmt(sysc.get(x), 2)} | {fmt(sysc.get(y), 2)} |")
+        lines.append("")
+
+    # Where the server's CPU goes, by thread (at the common rate).
+    thr = [(n, (common[n] or {}).get("server_threads_cpu_us_per_req") or {}) for n in ("helios", "helios-noevents")]
+    if any(t for _, t in thr):
+        lines += ["Server CPU by thread at the common rate, µs per request (`/proc/<pid>/task/*/stat`; "
+                  "`rdk:*` are librdkafka's threads):", "", "| server | thread | µs/req |", "|---|---|---|"]
+        for n, t in thr:
+            for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
+                if v >= 0.01:
+                    lines.append(f"| {LABEL[n]} | `{k}` | {v:.2f} |")
+        lines.append("")
+
+    if own_t:
+        lines.append(f"Own processing time in-process (`helios-owntime`: the core, request bytes in → response "
+                     f"bytes out, no socket; {own_t['requests']:,} requests = {own_t['rounds']} passes over the "
+                     f"corpus, {own_t['bid_share'] * 100:.0f}% bid): p50 {own_t['p50_us']:.2f} µs, p99 "
+                     f"**{own_t['p99_us']:.2f} µs**, p99.9 {own_t['p999_us']:.2f} µs (goal p99 ≤ 10 µs: "
+                     f"{'met' if own_t['p99_us'] <= 10 else 'not met'}); allocations "
+                     f"{own_t['allocations']} ({own_t['allocs_per_request']:.4f} per request).")
+    if dec:
+        lines.append(f"Decision alone, {dec['campaigns']:,} synthetic campaigns, {dec['decisions']:,} decisions: "
+                     f"p50 {dec['p50_us']:.2f} µs, p99 **{dec['p99_us']:.2f} µs**, p99.9 {dec['p999_us']:.2f} µs.")
+    if cg:
+        lines.append(f"Instructions (valgrind callgrind) of the core path per request over the first "
+                     f"{cg['requests']:,} corpus requests: **{cg['ir_per_request']:,.0f} Ir** "
+                     f"((Ir of 3 passes − Ir of 1) ÷ 2 passes).")
+    if ovl:
+        lines.append(f"Overload (bench/overload.sh, io_uring): capacity {ovl['capacity_rps']:,} "
+                     f"req/s closed loop, offered {ovl['offered_rps']:,} req/s ({ovl['factor']:.1f}×) on 256 "
+                     f"connections: answered {fmt(ovl['achieved_rps'])} req/s = {ovl['goodput_vs_capacity']:.2f}× "
+                     f"capacity ({ovl['dropped_by_generator']:,} due requests dropped on the generator's side for "
+                     f"lack of a free connection, {ovl['failed']} connection errors, {ovl['timeouts']} cut at "
+                     f"the end), {ovl['shed_overloaded']:,} shed as `overloaded`; server CPU "
+                     f"{(ovl.get('server_cpu_util') or 0) * 100:.0f}% of a core; p50 / p99 / p99.9 "
+                     f"of accepted (bid) answers {fmt(ovl['accepted_p50_us'])} / **{fmt(ovl['accepted_p99_us'])}** / "
+                     f"{fmt(ovl['accepted_p999_us'])} µs (bound {ovl['p99_bound_us']:,} µs).")
+    if own_t or dec or cg or ovl:
+        lines.append("")
+    lines += ["Plot: [latency.svg](latency.svg). Raw reports: "
               f"`{a.dir}`.", ""]
 
     md = open(a.md).read() if os.path.exists(a.md) else "# Benchmark results\n"

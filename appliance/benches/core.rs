@@ -36,6 +36,7 @@ fn core(null_mode: bool) -> (Core, Conn) {
         default_tmax_ms: 100,
         margin_ms: 10,
         max_inflight: u32::MAX,
+        turn_budget: Duration::ZERO,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
         vendor_id: 1,
@@ -44,6 +45,7 @@ fn core(null_mode: bool) -> (Core, Conn) {
         notice_key: b"bench".to_vec(),
         notice_base: "http://127.0.0.1:8080".into(),
         notice_late_window: Duration::from_secs(3600),
+        trace_exchanges: Vec::new(),
     };
     let core = Core::new(
         cfg,

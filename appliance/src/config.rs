@@ -83,10 +83,19 @@ pub struct Bidding {
     pub network_margin_ms: u32,
     /// Bid requests decided per core per loop turn; past it 204 `overloaded`.
     pub max_inflight_per_core: u32,
+    /// Time a loop turn may spend before its remaining bid requests are answered 204
+    /// `overloaded` at once, µs (0 = no time bound). Under overload this keeps each turn short, so
+    /// the requests it accepts are answered within about this bound and the rest cheaply.
+    pub turn_budget_us: u64,
     /// Seat in bid responses (checked against `wseat`).
     pub seat: String,
     /// Our IAB Global Vendor List id: TCF v2 vendor consent is checked for it.
     pub vendor_id: u16,
+    /// Exchanges allowed to ask for the decision trace (comma-separated names as in
+    /// `/openrtb2/bid/{exchange}` or the gateway's `X-Helios-Exchange`; `*` = any; "" = none).
+    /// A request from one of them with `X-Helios-Trace: 1` or `"test": 1` is answered with the
+    /// trace in the response's `ext.helios_trace` (200 even when no campaign bids).
+    pub trace_exchanges: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,8 +252,10 @@ impl Default for Bidding {
             default_tmax_ms: 100,
             network_margin_ms: 20,
             max_inflight_per_core: 256,
+            turn_budget_us: 5_000,
             seat: "helios".into(),
             vendor_id: 1,
+            trace_exchanges: String::new(),
         }
     }
 }
@@ -573,6 +584,20 @@ impl Config {
             1,
             1 << 20,
         )?;
+        for x in b.trace_exchanges.split(',').map(str::trim) {
+            let ok = x.is_empty()
+                || x == "*"
+                || (x.len() <= 32
+                    && x.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')));
+            if !ok {
+                return Err(key_err(
+                    "bidding.trace_exchanges",
+                    format!("{x:?}: exchange names are 1..=32 of [A-Za-z0-9._-], or *"),
+                ));
+            }
+        }
+        range("bidding.turn_budget_us", b.turn_budget_us, 0, 10_000_000)?;
         if b.seat.is_empty() || b.seat.len() > 64 {
             return Err(key_err("bidding.seat", "must be 1..=64 bytes"));
         }

@@ -11,8 +11,9 @@
 //! margin, counted from the start of the loop turn in which its bytes arrived
 //! ([`Core::begin_turn`]); past it the answer is a 204 (reason `deadline`), never a late bid.
 //! Overload: at most `max_inflight` bid requests are decided per loop turn (the requests that
-//! arrived together and wait on each other); the rest of that turn are answered 204 at once
-//! (reason `overloaded`).
+//! arrived together and wait on each other), and none once the turn has run for `turn_budget`;
+//! the rest of that turn are answered 204 at once (reason `overloaded`), so a turn stays short
+//! and the requests it accepts are answered within about that bound.
 //!
 //! Must never: allocate on the warm path, lock, block, panic on input, or touch another core's
 //! state.
@@ -58,6 +59,9 @@ pub struct CoreConfig {
     pub margin_ms: u32,
     /// Bid requests decided per loop turn; past it 204 `overloaded`.
     pub max_inflight: u32,
+    /// Time since the turn began past which its further bid requests are answered 204
+    /// `overloaded` (zero: no time bound). At least one request per turn is always decided.
+    pub turn_budget: Duration,
     /// A connection's pending output past which its further pipelined requests wait.
     pub out_high_water: usize,
     /// Seat name in bid responses (and the seat checked against `wseat`).
@@ -73,6 +77,9 @@ pub struct CoreConfig {
     pub notice_base: String,
     /// Notices later than this after the bid are flagged late.
     pub notice_late_window: Duration,
+    /// Exchanges allowed to ask for the decision trace (`*` = any; empty = none), see
+    /// [`crate::trace`].
+    pub trace_exchanges: Vec<String>,
 }
 
 impl CoreConfig {
@@ -204,6 +211,8 @@ struct Bidder {
     urls: Vec<u8>,
     /// Markup of the response's bids whose creative has a click macro, expanded (reused).
     adms: Vec<u8>,
+    /// Body of a traced answer (grows only when a trace is asked for: not the normal path).
+    trace_body: Vec<u8>,
     profiles: Option<Reader>,
     shard: Shard,
     enc: ResponseEncoder,
@@ -273,6 +282,7 @@ impl Core {
                 urls: Vec::with_capacity(4 * 1024 * MAX_IMPS),
                 // Expanded markup: grows (once) only past 16 KiB of markup per response.
                 adms: Vec::with_capacity(16 * 1024),
+                trace_body: Vec::new(),
                 profiles,
                 shard: Shard::with_config(
                     cfg.core_id,
@@ -473,7 +483,11 @@ impl Core {
                 } else {
                     req.body
                 };
-                self.b.bid(body, exchange, out, close);
+                let ask = TraceAsk {
+                    header: req.trace,
+                    exchange_header: req.exchange_header,
+                };
+                self.b.bid(body, exchange, ask, out, close);
             }
             Route::Notice(kind) => {
                 if !matches!(req.method, Method::Get | Method::Post) {
@@ -555,11 +569,22 @@ impl Bidder {
         }
     }
 
-    fn bid(&mut self, body: &[u8], exchange: &str, out: &mut Vec<u8>, close: bool) {
+    fn bid(
+        &mut self,
+        body: &[u8],
+        exchange: &str,
+        ask: TraceAsk<'_>,
+        out: &mut Vec<u8>,
+        close: bool,
+    ) {
         if !self.ready {
             return self.no_bid(out, close, NoBidReason::NotReady, "");
         }
-        if self.admitted >= self.cfg.max_inflight {
+        if self.admitted >= self.cfg.max_inflight
+            || (self.admitted > 0
+                && !self.cfg.turn_budget.is_zero()
+                && self.elapsed() >= self.cfg.turn_budget)
+        {
             return self.no_bid(out, close, NoBidReason::Overloaded, "");
         }
         self.admitted += 1;
@@ -577,6 +602,9 @@ impl Bidder {
         if self.elapsed() >= budget {
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
+        // The decision trace: only for an allowed exchange that asked (header or test request).
+        let traced = (ask.header || req.is_test())
+            && crate::trace::allowed(&self.cfg.trace_exchanges, exchange, ask.exchange_header);
         let trace_id = self.ids.next();
         // The shard's privacy verdict (COPPA, TCF v2, US privacy, GPP) comes first: without
         // consent the profile is not even looked up.
@@ -590,21 +618,51 @@ impl Bidder {
             .profiles
             .as_ref()
             .is_some_and(|r| r.is_fresh_at(self.turn_unix_ns / 1_000_000));
-        {
+        let trace = {
             let profile = match (&self.profiles, user) {
                 (Some(r), Some(k)) if fresh => r.get(k),
                 _ => None,
             };
-            self.shard.decide(
-                &req,
-                profile.as_ref().map(|p| p as &dyn ProfileView),
-                self.turn_unix_ns,
-                &mut self.decision,
-            );
-        }
+            let view = profile.as_ref().map(|p| p as &dyn ProfileView);
+            if traced {
+                let t = self
+                    .shard
+                    .decide_traced(&req, view, self.turn_unix_ns, &mut self.decision);
+                let used = match (&self.profiles, user) {
+                    (None, _) => crate::trace::ProfileUse::NoReplica,
+                    (_, None) => crate::trace::ProfileUse::NotAllowed,
+                    _ if !fresh => crate::trace::ProfileUse::Stale,
+                    _ if profile.is_none() => crate::trace::ProfileUse::Absent,
+                    _ => crate::trace::ProfileUse::Found,
+                };
+                Some(crate::trace::render(
+                    &req,
+                    exchange,
+                    &t,
+                    &self.decision,
+                    self.shard.set().campaigns.len(),
+                    used,
+                ))
+            } else {
+                self.shard
+                    .decide(&req, view, self.turn_unix_ns, &mut self.decision);
+                None
+            }
+        };
         let contextual = !personal || (self.profiles.is_some() && !fresh);
         let ctx = Context::of(&req, if personal { user } else { None });
         if let Some(reason) = self.decision.no_bid {
+            if let Some(t) = &trace {
+                // Traced: a 200 with an empty seatbid and the trace, so the no-bid is explained.
+                crate::trace::no_bid_body(req.id(), t, &mut self.trace_body);
+                http::write_response(out, 200, "application/json", b"", &self.trace_body, close);
+                self.metrics.response(200);
+                self.metrics.no_bid(reason);
+                let mut e = Event::new(EventKind::NoBid);
+                e.reason = reason.code();
+                e.request_id = InlineStr::new(req.id());
+                return self.emit(&mut e);
+            }
             return self.no_bid(out, close, reason, req.id());
         }
         // The notice URLs of every bid, written one after the other into `urls`; a creative
@@ -727,7 +785,11 @@ impl Bidder {
                 cur: Currency::USD,
                 seatbid: &seat,
             };
-            let json = self.enc.encode(&resp);
+            let mut json = self.enc.encode(&resp);
+            if let Some(t) = &trace {
+                crate::trace::splice(json, t, &mut self.trace_body);
+                json = &self.trace_body;
+            }
             let elapsed = self.clock.now().duration_since(self.turn_start);
             if elapsed < budget {
                 http::write_response(
@@ -785,6 +847,15 @@ impl Bidder {
             self.metrics.events += 1;
         }
     }
+}
+
+/// What the HTTP layer says about a decision trace for one bid request.
+#[derive(Debug, Clone, Copy)]
+struct TraceAsk<'a> {
+    /// `X-Helios-Trace: 1`.
+    header: bool,
+    /// `X-Helios-Exchange` (the gateway's name for the exchange).
+    exchange_header: &'a str,
 }
 
 /// What a bid's events and notice URLs say about the request.

@@ -41,6 +41,11 @@ pub struct Request<'b> {
     pub gzip: bool,
     /// The connection stays open after the answer.
     pub keep_alive: bool,
+    /// `X-Helios-Trace: 1` (or `true`): the sender asks for the decision trace (honoured only
+    /// for exchanges allowed by `bidding.trace_exchanges`).
+    pub trace: bool,
+    /// `X-Helios-Exchange` (set by the gateway from the exchange's API key; "" when absent).
+    pub exchange_header: &'b str,
     /// Bytes of input this request used (head and body).
     pub len: usize,
 }
@@ -145,6 +150,8 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed<'_> {
     let mut content_length: Option<usize> = None;
     let mut gzip = false;
     let mut expect_continue = false;
+    let mut trace = false;
+    let mut exchange_header = "";
     for h in req.headers.iter() {
         let n = h.name;
         if n.eq_ignore_ascii_case("content-length") {
@@ -169,6 +176,10 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed<'_> {
             } else if has_token(h.value, "keep-alive") {
                 keep_alive = true;
             }
+        } else if n.eq_ignore_ascii_case("x-helios-trace") {
+            trace = eq_token(h.value, "1") || eq_token(h.value, "true");
+        } else if n.eq_ignore_ascii_case("x-helios-exchange") {
+            exchange_header = std::str::from_utf8(h.value).unwrap_or("").trim();
         } else if n.eq_ignore_ascii_case("expect") {
             if eq_token(h.value, "100-continue") {
                 expect_continue = version == 1;
@@ -194,6 +205,8 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed<'_> {
         body: &buf[head_len..total],
         gzip,
         keep_alive,
+        trace,
+        exchange_header,
         len: total,
     })
 }

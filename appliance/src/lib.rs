@@ -6,7 +6,7 @@
 //! publication to the admin thread), [`events`] (where events go), [`driver`] (io_uring and
 //! epoll loops), [`server`] (threads, pinning, listeners, signals), [`admin`] (the admin port),
 //! [`config`] (TOML + environment + flags), [`sys`] (the few raw Linux calls),
-//! [`alloc_count`] (per-thread allocation counting).
+//! [`alloc_count`] (per-thread allocation counting), [`trace`] (the decision trace on demand).
 
 pub mod admin;
 pub use alloc_count;
@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod sys;
+pub mod trace;

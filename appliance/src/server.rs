@@ -45,7 +45,9 @@ pub struct Shared {
     pub live: Option<crate::campaign_feed::LiveStatus>,
 }
 
-fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> CoreConfig {
+/// One core's configuration from the node's (also used by the glommio reference driver in
+/// `bench/`, so both carry the same core with the same settings).
+pub fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> CoreConfig {
     CoreConfig {
         core_id,
         node: node.to_owned(),
@@ -58,6 +60,7 @@ fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> 
         default_tmax_ms: cfg.bidding.default_tmax_ms,
         margin_ms: cfg.bidding.network_margin_ms,
         max_inflight: cfg.bidding.max_inflight_per_core,
+        turn_budget: Duration::from_micros(cfg.bidding.turn_budget_us),
         out_high_water: cfg.http.out_high_water_bytes,
         seat: cfg.bidding.seat.clone(),
         vendor_id: cfg.bidding.vendor_id,
@@ -66,13 +69,15 @@ fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> 
         notice_key: notice.key.clone(),
         notice_base: notice.base.clone(),
         notice_late_window: Duration::from_secs(cfg.notices.late_window_s),
+        trace_exchanges: crate::trace::parse_allowed(&cfg.bidding.trace_exchanges),
     }
 }
 
 /// The notice key and base URL every core signs with.
-struct NoticeSetup {
-    key: Vec<u8>,
-    base: String,
+#[derive(Debug, Clone)]
+pub struct NoticeSetup {
+    pub key: Vec<u8>,
+    pub base: String,
 }
 
 fn notice_setup(cfg: &Config, bound: SocketAddr, node: &str) -> Result<NoticeSetup> {

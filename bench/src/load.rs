@@ -118,6 +118,9 @@ pub struct LoadReport {
     pub errors: Errors,
     pub reconnects: u64,
     pub latency: LatencySummary,
+    /// Latency of the `200` answers alone (the requests the server decided and bid on; under
+    /// overload, the ones it accepted rather than shed with a quick `204`).
+    pub latency_200: LatencySummary,
     /// This generator's CPU time per completed request, µs (its own thread).
     pub generator_cpu_us_per_req: f64,
     /// This generator's CPU use over the window (1.0 = one full core).
@@ -126,6 +129,9 @@ pub struct LoadReport {
     pub server_cpu_us_per_req: Option<f64>,
     /// The server's CPU use over the window (1.0 = one full core).
     pub server_cpu_util: Option<f64>,
+    /// The server's CPU time per completed request, µs, by thread name (`/proc/<pid>/task`):
+    /// where `server_cpu_us_per_req` goes (event loops, Kafka producer, replicator, …).
+    pub server_threads_cpu_us_per_req: BTreeMap<String, f64>,
 }
 
 /// The pre-rendered requests of a run, sent round-robin.
@@ -207,6 +213,7 @@ pub fn run(cfg: &LoadConfig, reqs: &Requests) -> anyhow::Result<LoadReport> {
         backlog: VecDeque::with_capacity(cfg.max_backlog),
         next_req: 0,
         rec: Recorder::new(),
+        rec_200: Recorder::new(),
         statuses: BTreeMap::new(),
         errors: Errors::default(),
         reconnects: 0,
@@ -230,6 +237,7 @@ struct Engine<'a> {
     backlog: VecDeque<u64>,
     next_req: usize,
     rec: Recorder,
+    rec_200: Recorder,
     statuses: BTreeMap<u16, u64>,
     errors: Errors,
     reconnects: u64,
@@ -267,6 +275,7 @@ impl Engine<'_> {
         let mut scheduling = true;
         let mut stopped_ns = end; // when sending stopped (end of the window or the request bound)
         let mut window_open: Option<(u64, u64, Option<u64>)> = None; // (gen cpu, wall, server cpu)
+        let mut threads0: Option<BTreeMap<String, u64>> = None; // server CPU by thread name
         let mut next_scan = start + 1_000_000;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
 
@@ -277,6 +286,10 @@ impl Engine<'_> {
                     .cfg
                     .server_pid
                     .and_then(|p| sys::process_cpu_ns(p).ok());
+                threads0 = self
+                    .cfg
+                    .server_pid
+                    .and_then(|p| sys::process_threads_cpu_ns(p).ok());
                 window_open = Some((sys::thread_cpu_ns(), now, server));
             }
             // Decide what is due.
@@ -382,6 +395,20 @@ impl Engine<'_> {
             (Some(p), Some(s0)) => sys::process_cpu_ns(p).ok().map(|s1| s1.saturating_sub(s0)),
             _ => None,
         };
+        let threads_cpu: BTreeMap<String, u64> = match (self.cfg.server_pid, threads0) {
+            (Some(p), Some(t0)) => sys::process_threads_cpu_ns(p)
+                .map(|t1| {
+                    t1.into_iter()
+                        .map(|(k, v)| {
+                            let d = v.saturating_sub(t0.get(&k).copied().unwrap_or(0));
+                            (k, d)
+                        })
+                        .filter(|(_, d)| *d > 0)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
         // The measured window: open loop, until the last answer (a backlog that drains after
         // the schedule ended lowers the achieved rate, as it should); closed loop, until sending
         // stopped (a straggler answered later must not stretch it).
@@ -414,10 +441,15 @@ impl Engine<'_> {
             errors: self.errors,
             reconnects: self.reconnects,
             latency: self.rec.summary(),
+            latency_200: self.rec_200.summary(),
             generator_cpu_us_per_req: per_req(gen_cpu),
             generator_cpu_util: gen_cpu as f64 / wall as f64,
             server_cpu_us_per_req: server_cpu.map(per_req),
             server_cpu_util: server_cpu.map(|s| s as f64 / wall as f64),
+            server_threads_cpu_us_per_req: threads_cpu
+                .into_iter()
+                .map(|(k, v)| (k, per_req(v)))
+                .collect(),
         })
     }
 
@@ -524,6 +556,9 @@ impl Engine<'_> {
         if conn.measured {
             self.completed += 1;
             self.rec.record(conn.intended_ns, now);
+            if r.status == 200 {
+                self.rec_200.record(conn.intended_ns, now);
+            }
             self.last_done_ns = now;
             *self.statuses.entry(r.status).or_insert(0) += 1;
             match r.status {

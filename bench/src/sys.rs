@@ -72,6 +72,28 @@ pub fn process_cpu_ns(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("parsing /proc/{pid}/stat"))
 }
 
+/// CPU time (utime + stime, ns) of each thread of process `pid`, summed by thread name
+/// (`/proc/<pid>/task/*/{comm,stat}`): which threads the server's CPU goes to. Threads that
+/// ended are missing; resolution is one clock tick.
+pub fn process_threads_cpu_ns(pid: u32) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = format!("/proc/{pid}/task");
+    for t in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let p = t?.path();
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(p.join("stat")),
+            std::fs::read_to_string(p.join("comm")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if let Some(ticks) = parse_stat_cpu_ticks(&stat) {
+            *out.entry(comm.trim().to_owned()).or_insert(0) +=
+                ticks * 1_000_000_000 / clock_ticks_per_s();
+        }
+    }
+    Ok(out)
+}
+
 fn clock_ticks_per_s() -> u64 {
     // SAFETY: sysconf reads a constant of the system.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

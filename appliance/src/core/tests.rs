@@ -40,6 +40,7 @@ fn cfg() -> CoreConfig {
         default_tmax_ms: 100,
         margin_ms: 10,
         max_inflight: 64,
+        turn_budget: Duration::ZERO,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
         vendor_id: 1,
@@ -48,6 +49,7 @@ fn cfg() -> CoreConfig {
         notice_key: b"test-key".to_vec(),
         notice_base: "http://bidder.test:8080".into(),
         notice_late_window: Duration::from_secs(3600),
+        trace_exchanges: vec!["trusted".into()],
     }
 }
 
@@ -404,6 +406,37 @@ fn overload_answers_204_at_once_per_turn() {
         .map(|r| r.0)
         .collect();
     assert_eq!(codes, [200]);
+}
+
+#[test]
+fn overload_time_budget_per_turn() {
+    let mut c = cfg();
+    c.turn_budget = Duration::from_millis(1);
+    let mut t = with(c);
+    t.core.begin_turn();
+    // The first request of a turn is always decided, however long the turn has run.
+    t.mock.increment(Duration::from_millis(3));
+    assert!(t.conn.push(&post("/openrtb2/bid", BID.as_bytes(), "")));
+    t.core.on_input(&mut t.conn);
+    // Later in the same turn, past its budget: answered 204 at once.
+    let mut s = Vec::new();
+    for _ in 0..2 {
+        s.extend(post("/openrtb2/bid", BID.as_bytes(), ""));
+    }
+    assert!(t.conn.push(&s));
+    t.core.on_input(&mut t.conn);
+    let codes: Vec<u16> = responses(&std::mem::take(&mut t.conn.out))
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(codes, [200, 204, 204]);
+    assert_eq!(
+        t.core.metrics().no_bids[NoBidReason::Overloaded.code() as usize],
+        2
+    );
+    // A new turn within its budget decides them all.
+    let codes: Vec<u16> = responses(&t.send(&s)).iter().map(|r| r.0).collect();
+    assert_eq!(codes, [200, 200]);
 }
 
 #[test]

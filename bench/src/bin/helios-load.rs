@@ -207,6 +207,20 @@ fn summary(label: &str, r: &LoadReport) -> String {
             u * 100.0
         );
     }
+    if !r.server_threads_cpu_us_per_req.is_empty() {
+        s += "  server CPU by thread, µs/req:";
+        for (name, us) in &r.server_threads_cpu_us_per_req {
+            s += &format!("  {name} {us:.2}");
+        }
+        s += "\n";
+    }
+    if r.latency_200.count > 0 {
+        let l = &r.latency_200;
+        s += &format!(
+            "  latency of 200 answers µs  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n",
+            l.p50_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
     s += &format!("  statuses {:?}\n  errors {:?}\n", r.statuses, r.errors);
     s
 }
