@@ -165,6 +165,32 @@ pub struct Log {
     pub level: String,
 }
 
+/// Campaign budgets (leases, pacing): see docs/CAMPAIGNS.md "Budgets".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Enforce budgets and pacing: a core bids only while its lease covers the bid; billing
+    /// notices spend, loss notices and expiry release. Off only for benchmarks or demos.
+    pub enforce: bool,
+    /// Redis holding the budgets (shared by every node); "" = `bidding.campaigns_redis_url`.
+    /// When both are "", budgets are kept in this process, seeded from the campaigns file, and
+    /// hold per node only.
+    pub redis_url: String,
+    /// A lease not renewed for this long returns to the campaign's budget (a dead node's money
+    /// comes back), ms. Cores renew every quarter of it.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            enforce: true,
+            redis_url: String::new(),
+            lease_ttl_ms: 60_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -177,6 +203,7 @@ pub struct Config {
     pub notices: Notices,
     pub profiles: Profiles,
     pub log: Log,
+    pub budget: Budget,
 }
 
 impl Default for Server {
@@ -516,6 +543,12 @@ impl Config {
             1 << 20,
         )?;
         range("server.drain_timeout_ms", s.drain_timeout_ms, 0, 600_000)?;
+        range(
+            "budget.lease_ttl_ms",
+            self.budget.lease_ttl_ms,
+            400,
+            3_600_000,
+        )?;
         let b = &self.bidding;
         range(
             "bidding.default_tmax_ms",

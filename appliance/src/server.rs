@@ -43,6 +43,8 @@ pub struct Shared {
     pub profiles: Mutex<Option<profile_cache::Reader>>,
     /// Live campaign sets from Redis (None without `bidding.campaigns_redis_url`).
     pub live: Option<crate::campaign_feed::LiveStatus>,
+    /// Budget enforcement (None when `budget.enforce` is off).
+    pub budget: Option<crate::budget::BudgetStatus>,
 }
 
 fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup) -> CoreConfig {
@@ -189,14 +191,14 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
         (Some(rep), Some(rd))
     };
-    let (_control, live, mut feeds) = if cfg.bidding.campaigns_redis_url.is_empty() {
-        (None, None, Vec::new())
-    } else {
-        let (c, s, f) =
-            crate::campaign_feed::start(&cfg.bidding.campaigns_redis_url, &node, cpus.len())
-                .context("starting the campaign feed")?;
-        (Some(c), Some(s), f)
-    };
+    // Live campaigns and budget leases: one control thread (crate::budget decides which).
+    let crate::budget::Started {
+        control: _control,
+        live,
+        mut feeds,
+        status: budget_status,
+        cores: mut core_budgets,
+    } = crate::budget::start(&cfg, &node, cpus.len(), &campaigns)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         shutdown: shutdown.clone(),
@@ -211,6 +213,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         pipeline: Mutex::new(pipe),
         profiles: Mutex::new(reader.clone()),
         live,
+        budget: budget_status,
     });
     crate::admin::spawn(admin, shared.clone()).context("starting the admin thread")?;
 
@@ -221,6 +224,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let campaigns = campaigns.clone();
         let sink = sinks.remove(0);
         let feed = (!feeds.is_empty()).then(|| feeds.remove(0));
+        let budget = (!core_budgets.is_empty()).then(|| core_budgets.remove(0));
         let profiles = reader.clone();
         let lc = lc.clone();
         let shared = shared.clone();
@@ -234,6 +238,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
                     sink,
                     profiles,
                     feed,
+                    budget,
                 };
                 core_thread(i, cpu, want, parts, listener, lc, shared)
             })
@@ -326,6 +331,7 @@ struct CoreParts {
     sink: Box<dyn EventSink>,
     profiles: Option<profile_cache::Reader>,
     feed: Option<crate::campaign_feed::CoreFeed>,
+    budget: Option<crate::budget::CoreBudget>,
 }
 
 fn core_thread(
@@ -348,6 +354,9 @@ fn core_thread(
     );
     if let Some(f) = parts.feed {
         core.attach_feed(f);
+    }
+    if let Some(b) = parts.budget {
+        core.attach_budget(b);
     }
     let shutdown = shared.shutdown.clone();
     let ring = match want {

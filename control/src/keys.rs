@@ -20,3 +20,8 @@ pub fn leases(campaign: u32) -> String {
 pub fn expiry(campaign: u32) -> String {
     format!("helios:budget:{{{campaign}}}:expiry")
 }
+/// Hash: holder → spend charged to its lease by other nodes (bids billed elsewhere), handed
+/// back and cleared with the holder's next exchange.
+pub fn remote(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:remote")
+}

@@ -25,6 +25,7 @@ fn shard(n: usize) -> Shard {
             campaign_id: id,
             granted: 1 << 50,
             balance: 1 << 50,
+            remote_spent: 0,
         });
     }
     s

@@ -448,6 +448,18 @@ impl Shard {
         }
     }
 
+    /// Turns budget enforcement on (between requests, before bidding): bids need a lease from
+    /// now on; `lease_ttl_ms` is the store's lease TTL (renewal and distrust, see `pacing`).
+    pub fn enforce_budget(&mut self, lease_ttl_ms: u64) {
+        self.w.cfg.enforce_budget = true;
+        self.w.cfg.pacing.lease_ttl_ms = lease_ttl_ms;
+    }
+
+    /// Some lease op sent to the store is not answered yet.
+    pub fn leases_pending(&self) -> bool {
+        self.w.runtime.iter().any(|r| r.in_flight)
+    }
+
     /// Applies the store's answer to a [`LeaseOp`].
     pub fn lease_granted(&mut self, g: &LeaseGrant) {
         if let Some(i) = self.set.position(g.campaign_id) {
