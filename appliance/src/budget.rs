@@ -14,10 +14,12 @@
 //! - this core: `Shard::settle` at once;
 //! - another core of this node: pushed into that core's inbound queue (bounded, lock-free),
 //!   which it settles on its timer ([`CoreBudget::drain`]);
-//! - another node (or a queue that is full): billing is charged to the bidding holder's lease in
-//!   the store by this node's control thread ([`control::Charge`]); the bidder's reservation
-//!   then expires (30–60 s) and its next lease exchange hands it the spend. A loss for another
-//!   node is left to expiry.
+//! - another node (or a queue that is full): this node's control thread charges the spend to
+//!   the bidding holder's lease in the store ([`control::Charge`]) and queues the release for
+//!   the bidding node, whose control thread hands it to the core; that core holds the released
+//!   amount until its next lease exchange confirms the lease (which also tells it the spend).
+//!   With the in-process store (no Redis, one node) only the charge applies; the reservation of
+//!   a bid of an unknown node has nothing to release.
 //!
 //! Each core owns its [`CoreBudget`]; cores share only the inbound queues and their own counter
 //! slots (relaxed stores on the timer, read by the admin thread). Must never: lock, allocate,
@@ -78,7 +80,7 @@ pub struct Counters {
     pub forwarded: u64,
     /// Received from other cores and settled.
     pub received: u64,
-    /// Billing charged through the store to another holder (other node, or queue full).
+    /// Sent through the store to another holder (other node, or queue full).
     pub charged_remote: u64,
     /// Could not be routed (queues full): the reservation expires instead; billing spend lost
     /// from this node's accounting (counted, logged by the admin thread's metric).
@@ -155,15 +157,13 @@ impl CoreBudget {
                 return;
             }
         }
-        if spent == 0 {
-            // A loss for another node: its reservation expires there.
-            return;
-        }
         let c = Charge {
             node: v.node,
             core: v.core,
             campaign_id: v.campaign_id,
             spent,
+            bid_ts_unix_ns: v.bid_ts_unix_ns,
+            reserved: v.reserved.0,
         };
         if self.charger.charge(c) {
             self.counters.charged_remote += 1;
@@ -248,7 +248,7 @@ impl BudgetStatus {
             ),
             (
                 "helios_budget_charged_remote_total",
-                "Billing charged through the budget store to another node's lease.",
+                "Notices for another node's bids sent through the budget store (charge, release).",
                 |s| &s.charged_remote,
             ),
             (
@@ -277,7 +277,7 @@ impl BudgetStatus {
                 );
             }
         }
-        let node = [
+        let node: [(&str, &str, &AtomicU64); 4] = [
             (
                 "helios_budget_lease_ops_total",
                 "Lease exchanges answered by the budget store.",
@@ -287,6 +287,11 @@ impl BudgetStatus {
                 "helios_budget_charges_total",
                 "Charges applied to other holders' leases.",
                 &self.stats.charges,
+            ),
+            (
+                "helios_budget_releases_total",
+                "Reservations of this node released by notices settled on other nodes.",
+                &self.stats.releases,
             ),
             (
                 "helios_budget_overdraft_micros_total",

@@ -84,6 +84,11 @@ end
 return overdraft
 "#;
 
+/// Releases queued for one node, at most (older ones are trimmed: their reservations expire).
+pub const RELEASES_MAX: usize = 1_000_000;
+/// A node's release list expires this long after the last push (the node is gone).
+pub const RELEASES_TTL_S: i64 = 3_600;
+
 /// Budget store on one Redis connection (the control thread's).
 pub struct RedisBudget {
     con: Connection,
@@ -160,6 +165,54 @@ impl RedisBudget {
             .invoke(&mut self.con)?;
         self.overdraft += over;
         Ok(())
+    }
+
+    /// Queues the release of a reservation for the node that holds it (see [`keys::releases`]).
+    pub fn try_release(
+        &mut self,
+        node: &str,
+        core: u16,
+        campaign_id: u32,
+        bid_ts_unix_ns: u64,
+        reserved: i64,
+    ) -> redis::RedisResult<()> {
+        let key = keys::releases(node);
+        redis::pipe()
+            .rpush(
+                &key,
+                format!("{core} {campaign_id} {bid_ts_unix_ns} {reserved}"),
+            )
+            .ignore()
+            .ltrim(&key, -(RELEASES_MAX as isize), -1)
+            .ignore()
+            .expire(&key, RELEASES_TTL_S)
+            .ignore()
+            .exec(&mut self.con)
+    }
+
+    /// Takes up to `max` queued releases for `node`: (core, campaign, bid time, reserved).
+    /// Malformed entries are skipped.
+    pub fn try_take_releases(
+        &mut self,
+        node: &str,
+        max: usize,
+    ) -> redis::RedisResult<Vec<(u16, u32, u64, i64)>> {
+        let v: Option<Vec<String>> = redis::cmd("LPOP")
+            .arg(keys::releases(node))
+            .arg(max)
+            .query(&mut self.con)?;
+        Ok(v.unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let mut it = e.split(' ');
+                Some((
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                ))
+            })
+            .collect())
     }
 
     pub fn try_init(&mut self, campaign_id: u32, total: i64) -> redis::RedisResult<()> {

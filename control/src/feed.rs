@@ -36,13 +36,25 @@ use crate::keys;
 /// Lease ops and grants in flight per core (bounded; see the module doc for the bound's effect).
 pub const LEASE_QUEUE: usize = 16_384;
 
-/// Spend to charge to another holder's lease: a bid made by `node:core` was billed on this node.
+/// A notice settled on this node for a bid another holder (`node:core`) made: `spent` (0 for a
+/// loss) is charged to that holder's lease and, on another node, the reservation is released
+/// through the store (`keys::releases`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Charge {
     pub node: InlineStr<32>,
     pub core: u16,
     pub campaign_id: u32,
     pub spent: i64,
+    pub bid_ts_unix_ns: u64,
+    pub reserved: i64,
+}
+
+/// A reservation to release on this node's core (from [`Charge`]s made on other nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Release {
+    campaign_id: u32,
+    bid_ts_unix_ns: u64,
+    reserved: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +101,8 @@ pub struct ControlStats {
     pub redis_errors: AtomicU64,
     /// Charges applied to other holders' leases.
     pub charges: AtomicU64,
+    /// Reservations released for this node's cores by notices settled on other nodes.
+    pub releases: AtomicU64,
     /// Spend reported beyond leases (late billing after a lease expired), micros.
     pub overdraft_micros: AtomicU64,
     /// At least one round of lease ops was answered since start.
@@ -100,6 +114,7 @@ struct Core {
     ops: ArrayQueue<LeaseOp>,
     grants: ArrayQueue<LeaseGrant>,
     charges: ArrayQueue<Charge>,
+    releases: ArrayQueue<Release>,
 }
 
 /// A core's sender of [`Charge`]s to the control thread (bounded, lock-free, never waits).
@@ -166,6 +181,9 @@ impl ShardFeed {
         if let Some(set) = self.core.sets.pop() {
             shard.install(set);
             self.installed += 1;
+        }
+        while let Some(r) = self.core.releases.pop() {
+            shard.release_remote(r.campaign_id, r.bid_ts_unix_ns, codec::Micros(r.reserved));
         }
         while let Some(g) = self.core.grants.pop() {
             shard.lease_granted(&g);
@@ -239,6 +257,7 @@ impl Control {
                     ops: ArrayQueue::new(LEASE_QUEUE),
                     grants: ArrayQueue::new(LEASE_QUEUE),
                     charges: ArrayQueue::new(LEASE_QUEUE),
+                    releases: ArrayQueue::new(LEASE_QUEUE),
                 })
             })
             .collect();
@@ -310,16 +329,36 @@ impl Store<'_> {
     }
     fn charge(&mut self, holder: &str, c: &Charge) -> redis::RedisResult<()> {
         match self {
-            Store::Redis(b) => b.try_charge(holder, c.campaign_id, c.spent),
-            Store::Memory(m, t0) => {
-                m.charge(
-                    holder,
+            Store::Redis(b) => {
+                if c.spent > 0 {
+                    b.try_charge(holder, c.campaign_id, c.spent)?;
+                }
+                b.try_release(
+                    c.node.as_str(),
+                    c.core,
                     c.campaign_id,
-                    c.spent,
-                    t0.elapsed().as_millis() as u64,
-                );
+                    c.bid_ts_unix_ns,
+                    c.reserved,
+                )
+            }
+            Store::Memory(m, t0) => {
+                // One node only: there is no other node to tell.
+                if c.spent > 0 {
+                    m.charge(
+                        holder,
+                        c.campaign_id,
+                        c.spent,
+                        t0.elapsed().as_millis() as u64,
+                    );
+                }
                 Ok(())
             }
+        }
+    }
+    fn take_releases(&mut self, node: &str) -> redis::RedisResult<Vec<(u16, u32, u64, i64)>> {
+        match self {
+            Store::Redis(b) => b.try_take_releases(node, 1024),
+            Store::Memory(..) => Ok(Vec::new()),
         }
     }
     fn overdraft(&self) -> i64 {
@@ -451,7 +490,9 @@ impl Loop {
             } else {
                 std::thread::sleep(idle);
             }
-            let worked = self.leases(&mut budget)? + self.charges(&mut budget)?;
+            let worked = self.leases(&mut budget)?
+                + self.charges(&mut budget)?
+                + self.releases(&mut budget)?;
             idle = if worked > 0 {
                 Duration::from_millis(1)
             } else {
@@ -531,6 +572,25 @@ impl Loop {
             self.stats.leases_answered.store(true, Ordering::Relaxed);
         }
         Ok(n)
+    }
+
+    /// Hands releases other nodes queued for this node to the cores: returns how many.
+    fn releases(&mut self, budget: &mut Store<'_>) -> redis::RedisResult<usize> {
+        let got = budget.take_releases(&self.cfg.node)?;
+        for &(core, campaign_id, bid_ts_unix_ns, reserved) in &got {
+            if let Some(c) = self.cores.get(usize::from(core)) {
+                // Full: the reservation expires instead (30–60 s).
+                let _ = c.releases.push(Release {
+                    campaign_id,
+                    bid_ts_unix_ns,
+                    reserved,
+                });
+            }
+        }
+        self.stats
+            .releases
+            .fetch_add(got.len() as u64, Ordering::Relaxed);
+        Ok(got.len())
     }
 
     /// Applies the cores' charges to other holders' leases: returns how many.

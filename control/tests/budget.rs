@@ -141,3 +141,23 @@ fn one_exchange_takes_at_most_a_quarter_of_what_remains() {
         250_000
     );
 }
+
+#[test]
+fn releases_queue_for_the_bidding_node_and_are_taken_once() {
+    let Some(url) = common::redis(7) else { return };
+    let mut b = RedisBudget::new(common::con(&url), 60_000);
+    b.try_release("node-b", 1, 7, 123_456_789, 2_500).unwrap();
+    b.try_release("node-b", 0, 8, 5, 1_000).unwrap();
+    b.try_release("node-c", 0, 7, 6, 3_000).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(control::keys::releases("node-b"))
+        .query(&mut common::con(&url))
+        .unwrap();
+    assert!(ttl > 0, "a dead node's list expires");
+    assert_eq!(
+        b.try_take_releases("node-b", 1024).unwrap(),
+        vec![(1, 7, 123_456_789, 2_500), (0, 8, 5, 1_000)]
+    );
+    assert!(b.try_take_releases("node-b", 1024).unwrap().is_empty());
+    assert_eq!(b.try_take_releases("node-c", 1024).unwrap().len(), 1);
+}

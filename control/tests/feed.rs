@@ -161,6 +161,8 @@ fn a_fixed_set_gets_leases_from_the_in_process_store() {
         core: 0,
         campaign_id: 1,
         spent: 900,
+        bid_ts_unix_ns: 0,
+        reserved: 1_000,
     }));
     until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
         s.core() != 0 || s.runtime(0).total_spent == 900

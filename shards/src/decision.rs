@@ -425,6 +425,14 @@ impl Shard {
         }
     }
 
+    /// Releases a reservation whose notice was settled on another node (see
+    /// [`Runtime::release_remote`]). Unknown campaigns are ignored.
+    pub fn release_remote(&mut self, campaign_id: u32, bid_ts_ns: u64, reserved: Micros) {
+        if let Some(i) = self.set.position(campaign_id) {
+            self.w.runtime[i].release_remote(bid_ts_ns, reserved.0);
+        }
+    }
+
     /// Control step between requests (every 100 ms–1 s): pacing throttles and lease wants.
     pub fn tick(&mut self, now_ns: u64) {
         for (rt, c) in self.w.runtime.iter_mut().zip(&self.set.compiled) {

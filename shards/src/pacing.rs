@@ -350,6 +350,23 @@ impl Runtime {
         self.spend_tick += spent;
     }
 
+    /// Releases the reservation of a bid made at `bid_ns` whose notice was settled on another
+    /// node (its spend, if any, was charged to this holder's lease in the store). The amount is
+    /// held until the store answers an op sent from now on, as for an expiry.
+    pub fn release_remote(&mut self, bid_ns: u64, reserved: i64) {
+        let e = bid_ns / EPOCH_NS;
+        let slot = if e == self.epoch {
+            0
+        } else if e + 1 == self.epoch {
+            1
+        } else {
+            return; // Already expired (and held or confirmed).
+        };
+        let r = reserved.min(self.reserved[slot]).max(0);
+        self.reserved[slot] -= r;
+        self.hold[0] += r;
+    }
+
     /// Periodic control step (between requests): epochs, day roll-over, throttle, lease want.
     pub fn tick(&mut self, c: &CCampaign, cfg: &PacingConfig, now_ns: u64) {
         let e = now_ns / EPOCH_NS;
@@ -613,5 +630,37 @@ mod tests {
         assert_eq!(grant_for(50_000, -300, 2_500), 0);
         // No overflow near the Lua bound (2^53).
         assert_eq!(grant_for(i64::MAX, 1 << 53, 1), (1 << 53) / 4);
+    }
+
+    #[test]
+    fn a_remote_release_frees_the_reservation_after_the_store_answers() {
+        let set = campaign();
+        let c = &set.compiled[0];
+        let cfg = PacingConfig {
+            lease_ttl_ms: 600_000,
+            ..cfg()
+        };
+        let mut store = MemoryBudget::new(600_000);
+        store.init(9, 1_000_000);
+        let mut rt = Runtime::new(c, &cfg);
+        rt.tick(c, &cfg, T0);
+        exchange(&mut rt, &mut store, "a:0", T0);
+        let lease = rt.lease;
+        rt.reserve(2_000);
+        rt.reserve(2_000);
+        // One bid lost on another node: released, but held until the store answers.
+        rt.release_remote(T0 + S, 2_000);
+        assert_eq!(rt.reserved, [2_000, 0]);
+        assert_eq!(rt.available(), lease - 4_000);
+        rt.tick(c, &cfg, T0 + S);
+        assert!(
+            exchange(&mut rt, &mut store, "a:0", T0 + S),
+            "the release forces an op"
+        );
+        assert_eq!(rt.available(), rt.lease - 2_000);
+        // A release for a bid older than two epochs changes nothing (it expired already).
+        rt.release_remote(T0 - 2 * EPOCH_NS, 2_000);
+        assert_eq!(rt.reserved, [2_000, 0]);
+        assert_eq!(rt.hold, [0, 0]);
     }
 }
