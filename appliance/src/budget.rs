@@ -101,6 +101,9 @@ pub struct CoreSlot {
     dropped: AtomicU64,
     spent_micros: AtomicU64,
     lapses: AtomicU64,
+    /// Gauges: lease held and reserved (incl. held back) over the core's campaigns, micros.
+    lease_micros: AtomicU64,
+    reserved_micros: AtomicU64,
 }
 
 /// A core's end of budget enforcement. Owned by that core's thread.
@@ -114,6 +117,8 @@ pub struct CoreBudget {
     pub counters: Counters,
     /// Lease TTL the shard's pacing must use (the store's).
     pub lease_ttl_ms: u64,
+    /// An idle campaign's lease goes back after this (`budget.idle_return_ms`).
+    pub idle_return_ms: u64,
 }
 
 impl std::fmt::Debug for CoreBudget {
@@ -197,10 +202,17 @@ impl CoreBudget {
         s.charged_remote.store(c.charged_remote, Ordering::Relaxed);
         s.dropped.store(c.dropped, Ordering::Relaxed);
         s.spent_micros.store(c.spent_micros, Ordering::Relaxed);
-        let lapses: u64 = (0..shard.set().len())
-            .map(|i| shard.runtime(i).lapses)
-            .sum();
+        let (mut lapses, mut lease, mut reserved) = (0u64, 0i64, 0i64);
+        for i in 0..shard.set().len() {
+            let r = shard.runtime(i);
+            lapses += r.lapses;
+            lease += r.lease.max(0);
+            reserved += r.reserved[0] + r.reserved[1] + r.hold[0] + r.hold[1];
+        }
         s.lapses.store(lapses, Ordering::Relaxed);
+        s.lease_micros.store(lease as u64, Ordering::Relaxed);
+        s.reserved_micros
+            .store(reserved.max(0) as u64, Ordering::Relaxed);
         // Ready once the first round of lease ops (sent by the previous poll) is answered.
         if self.ticked && !shard.leases_pending() {
             s.ready.store(true, Ordering::Relaxed);
@@ -267,6 +279,28 @@ impl BudgetStatus {
                 |s| &s.lapses,
             ),
         ];
+        let gauges: [(&str, &str, SlotField); 2] = [
+            (
+                "helios_budget_lease_micros",
+                "Lease held by the core over its campaigns (micros of USD).",
+                |s| &s.lease_micros,
+            ),
+            (
+                "helios_budget_reserved_micros",
+                "Reserved by bids awaiting their outcome, or held until the store confirms.",
+                |s| &s.reserved_micros,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (i, s) in self.cores.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{core=\"{i}\"}} {}",
+                    get(s).load(Ordering::Relaxed)
+                );
+            }
+        }
         for (name, help, get) in per_core {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (i, s) in self.cores.iter().enumerate() {
@@ -387,6 +421,7 @@ pub fn start(
             ticked: false,
             counters: Counters::default(),
             lease_ttl_ms,
+            idle_return_ms: cfg.budget.idle_return_ms,
         })
         .collect();
     let status = BudgetStatus {

@@ -179,6 +179,9 @@ pub struct Budget {
     /// A lease not renewed for this long returns to the campaign's budget (a dead node's money
     /// comes back), ms. Cores renew every quarter of it.
     pub lease_ttl_ms: u64,
+    /// A campaign with no bid opportunity on a core for this long gives that core's lease back
+    /// to the shared budget (other cores and nodes can spend it), ms.
+    pub idle_return_ms: u64,
 }
 
 impl Default for Budget {
@@ -187,6 +190,7 @@ impl Default for Budget {
             enforce: true,
             redis_url: String::new(),
             lease_ttl_ms: 60_000,
+            idle_return_ms: 10_000,
         }
     }
 }
@@ -548,6 +552,12 @@ impl Config {
             self.budget.lease_ttl_ms,
             400,
             3_600_000,
+        )?;
+        range(
+            "budget.idle_return_ms",
+            self.budget.idle_return_ms,
+            100,
+            86_400_000,
         )?;
         let b = &self.bidding;
         range(

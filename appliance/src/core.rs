@@ -332,7 +332,9 @@ impl Core {
     /// Enforces budgets from now on (before the first request): the shard bids only within its
     /// leases, and billing/loss notices settle them (`crate::budget`).
     pub fn attach_budget(&mut self, b: crate::budget::CoreBudget) {
-        self.b.shard.enforce_budget(b.lease_ttl_ms);
+        self.b
+            .shard
+            .enforce_budget(b.lease_ttl_ms, b.idle_return_ms);
         self.b.budget = Some(b);
     }
 

@@ -6,7 +6,7 @@
 //! reported spend out of the caller's lease (spend beyond it — late wins after expiry — is taken
 //! from the remaining budget and reported as overdraft), grants up to the wanted amount from the
 //! remaining budget (at most a quarter of it per exchange, but one impression's cost:
-//! `shards::pacing::grant_for`), renews the caller's expiry, and hands back (and clears) what other nodes
+//! `shards::pacing::grant_for`) — or, for a negative want, gives that much of the lease back — renews the caller's expiry, and hands back (and clears) what other nodes
 //! charged to the caller's lease since its last exchange. A second script charges a bid billed
 //! on this node to the lease of the holder that made it (another node or core) without renewing
 //! that holder. Amounts are integers (micros) below 2^53 (Lua numbers). Used from the control
@@ -57,6 +57,12 @@ if give > cap then give = cap end
 if give < 0 then give = 0 end
 if give > 0 then redis.call('DECRBY', KEYS[1], give) end
 bal = bal + give
+if want < 0 then
+  local back = -want
+  if back > bal then back = bal end
+  bal = bal - back
+  redis.call('INCRBY', KEYS[1], back)
+end
 redis.call('HSET', KEYS[2], holder, bal)
 redis.call('ZADD', KEYS[3], now + ttl, holder)
 return {give, bal, overdraft, remote}

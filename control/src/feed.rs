@@ -84,7 +84,7 @@ impl ControlConfig {
             fixed_set: None,
             node: node.to_owned(),
             cores,
-            poll_ms: 50,
+            poll_ms: 10,
             tick_ms: 250,
             lease_ttl_ms: 60_000,
         }
@@ -194,6 +194,9 @@ impl ShardFeed {
             if self.pending.len() < self.pending.capacity() {
                 shard.lease_ops(&mut self.pending);
             }
+        } else if self.pending.len() < self.pending.capacity() {
+            // Spend goes to the store at every poll, not only every tick.
+            shard.spend_ops(&mut self.pending);
         }
         while let Some(op) = self.pending.last().copied() {
             if self.core.ops.push(op).is_err() {

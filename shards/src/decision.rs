@@ -457,10 +457,21 @@ impl Shard {
     }
 
     /// Turns budget enforcement on (between requests, before bidding): bids need a lease from
-    /// now on; `lease_ttl_ms` is the store's lease TTL (renewal and distrust, see `pacing`).
-    pub fn enforce_budget(&mut self, lease_ttl_ms: u64) {
+    /// now on; `lease_ttl_ms` is the store's lease TTL (renewal and distrust) and
+    /// `idle_return_ms` when an idle campaign gives its lease back (see `pacing`).
+    pub fn enforce_budget(&mut self, lease_ttl_ms: u64, idle_return_ms: u64) {
         self.w.cfg.enforce_budget = true;
         self.w.cfg.pacing.lease_ttl_ms = lease_ttl_ms;
+        self.w.cfg.pacing.idle_return_ms = idle_return_ms;
+    }
+
+    /// Ops only for campaigns with spend to report (between ticks).
+    pub fn spend_ops(&mut self, out: &mut Vec<LeaseOp>) {
+        for rt in &mut self.w.runtime {
+            if let Some(op) = rt.take_spend_op() {
+                out.push(op);
+            }
+        }
     }
 
     /// Some lease op sent to the store is not answered yet.

@@ -67,6 +67,10 @@ pub struct PacingConfig {
     /// Lease wanted at least (impressions at the campaign's highest price), so a cold core can
     /// answer a burst before the pacing step has measured the traffic.
     pub min_lease_impressions: i64,
+    /// A campaign without an opportunity on this shard for this long gives its lease back
+    /// (keeping what its outstanding reservations need), so idle cores do not sit on budget
+    /// other cores and nodes could spend, ms.
+    pub idle_return_ms: u64,
 }
 
 impl Default for PacingConfig {
@@ -77,6 +81,7 @@ impl Default for PacingConfig {
             initial_throttle_ppm: 50_000,
             lease_ttl_ms: 60_000,
             min_lease_impressions: 64,
+            idle_return_ms: 10_000,
         }
     }
 }
@@ -87,7 +92,7 @@ pub struct LeaseOp {
     pub campaign_id: u32,
     /// Spend (micros) since the last op, taken out of this holder's lease.
     pub spent: i64,
-    /// More lease wanted (micros); 0 = report/renew only.
+    /// More lease wanted (micros); 0 = report/renew only; negative = give this much back.
     pub want: i64,
     /// Cost of one impression at the campaign's highest price (micros): the smallest useful
     /// grant ([`grant_for`]).
@@ -179,6 +184,12 @@ impl BudgetStore for MemoryBudget {
         let give = grant_for(op.want, a.remaining, op.unit);
         a.remaining -= give;
         l.0 += give;
+        if op.want < 0 {
+            // An idle holder gives lease back.
+            let back = (-op.want).min(l.0);
+            l.0 -= back;
+            a.remaining += back;
+        }
         l.1 = now_ms + self.ttl_ms;
         LeaseGrant {
             campaign_id: op.campaign_id,
@@ -269,6 +280,8 @@ pub struct Runtime {
     renew: bool,
     /// Cost of one impression at the highest price (micros).
     unit: i64,
+    /// Last tick that saw an opportunity (first tick: start), shard clock ns.
+    last_opp_ns: u64,
     /// Times the lease was distrusted for want of an answer within three quarters of a TTL.
     pub lapses: u64,
 }
@@ -301,6 +314,7 @@ impl Runtime {
             in_flight_ns: 0,
             renew: false,
             unit: impression_cost(c.max_cpm),
+            last_opp_ns: 0,
             lapses: 0,
         }
     }
@@ -338,7 +352,9 @@ impl Runtime {
     /// expiry) and spends `spent` (0 for a loss).
     pub fn settle(&mut self, bid_ns: u64, reserved: i64, spent: i64) {
         let e = bid_ns / EPOCH_NS;
-        if e == self.epoch {
+        // A bid made after an epoch boundary but before the tick that saw it reserved in the
+        // current slot: `>=`.
+        if e >= self.epoch {
             self.reserved[0] = (self.reserved[0] - reserved).max(0);
         } else if e + 1 == self.epoch {
             self.reserved[1] = (self.reserved[1] - reserved).max(0);
@@ -355,7 +371,7 @@ impl Runtime {
     /// held until the store answers an op sent from now on, as for an expiry.
     pub fn release_remote(&mut self, bid_ns: u64, reserved: i64) {
         let e = bid_ns / EPOCH_NS;
-        let slot = if e == self.epoch {
+        let slot = if e >= self.epoch {
             0
         } else if e + 1 == self.epoch {
             1
@@ -407,6 +423,11 @@ impl Runtime {
             (now_ns - self.last_tick_ns) as f64 / 1e9
         };
         self.last_tick_ns = now_ns;
+        if self.opps > 0 || self.last_opp_ns == 0 {
+            self.last_opp_ns = now_ns;
+        }
+        let idle =
+            now_ns.saturating_sub(self.last_opp_ns) >= cfg.idle_return_ms.saturating_mul(1_000_000);
         if dt_s > 0.0 {
             // Decayed sums: a window of about ten ticks.
             let rate = self.opps as f64 / dt_s;
@@ -457,6 +478,11 @@ impl Runtime {
         if let Some(d) = daily {
             target = target.min((d - self.day_spent).max(0));
         }
+        if idle {
+            // Give back what no outstanding bid needs (negative want).
+            self.want = (-self.available()).min(0);
+            return;
+        }
         self.want = (target - self.available()).max(0);
     }
 
@@ -481,6 +507,16 @@ impl Runtime {
         self.spent_unreported = 0;
         self.in_flight = true;
         Some(op)
+    }
+
+    /// Takes an op only if there is spend to report (between ticks: spend reaches the store
+    /// within one poll, so a crash loses at most that much unreported spend).
+    pub fn take_spend_op(&mut self) -> Option<LeaseOp> {
+        if self.spent_unreported > 0 {
+            self.take_op()
+        } else {
+            None
+        }
     }
 
     /// Applies the store's answer: the balance it holds minus what was spent since the op left.
@@ -662,5 +698,57 @@ mod tests {
         rt.release_remote(T0 - 2 * EPOCH_NS, 2_000);
         assert_eq!(rt.reserved, [2_000, 0]);
         assert_eq!(rt.hold, [0, 0]);
+    }
+
+    #[test]
+    fn an_idle_campaign_gives_its_lease_back_but_what_bids_still_need() {
+        let set = campaign();
+        let c = &set.compiled[0];
+        let cfg = PacingConfig {
+            idle_return_ms: 2_000,
+            lease_ttl_ms: 600_000,
+            ..cfg()
+        };
+        let mut store = MemoryBudget::new(4_000);
+        store.init(9, 1_000_000);
+        let mut rt = Runtime::new(c, &cfg);
+        rt.tick(c, &cfg, T0);
+        exchange(&mut rt, &mut store, "a:0", T0);
+        assert!(rt.lease >= 64 * 2_000, "a cold core gets a burst's worth");
+        rt.reserve(2_000);
+        // Opportunities keep it: no give-back.
+        rt.opps = 3;
+        rt.tick(c, &cfg, T0 + S);
+        assert!(rt.want >= 0);
+        // Two seconds without one: all but the outstanding reservation goes back.
+        rt.tick(c, &cfg, T0 + 2 * S);
+        rt.tick(c, &cfg, T0 + 3 * S);
+        assert!(rt.want < 0);
+        assert!(exchange(&mut rt, &mut store, "a:0", T0 + 3 * S));
+        assert_eq!(rt.lease, 2_000);
+        assert_eq!(store.balance(9, "a:0"), 2_000);
+        assert_eq!(store.remaining(9), 1_000_000 - 2_000);
+        // Traffic again: the floor is asked for at the next tick.
+        rt.opps = 1;
+        rt.tick(c, &cfg, T0 + 3 * S + S / 4);
+        assert!(rt.want > 0);
+    }
+
+    #[test]
+    fn a_bid_made_past_an_epoch_boundary_before_the_tick_settles() {
+        let set = campaign();
+        let c = &set.compiled[0];
+        let cfg = PacingConfig {
+            lease_ttl_ms: 600_000,
+            ..cfg()
+        };
+        let mut rt = Runtime::new(c, &cfg);
+        rt.tick(c, &cfg, T0 + EPOCH_NS - S / 10);
+        rt.lease = 10_000;
+        // The bid is made (and settled) 0.2 s later, in the next epoch, before the next tick.
+        rt.reserve(2_000);
+        rt.settle(T0 + EPOCH_NS + S / 10, 2_000, 1_500);
+        assert_eq!(rt.reserved, [0, 0]);
+        assert_eq!(rt.available(), 8_500);
     }
 }

@@ -71,9 +71,29 @@ impl Server {
         env: &[(&str, &str)],
         block_io_uring: bool,
     ) -> Server {
+        Server::start_full(driver, CAMPAIGNS, args, env, block_io_uring)
+    }
+
+    /// Like [`Server::start`] with another campaigns file (JSON text).
+    pub fn start_campaigns(
+        driver: &str,
+        campaigns_json: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Server::start_full(driver, campaigns_json, args, env, false)
+    }
+
+    fn start_full(
+        driver: &str,
+        campaigns_json: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        block_io_uring: bool,
+    ) -> Server {
         let dir = tmpdir();
         let campaigns = dir.join("campaigns.json");
-        std::fs::write(&campaigns, CAMPAIGNS).unwrap();
+        std::fs::write(&campaigns, campaigns_json).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios"));
         cmd.args([
             "--listen",
