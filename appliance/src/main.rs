@@ -23,6 +23,10 @@ static ALLOC: appliance::alloc_count::CountingAlloc = appliance::alloc_count::Co
 /// Bid port: POST /openrtb2/bid and /openrtb2/bid/{exchange} (200 bid, 204 no bid, 400 invalid);
 /// GET|POST /notice/win|billing|loss. Admin port: /metrics, /healthz, /readyz, /debug/config.
 /// SIGTERM or SIGINT drains and exits 0; a second signal exits at once.
+///
+/// Campaign budgets are enforced by default ([budget] enforce): leases from the Redis in
+/// budget.redis_url or bidding.campaigns_redis_url, else held in this process from the
+/// campaigns file (per node). Billing notices spend, loss notices release (docs/CAMPAIGNS.md).
 #[derive(Debug, Parser)]
 #[command(name = "helios", version)]
 struct Cli {

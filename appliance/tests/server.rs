@@ -399,6 +399,9 @@ fn cli_print_config_help_and_bad_config() {
     assert!(text.contains("max_body_bytes = 1000"));
     assert!(!text.contains("s3cret"), "secrets are redacted");
     assert!(text.contains("[events]") && text.contains("[profiles]") && text.contains("[notices]"));
+    // Budgets are enforced unless turned off; the section shows every key.
+    assert!(text.contains("[budget]\nenforce = true\n"), "{text}");
+    assert!(text.contains("lease_ttl_ms = 60000") && text.contains("idle_return_ms = 10000"));
     let out = std::process::Command::new(bin)
         .arg("--help")
         .output()
