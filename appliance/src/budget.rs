@@ -119,6 +119,8 @@ pub struct CoreBudget {
     pub lease_ttl_ms: u64,
     /// An idle campaign's lease goes back after this (`budget.idle_return_ms`).
     pub idle_return_ms: u64,
+    /// This core's share of each daily budget: 1 / (cores × `budget.nodes`), ppm.
+    pub daily_share_ppm: u32,
 }
 
 impl std::fmt::Debug for CoreBudget {
@@ -408,6 +410,8 @@ pub fn start(
         (0..cores).map(|_| ArrayQueue::new(SETTLE_QUEUE)).collect();
     let slots: Vec<Arc<CoreSlot>> = (0..cores).map(|_| Arc::default()).collect();
     let node_name = InlineStr::new(node);
+    let shards_total = (cores as u64).max(1) * u64::from(cfg.budget.nodes.max(1));
+    let daily_share_ppm = (1_000_000 / shards_total).max(1) as u32;
     let core_ends = feeds
         .iter()
         .zip(&slots)
@@ -422,6 +426,7 @@ pub fn start(
             counters: Counters::default(),
             lease_ttl_ms,
             idle_return_ms: cfg.budget.idle_return_ms,
+            daily_share_ppm,
         })
         .collect();
     let status = BudgetStatus {

@@ -182,6 +182,10 @@ pub struct Budget {
     /// A campaign with no bid opportunity on a core for this long gives that core's lease back
     /// to the shared budget (other cores and nodes can spend it), ms.
     pub idle_return_ms: u64,
+    /// Nodes bidding for the same campaigns: each core paces to a daily budget of
+    /// daily_budget_micros / (cores × nodes). The total budget is shared through the store and
+    /// needs no such split.
+    pub nodes: u32,
 }
 
 impl Default for Budget {
@@ -191,6 +195,7 @@ impl Default for Budget {
             redis_url: String::new(),
             lease_ttl_ms: 60_000,
             idle_return_ms: 10_000,
+            nodes: 1,
         }
     }
 }
@@ -559,6 +564,7 @@ impl Config {
             100,
             86_400_000,
         )?;
+        range("budget.nodes", u64::from(self.budget.nodes), 1, 100_000)?;
         let b = &self.bidding;
         range(
             "bidding.default_tmax_ms",

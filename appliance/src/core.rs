@@ -334,7 +334,7 @@ impl Core {
     pub fn attach_budget(&mut self, b: crate::budget::CoreBudget) {
         self.b
             .shard
-            .enforce_budget(b.lease_ttl_ms, b.idle_return_ms);
+            .enforce_budget(b.lease_ttl_ms, b.idle_return_ms, b.daily_share_ppm);
         self.b.budget = Some(b);
     }
 

@@ -79,7 +79,8 @@ source "$root/scripts/deploy-appliance.sh"
 # no broker: events are only counted. An idle core gives its lease back after 1 s.
 export HELIOS_BUDGET_REDIS_URL="redis://$NETNS_HUB_ADDR:6390/"
 export HELIOS_BUDGET_IDLE_RETURN_MS=1000
-export HELIOS_NOTICES_BASE_URL="http://$NETNS_HUB_ADDR:8088"
+# (the exchange runs in the hub, where the gateway's plain port is on loopback)
+export HELIOS_NOTICES_BASE_URL="http://127.0.0.1:8088"
 export HELIOS_EVENTS_ENABLED=false
 export HELIOS_ADMIN_PUBLISH_MS=50
 export DA_CAMPAIGNS=$base/campaigns.json
@@ -111,7 +112,7 @@ dl_check "the gateway sees the three nodes up" 3 "$up"
 echo "-- budget across three nodes: the exchange simulator through the gateway"
 inhub "$exchange" --bidder "http://127.0.0.1:8088/openrtb2/bid/sim?key=dev-key-sim-0001" \
   --rate 300 --duration 25 --seed 7 --report-every 100 >"$base/exchange.json" 2>"$base/exchange.log" || true
-summary=$(tail -n 1 "$base/exchange.json")
+summary=$(jq -s 'last' "$base/exchange.json")
 spend=$(jq -r '.spend_micros' <<<"$summary")
 billed_ok=$(jq -r '.notices.billing.ok // 0' <<<"$summary")
 echo "   exchange: $(jq -c '{requests, bids, wins, spend_micros, notices}' <<<"$summary")"

@@ -458,9 +458,11 @@ impl Shard {
 
     /// Turns budget enforcement on (between requests, before bidding): bids need a lease from
     /// now on; `lease_ttl_ms` is the store's lease TTL (renewal and distrust) and
-    /// `idle_return_ms` when an idle campaign gives its lease back (see `pacing`).
-    pub fn enforce_budget(&mut self, lease_ttl_ms: u64, idle_return_ms: u64) {
+    /// `idle_return_ms` when an idle campaign gives its lease back (see `pacing`); `share_ppm`
+    /// is this shard's share of each daily budget (1 / shards bidding for it).
+    pub fn enforce_budget(&mut self, lease_ttl_ms: u64, idle_return_ms: u64, share_ppm: u32) {
         self.w.cfg.enforce_budget = true;
+        self.w.cfg.pacing.share_ppm = share_ppm.clamp(1, crate::pacing::PPM);
         self.w.cfg.pacing.lease_ttl_ms = lease_ttl_ms;
         self.w.cfg.pacing.idle_return_ms = idle_return_ms;
     }
