@@ -10,7 +10,7 @@
 //! thread, notice settlement).
 
 pub mod admin;
-pub mod alloc_count;
+pub use alloc_count;
 pub mod budget;
 pub mod campaign_feed;
 pub mod config;
