@@ -75,6 +75,9 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
             if let Some(l) = &shared.live {
                 l.render(&mut out);
             }
+            if let Some(b) = &shared.budget {
+                b.render(&mut out);
+            }
             out.push_str("# HELP helios_core_info The driver each core runs.\n# TYPE helios_core_info gauge\n");
             if let Ok(d) = shared.drivers.lock() {
                 for (core, driver) in d.iter() {
@@ -225,6 +228,9 @@ impl Shared {
             .is_some_and(|l| l.node_version().is_none())
         {
             return Err("campaign set from redis not loaded");
+        }
+        if self.budget.as_ref().is_some_and(|b| !b.ready()) {
+            return Err("budget leases loading");
         }
         if let Ok(p) = self.profiles.lock()
             && p.as_ref().is_some_and(|r| !r.is_loaded())

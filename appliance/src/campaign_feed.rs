@@ -82,6 +82,11 @@ impl std::fmt::Debug for CoreFeed {
 }
 
 impl CoreFeed {
+    /// A sender of budget charges on this core's queue to the control thread.
+    pub fn charger(&self) -> control::Charger {
+        self.feed.charger()
+    }
+
     /// Installs a new set if one arrived (and runs the shard's lease exchange); records the
     /// version the shard runs once it came from Redis. Call from the core's timer, not per request.
     pub fn poll(&mut self, shard: &mut Shard) {
@@ -102,6 +107,12 @@ pub fn start(
 ) -> anyhow::Result<(Control, LiveStatus, Vec<CoreFeed>)> {
     let mut cfg = ControlConfig::new(redis_url, node, cores as u16);
     cfg.redis_ca_pem = redis_ca_pem;
+    start_with(cfg)
+}
+
+/// [`start`] with a full configuration (budget store, fixed set, TLS: see `crate::budget`).
+pub fn start_with(cfg: ControlConfig) -> anyhow::Result<(Control, LiveStatus, Vec<CoreFeed>)> {
+    let cores = usize::from(cfg.cores);
     let (control, feeds) = Control::spawn(cfg)?;
     let versions: Vec<Arc<AtomicU64>> = (0..cores).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let core_feeds = feeds

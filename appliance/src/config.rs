@@ -199,6 +199,41 @@ pub struct Log {
     pub level: String,
 }
 
+/// Campaign budgets (leases, pacing): see docs/CAMPAIGNS.md "Budgets".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Enforce budgets and pacing: a core bids only while its lease covers the bid; billing
+    /// notices spend, loss notices and expiry release. Off only for benchmarks or demos.
+    pub enforce: bool,
+    /// Redis holding the budgets (shared by every node); "" = `bidding.campaigns_redis_url`.
+    /// When both are "", budgets are kept in this process, seeded from the campaigns file, and
+    /// hold per node only.
+    pub redis_url: String,
+    /// A lease not renewed for this long returns to the campaign's budget (a dead node's money
+    /// comes back), ms. Cores renew every quarter of it.
+    pub lease_ttl_ms: u64,
+    /// A campaign with no bid opportunity on a core for this long gives that core's lease back
+    /// to the shared budget (other cores and nodes can spend it), ms.
+    pub idle_return_ms: u64,
+    /// Nodes bidding for the same campaigns: each core paces to a daily budget of
+    /// daily_budget_micros / (cores × nodes). The total budget is shared through the store and
+    /// needs no such split.
+    pub nodes: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            enforce: true,
+            redis_url: String::new(),
+            lease_ttl_ms: 60_000,
+            idle_return_ms: 10_000,
+            nodes: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -212,6 +247,7 @@ pub struct Config {
     pub profiles: Profiles,
     pub tls: Tls,
     pub log: Log,
+    pub budget: Budget,
 }
 
 impl Default for Server {
@@ -489,6 +525,7 @@ impl Config {
             &mut c.bidding.campaigns_redis_url,
             &mut c.events.frequency_redis_url,
             &mut c.profiles.redis_url,
+            &mut c.budget.redis_url,
         ] {
             *url = crate::admin::redact_url_password(url);
         }
@@ -565,6 +602,20 @@ impl Config {
             1 << 20,
         )?;
         range("server.drain_timeout_ms", s.drain_timeout_ms, 0, 600_000)?;
+        range(
+            "budget.lease_ttl_ms",
+            self.budget.lease_ttl_ms,
+            400,
+            3_600_000,
+        )?;
+        range(
+            "budget.idle_return_ms",
+            self.budget.idle_return_ms,
+            100,
+            86_400_000,
+        )?;
+        range("budget.nodes", u64::from(self.budget.nodes), 1, 100_000)?;
+        redis_url("budget.redis_url", &self.budget.redis_url)?;
         let b = &self.bidding;
         range(
             "bidding.default_tmax_ms",

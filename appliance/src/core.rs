@@ -225,6 +225,8 @@ struct Bidder {
     turn_unix_ns: u64,
     admitted: u32,
     ready: bool,
+    /// Budget enforcement: notice settlement (None = budgets not enforced).
+    budget: Option<crate::budget::CoreBudget>,
 }
 
 /// One core's server state. See the module documentation.
@@ -233,7 +235,7 @@ pub struct Core {
     inflater: Inflater,
     published: Arc<Published>,
     draining: bool,
-    /// Live campaign sets from Redis, polled on the loop timer.
+    /// Live campaign sets from Redis and budget leases, polled on the loop timer.
     feed: Option<crate::campaign_feed::CoreFeed>,
 }
 
@@ -309,6 +311,7 @@ impl Core {
                 turn_unix_ns: start,
                 admitted: 0,
                 ready: true,
+                budget: None,
                 cfg,
             },
         }
@@ -345,6 +348,15 @@ impl Core {
         self.feed = Some(feed);
     }
 
+    /// Enforces budgets from now on (before the first request): the shard bids only within its
+    /// leases, and billing/loss notices settle them (`crate::budget`).
+    pub fn attach_budget(&mut self, b: crate::budget::CoreBudget) {
+        self.b
+            .shard
+            .enforce_budget(b.lease_ttl_ms, b.idle_return_ms, b.daily_share_ppm);
+        self.b.budget = Some(b);
+    }
+
     /// Swaps in a new campaign set between requests.
     pub fn install(&mut self, set: Arc<CompiledSet>) {
         self.b.shard.install(set);
@@ -371,10 +383,17 @@ impl Core {
     /// The loop timer's periodic step (every `admin.publish_ms`): the shard's pacing control
     /// step, then the metrics copy for the admin thread (never waits).
     pub fn publish(&mut self) {
+        // Budgets: first what other cores forwarded, then the tick and lease exchange.
+        if let Some(b) = &mut self.b.budget {
+            b.drain(&mut self.b.shard);
+        }
         // With a live feed, its poll runs the shard's pacing tick (and the lease exchange).
         match &mut self.feed {
             Some(f) => f.poll(&mut self.b.shard),
             None => self.b.shard.tick(unix_ns()),
+        }
+        if let Some(b) = &mut self.b.budget {
+            b.publish(&self.b.shard);
         }
         self.b.metrics.allocations = crate::alloc_count::thread_allocs();
         let st = self.b.signer.stats();
@@ -553,9 +572,11 @@ impl Bidder {
                         self.turn_unix_ns,
                     );
                 }
-                // INTEGRATION(shards budget leases): `Shard::settle` needs the bid's reserved
-                // amount, which the notice does not carry yet; budgets are not enforced
-                // (`ShardConfig::enforce_budget` is false) until the lease store is wired.
+                // Budgets: billing spends and loss releases the bid's reservation, on the
+                // core that made the bid (crate::budget).
+                if let Some(b) = &mut self.budget {
+                    b.on_notice(&mut self.shard, &v);
+                }
                 let e = v.to_event(self.cfg.core_id, self.turn_unix_ns);
                 self.sink.emit(&e);
                 self.metrics.events += 1;
@@ -692,6 +713,8 @@ impl Bidder {
                 device_type: ctx.device_type,
                 site_or_app: ctx.site_or_app,
                 user_id: ctx.user,
+                reserved: d.reserved,
+                core: self.cfg.core_id,
             };
             let mut r = [(0, 0); 3];
             for (k, kind) in [PNoticeKind::Win, PNoticeKind::Billing, PNoticeKind::Loss]

@@ -6,10 +6,12 @@
 //! publication to the admin thread), [`events`] (where events go), [`driver`] (io_uring and
 //! epoll loops), [`server`] (threads, pinning, listeners, signals), [`admin`] (the admin port),
 //! [`config`] (TOML + environment + flags), [`sys`] (the few raw Linux calls),
-//! [`alloc_count`] (per-thread allocation counting), [`trace`] (the decision trace on demand).
+//! [`alloc_count`] (per-thread allocation counting), [`trace`] (the decision trace on demand),
+//! [`budget`] (budget store, lease exchange thread, notice settlement).
 
 pub mod admin;
 pub use alloc_count;
+pub mod budget;
 pub mod campaign_feed;
 pub mod config;
 pub mod core;

@@ -28,6 +28,10 @@ static ALLOC: appliance::alloc_count::CountingAlloc = appliance::alloc_count::Co
 /// redis://… (plain text) or rediss://… (TLS: the server's certificate chain and hostname are
 /// verified against tls.redis_ca_file, HELIOS_TLS_REDIS_CA_FILE, or else the system's trust
 /// store; a server that fails verification is never talked to).
+///
+/// Campaign budgets are enforced by default ([budget] enforce): leases from the Redis in
+/// budget.redis_url or bidding.campaigns_redis_url, else held in this process from the
+/// campaigns file (per node). Billing notices spend, loss notices release (docs/CAMPAIGNS.md).
 #[derive(Debug, Parser)]
 #[command(name = "helios", version)]
 struct Cli {

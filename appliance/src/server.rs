@@ -43,6 +43,8 @@ pub struct Shared {
     pub profiles: Mutex<Option<profile_cache::Reader>>,
     /// Live campaign sets from Redis (None without `bidding.campaigns_redis_url`).
     pub live: Option<crate::campaign_feed::LiveStatus>,
+    /// Budget enforcement (None when `budget.enforce` is off).
+    pub budget: Option<crate::budget::BudgetStatus>,
 }
 
 /// One core's configuration from the node's (also used by the glommio reference driver in
@@ -220,18 +222,14 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
         (Some(rep), Some(rd))
     };
-    let (_control, live, mut feeds) = if cfg.bidding.campaigns_redis_url.is_empty() {
-        (None, None, Vec::new())
-    } else {
-        let (c, s, f) = crate::campaign_feed::start(
-            &cfg.bidding.campaigns_redis_url,
-            redis_ca.clone(),
-            &node,
-            cpus.len(),
-        )
-        .context("starting the campaign feed")?;
-        (Some(c), Some(s), f)
-    };
+    // Live campaigns and budget leases: one control thread (crate::budget decides which).
+    let crate::budget::Started {
+        control: _control,
+        live,
+        mut feeds,
+        status: budget_status,
+        cores: mut core_budgets,
+    } = crate::budget::start(&cfg, &node, cpus.len(), &campaigns, redis_ca.as_ref())?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         shutdown: shutdown.clone(),
@@ -246,6 +244,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         pipeline: Mutex::new(pipe),
         profiles: Mutex::new(reader.clone()),
         live,
+        budget: budget_status,
     });
     crate::admin::spawn(admin, shared.clone()).context("starting the admin thread")?;
 
@@ -256,6 +255,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
         let campaigns = campaigns.clone();
         let sink = sinks.remove(0);
         let feed = (!feeds.is_empty()).then(|| feeds.remove(0));
+        let budget = (!core_budgets.is_empty()).then(|| core_budgets.remove(0));
         let profiles = reader.clone();
         let lc = lc.clone();
         let shared = shared.clone();
@@ -269,6 +269,7 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
                     sink,
                     profiles,
                     feed,
+                    budget,
                 };
                 core_thread(i, cpu, want, parts, listener, lc, shared)
             })
@@ -361,6 +362,7 @@ struct CoreParts {
     sink: Box<dyn EventSink>,
     profiles: Option<profile_cache::Reader>,
     feed: Option<crate::campaign_feed::CoreFeed>,
+    budget: Option<crate::budget::CoreBudget>,
 }
 
 fn core_thread(
@@ -383,6 +385,9 @@ fn core_thread(
     );
     if let Some(f) = parts.feed {
         core.attach_feed(f);
+    }
+    if let Some(b) = parts.budget {
+        core.attach_budget(b);
     }
     let shutdown = shared.shutdown.clone();
     let ring = match want {

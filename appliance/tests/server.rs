@@ -372,8 +372,12 @@ fn admin_endpoints() {
     assert!(cfg.contains("publish_ms = 20"));
     let (code, m) = s.admin_get("/metrics");
     assert_eq!(code, 200);
+    // Per-core series everywhere, but the budget store's node-level counters (`store="…"`).
     for line in m.lines().filter(|l| {
-        !l.starts_with('#') && l.starts_with("helios_") && !l.starts_with("helios_ready")
+        !l.starts_with('#')
+            && l.starts_with("helios_")
+            && !l.starts_with("helios_ready")
+            && !l.contains("store=\"")
     }) {
         assert!(line.contains("core=\""), "{line}");
     }
@@ -395,6 +399,9 @@ fn cli_print_config_help_and_bad_config() {
     assert!(text.contains("max_body_bytes = 1000"));
     assert!(!text.contains("s3cret"), "secrets are redacted");
     assert!(text.contains("[events]") && text.contains("[profiles]") && text.contains("[notices]"));
+    // Budgets are enforced unless turned off; the section shows every key.
+    assert!(text.contains("[budget]\nenforce = true\n"), "{text}");
+    assert!(text.contains("lease_ttl_ms = 60000") && text.contains("idle_return_ms = 10000"));
     let out = std::process::Command::new(bin)
         .arg("--help")
         .output()

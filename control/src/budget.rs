@@ -5,28 +5,42 @@
 //! campaign's remaining budget (a dead node's lease comes back after its TTL), takes the
 //! reported spend out of the caller's lease (spend beyond it — late wins after expiry — is taken
 //! from the remaining budget and reported as overdraft), grants up to the wanted amount from the
-//! remaining budget, and renews the caller's expiry. Amounts are integers (micros) below 2^53
-//! (Lua numbers). Used from the control thread only; never from a bidding core.
+//! remaining budget (at most a quarter of it per exchange, but one impression's cost:
+//! `shards::pacing::grant_for`) — or, for a negative want, gives that much of the lease back — renews the caller's expiry, and hands back (and clears) what other nodes
+//! charged to the caller's lease since its last exchange. A second script charges a bid billed
+//! on this node to the lease of the holder that made it (another node or core) without renewing
+//! that holder. Amounts are integers (micros) below 2^53 (Lua numbers). Used from the control
+//! thread only; never from a bidding core.
 
 use redis::{Connection, Script};
 use shards::pacing::{BudgetStore, LeaseGrant, LeaseOp};
 
 use crate::keys;
 
-const LEASE_LUA: &str = r#"
+/// Returns every expired lease (KEYS: remaining, leases, expiry, remote) to the remaining
+/// budget; defines `now` (ms, Redis server clock).
+const RECLAIM_LUA: &str = r#"
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
-local holder = ARGV[1]
-local spent = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 for _, h in ipairs(expired) do
   local b = tonumber(redis.call('HGET', KEYS[2], h) or '0')
   if b > 0 then redis.call('INCRBY', KEYS[1], b) end
   redis.call('HDEL', KEYS[2], h)
+  redis.call('HDEL', KEYS[4], h)
   redis.call('ZREM', KEYS[3], h)
 end
+"#;
+
+const LEASE_LUA: &str = r#"
+local holder = ARGV[1]
+local spent = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local share = tonumber(ARGV[5])
+local unit = tonumber(ARGV[6])
+local remote = tonumber(redis.call('HGET', KEYS[4], holder) or '0')
+if remote ~= 0 then redis.call('HDEL', KEYS[4], holder) end
 local bal = tonumber(redis.call('HGET', KEYS[2], holder) or '0') - spent
 local overdraft = 0
 if bal < 0 then
@@ -35,20 +49,57 @@ if bal < 0 then
   bal = 0
 end
 local rem = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cap = math.floor(rem / 1000000) * share + math.floor((rem % 1000000) * share / 1000000)
+if cap < unit then cap = unit end
 local give = want
 if give > rem then give = rem end
+if give > cap then give = cap end
 if give < 0 then give = 0 end
 if give > 0 then redis.call('DECRBY', KEYS[1], give) end
 bal = bal + give
+if want < 0 then
+  local back = -want
+  if back > bal then back = bal end
+  bal = bal - back
+  redis.call('INCRBY', KEYS[1], back)
+end
 redis.call('HSET', KEYS[2], holder, bal)
 redis.call('ZADD', KEYS[3], now + ttl, holder)
-return {give, bal, overdraft}
+return {give, bal, overdraft, remote}
 "#;
+
+/// Charges ARGV[2] micros to holder ARGV[1]'s lease (a bid of that holder billed elsewhere).
+const CHARGE_LUA: &str = r#"
+local holder = ARGV[1]
+local spent = tonumber(ARGV[2])
+local cur = redis.call('HGET', KEYS[2], holder)
+local overdraft = 0
+if cur then
+  local bal = tonumber(cur) - spent
+  if bal < 0 then
+    overdraft = -bal
+    redis.call('DECRBY', KEYS[1], overdraft)
+    bal = 0
+  end
+  redis.call('HSET', KEYS[2], holder, bal)
+  redis.call('HINCRBY', KEYS[4], holder, spent)
+else
+  overdraft = spent
+  redis.call('DECRBY', KEYS[1], spent)
+end
+return overdraft
+"#;
+
+/// Releases queued for one node, at most (older ones are trimmed: their reservations expire).
+pub const RELEASES_MAX: usize = 1_000_000;
+/// A node's release list expires this long after the last push (the node is gone).
+pub const RELEASES_TTL_S: i64 = 3_600;
 
 /// Budget store on one Redis connection (the control thread's).
 pub struct RedisBudget {
     con: Connection,
     script: Script,
+    charge_script: Script,
     /// Lease time-to-live (ms): a holder that stops exchanging loses its lease after this.
     pub ttl_ms: u64,
     /// Spend reported beyond a lease (micros), and exchanges that failed (Redis errors).
@@ -70,7 +121,8 @@ impl RedisBudget {
     pub fn new(con: Connection, ttl_ms: u64) -> RedisBudget {
         RedisBudget {
             con,
-            script: Script::new(LEASE_LUA),
+            script: Script::new(&format!("{RECLAIM_LUA}{LEASE_LUA}")),
+            charge_script: Script::new(&format!("{RECLAIM_LUA}{CHARGE_LUA}")),
             ttl_ms,
             overdraft: 0,
             errors: 0,
@@ -79,22 +131,94 @@ impl RedisBudget {
 
     /// The exchange, with Redis errors returned (the trait's form counts them and grants 0).
     pub fn try_exchange(&mut self, holder: &str, op: &LeaseOp) -> redis::RedisResult<LeaseGrant> {
-        let (give, bal, over): (i64, i64, i64) = self
+        let (give, bal, over, remote): (i64, i64, i64, i64) = self
             .script
             .key(keys::remaining(op.campaign_id))
             .key(keys::leases(op.campaign_id))
             .key(keys::expiry(op.campaign_id))
+            .key(keys::remote(op.campaign_id))
             .arg(holder)
             .arg(op.spent)
             .arg(op.want)
             .arg(self.ttl_ms)
+            .arg(shards::pacing::GRANT_SHARE_PPM)
+            .arg(op.unit)
             .invoke(&mut self.con)?;
         self.overdraft += over;
         Ok(LeaseGrant {
             campaign_id: op.campaign_id,
             granted: give,
             balance: bal,
+            remote_spent: remote,
         })
+    }
+
+    /// Charges `spent` to `holder`'s lease (see [`BudgetStore::charge`]), Redis errors returned.
+    pub fn try_charge(
+        &mut self,
+        holder: &str,
+        campaign_id: u32,
+        spent: i64,
+    ) -> redis::RedisResult<()> {
+        let over: i64 = self
+            .charge_script
+            .key(keys::remaining(campaign_id))
+            .key(keys::leases(campaign_id))
+            .key(keys::expiry(campaign_id))
+            .key(keys::remote(campaign_id))
+            .arg(holder)
+            .arg(spent)
+            .invoke(&mut self.con)?;
+        self.overdraft += over;
+        Ok(())
+    }
+
+    /// Queues the release of a reservation for the node that holds it (see [`keys::releases`]).
+    pub fn try_release(
+        &mut self,
+        node: &str,
+        core: u16,
+        campaign_id: u32,
+        bid_ts_unix_ns: u64,
+        reserved: i64,
+    ) -> redis::RedisResult<()> {
+        let key = keys::releases(node);
+        redis::pipe()
+            .rpush(
+                &key,
+                format!("{core} {campaign_id} {bid_ts_unix_ns} {reserved}"),
+            )
+            .ignore()
+            .ltrim(&key, -(RELEASES_MAX as isize), -1)
+            .ignore()
+            .expire(&key, RELEASES_TTL_S)
+            .ignore()
+            .exec(&mut self.con)
+    }
+
+    /// Takes up to `max` queued releases for `node`: (core, campaign, bid time, reserved).
+    /// Malformed entries are skipped.
+    pub fn try_take_releases(
+        &mut self,
+        node: &str,
+        max: usize,
+    ) -> redis::RedisResult<Vec<(u16, u32, u64, i64)>> {
+        let v: Option<Vec<String>> = redis::cmd("LPOP")
+            .arg(keys::releases(node))
+            .arg(max)
+            .query(&mut self.con)?;
+        Ok(v.unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let mut it = e.split(' ');
+                Some((
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                ))
+            })
+            .collect())
     }
 
     pub fn try_init(&mut self, campaign_id: u32, total: i64) -> redis::RedisResult<()> {
@@ -134,8 +258,16 @@ impl BudgetStore for RedisBudget {
                     campaign_id: op.campaign_id,
                     granted: 0,
                     balance: -1,
+                    remote_spent: 0,
                 }
             }
+        }
+    }
+
+    fn charge(&mut self, holder: &str, campaign_id: u32, spent: i64, _now_ms: u64) {
+        if let Err(e) = self.try_charge(holder, campaign_id, spent) {
+            self.errors += 1;
+            tracing::warn!(campaign_id, error = %e, "budget charge failed");
         }
     }
 }

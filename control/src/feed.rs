@@ -1,26 +1,33 @@
 //! The control thread ([`Control`]) and each core's end of it ([`ShardFeed`]).
 //!
-//! The control thread owns one Redis connection. It loads `helios:campaigns` at start, then
+//! The control thread owns the node's budget store and, with live campaigns, one Redis
+//! connection for them. With `redis_url` set it loads `helios:campaigns` at start, then
 //! blocks (≤ `poll_ms`) on `XREAD` of `helios:campaigns:changes`; on an entry it reads the set,
 //! compiles it once, and offers the `Arc` to every core's one-slot queue (a newer set replaces an
 //! older one not yet taken). A set that fails to parse or compile is logged and counted and the
-//! old set stays. Between reads it carries lease ops from the cores' outbound queues to the Lua
-//! lease script and the grants back. Redis errors: reconnect with backoff (100 ms → 5 s); failed
-//! lease ops are retried, never dropped.
+//! old set stays. With a fixed set (`fixed_set`: a campaigns file) there is no stream: the loop
+//! waits 1 → 20 ms (doubling while idle) between rounds. Each round carries lease ops from the
+//! cores' outbound queues to the store and the grants back, and charges to other holders' leases
+//! (bids of another core or node billed on this one, [`Charge`]). The store is Redis
+//! (`budget_redis_url`, the Lua scripts of [`RedisBudget`]) or, without one, an in-process
+//! [`MemoryBudget`] seeded from the set (budgets then hold per node only). Redis errors:
+//! reconnect with backoff (100 ms → 5 s); failed lease ops and charges are retried, never dropped.
 //!
 //! A core calls [`ShardFeed::poll`] between requests: pops (never blocks) a new set and grants,
 //! and every `tick_ms` runs the shard's pacing tick and pushes its lease ops. Queues are bounded;
 //! an op that does not fit stays in the feed's own pending list (sized at start) for the next poll.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use codec::event::InlineStr;
 use crossbeam_queue::ArrayQueue;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{Commands, Connection};
-use shards::pacing::{LeaseGrant, LeaseOp};
+use shards::pacing::{BudgetStore, LeaseGrant, LeaseOp, MemoryBudget};
 use shards::{CompiledSet, Shard};
 
 use crate::budget::RedisBudget;
@@ -29,6 +36,27 @@ use crate::keys;
 /// Lease ops and grants in flight per core (bounded; see the module doc for the bound's effect).
 pub const LEASE_QUEUE: usize = 16_384;
 
+/// A notice settled on this node for a bid another holder (`node:core`) made: `spent` (0 for a
+/// loss) is charged to that holder's lease and, on another node, the reservation is released
+/// through the store (`keys::releases`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub node: InlineStr<32>,
+    pub core: u16,
+    pub campaign_id: u32,
+    pub spent: i64,
+    pub bid_ts_unix_ns: u64,
+    pub reserved: i64,
+}
+
+/// A reservation to release on this node's core (from [`Charge`]s made on other nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Release {
+    campaign_id: u32,
+    bid_ts_unix_ns: u64,
+    reserved: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     /// `redis://…` or, for TLS, `rediss://…`.
@@ -36,6 +64,10 @@ pub struct ControlConfig {
     /// PEM of the CA(s) that verify a `rediss://` server; `None` = the system's trust store.
     /// Ignored for `redis://`.
     pub redis_ca_pem: Option<Vec<u8>>,
+    /// Redis with the budgets; "" = an in-process store seeded from the set (per node).
+    pub budget_redis_url: String,
+    /// The campaign set when it does not come from Redis (budgets are seeded from it).
+    pub fixed_set: Option<Arc<CompiledSet>>,
     /// This node's name; lease holders are `node:core`.
     pub node: String,
     pub cores: u16,
@@ -52,9 +84,11 @@ impl ControlConfig {
         ControlConfig {
             redis_url: redis_url.to_owned(),
             redis_ca_pem: None,
+            budget_redis_url: redis_url.to_owned(),
+            fixed_set: None,
             node: node.to_owned(),
             cores,
-            poll_ms: 50,
+            poll_ms: 10,
             tick_ms: 250,
             lease_ttl_ms: 60_000,
         }
@@ -69,12 +103,43 @@ pub struct ControlStats {
     pub version: AtomicU64,
     pub lease_ops: AtomicU64,
     pub redis_errors: AtomicU64,
+    /// Charges applied to other holders' leases.
+    pub charges: AtomicU64,
+    /// Reservations released for this node's cores by notices settled on other nodes.
+    pub releases: AtomicU64,
+    /// Spend reported beyond leases (late billing after a lease expired), micros.
+    pub overdraft_micros: AtomicU64,
+    /// At least one round of lease ops was answered since start.
+    pub leases_answered: AtomicBool,
 }
 
 struct Core {
     sets: ArrayQueue<Arc<CompiledSet>>,
     ops: ArrayQueue<LeaseOp>,
     grants: ArrayQueue<LeaseGrant>,
+    charges: ArrayQueue<Charge>,
+    releases: ArrayQueue<Release>,
+}
+
+/// A core's sender of [`Charge`]s to the control thread (bounded, lock-free, never waits).
+#[derive(Clone)]
+pub struct Charger {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Charger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Charger")
+            .field("queued", &self.core.charges.len())
+            .finish()
+    }
+}
+
+impl Charger {
+    /// Queues a charge; `false` when the queue ([`LEASE_QUEUE`]) is full (the caller counts it).
+    pub fn charge(&self, c: Charge) -> bool {
+        self.core.charges.push(c).is_ok()
+    }
 }
 
 /// A core's end: owned by that core's thread.
@@ -103,6 +168,13 @@ fn now_ns() -> u64 {
 }
 
 impl ShardFeed {
+    /// A sender of charges on this core's queue (for the code that settles notices).
+    pub fn charger(&self) -> Charger {
+        Charger {
+            core: Arc::clone(&self.core),
+        }
+    }
+
     /// Non-blocking: installs a new set if one arrived, applies lease grants, and every tick
     /// runs the shard's pacing step and queues its lease ops. Call between requests.
     pub fn poll(&mut self, shard: &mut Shard) {
@@ -114,6 +186,9 @@ impl ShardFeed {
             shard.install(set);
             self.installed += 1;
         }
+        while let Some(r) = self.core.releases.pop() {
+            shard.release_remote(r.campaign_id, r.bid_ts_unix_ns, codec::Micros(r.reserved));
+        }
         while let Some(g) = self.core.grants.pop() {
             shard.lease_granted(&g);
         }
@@ -123,6 +198,9 @@ impl ShardFeed {
             if self.pending.len() < self.pending.capacity() {
                 shard.lease_ops(&mut self.pending);
             }
+        } else if self.pending.len() < self.pending.capacity() {
+            // Spend goes to the store at every poll, not only every tick.
+            shard.spend_ops(&mut self.pending);
         }
         while let Some(op) = self.pending.last().copied() {
             if self.core.ops.push(op).is_err() {
@@ -169,13 +247,27 @@ impl Control {
     /// Starts the control thread and returns one feed per core. Fails only when the Redis URL
     /// is malformed or the thread cannot start; an unreachable Redis is retried in the thread.
     pub fn spawn(cfg: ControlConfig) -> Result<(Control, Vec<ShardFeed>), ControlError> {
-        let client = redis_client(&cfg.redis_url, cfg.redis_ca_pem.as_deref())?;
+        let client = if cfg.redis_url.is_empty() {
+            None
+        } else {
+            Some(redis_client(&cfg.redis_url, cfg.redis_ca_pem.as_deref())?)
+        };
+        let budget_client = if cfg.budget_redis_url.is_empty() {
+            None
+        } else {
+            Some(redis_client(
+                &cfg.budget_redis_url,
+                cfg.redis_ca_pem.as_deref(),
+            )?)
+        };
         let cores: Vec<Arc<Core>> = (0..cfg.cores)
             .map(|_| {
                 Arc::new(Core {
                     sets: ArrayQueue::new(1),
                     ops: ArrayQueue::new(LEASE_QUEUE),
                     grants: ArrayQueue::new(LEASE_QUEUE),
+                    charges: ArrayQueue::new(LEASE_QUEUE),
+                    releases: ArrayQueue::new(LEASE_QUEUE),
                 })
             })
             .collect();
@@ -194,7 +286,7 @@ impl Control {
         let (s2, st2) = (Arc::clone(&stop), Arc::clone(&stats));
         let thread = std::thread::Builder::new()
             .name("helios-control".into())
-            .spawn(move || run(client, cfg, cores, s2, st2))?;
+            .spawn(move || run(client, budget_client, cfg, cores, s2, st2))?;
         Ok((
             Control {
                 stop,
@@ -229,16 +321,90 @@ struct Loop {
     version: Option<u64>,
     /// Ops taken from the cores but not yet answered (Redis error): retried first.
     retry: Vec<(usize, LeaseOp)>,
+    /// Charges not yet applied (Redis error): retried first.
+    retry_charges: Vec<Charge>,
     known: std::collections::HashSet<u32>,
+    /// The in-process store (no budget Redis); lives across sessions.
+    memory: Option<MemoryBudget>,
+    started: Instant,
+    holder: String,
+}
+
+/// Where leases come from in one session.
+enum Store<'a> {
+    Redis(Box<RedisBudget>),
+    Memory(&'a mut MemoryBudget, Instant),
+}
+
+impl Store<'_> {
+    fn init(&mut self, campaign_id: u32, total: i64) -> redis::RedisResult<()> {
+        match self {
+            Store::Redis(b) => b.try_init(campaign_id, total),
+            Store::Memory(m, _) => {
+                m.init(campaign_id, total);
+                Ok(())
+            }
+        }
+    }
+    fn exchange(&mut self, holder: &str, op: &LeaseOp) -> redis::RedisResult<LeaseGrant> {
+        match self {
+            Store::Redis(b) => b.try_exchange(holder, op),
+            Store::Memory(m, t0) => Ok(m.exchange(holder, op, t0.elapsed().as_millis() as u64)),
+        }
+    }
+    fn charge(&mut self, holder: &str, c: &Charge) -> redis::RedisResult<()> {
+        match self {
+            Store::Redis(b) => {
+                if c.spent > 0 {
+                    b.try_charge(holder, c.campaign_id, c.spent)?;
+                }
+                b.try_release(
+                    c.node.as_str(),
+                    c.core,
+                    c.campaign_id,
+                    c.bid_ts_unix_ns,
+                    c.reserved,
+                )
+            }
+            Store::Memory(m, t0) => {
+                // One node only: there is no other node to tell.
+                if c.spent > 0 {
+                    m.charge(
+                        holder,
+                        c.campaign_id,
+                        c.spent,
+                        t0.elapsed().as_millis() as u64,
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+    fn take_releases(&mut self, node: &str) -> redis::RedisResult<Vec<(u16, u32, u64, i64)>> {
+        match self {
+            Store::Redis(b) => b.try_take_releases(node, 1024),
+            Store::Memory(..) => Ok(Vec::new()),
+        }
+    }
+    fn overdraft(&self) -> i64 {
+        match self {
+            Store::Redis(b) => b.overdraft,
+            Store::Memory(m, _) => m.overdraft,
+        }
+    }
 }
 
 fn run(
-    client: redis::Client,
+    client: Option<redis::Client>,
+    budget_client: Option<redis::Client>,
     cfg: ControlConfig,
     cores: Vec<Arc<Core>>,
     stop: Arc<AtomicBool>,
     stats: Arc<ControlStats>,
 ) {
+    let memory = budget_client
+        .is_none()
+        .then(|| MemoryBudget::new(cfg.lease_ttl_ms));
     let mut l = Loop {
         cfg,
         cores,
@@ -246,13 +412,15 @@ fn run(
         last_id: "0-0".into(),
         version: None,
         retry: Vec::new(),
+        retry_charges: Vec::new(),
         known: Default::default(),
+        memory,
+        started: Instant::now(),
+        holder: String::with_capacity(64),
     };
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Relaxed) {
-        let res = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .and_then(|con| l.session(con, &client, &stop));
+        let res = l.connect(client.as_ref(), budget_client.as_ref(), &stop);
         if let Err(e) = res {
             l.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "control: redis unavailable");
@@ -268,18 +436,49 @@ fn run(
 }
 
 impl Loop {
+    /// Opens the session's connections, then runs it.
+    fn connect(
+        &mut self,
+        client: Option<&redis::Client>,
+        budget_client: Option<&redis::Client>,
+        stop: &AtomicBool,
+    ) -> redis::RedisResult<()> {
+        let con = match client {
+            Some(c) => Some(c.get_connection_with_timeout(Duration::from_secs(2))?),
+            None => None,
+        };
+        let mut memory = self.memory.take();
+        let res = (|| {
+            let store = match (budget_client, memory.as_mut()) {
+                (Some(c), _) => Store::Redis(Box::new(RedisBudget::new(
+                    c.get_connection_with_timeout(Duration::from_secs(2))?,
+                    self.cfg.lease_ttl_ms,
+                ))),
+                (None, Some(m)) => Store::Memory(m, self.started),
+                (None, None) => unreachable!("the in-process store exists without a budget redis"),
+            };
+            self.session(con, store, stop)
+        })();
+        self.memory = memory;
+        res
+    }
+
     /// One connected session: runs until `stop` or a Redis error.
     fn session(
         &mut self,
-        mut con: Connection,
-        client: &redis::Client,
+        mut con: Option<Connection>,
+        mut budget: Store<'_>,
         stop: &AtomicBool,
     ) -> redis::RedisResult<()> {
-        let mut budget = RedisBudget::new(
-            client.get_connection_with_timeout(Duration::from_secs(2))?,
-            self.cfg.lease_ttl_ms,
-        );
-        if self.version.is_none() || self.last_id == "0-0" {
+        if let Some(set) = self.cfg.fixed_set.clone() {
+            // Budgets of a fixed set: SET NX, so the first node to start seeds them.
+            for c in &set.compiled {
+                budget.init(c.id, c.total_budget.0)?;
+            }
+        }
+        if let Some(con) = con.as_mut()
+            && (self.version.is_none() || self.last_id == "0-0")
+        {
             // Start from the stream's end, then load the current set (a change between the two
             // is read from the stream next).
             let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
@@ -288,36 +487,51 @@ impl Loop {
                 .arg("-")
                 .arg("COUNT")
                 .arg(1)
-                .query(&mut con)
+                .query(con)
                 .unwrap_or_default();
             if let Some((id, _)) = last.first() {
                 self.last_id = id.clone();
             }
-            self.load(&mut con, &mut budget)?;
+            self.load(con, &mut budget)?;
         }
         let opts = StreamReadOptions::default()
             .block(self.cfg.poll_ms as usize)
             .count(16);
+        let mut idle = Duration::from_millis(1);
         while !stop.load(Ordering::Relaxed) {
-            let reply: Option<StreamReadReply> =
-                con.xread_options(&[keys::CAMPAIGN_CHANGES], &[self.last_id.as_str()], &opts)?;
-            let mut changed = false;
-            for k in reply.map(|r| r.keys).unwrap_or_default() {
-                for e in k.ids {
-                    self.last_id = e.id;
-                    changed = true;
+            if let Some(con) = con.as_mut() {
+                let reply: Option<StreamReadReply> =
+                    con.xread_options(&[keys::CAMPAIGN_CHANGES], &[self.last_id.as_str()], &opts)?;
+                let mut changed = false;
+                for k in reply.map(|r| r.keys).unwrap_or_default() {
+                    for e in k.ids {
+                        self.last_id = e.id;
+                        changed = true;
+                    }
                 }
+                if changed {
+                    self.load(con, &mut budget)?;
+                }
+            } else {
+                std::thread::sleep(idle);
             }
-            if changed {
-                self.load(&mut con, &mut budget)?;
-            }
-            self.leases(&mut budget)?;
+            let worked = self.leases(&mut budget)?
+                + self.charges(&mut budget)?
+                + self.releases(&mut budget)?;
+            idle = if worked > 0 {
+                Duration::from_millis(1)
+            } else {
+                (idle * 2).min(Duration::from_millis(20))
+            };
+            self.stats
+                .overdraft_micros
+                .store(budget.overdraft().max(0) as u64, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Reads, compiles and offers the set; a bad set is rejected whole (old one stays).
-    fn load(&mut self, con: &mut Connection, budget: &mut RedisBudget) -> redis::RedisResult<()> {
+    fn load(&mut self, con: &mut Connection, budget: &mut Store<'_>) -> redis::RedisResult<()> {
         let json: Option<Vec<u8>> = con.get(keys::CAMPAIGNS)?;
         let Some(json) = json else {
             return Ok(());
@@ -329,7 +543,7 @@ impl Loop {
                 }
                 for c in &set.compiled {
                     if self.known.insert(c.id) {
-                        budget.try_init(c.id, c.total_budget.0)?;
+                        budget.init(c.id, c.total_budget.0)?;
                     }
                 }
                 self.version = Some(set.version);
@@ -352,7 +566,8 @@ impl Loop {
         Ok(())
     }
 
-    fn leases(&mut self, budget: &mut RedisBudget) -> redis::RedisResult<()> {
+    /// One round of lease ops: returns how many were answered.
+    fn leases(&mut self, budget: &mut Store<'_>) -> redis::RedisResult<usize> {
         let retry = std::mem::take(&mut self.retry);
         let fresh = self
             .cores
@@ -360,10 +575,12 @@ impl Loop {
             .enumerate()
             .flat_map(|(i, c)| std::iter::from_fn(move || c.ops.pop()).map(move |op| (i, op)));
         let all: Vec<(usize, LeaseOp)> = retry.into_iter().chain(fresh).collect();
+        let n = all.len();
         let mut it = all.into_iter();
         while let Some((i, op)) = it.next() {
-            let holder = format!("{}:{}", self.cfg.node, i);
-            match budget.try_exchange(&holder, &op) {
+            self.holder.clear();
+            let _ = write!(self.holder, "{}:{}", self.cfg.node, i);
+            match budget.exchange(&self.holder, &op) {
                 Ok(g) => {
                     self.stats.lease_ops.fetch_add(1, Ordering::Relaxed);
                     // The grant queue is as large as the op queue: one grant per op in flight.
@@ -376,6 +593,55 @@ impl Loop {
                 }
             }
         }
-        Ok(())
+        if n > 0 {
+            self.stats.leases_answered.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// Hands releases other nodes queued for this node to the cores: returns how many.
+    fn releases(&mut self, budget: &mut Store<'_>) -> redis::RedisResult<usize> {
+        let got = budget.take_releases(&self.cfg.node)?;
+        for &(core, campaign_id, bid_ts_unix_ns, reserved) in &got {
+            if let Some(c) = self.cores.get(usize::from(core)) {
+                // Full: the reservation expires instead (30–60 s).
+                let _ = c.releases.push(Release {
+                    campaign_id,
+                    bid_ts_unix_ns,
+                    reserved,
+                });
+            }
+        }
+        self.stats
+            .releases
+            .fetch_add(got.len() as u64, Ordering::Relaxed);
+        Ok(got.len())
+    }
+
+    /// Applies the cores' charges to other holders' leases: returns how many.
+    fn charges(&mut self, budget: &mut Store<'_>) -> redis::RedisResult<usize> {
+        let retry = std::mem::take(&mut self.retry_charges);
+        let fresh = self
+            .cores
+            .iter()
+            .flat_map(|c| std::iter::from_fn(move || c.charges.pop()));
+        let all: Vec<Charge> = retry.into_iter().chain(fresh).collect();
+        let n = all.len();
+        let mut it = all.into_iter();
+        while let Some(c) = it.next() {
+            self.holder.clear();
+            let _ = write!(self.holder, "{}:{}", c.node.as_str(), c.core);
+            match budget.charge(&self.holder, &c) {
+                Ok(()) => {
+                    self.stats.charges.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.retry_charges.push(c);
+                    self.retry_charges.extend(it);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(n)
     }
 }

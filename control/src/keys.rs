@@ -20,3 +20,13 @@ pub fn leases(campaign: u32) -> String {
 pub fn expiry(campaign: u32) -> String {
     format!("helios:budget:{{{campaign}}}:expiry")
 }
+/// List: notices settled on other nodes for bids of `node` (`core campaign bid_ts reserved`),
+/// popped by that node's control thread; bounded (LTRIM) and expiring when the node is gone.
+pub fn releases(node: &str) -> String {
+    format!("helios:budget:releases:{node}")
+}
+/// Hash: holder → spend charged to its lease by other nodes (bids billed elsewhere), handed
+/// back and cleared with the holder's next exchange.
+pub fn remote(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:remote")
+}

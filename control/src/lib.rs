@@ -12,4 +12,4 @@ pub mod feed;
 pub mod keys;
 
 pub use budget::RedisBudget;
-pub use feed::{Control, ControlConfig, ControlStats, ShardFeed, redis_client};
+pub use feed::{Charge, Charger, Control, ControlConfig, ControlStats, ShardFeed, redis_client};

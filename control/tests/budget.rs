@@ -11,6 +11,8 @@ fn op(spent: i64, want: i64) -> LeaseOp {
         campaign_id: 7,
         spent,
         want,
+        // One "impression" as large as the budgets here: the quarter-share cap never binds.
+        unit: 1_000_000,
     }
 }
 
@@ -67,4 +69,95 @@ fn spend_comes_out_of_the_lease_and_dead_leases_return() {
     assert_eq!(b.overdraft, 200);
     // Money conservation: spent 1,500 + 200, leases 8,500 held by b, remaining −200.
     assert_eq!(b.remaining(7).unwrap(), -200);
+}
+
+#[test]
+fn a_charge_takes_from_the_holders_lease_and_reaches_its_next_grant() {
+    let Some(url) = common::redis(5) else { return };
+    let mut b = RedisBudget::new(common::con(&url), 60_000);
+    b.try_init(7, 10_000).unwrap();
+    let g = b.try_exchange("a:0", &op(0, 4_000)).unwrap();
+    assert_eq!((g.granted, g.remote_spent), (4_000, 0));
+    // Node b was billed for a bid a:0 made: a's lease pays, without renewing a's expiry.
+    let exp_before: f64 = redis::cmd("ZSCORE")
+        .arg(control::keys::expiry(7))
+        .arg("a:0")
+        .query(&mut common::con(&url))
+        .unwrap();
+    b.try_charge("a:0", 7, 1_200).unwrap();
+    let exp_after: f64 = redis::cmd("ZSCORE")
+        .arg(control::keys::expiry(7))
+        .arg("a:0")
+        .query(&mut common::con(&url))
+        .unwrap();
+    assert_eq!(exp_before, exp_after, "a charge never renews the holder");
+    assert_eq!(b.remaining(7).unwrap(), 6_000);
+    // a's next exchange sees its balance reduced and learns the remote spend once.
+    let g = b.try_exchange("a:0", &op(0, 0)).unwrap();
+    assert_eq!((g.balance, g.remote_spent), (2_800, 1_200));
+    let g = b.try_exchange("a:0", &op(0, 0)).unwrap();
+    assert_eq!(g.remote_spent, 0);
+    // Beyond the lease, the remaining budget pays (overdraft), and with no lease at all too.
+    b.try_charge("a:0", 7, 3_000).unwrap();
+    assert_eq!(b.overdraft, 200);
+    b.try_charge("gone:1", 7, 500).unwrap();
+    assert_eq!(b.overdraft, 700);
+    // Conservation: 10,000 = remaining + leases + spend (1,200 + 3,000 + 500).
+    let held: i64 = redis::cmd("HGET")
+        .arg(control::keys::leases(7))
+        .arg("a:0")
+        .query(&mut common::con(&url))
+        .unwrap();
+    assert_eq!(b.remaining(7).unwrap() + held, 10_000 - 4_700);
+}
+
+#[test]
+fn one_exchange_takes_at_most_a_quarter_of_what_remains() {
+    let Some(url) = common::redis(6) else { return };
+    let mut b = RedisBudget::new(common::con(&url), 60_000);
+    b.try_init(7, 1_000_000).unwrap();
+    let big = |unit| LeaseOp {
+        campaign_id: 7,
+        spent: 0,
+        want: 10_000_000,
+        unit,
+    };
+    // The first holder to ask cannot take everything: the second still gets its share.
+    assert_eq!(b.try_exchange("a:0", &big(2_500)).unwrap().granted, 250_000);
+    assert_eq!(b.try_exchange("b:0", &big(2_500)).unwrap().granted, 187_500);
+    // Near the end: at least one impression's cost while there is that much.
+    redis::cmd("SET")
+        .arg(control::keys::remaining(7))
+        .arg(6_000)
+        .exec(&mut common::con(&url))
+        .unwrap();
+    assert_eq!(b.try_exchange("a:0", &big(2_500)).unwrap().granted, 2_500);
+    assert_eq!(b.try_exchange("b:0", &big(2_500)).unwrap().granted, 2_500);
+    assert_eq!(b.try_exchange("a:0", &big(2_500)).unwrap().granted, 1_000);
+    assert_eq!(b.remaining(7).unwrap(), 0);
+    // The same rule as the in-process store.
+    assert_eq!(
+        shards::pacing::grant_for(10_000_000, 1_000_000, 2_500),
+        250_000
+    );
+}
+
+#[test]
+fn releases_queue_for_the_bidding_node_and_are_taken_once() {
+    let Some(url) = common::redis(7) else { return };
+    let mut b = RedisBudget::new(common::con(&url), 60_000);
+    b.try_release("node-b", 1, 7, 123_456_789, 2_500).unwrap();
+    b.try_release("node-b", 0, 8, 5, 1_000).unwrap();
+    b.try_release("node-c", 0, 7, 6, 3_000).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(control::keys::releases("node-b"))
+        .query(&mut common::con(&url))
+        .unwrap();
+    assert!(ttl > 0, "a dead node's list expires");
+    assert_eq!(
+        b.try_take_releases("node-b", 1024).unwrap(),
+        vec![(1, 7, 123_456_789, 2_500), (0, 8, 5, 1_000)]
+    );
+    assert!(b.try_take_releases("node-b", 1024).unwrap().is_empty());
+    assert_eq!(b.try_take_releases("node-c", 1024).unwrap().len(), 1);
 }

@@ -127,3 +127,56 @@ fn leases_flow_from_redis_to_the_shard_and_spend_back() {
     })
     .expect("spend reported");
 }
+
+/// Without any Redis (a campaigns file): budgets come from the set, held in the control
+/// thread's own store, and charges of other cores' bids reach their lease.
+#[test]
+fn a_fixed_set_gets_leases_from_the_in_process_store() {
+    let set = CompiledSet::parse(set_json(1, 30_000).as_bytes()).unwrap();
+    let mut cfg = ControlConfig::new("", "node-m", 2);
+    cfg.budget_redis_url = String::new();
+    cfg.fixed_set = Some(set.clone());
+    cfg.tick_ms = 10;
+    cfg.lease_ttl_ms = 400;
+    let (control, mut feeds) = Control::spawn(cfg).unwrap();
+    let mut scfg = ShardConfig {
+        enforce_budget: true,
+        ..ShardConfig::default()
+    };
+    // Renewals every 100 ms carry the remote spend back quickly.
+    scfg.pacing.lease_ttl_ms = 400;
+    let mut shards: Vec<Shard> = (0..2)
+        .map(|c| Shard::with_config(c, set.clone(), scfg.clone()))
+        .collect();
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.runtime(0).lease > 0 && !s.leases_pending()
+    })
+    .expect("both cores get a lease");
+    let total: i64 = shards.iter().map(|s| s.runtime(0).lease).sum();
+    assert!(total <= 30_000, "never more than the budget: {total}");
+    // Core 1 settles a bid core 0 made (billed on core 1): charged to core 0's lease.
+    let before = shards[0].runtime(0).lease;
+    assert!(feeds[1].charger().charge(control::Charge {
+        node: codec::event::InlineStr::new("node-m"),
+        core: 0,
+        campaign_id: 1,
+        spent: 900,
+        bid_ts_unix_ns: 0,
+        reserved: 1_000,
+    }));
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.core() != 0 || s.runtime(0).total_spent == 900
+    })
+    .expect("core 0 learns the remote spend");
+    // Money is conserved: what both cores hold plus the spend stays within the budget.
+    let held: i64 = shards.iter().map(|s| s.runtime(0).lease).sum();
+    assert!(held + 900 <= 30_000, "held {held} + spent 900");
+    assert!(before > 0);
+    assert_eq!(
+        control
+            .stats
+            .charges
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

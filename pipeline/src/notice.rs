@@ -6,12 +6,14 @@
 //! in place. Must never trust an unsigned byte of a notice except the exchange's macro values,
 //! which are range-checked (price ≤ our bid, currency ours), and must never panic on input.
 //!
-//! URL: `{base}?k=w&r=…&i=…&c=…&cr=…&a=…&p=…&cu=USD&t=…&n=…&x=…&tr=…[&g=…&d=…&st=…][&u=…]&s=SIG`
+//! URL: `{base}?k=w&r=…&i=…&c=…&cr=…&a=…&p=…&cu=USD&t=…&n=…&x=…&tr=…[&g=…&d=…&st=…][&u=…][&rv=…]&co=…&s=SIG`
 //! followed by the exchange's macros (`&ap=${AUCTION_PRICE}&cur=${AUCTION_CURRENCY}`,
 //! `&aid=${AUCTION_ID}&aiid=${AUCTION_IMP_ID}`, for loss `&al=${AUCTION_LOSS}&amw=${AUCTION_MIN_TO_WIN}`).
 //! `SIG` is the first 16 bytes (128 bits, 32 hex chars) of HMAC-SHA256(key, bytes from `k=` up
 //! to `&s=`), so the kind is signed too (a win URL cannot be replayed as a billing URL). Values
-//! are percent-encoded (RFC 3986 unreserved bytes pass through).
+//! are percent-encoded (RFC 3986 unreserved bytes pass through). `rv` (the budget the bid
+//! reserved, micros of USD; absent = none) and `co` (the core holding the reservation on node
+//! `n`) are signed like the rest: budget settlement trusts them (docs/CAMPAIGNS.md, "Budgets").
 //!
 //! Event id: the first 16 bytes of SHA-256(`helios-notice-v1` ‖ signed bytes): the same notice
 //! received twice has the same id (counted once downstream); the price the exchange fills in
@@ -114,6 +116,11 @@ pub struct BidParams<'a> {
     pub site_or_app: &'a str,
     /// The profile key, only with consent (None otherwise).
     pub user_id: Option<&'a str>,
+    /// Budget reserved for this bid (micros of USD, `shards::ImpBid::reserved`); 0 = the bid
+    /// holds no reservation (test request, budgets not enforced) and its notices settle nothing.
+    pub reserved: Micros,
+    /// The core (on `node`) whose lease holds the reservation: settlement is routed to it.
+    pub core: u16,
 }
 
 /// Why a notice was rejected. Each has a stable label ([`NoticeError::reason`]) and is counted.
@@ -229,6 +236,10 @@ pub struct VerifiedNotice {
     pub loss_reason: u16,
     /// Received after the late window.
     pub late: bool,
+    /// Budget the bid reserved (micros of USD; 0 = none): what settlement releases.
+    pub reserved: Micros,
+    /// The core on `node` that made the bid and holds its reservation.
+    pub core: u16,
 }
 
 impl VerifiedNotice {
@@ -499,6 +510,12 @@ impl NoticeSigner {
             out.extend_from_slice(b"&u=");
             push_pct(out, u.as_bytes());
         }
+        if bid.reserved.0 > 0 {
+            out.extend_from_slice(b"&rv=");
+            push_u64(out, bid.reserved.0 as u64);
+        }
+        out.extend_from_slice(b"&co=");
+        push_u64(out, u64::from(bid.core));
         let mut mac = self.mac.clone();
         mac.update(&out[start..]);
         let tag = mac.finalize().into_bytes();
@@ -596,6 +613,8 @@ impl NoticeSigner {
             price: None,
             loss_reason: 0,
             late: false,
+            reserved: Micros(0),
+            core: 0,
         };
         let mut seen_kind = None;
         let mut buf = [0u8; 256];
@@ -653,6 +672,15 @@ impl NoticeSigner {
                     v.site_or_app = InlineStr::new(pct_decode(val, &mut buf).ok_or(bad("st"))?)
                 }
                 b"u" => v.user_id = InlineStr::new(pct_decode(val, &mut buf).ok_or(bad("u"))?),
+                b"rv" => {
+                    let r = parse_u64(val).ok_or(bad("rv"))?;
+                    v.reserved = Micros(i64::try_from(r).map_err(|_| bad("rv"))?);
+                }
+                b"co" => {
+                    v.core = parse_u64(val)
+                        .and_then(|x| u16::try_from(x).ok())
+                        .ok_or(bad("co"))?
+                }
                 _ => return Err(bad("unknown signed param")),
             }
         }
@@ -735,6 +763,8 @@ mod tests {
             device_type: 2,
             site_or_app: "news.example",
             user_id: Some("user-9"),
+            reserved: Micros(2_600),
+            core: 3,
         }
     }
 
@@ -759,12 +789,41 @@ mod tests {
     }
 
     #[test]
+    fn reservation_and_core_are_signed_and_read_back() {
+        let mut s = NoticeSigner::new(b"secret");
+        let q = fill(&query(&url(&s, NoticeKind::Billing)), "2.1");
+        let v = s.verify(NoticeKind::Billing, q.as_bytes(), NOW).unwrap();
+        assert_eq!((v.reserved, v.core), (Micros(2_600), 3));
+        // Raising the reservation (or moving it to another core) breaks the signature.
+        for forged in [
+            q.replace("&rv=2600", "&rv=9999"),
+            q.replace("&co=3", "&co=1"),
+        ] {
+            assert_eq!(
+                s.verify(NoticeKind::Billing, forged.as_bytes(), NOW),
+                Err(NoticeError::BadSignature)
+            );
+        }
+        // A bid without a reservation carries no `rv` and reads back as 0.
+        let mut b = bid();
+        b.reserved = Micros(0);
+        let mut out = Vec::new();
+        s.write_url(NoticeKind::Loss, "http://h/notice/loss", &b, &mut out);
+        let u = String::from_utf8(out).unwrap();
+        assert!(!u.contains("&rv="));
+        let v = s
+            .verify(NoticeKind::Loss, fill(&query(&u), "2").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!((v.reserved, v.core), (Micros(0), 3));
+    }
+
+    #[test]
     fn url_has_our_params_signature_and_macros() {
         let s = NoticeSigner::new(b"secret");
         let u = url(&s, NoticeKind::Win);
         assert!(u.starts_with("http://127.0.0.1:8080/notice/win?k=w&r=req%201%2F%CE%B1&i=1&c=42"));
         assert!(u.contains("&p=2500000&cu=USD&"));
-        assert!(u.contains("&u=user-9&s="));
+        assert!(u.contains("&u=user-9&rv=2600&co=3&s="));
         assert!(u.contains("${AUCTION_PRICE}") && u.contains("${AUCTION_ID}"));
         assert!(url(&s, NoticeKind::Loss).contains("${AUCTION_LOSS}"));
         assert!(url(&s, NoticeKind::Loss).contains("${AUCTION_MIN_TO_WIN}"));

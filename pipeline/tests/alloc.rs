@@ -93,6 +93,8 @@ fn notice_urls_and_verification_allocate_nothing() {
         device_type: 2,
         site_or_app: "news.example",
         user_id: Some("user-1"),
+        reserved: Micros(2_500),
+        core: 1,
     };
     let mut buf = Vec::with_capacity(2048);
     signer.write_url(NoticeKind::Win, "http://h/notice/win", &bid, &mut buf);

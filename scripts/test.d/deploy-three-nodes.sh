@@ -257,7 +257,7 @@ if [[ $mode == helios ]]; then
     dl_check_true "node $k exposes per-core series on its admin port" \
       bash -c "ip netns exec ${!nsv} curl -s http://${!addrv}:9100/metrics | grep -q 'core=\"'"
   done
-  echo "skipped: budgets across nodes (the appliance does not take budget leases from Redis yet: shards/src/pacing.rs has the protocol, the appliance does not use it; and it needs win and billing notices, i.e. the exchange simulator)"
+  echo "budgets across nodes: scripts/test.d/budget-three-nodes.sh (three nodes, one budget in Redis, the exchange simulator's notices through the gateway)"
 else
   echo "skipped: appliance checks (the helios binary is not built: the nodes were recording backends)"
 fi

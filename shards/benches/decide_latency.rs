@@ -32,6 +32,7 @@ fn main() {
                 campaign_id: id,
                 granted: 1 << 50,
                 balance: 1 << 50,
+                remote_spent: 0,
             });
         }
         let mut d = Decision::default();

@@ -1,4 +1,6 @@
-//! Decision time per request for 10 / 1,000 / 10,000 campaigns (criterion).
+//! Decision time per request for 10 / 1,000 / 10,000 campaigns (criterion), and the cost of
+//! budget enforcement: the same decisions with `enforce_budget` on and off side by side, and
+//! the settlement of one notice (`Shard::settle`).
 //! `cargo bench -p helios-shards --bench decision`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -8,13 +10,17 @@ use shards::{CompiledSet, Decision, Shard, ShardConfig};
 const NOW: u64 = 1_795_435_200_000_000_000;
 
 fn shard(n: usize) -> Shard {
+    shard_with(n, true)
+}
+
+fn shard_with(n: usize, enforce_budget: bool) -> Shard {
     let set = CompiledSet::parse(shards::synth::campaigns_json(n, 7).as_bytes())
         .expect("synthetic set is valid");
     let mut s = Shard::with_config(
         0,
         set,
         ShardConfig {
-            enforce_budget: true,
+            enforce_budget,
             ..ShardConfig::default()
         },
     );
@@ -25,6 +31,7 @@ fn shard(n: usize) -> Shard {
             campaign_id: id,
             granted: 1 << 50,
             balance: 1 << 50,
+            remote_spent: 0,
         });
     }
     s
@@ -52,5 +59,41 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Enforcement on vs off on the same requests (synthetic campaigns are asap with ample
+/// leases, so both make the same bids), and one settlement.
+fn budget(c: &mut Criterion) {
+    let bodies = shards::synth::requests(1024, 11);
+    let reqs: Vec<_> = bodies
+        .iter()
+        .map(|b| codec::decode_valid(b.as_bytes()).expect("synthetic request is valid"))
+        .collect();
+    let mut g = c.benchmark_group("budget");
+    for n in [10usize, 1_000] {
+        for (name, on) in [("off", false), ("on", true)] {
+            let mut s = shard_with(n, on);
+            let mut d = Decision::default();
+            let mut i = 0;
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| {
+                    s.decide(&reqs[i & 1023], None, NOW, &mut d);
+                    i += 1;
+                    d.bids.len()
+                })
+            });
+        }
+    }
+    let mut s = shard(1_000);
+    let ids: Vec<u32> = s.set().compiled.iter().map(|c| c.id).collect();
+    let mut i = 0;
+    g.bench_function("settle/1000", |b| {
+        b.iter(|| {
+            let id = ids[i % ids.len()];
+            i += 1;
+            s.settle(id, NOW, codec::Micros(2_500), codec::Micros(2_000));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, budget);
 criterion_main!(benches);

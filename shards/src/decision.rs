@@ -425,6 +425,14 @@ impl Shard {
         }
     }
 
+    /// Releases a reservation whose notice was settled on another node (see
+    /// [`Runtime::release_remote`]). Unknown campaigns are ignored.
+    pub fn release_remote(&mut self, campaign_id: u32, bid_ts_ns: u64, reserved: Micros) {
+        if let Some(i) = self.set.position(campaign_id) {
+            self.w.runtime[i].release_remote(bid_ts_ns, reserved.0);
+        }
+    }
+
     /// Control step between requests (every 100 ms–1 s): pacing throttles and lease wants.
     pub fn tick(&mut self, now_ns: u64) {
         for (rt, c) in self.w.runtime.iter_mut().zip(&self.set.compiled) {
@@ -446,6 +454,31 @@ impl Shard {
         if shade_key != 0 {
             self.w.shader.observe(shade_key, o);
         }
+    }
+
+    /// Turns budget enforcement on (between requests, before bidding): bids need a lease from
+    /// now on; `lease_ttl_ms` is the store's lease TTL (renewal and distrust) and
+    /// `idle_return_ms` when an idle campaign gives its lease back (see `pacing`); `share_ppm`
+    /// is this shard's share of each daily budget (1 / shards bidding for it).
+    pub fn enforce_budget(&mut self, lease_ttl_ms: u64, idle_return_ms: u64, share_ppm: u32) {
+        self.w.cfg.enforce_budget = true;
+        self.w.cfg.pacing.share_ppm = share_ppm.clamp(1, crate::pacing::PPM);
+        self.w.cfg.pacing.lease_ttl_ms = lease_ttl_ms;
+        self.w.cfg.pacing.idle_return_ms = idle_return_ms;
+    }
+
+    /// Ops only for campaigns with spend to report (between ticks).
+    pub fn spend_ops(&mut self, out: &mut Vec<LeaseOp>) {
+        for rt in &mut self.w.runtime {
+            if let Some(op) = rt.take_spend_op() {
+                out.push(op);
+            }
+        }
+    }
+
+    /// Some lease op sent to the store is not answered yet.
+    pub fn leases_pending(&self) -> bool {
+        self.w.runtime.iter().any(|r| r.in_flight)
     }
 
     /// Applies the store's answer to a [`LeaseOp`].

@@ -40,6 +40,7 @@ fn zero_allocations_per_decision_once_warm() {
             campaign_id: id,
             granted: 1 << 40,
             balance: 1 << 40,
+            remote_spent: 0,
         });
     }
     let bodies = shards::synth::requests(2000, 11);

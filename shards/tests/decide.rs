@@ -315,6 +315,7 @@ fn bids_only_while_the_lease_covers_the_price() {
         campaign_id: 1,
         granted: 5000,
         balance: 5000,
+        remote_spent: 0,
     });
     let mut bids = 0;
     for _ in 0..5 {
@@ -331,10 +332,26 @@ fn bids_only_while_the_lease_covers_the_price() {
         bids += run(&mut sh, &req(""), None, MONDAY_NOON).bids.len();
     }
     assert_eq!(bids, 1);
-    // Unsettled reservations are released after two epochs.
+    // Unsettled reservations are released after two epochs, once the store has answered an op
+    // sent after the expiry (the bid may have been billed on another node, charging our lease).
     let later = MONDAY_NOON + 2 * shards::pacing::EPOCH_NS;
     sh.tick(later);
     sh.tick(later + shards::pacing::EPOCH_NS);
+    assert_eq!(sh.runtime(0).reserved, [0, 0]);
+    assert!(
+        sh.runtime(0).available() < 3500,
+        "held until the store answers"
+    );
+    let mut ops = Vec::new();
+    sh.lease_ops(&mut ops);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].spent, 1500, "the spend is reported");
+    sh.lease_granted(&LeaseGrant {
+        campaign_id: 1,
+        granted: 0,
+        balance: 3500,
+        remote_spent: 0,
+    });
     assert_eq!(sh.runtime(0).available(), 3500);
 }
 

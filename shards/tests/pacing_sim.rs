@@ -105,6 +105,7 @@ fn ten_thousand_campaigns_spend_within_budget_and_pace_evenly() {
     // Leases are exchanged once per step here (every ~1 s in the appliance): look two steps ahead.
     let pc = PacingConfig {
         lease_ahead_s: 2 * STEP_S,
+        lease_ttl_ms: 300_000,
         ..cfg
     };
     let mut store = MemoryBudget::new(300_000);

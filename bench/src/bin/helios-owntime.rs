@@ -250,6 +250,7 @@ fn decision_latency(n: usize, rounds: usize) -> Result<serde_json::Value> {
             campaign_id: id,
             granted: 1 << 50,
             balance: 1 << 50,
+            remote_spent: 0,
         });
     }
     let clock = quanta::Clock::new();
