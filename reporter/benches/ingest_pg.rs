@@ -60,14 +60,15 @@ async fn main() {
         let db = common::BenchDb::create(&pg, "helios_bench_ingest").await;
         let mut c = reporter::db::connect(&db.url).await.expect("connect");
         reporter::db::migrate(&mut c).await.expect("migrate");
-        let backend: i32 = c
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .expect("pid")
-            .get(0);
-        let mut w = Writer::new(c, "bench", 30, FaultDelay::default())
-            .await
-            .expect("writer");
+        drop(c);
+        let mut w = Writer::new(
+            &db.url,
+            "bench",
+            30,
+            FaultDelay::default(),
+            std::sync::Arc::new(reporter::ingest::stats::IngestStats::default()),
+        );
+        let backend = w.backend_pid().await.expect("pid");
         let (pg0, me0) = (
             cpu_secs(&format!("/proc/{backend}/stat")),
             cpu_secs("/proc/self/stat"),

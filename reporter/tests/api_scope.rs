@@ -70,9 +70,13 @@ async fn advertisers_see_only_their_own_and_figures_match() {
     let events = generate(&cfg);
     let expected = Expected::of(&events);
     let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
-    let mut w = Writer::new(tdb.client().await, "api-test", 30, FaultDelay::default())
-        .await
-        .expect("writer");
+    let mut w = Writer::new(
+        &tdb.url,
+        "api-test",
+        30,
+        FaultDelay::default(),
+        Arc::new(IngestStats::default()),
+    );
     for chunk in rows.chunks(2_500) {
         w.write(chunk, &Vec::new()).await.expect("write");
     }
