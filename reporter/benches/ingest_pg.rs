@@ -1,10 +1,11 @@
 //! Ingest rate into PostgreSQL: the writer alone (COPY into staging → insert ON CONFLICT DO
-//! NOTHING → fold into minute/hour/day rollups for 5 dimensions, one transaction per batch), for
+//! NOTHING → rollup deltas folded in memory → COPY + one upsert, one transaction per batch), for
 //! several batch sizes, fresh events and a full replay (every event already stored). Also the
 //! decode cost (rkyv check + row) per event on one core.
 //!
 //! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench ingest_pg` (BENCH_EVENTS to change the
-//! run size, default 1,000,000).
+//! run size, default 1,000,000; BENCH_BATCHES, comma-separated batch sizes, default
+//! 10000,50000,100000).
 
 mod common;
 
@@ -56,7 +57,17 @@ async fn main() {
     );
     drop(bytes);
 
-    for batch in [10_000usize, 50_000, 100_000] {
+    let batches: Vec<usize> = std::env::var("BENCH_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 50_000, 100_000]);
+    for batch in batches {
+        println!(
+            "batch {batch:>6}: load average {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
         let db = common::BenchDb::create(&pg, "helios_bench_ingest").await;
         let mut c = reporter::db::connect(&db.url).await.expect("connect");
         reporter::db::migrate(&mut c).await.expect("migrate");

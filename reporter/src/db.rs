@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "campaign_control",
         include_str!("../migrations/0003_campaign_control.sql"),
     ),
+    (
+        4,
+        "rollups_series_index",
+        include_str!("../migrations/0004_rollups_series_index.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

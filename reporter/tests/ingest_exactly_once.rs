@@ -135,47 +135,45 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
         .get(0);
     assert_eq!(stray, 0, "rows only in the kept families");
     for &(gran, dim) in FAMILIES {
-        {
-            let rows = db
-                .query(
-                    "SELECT campaign_id, advertiser_id, sum(bids)::bigint, sum(wins)::bigint,
-                            sum(losses)::bigint, sum(impressions)::bigint, sum(clicks)::bigint,
-                            sum(bid_cpm_micros)::bigint, sum(spend_cpm_micros)::bigint
-                     FROM rollups WHERE gran = $1 AND dim = $2 GROUP BY 1, 2 ORDER BY 1",
-                    &[&gran, &dim],
-                )
-                .await
-                .expect("rollups");
-            assert_eq!(
-                rows.len(),
-                expected.campaigns.len(),
-                "gran {gran} dim {dim}"
+        let rows = db
+            .query(
+                "SELECT campaign_id, advertiser_id, sum(bids)::bigint, sum(wins)::bigint,
+                        sum(losses)::bigint, sum(impressions)::bigint, sum(clicks)::bigint,
+                        sum(bid_cpm_micros)::bigint, sum(spend_cpm_micros)::bigint
+                 FROM rollups WHERE gran = $1 AND dim = $2 GROUP BY 1, 2 ORDER BY 1",
+                &[&gran, &dim],
+            )
+            .await
+            .expect("rollups");
+        assert_eq!(
+            rows.len(),
+            expected.campaigns.len(),
+            "gran {gran} dim {dim}"
+        );
+        for row in rows {
+            let cid: i64 = row.get(0);
+            let want = expected.campaigns[&(cid as u32)];
+            let got = (
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3),
+                row.get::<_, i64>(4),
+                row.get::<_, i64>(5),
+                row.get::<_, i64>(6),
+                row.get::<_, i64>(7),
+                row.get::<_, i64>(8),
             );
-            for row in rows {
-                let cid: i64 = row.get(0);
-                let want = expected.campaigns[&(cid as u32)];
-                let got = (
-                    row.get::<_, i64>(1),
-                    row.get::<_, i64>(2),
-                    row.get::<_, i64>(3),
-                    row.get::<_, i64>(4),
-                    row.get::<_, i64>(5),
-                    row.get::<_, i64>(6),
-                    row.get::<_, i64>(7),
-                    row.get::<_, i64>(8),
-                );
-                let exp = (
-                    want.advertiser_id as i64,
-                    want.bids,
-                    want.wins,
-                    want.losses,
-                    want.impressions,
-                    want.clicks,
-                    want.bid_cpm_micros,
-                    want.spend_cpm_micros,
-                );
-                assert_eq!(got, exp, "campaign {cid} gran {gran} dim {dim}");
-            }
+            let exp = (
+                want.advertiser_id as i64,
+                want.bids,
+                want.wins,
+                want.losses,
+                want.impressions,
+                want.clicks,
+                want.bid_cpm_micros,
+                want.spend_cpm_micros,
+            );
+            assert_eq!(got, exp, "campaign {cid} gran {gran} dim {dim}");
         }
     }
     for gran in [1i16, 2, 3] {
