@@ -12,7 +12,8 @@
 //! BENCH_REQUESTS per shape (default 300); BENCH_REPORTERS=`label=/path/to/helios-reporter,…`
 //! to compare binaries side by side on the same data, in that order (default: this build) —
 //! put the older binary first, as the newer one's migrations stay applied; BENCH_DB_URL to reuse
-//! an already generated database (not dropped) instead of generating one.
+//! an already generated database (not dropped) instead of generating one; BENCH_WITHOUT_INDEX=1
+//! to measure every shape also without the series index of migration 0004.
 
 mod common;
 
@@ -84,7 +85,7 @@ async fn main() {
             (Some(db), url)
         }
     };
-    let mut c = reporter::db::connect(&url).await.expect("connect");
+    let c = reporter::db::connect(&url).await.expect("connect");
     if db.is_some() {
         // The schema of the first binary measured: migrations up to 3 (0004 and later are
         // applied by the reporters themselves when they start).
@@ -217,8 +218,55 @@ async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
             format!("/api/v1/campaigns?from={from}&to={now}"),
         ),
     ];
+    // With BENCH_WITHOUT_INDEX=1, every shape is measured twice, one run after the other: with
+    // the series index of migration 0004, then without it (dropped, and re-created after), same
+    // binary, same data.
+    let without = std::env::var("BENCH_WITHOUT_INDEX").as_deref() == Ok("1");
+    let db = reporter::db::connect(url).await.expect("connect");
+    let index_def: Option<String> = db
+        .query_opt("SELECT pg_get_indexdef('rollups_totals'::regclass)", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    let modes: Vec<bool> = if without && index_def.is_some() {
+        vec![true, false]
+    } else {
+        vec![true]
+    };
+    for with_index in modes {
+        if !with_index {
+            db.batch_execute("DROP INDEX rollups_totals")
+                .await
+                .expect("drop index");
+            println!("-- {label}, without the series index:");
+        } else if without {
+            println!("-- {label}, with the series index:");
+        }
+        run_shapes(&shapes, &http, &base, &auth, requests).await;
+        if !with_index && let Some(def) = &index_def {
+            db.batch_execute(def).await.expect("re-create index");
+        }
+    }
+    println!(
+        "   load average after {label}: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn run_shapes(
+    shapes: &[(&str, String)],
+    http: &reqwest::Client,
+    base: &str,
+    auth: &Auth,
+    requests: usize,
+) {
     let mut rng = Rng::new(3);
-    for (name, path) in &shapes {
+    for (name, path) in shapes {
         let mut lat = Vec::with_capacity(requests);
         for i in 0..requests + 20 {
             let adv = 1 + rng.below(20) as i64;
@@ -250,12 +298,4 @@ async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
             common::ms(max)
         );
     }
-    println!(
-        "   load average after {label}: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
-    let _ = child.kill();
-    let _ = child.wait();
 }
