@@ -39,8 +39,9 @@ const MIGRATION_LOCK: i64 = 0x4845_4c49_4f53_0001;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects and spawns the connection task. Sessions run in UTC so `date_trunc` buckets are UTC,
-/// and without JIT: the reporter's statements are short, and compiling them cost more than it
-/// saved (measured: 100+ ms on a batch's statements, tens of ms on API queries).
+/// and without JIT: the reporter's statements are run once per batch or request, and PostgreSQL
+/// planned JIT compilation for the larger ones (seen in `EXPLAIN`), a compile cost paid on every
+/// execution that such short statements cannot win back.
 pub async fn connect(url: &str) -> Result<Client> {
     let mut cfg: tokio_postgres::Config = url
         .parse()

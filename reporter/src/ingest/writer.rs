@@ -48,8 +48,7 @@ pub const TEST_FLAG: i16 = codec::event::flags::TEST as i16;
 
 /// Per-session setup of the writer's connection: memory for the temporary tables (set before
 /// their first use; a 50,000-event batch stages ~15 MB, over the default 8 MB, which spilled to
-/// disk), the two staging tables, enough sort memory, and no JIT (it compiled these statements
-/// on every batch for nothing).
+/// disk), the two staging tables, enough sort memory, and no JIT (see [`crate::db::connect`]).
 const SESSION: &str = "SET temp_buffers = '128MB'; SET work_mem = '64MB'; SET jit = off; \
     CREATE TEMP TABLE IF NOT EXISTS staging (LIKE events) ON COMMIT DELETE ROWS; \
     CREATE TEMP TABLE IF NOT EXISTS rollup_delta (LIKE rollups) ON COMMIT DELETE ROWS";
