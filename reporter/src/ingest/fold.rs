@@ -3,7 +3,7 @@
 //! aggregating the batch itself. Owned by the writer task; a `Fold` lives for one batch.
 //!
 //! Which (granularity, dimension) families are kept is [`FAMILIES`]: per-minute rows only for
-//! the campaign total (minute × site is about one row per event and nobody reads it), hour rows
+//! the campaign total (minute × site is about one row per event and no dashboard view reads it), hour rows
 //! for every dimension, day rows for the campaign total (a day per creative/site/country/device
 //! is the sum of its 24 hour rows, summed by the API when asked). Test requests are never
 //! folded; events without a campaign only count as no-bids.
