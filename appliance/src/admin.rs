@@ -179,6 +179,25 @@ fn pipeline_metrics(out: &mut String, m: &pipeline::MetricsSnapshot) {
     }
 }
 
+/// `url` with the password of its userinfo (`scheme://user:password@host…`) replaced by
+/// `(redacted)`, for showing a configured URL (`/debug/config`, `--print-config`). A URL without
+/// a password comes back unchanged; nothing after the host is touched.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The authority ends at the first '/', '?' or '#'; the userinfo at its last '@'.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:(redacted)@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -216,5 +235,36 @@ impl Shared {
             return Err("event loops starting");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url_password as r;
+
+    #[test]
+    fn url_passwords_are_redacted_and_nothing_else() {
+        assert_eq!(
+            r("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:(redacted)@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            r("redis://default:s3cret@redis:6379"),
+            "redis://default:(redacted)@redis:6379"
+        );
+        // '@' and ':' in the password itself (the userinfo ends at the authority's last '@').
+        assert_eq!(
+            r("redis://u:p@ss:w@host:1/2?x=@"),
+            "redis://u:(redacted)@host:1/2?x=@"
+        );
+        for same in [
+            "redis://127.0.0.1:6379/",
+            "redis://user@host/",
+            "",
+            "not a url",
+            "redis://host/path@x:y",
+        ] {
+            assert_eq!(r(same), same);
+        }
     }
 }

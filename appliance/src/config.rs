@@ -443,6 +443,13 @@ impl Config {
         if !c.notices.key.is_empty() {
             c.notices.key = "(redacted)".into();
         }
+        for url in [
+            &mut c.bidding.campaigns_redis_url,
+            &mut c.events.frequency_redis_url,
+            &mut c.profiles.redis_url,
+        ] {
+            *url = crate::admin::redact_url_password(url);
+        }
         c
     }
 

@@ -9,7 +9,7 @@
 //! [`alloc_count`] (per-thread allocation counting).
 
 pub mod admin;
-pub mod alloc_count;
+pub use alloc_count;
 pub mod campaign_feed;
 pub mod config;
 pub mod core;

@@ -241,7 +241,7 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
             (p.core, m)
         })
         .collect();
-    let simple: [Simple; 12] = [
+    let simple: [Simple; 11] = [
         (
             "helios_bid_requests_total",
             "Bid requests received.",
@@ -304,12 +304,6 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
             "Event-loop turns.",
             "counter",
             |m| m.turns,
-        ),
-        (
-            "helios_request_duration_count",
-            "Bid requests timed (service time histogram).",
-            "counter",
-            |m| m.latency_ns.len(),
         ),
     ];
     for (name, help, kind, f) in simple {
@@ -429,22 +423,97 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
     series(
         out,
         "helios_request_duration_seconds",
-        "Bid request service time, arrival to response ready (HdrHistogram quantiles).",
-        "summary",
+        "Service time of bid requests answered with a bid, from the loop turn their bytes arrived in \
+         to the response ready (from the core's HdrHistogram: values within 512 ns).",
+        "histogram",
     );
     for (c, m) in &snaps {
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let v = m.latency_ns.value_at_quantile(q) as f64 / 1e9;
+        let h = DurationHistogram::of(&m.latency_ns);
+        for (le, n) in LATENCY_BUCKETS_NS.iter().zip(h.cumulative) {
+            let le = *le as f64 / 1e9;
             let _ = writeln!(
                 out,
-                "helios_request_duration_seconds{{core=\"{c}\",quantile=\"{q}\"}} {v}"
+                "helios_request_duration_seconds_bucket{{core=\"{c}\",le=\"{le}\"}} {n}"
             );
         }
         let _ = writeln!(
             out,
-            "helios_request_duration_seconds_count{{core=\"{c}\"}} {}",
-            m.latency_ns.len()
+            "helios_request_duration_seconds_bucket{{core=\"{c}\",le=\"+Inf\"}} {}",
+            h.count
         );
+        let _ = writeln!(
+            out,
+            "helios_request_duration_seconds_sum{{core=\"{c}\"}} {}",
+            h.sum_ns as f64 / 1e9
+        );
+        let _ = writeln!(
+            out,
+            "helios_request_duration_seconds_count{{core=\"{c}\"}} {}",
+            h.count
+        );
+    }
+}
+
+/// Upper bounds (`le`) of the Prometheus histogram's buckets, nanoseconds: 10 µs .. 1 s, dense
+/// where the bid path lives (tens of µs) and around the 10 ms alert threshold. `+Inf` is implied.
+pub const LATENCY_BUCKETS_NS: [u64; 15] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// A Prometheus histogram read off an HdrHistogram at scrape time (admin thread only).
+///
+/// Each recorded HdrHistogram bucket counts under every `le` at or above its median equivalent
+/// value (HdrHistogram's own estimate of the values it holds), and adds median × count to the
+/// sum. The source only ever grows, so every bucket, the sum and the count are monotonic
+/// counters, as Prometheus requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// Observations at or below each [`LATENCY_BUCKETS_NS`] bound.
+    pub cumulative: [u64; LATENCY_BUCKETS_NS.len()],
+    pub count: u64,
+    pub sum_ns: u128,
+}
+
+impl DurationHistogram {
+    pub fn of(h: &Histogram<u64>) -> DurationHistogram {
+        let mut per_bucket = [0u64; LATENCY_BUCKETS_NS.len()];
+        let mut count = 0u64;
+        let mut sum_ns = 0u128;
+        for v in h.iter_recorded() {
+            let n = v.count_at_value();
+            let value = h.median_equivalent(v.value_iterated_to());
+            count += n;
+            sum_ns += u128::from(value) * u128::from(n);
+            if let Some(i) = LATENCY_BUCKETS_NS.iter().position(|&le| value <= le) {
+                per_bucket[i] += n;
+            }
+        }
+        let mut cumulative = [0u64; LATENCY_BUCKETS_NS.len()];
+        let mut running = 0;
+        for (c, n) in cumulative.iter_mut().zip(per_bucket) {
+            running += n;
+            *c = running;
+        }
+        debug_assert_eq!(count, h.len());
+        DurationHistogram {
+            cumulative,
+            count,
+            sum_ns,
+        }
     }
 }
 
@@ -473,6 +542,11 @@ mod tests {
         assert!(s.contains("helios_responses_total{core=\"0\",status=\"other\"} 1"));
         assert!(s.contains("helios_no_bids_total{core=\"0\",reason=\"deadline\"} 1"));
         assert!(s.contains("helios_request_duration_seconds_count{core=\"0\"} 1"));
+        assert!(s.contains("helios_request_duration_seconds_bucket{core=\"0\",le=\"0.000025\"} 0"));
+        assert!(s.contains("helios_request_duration_seconds_bucket{core=\"0\",le=\"0.00005\"} 1"));
+        assert!(s.contains("helios_request_duration_seconds_bucket{core=\"0\",le=\"+Inf\"} 1"));
+        assert!(s.contains("helios_request_duration_seconds_bucket{core=\"1\",le=\"+Inf\"} 0"));
+        assert!(s.contains("# TYPE helios_request_duration_seconds histogram"));
         // Every sample line carries a core label.
         for line in s.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains("core=\""), "{line}");
@@ -480,5 +554,56 @@ mod tests {
         // A held lock makes publish skip, not wait.
         let _g = p0.snapshot.lock().unwrap();
         assert!(!p0.publish(&m));
+    }
+
+    #[test]
+    fn duration_histogram_buckets_are_cumulative_and_exact_enough() {
+        let mut m = CoreMetrics::new();
+        let empty = DurationHistogram::of(&m.latency_ns);
+        assert_eq!(empty.count, 0);
+        assert_eq!(empty.cumulative, [0; LATENCY_BUCKETS_NS.len()]);
+        // 5 µs, 2 × 20 µs, 40 ms, 2 s (beyond the last finite bound: only in +Inf).
+        for ns in [5_000, 20_000, 20_000, 40_000_000, 2_000_000_000] {
+            m.latency_ns.saturating_record(ns);
+        }
+        let h = DurationHistogram::of(&m.latency_ns);
+        assert_eq!(h.count, 5);
+        let at = |le: u64| {
+            let i = LATENCY_BUCKETS_NS.iter().position(|&b| b == le).unwrap();
+            h.cumulative[i]
+        };
+        assert_eq!(at(10_000), 1);
+        assert_eq!(at(25_000), 3);
+        assert_eq!(at(25_000_000), 3);
+        assert_eq!(at(50_000_000), 4);
+        assert_eq!(at(1_000_000_000), 4);
+        // Cumulative: never decreasing along the bounds.
+        assert!(h.cumulative.windows(2).all(|w| w[0] <= w[1]));
+        // The sum is the recorded values' within HdrHistogram's precision (0.1%).
+        let exact: u128 = 5_000 + 20_000 + 20_000 + 40_000_000 + 2_000_000_000;
+        assert!(
+            h.sum_ns.abs_diff(exact) * 1000 <= exact,
+            "{} vs {exact}",
+            h.sum_ns
+        );
+        // More observations only ever raise every series (Prometheus counters).
+        m.latency_ns.saturating_record(7_000);
+        let h2 = DurationHistogram::of(&m.latency_ns);
+        assert!(h2.cumulative.iter().zip(h.cumulative).all(|(a, b)| *a >= b));
+        assert!(h2.sum_ns > h.sum_ns && h2.count == 6);
+    }
+
+    #[test]
+    fn bucket_bounds_render_as_plain_decimals() {
+        // Prometheus reads `le` as a float; keep them free of exponents so they sort and match
+        // the rules' and tests' strings.
+        let les: Vec<String> = LATENCY_BUCKETS_NS
+            .iter()
+            .map(|le| (*le as f64 / 1e9).to_string())
+            .collect();
+        assert_eq!(les[0], "0.00001");
+        assert_eq!(les[9], "0.01");
+        assert_eq!(les[14], "1");
+        assert!(LATENCY_BUCKETS_NS.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -1,68 +1,20 @@
 //! Allocation counting: its own test binary, because it installs a `#[global_allocator]`.
 //!
-//! How it measures: the allocator below forwards to the system allocator and counts calls to
-//! `alloc`, `alloc_zeroed` and `realloc` in a thread-local counter, so allocations by other test
+//! How it measures: `alloc_count::CountingAlloc` forwards to the system allocator and counts calls
+//! to `alloc`, `alloc_zeroed` and `realloc` in a thread-local counter, so allocations by other test
 //! threads (the harness, parallel tests) are not counted. A request is decoded, validated and
 //! answered once to warm up (the response buffer grows to size), then the same work is done again
 //! between two readings of this thread's counter: the difference must be 0.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
+use alloc_count::count;
 use codec::money::{Currency, Micros};
 use codec::request::BidRequest;
 use codec::{Bid, BidResponse, ResponseEncoder, SeatBid, ValidRequest};
 
 mod common;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump() {
-    // `try_with`: during thread teardown the slot may be gone; those allocations are not ours.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; counting
-// touches only a thread-local `Cell` (no allocation, no re-entrancy).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        // SAFETY: as above; `ptr` came from this allocator, i.e. from `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-/// Allocations made by `f` on this thread.
-fn count<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    let before = allocs();
-    let r = f();
-    (allocs() - before, r)
-}
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 /// What a bidding core does per request: decode, validate, answer (one bid on the first imp,
 /// strings borrowed from the request).

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use codec::Micros;
@@ -14,48 +12,21 @@ use common::*;
 use pipeline::Pipeline;
 use pipeline::notice::{BidParams, NoticeKind, NoticeSigner};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
+/// Allocations made by `f` on this thread, after its result.
 fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    ALLOCS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    (r, ALLOCS.with(Cell::get))
+    let (n, r) = alloc_count::count(f);
+    (r, n)
 }
 
 #[test]
 fn emit_allocates_nothing_on_the_queue_path() {
+    assert!(
+        alloc_count::installed(),
+        "the counting allocator must be installed"
+    );
     let run = unique("alloc");
     let spool = tempfile::tempdir().unwrap();
     let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);

@@ -1,41 +1,18 @@
 //! A lookup allocates nothing: a counting global allocator watches this thread while it reads
 //! profiles (hits, misses, every ProfileView method) from a filled replica.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use profile_cache::{FreqBucket, ProfileData, Store};
 use shards::ProfileView;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts calls on the current thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 #[test]
 fn lookups_and_profile_reads_never_allocate() {
+    assert!(
+        alloc_count::installed(),
+        "the counting allocator must be installed"
+    );
     let (mut store, reader) = Store::new(10_000, 1000);
     let ids: Vec<String> = (0..10_000).map(|i| format!("user-{i:08}")).collect();
     let mut p = ProfileData::default();
@@ -55,7 +32,7 @@ fn lookups_and_profile_reads_never_allocate() {
     let absent: Vec<String> = (0..1000).map(|i| format!("nobody-{i}")).collect();
     let r = reader.clone();
 
-    let before = ALLOCS.with(Cell::get);
+    let before = alloc_count::thread_allocs();
     let mut sum = 0u64;
     for _ in 0..3 {
         for id in &ids {
@@ -70,7 +47,7 @@ fn lookups_and_profile_reads_never_allocate() {
         }
         sum += u64::from(r.is_fresh_at(2)) + u64::from(r.is_loaded());
     }
-    let after = ALLOCS.with(Cell::get);
+    let after = alloc_count::thread_allocs();
     assert_eq!(after - before, 0, "allocations during lookups");
     assert!(sum > 0);
 }

@@ -42,10 +42,12 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct DbArgs {
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL. Its password is a secret: prefer the environment variable
+    /// (its value is never shown by --help) to the flag (visible in the process list).
     #[arg(
         long,
         env = "HELIOS_PG_URL",
+        hide_env_values = true,
         default_value = "postgres://helios:helios@127.0.0.1:5440/helios"
     )]
     pub pg_url: String,
@@ -147,7 +149,7 @@ pub struct ServeArgs {
     /// Redis of the appliances' campaign feed (`redis://host:port`). When given, the campaign
     /// management routes are on and every accepted change is published there; when absent they
     /// answer 503.
-    #[arg(long, env = "HELIOS_CAMPAIGNS_REDIS_URL")]
+    #[arg(long, env = "HELIOS_CAMPAIGNS_REDIS_URL", hide_env_values = true)]
     pub campaigns_redis_url: Option<String>,
     /// Log filter (tracing EnvFilter syntax, e.g. `info,reporter=debug`). Logs are JSON on stderr.
     #[arg(long, env = "HELIOS_LOG", default_value = "info")]

@@ -23,13 +23,9 @@ mkdir -p "$HELIOS_RUN" "$artifacts"
 
 [[ -x /usr/bin/chromium ]] || { echo "campaigns-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
 
-reporter_pid=
+source scripts/e2e-lib.sh
 cleanup() {
-  if [[ -n "$reporter_pid" ]] && kill -0 "$reporter_pid" 2>/dev/null; then
-    kill -TERM "$reporter_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$reporter_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$reporter_pid" 2>/dev/null || true
-  fi
+  e2e_stop_reporter
   scripts/services.sh stop postgres redis >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -40,25 +36,16 @@ cargo build --workspace --bins --quiet
 bin="$CARGO_TARGET_DIR/debug"
 
 scripts/services.sh start postgres redis
-psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "DROP DATABASE IF EXISTS helios_campaigns_e2e WITH (FORCE)"
-psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "CREATE DATABASE helios_campaigns_e2e OWNER helios"
-pg_url="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios_campaigns_e2e"
+# A fresh database for every run, so the figures checked are this run's alone.
+pg_url=$(e2e_fresh_db helios_campaigns_e2e)
 redis_db=5
 redis-cli -p "$HELIOS_REDIS_PORT" -n "$redis_db" FLUSHDB >/dev/null
 
-secret_file="$HELIOS_RUN/jwt.secret"
-head -c 48 /dev/urandom | base64 | tr -d '\n' >"$secret_file"
+secret_file=$(e2e_jwt_secret)
 
-"$bin/helios-reporter" --mode api --pg-url "$pg_url" --listen "127.0.0.1:$api_port" \
+e2e_start_reporter "$api_port" --mode api --pg-url "$pg_url" \
   --jwt-secret-file "$secret_file" --dashboard-dir reporter/dashboard/dist --log warn \
-  --campaigns-redis-url "redis://127.0.0.1:$HELIOS_REDIS_PORT/$redis_db" \
-  2>"$HELIOS_RUN/reporter.log" &
-reporter_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
-  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
-  sleep 0.2
-done
+  --campaigns-redis-url "redis://127.0.0.1:$HELIOS_REDIS_PORT/$redis_db"
 
 op=$("$bin/helios-reporter" token --jwt-secret-file "$secret_file" --role operator --sub e2e-ops --ttl 10m)
 curl -fsS -X POST "http://127.0.0.1:$api_port/api/v1/advertisers" -H "Authorization: Bearer $op" \

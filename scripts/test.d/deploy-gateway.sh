@@ -129,6 +129,7 @@ dl_check "every request log line is JSON (hostile paths included)" 0 "$(grep '^{
 dl_check "the log records the hostile path, escaped" 1 "$(grep '^{' "$run/haproxy.log" | jq -r --arg p '/a"b\c%22%0a' 'select(.path == $p) | 1' | head -1)"
 dl_check "logs never hold the API key" 0 "$(grep -c 'key-slow-0001\|key-fast-0001' "$run/haproxy.log" || true)"
 dl_check "logs never hold a bearer token" 0 "$(grep -cF "${good%%.*}.${good#*.}" "$run/haproxy.log" || true)"
+dl_check "logs never hold the JWT secret" 0 "$(cat "$run"/*.log | grep -cF "$HELIOS_JWT_SECRET" || true)"
 "$root/scripts/gateway.sh" stop >/dev/null
 
 echo "-- gateway: notices authenticated by their signature (HELIOS_GW_NOTICE_AUTH=signature)"

@@ -9,8 +9,8 @@ root=$(cd "$here/../.." && pwd)
 source "$root/scripts/env.sh"
 source "$root/scripts/deploy-lib.sh"
 checker=$root/deploy/grafana/check_dashboard.py
-metrics=(helios_requests_total helios_nobid_total helios_request_duration_seconds helios_spool_bytes
-  helios_profile_replica_lag_seconds helios_reporter_consumer_lag helios_campaign_spend_micros helios_campaign_budget_micros)
+metrics=(helios_bid_requests_total helios_bids_total helios_responses_total helios_no_bids_total
+  helios_request_duration_seconds helios_pipeline_spool_bytes helios_profile_replica_lag_seconds helios_reporter_consumer_lag helios_campaign_spend_micros helios_campaign_budget_micros)
 margs=(--rules "$root/deploy/prometheus/rules/helios-recording.yml")
 for m in "${metrics[@]}"; do margs+=(--metric "$m"); done
 
@@ -28,9 +28,9 @@ done
 echo "-- grafana: the checker rejects broken dashboards"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-jq '.panels[1].targets[0].expr = "sum(rate(helios_requests_total[1m]"' "$dash" >"$tmp/badql.json"
+jq '.panels[1].targets[0].expr = "sum(rate(helios_bid_requests_total[1m]"' "$dash" >"$tmp/badql.json"
 dl_check "invalid PromQL is rejected" 1 "$(/usr/bin/python3 "$checker" "$tmp/badql.json" >/dev/null 2>&1; echo $?)"
-jq '.panels[1].targets[0].expr = "sum(rate(helios_requests_total{instance=~\"$nosuchvar\"}[1m]))"' "$dash" >"$tmp/badvar.json"
+jq '.panels[1].targets[0].expr = "sum(rate(helios_bid_requests_total{instance=~\"$nosuchvar\"}[1m]))"' "$dash" >"$tmp/badvar.json"
 dl_check "undefined variable is rejected" 1 "$(/usr/bin/python3 "$checker" "$tmp/badvar.json" >/dev/null 2>&1; echo $?)"
 jq '.panels[2].gridPos = .panels[1].gridPos' "$dash" >"$tmp/overlap.json"
 dl_check "overlapping panels are rejected" 1 "$(/usr/bin/python3 "$checker" "$tmp/overlap.json" >/dev/null 2>&1; echo $?)"

@@ -23,13 +23,9 @@ mkdir -p "$HELIOS_RUN" "$artifacts"
 
 [[ -x /usr/bin/chromium ]] || { echo "reporter-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
 
-reporter_pid=
+source scripts/e2e-lib.sh
 cleanup() {
-  if [[ -n "$reporter_pid" ]] && kill -0 "$reporter_pid" 2>/dev/null; then
-    kill -TERM "$reporter_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$reporter_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$reporter_pid" 2>/dev/null || true
-  fi
+  e2e_stop_reporter
   scripts/services.sh stop postgres kafka >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -41,25 +37,15 @@ bin="$CARGO_TARGET_DIR/debug"
 
 scripts/services.sh start postgres kafka
 # A fresh database for every run, so the figures checked are this run's alone.
-psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "DROP DATABASE IF EXISTS helios_e2e WITH (FORCE)"
-psql "postgres://postgres@127.0.0.1:$HELIOS_PG_PORT/postgres" -qc "CREATE DATABASE helios_e2e OWNER helios"
-pg_url="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios_e2e"
+pg_url=$(e2e_fresh_db helios_e2e)
 
-secret_file="$HELIOS_RUN/jwt.secret"
-head -c 48 /dev/urandom | base64 | tr -d '\n' >"$secret_file"
+secret_file=$(e2e_jwt_secret)
 suffix=".e2e$(date +%s)"
 
-"$bin/helios-reporter" --pg-url "$pg_url" --kafka-brokers "$HELIOS_KAFKA_BROKERS" \
+e2e_start_reporter "$api_port" --pg-url "$pg_url" --kafka-brokers "$HELIOS_KAFKA_BROKERS" \
   --group-id "reporter-e2e$suffix" --topics "helios.bids$suffix,helios.outcomes$suffix" \
-  --listen "127.0.0.1:$api_port" --jwt-secret-file "$secret_file" \
-  --dashboard-dir reporter/dashboard/dist --batch-wait-ms 100 --log warn \
-  2>"$HELIOS_RUN/reporter.log" &
-reporter_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
-  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
-  sleep 0.2
-done
+  --jwt-secret-file "$secret_file" \
+  --dashboard-dir reporter/dashboard/dist --batch-wait-ms 100 --log warn
 
 # The campaigns table knows one campaign's name, budget and flight; the others come from events.
 psql "$pg_url" -qc "INSERT INTO advertisers VALUES (1, 'Acme'), (2, 'Globex') ON CONFLICT DO NOTHING"
@@ -74,7 +60,7 @@ echo "reporter-dashboard: $(jq -r '.events' <<<"$run") events, $unique distinct;
 for i in $(seq 1 600); do
   n=$(psql "$pg_url" -Atc "SELECT count(*) FROM events" 2>/dev/null || echo 0)
   [[ "$n" == "$unique" ]] && break
-  kill -0 "$reporter_pid" 2>/dev/null || { echo "reporter exited:" >&2; tail -20 "$HELIOS_RUN/reporter.log" >&2; exit 1; }
+  e2e_reporter_alive
   ((i == 600)) && { echo "ingest incomplete: $n of $unique" >&2; exit 1; }
   sleep 0.2
 done

@@ -4,35 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // fixed test data
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use shards::pacing::LeaseGrant;
 use shards::{CompiledSet, Decision, ProfileView, Shard, ShardConfig};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 struct P;
 impl ProfileView for P {
@@ -46,6 +22,10 @@ impl ProfileView for P {
 
 #[test]
 fn zero_allocations_per_decision_once_warm() {
+    assert!(
+        alloc_count::installed(),
+        "the counting allocator must be installed"
+    );
     let set = CompiledSet::parse(shards::synth::campaigns_json(1000, 7).as_bytes()).unwrap();
     let cfg = ShardConfig {
         enforce_budget: true,
@@ -74,7 +54,7 @@ fn zero_allocations_per_decision_once_warm() {
         let p: Option<&dyn ProfileView> = if i % 2 == 0 { Some(&profile) } else { None };
         shard.decide(r, p, now, &mut d);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = alloc_count::thread_allocs();
     let mut bids = 0;
     for round in 0..5 {
         for (i, r) in reqs.iter().enumerate() {
@@ -87,7 +67,7 @@ fn zero_allocations_per_decision_once_warm() {
             bids += d.bids.len();
         }
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = alloc_count::thread_allocs();
     assert!(
         bids > 1000,
         "the stream must exercise bidding, got {bids} bids"
