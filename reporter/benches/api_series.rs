@@ -1,12 +1,19 @@
 //! API latency for 30-day campaign time series served from the rollups. The rollups are
 //! generated directly in SQL as the ingest would have folded a 30-day run of about 107 million
-//! raw events (200 campaigns of 20 advertisers, ~744 events per campaign-hour): hour and day
-//! rollups for every dimension, minute rollups for the campaign totals. The raw events
-//! themselves are not generated (the API never reads them). Then a reporter (`--mode api`)
-//! answers sequential HTTP requests; p50/p95/p99 per query shape.
+//! raw events (200 campaigns of 20 advertisers, ~744 events per campaign-hour): hour rollups for
+//! every dimension, minute and day rollups for the campaign totals (the families the ingest
+//! keeps, `ingest::fold::FAMILIES`). Minute rows are generated for the last 2 days only: the
+//! per-minute shape reads the last 24 h, and the other 28 days of minutes (8 M rows, 2.6 GB)
+//! did not fit on the shared disk next to everything else. The raw events themselves are not generated (the API never
+//! reads them). Then each reporter binary given (`--mode api`, which applies its migrations
+//! first) answers sequential HTTP requests; p50/p95/p99 per query shape.
 //!
-//! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench api_series` (BENCH_REQUESTS per
-//! shape, default 300).
+//! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench api_series`. Environment:
+//! BENCH_REQUESTS per shape (default 300); BENCH_REPORTERS=`label=/path/to/helios-reporter,…`
+//! to compare binaries side by side on the same data, in that order (default: this build) —
+//! put the older binary first, as the newer one's migrations stay applied; BENCH_DB_URL to reuse
+//! an already generated database (not dropped) instead of generating one; BENCH_WITHOUT_INDEX=1
+//! to measure every shape also without the series index of migration 0004.
 
 mod common;
 
@@ -51,14 +58,15 @@ INSERT INTO rollups
 SELECT 3, advertiser_id, campaign_id, dim, date_trunc('day', bucket), val, sum(bids), sum(nobids),
        sum(wins), sum(losses), sum(impressions), sum(clicks), sum(bid_cpm_micros),
        sum(win_cpm_micros), sum(spend_cpm_micros), max(last_ts)
-FROM rollups WHERE gran = 2 GROUP BY 2, 3, 4, 5, 6";
+FROM rollups WHERE gran = 2 AND dim = 0 GROUP BY 2, 3, 4, 5, 6";
 
 const MINUTES: &str = "
 INSERT INTO rollups
 SELECT 1, r.advertiser_id, r.campaign_id, 0, r.bucket + m * interval '1 minute', '',
        r.bids / 60, 0, r.wins / 60, r.losses / 60, r.impressions / 60, r.clicks / 60,
        r.bid_cpm_micros / 60, r.win_cpm_micros / 60, r.spend_cpm_micros / 60, r.bucket + m * interval '1 minute'
-FROM rollups r CROSS JOIN generate_series(0, 59) m WHERE r.gran = 2 AND r.dim = 0";
+FROM rollups r CROSS JOIN generate_series(0, 59) m WHERE r.gran = 2 AND r.dim = 0
+  AND r.bucket >= date_trunc('hour', now()) - interval '2 days'";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -69,19 +77,45 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300usize);
-    let db = common::BenchDb::create(&pg, "helios_bench_api").await;
-    let mut c = reporter::db::connect(&db.url).await.expect("connect");
-    reporter::db::migrate(&mut c).await.expect("migrate");
-    let t = Instant::now();
-    c.batch_execute("SET work_mem = '256MB'")
+    let (db, url) = match std::env::var("BENCH_DB_URL") {
+        Ok(u) => (None, u),
+        Err(_) => {
+            let db = common::BenchDb::create(&pg, "helios_bench_api").await;
+            let url = db.url.clone();
+            (Some(db), url)
+        }
+    };
+    let c = reporter::db::connect(&url).await.expect("connect");
+    if db.is_some() {
+        // The schema of the first binary measured: migrations up to 3 (0004 and later are
+        // applied by the reporters themselves when they start).
+        c.batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
         .await
-        .expect("work_mem");
-    c.batch_execute(GENERATE).await.expect("hour rollups");
-    c.batch_execute(DAYS).await.expect("day rollups");
-    c.batch_execute(MINUTES).await.expect("minute rollups");
-    c.batch_execute("VACUUM ANALYZE rollups")
-        .await
-        .expect("analyze");
+        .expect("schema_migrations");
+        for &(v, name, sql) in reporter::db::MIGRATIONS.iter().filter(|m| m.0 <= 3) {
+            c.batch_execute(sql).await.expect("migration");
+            c.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&v, &name],
+            )
+            .await
+            .expect("migration row");
+        }
+        let t = Instant::now();
+        c.batch_execute("SET work_mem = '256MB'")
+            .await
+            .expect("work_mem");
+        c.batch_execute(GENERATE).await.expect("hour rollups");
+        c.batch_execute(DAYS).await.expect("day rollups");
+        c.batch_execute(MINUTES).await.expect("minute rollups");
+        c.batch_execute("VACUUM ANALYZE rollups")
+            .await
+            .expect("analyze");
+        println!("generated in {:.0} s", t.elapsed().as_secs_f64());
+    }
     let r = c
         .query_one(
             "SELECT count(*), (SELECT sum(bids + wins + losses + impressions + clicks) FROM rollups WHERE gran = 2 AND dim = 0)::bigint,
@@ -93,21 +127,38 @@ async fn main() {
         .expect("count");
     let (rows, events, size): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
     println!(
-        "rollups: {rows} rows ({size}) standing for {events} raw events over 30 days, {CAMPAIGNS} campaigns; generated in {:.0} s",
-        t.elapsed().as_secs_f64()
+        "rollups: {rows} rows ({size}) standing for {events} raw events over 30 days, {CAMPAIGNS} campaigns"
     );
+    let reporters: Vec<(String, String)> = match std::env::var("BENCH_REPORTERS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        Err(_) => vec![("this build".to_owned(), common::reporter_bin())],
+    };
+    for (label, bin) in &reporters {
+        measure(label, bin, &url, requests).await;
+    }
+    drop(c);
+    if let Some(db) = db {
+        db.drop_db().await;
+    }
+}
 
+/// Starts `bin` in API mode on `url` and measures every query shape.
+async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
     let secret = "bench-secret-bench-secret-bench-secret";
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
     };
-    let mut child = Command::new(common::reporter_bin())
+    let mut child = Command::new(bin)
         .args([
             "--mode",
             "api",
             "--pg-url",
-            &db.url,
+            url,
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log",
@@ -120,12 +171,21 @@ async fn main() {
     let auth = Auth::new(secret.as_bytes()).expect("auth");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    // Up to 10 minutes: a newer binary first applies its migrations (an index on 14 M rows).
+    let t = Instant::now();
+    for _ in 0..6000 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    println!(
+        "== {label} ({bin}): up after {:.1} s; load average {}",
+        t.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -158,8 +218,55 @@ async fn main() {
             format!("/api/v1/campaigns?from={from}&to={now}"),
         ),
     ];
+    // With BENCH_WITHOUT_INDEX=1, every shape is measured twice, one run after the other: with
+    // the series index of migration 0004, then without it (dropped, and re-created after), same
+    // binary, same data.
+    let without = std::env::var("BENCH_WITHOUT_INDEX").as_deref() == Ok("1");
+    let db = reporter::db::connect(url).await.expect("connect");
+    let index_def: Option<String> = db
+        .query_opt("SELECT pg_get_indexdef('rollups_totals'::regclass)", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    let modes: Vec<bool> = if without && index_def.is_some() {
+        vec![true, false]
+    } else {
+        vec![true]
+    };
+    for with_index in modes {
+        if !with_index {
+            db.batch_execute("DROP INDEX rollups_totals")
+                .await
+                .expect("drop index");
+            println!("-- {label}, without the series index:");
+        } else if without {
+            println!("-- {label}, with the series index:");
+        }
+        run_shapes(&shapes, &http, &base, &auth, requests).await;
+        if !with_index && let Some(def) = &index_def {
+            db.batch_execute(def).await.expect("re-create index");
+        }
+    }
+    println!(
+        "   load average after {label}: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn run_shapes(
+    shapes: &[(&str, String)],
+    http: &reqwest::Client,
+    base: &str,
+    auth: &Auth,
+    requests: usize,
+) {
     let mut rng = Rng::new(3);
-    for (name, path) in &shapes {
+    for (name, path) in shapes {
         let mut lat = Vec::with_capacity(requests);
         for i in 0..requests + 20 {
             let adv = 1 + rng.below(20) as i64;
@@ -191,8 +298,4 @@ async fn main() {
             common::ms(max)
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(c);
-    db.drop_db().await;
 }

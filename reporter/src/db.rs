@@ -11,6 +11,7 @@
 //! is a connection error; there is never a fall-back to plain text.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio_postgres::config::SslMode;
@@ -34,15 +35,31 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "campaign_control",
         include_str!("../migrations/0003_campaign_control.sql"),
     ),
+    (
+        4,
+        "rollups_series_index",
+        include_str!("../migrations/0004_rollups_series_index.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.
 const MIGRATION_LOCK: i64 = 0x4845_4c49_4f53_0001;
 
+/// Longest wait for PostgreSQL to accept a connection (an unreachable host must not hang the
+/// writer's reconnection loop or an API request).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects (over TLS when the URL's `sslmode` asks for it, see the module doc) and spawns the
-/// connection task. Sessions run in UTC so `date_trunc` buckets are UTC.
+/// connection task. Sessions run in UTC so `date_trunc` buckets are UTC, and without JIT: the
+/// reporter's statements are run once per batch or request, and PostgreSQL planned JIT
+/// compilation for the larger ones (seen in `EXPLAIN`), a compile cost paid on every execution
+/// that such short statements cannot win back.
 pub async fn connect(url: &str) -> Result<Client> {
-    let target = Target::parse(url).with_context(|| format!("PostgreSQL URL {}", redact(url)))?;
+    let mut target =
+        Target::parse(url).with_context(|| format!("PostgreSQL URL {}", redact(url)))?;
+    if target.config.get_connect_timeout().is_none() {
+        target.config.connect_timeout(CONNECT_TIMEOUT);
+    }
     let context = || format!("connecting to PostgreSQL at {}", redact(url));
     let client = match target.tls {
         Some(tls) => {
@@ -57,9 +74,9 @@ pub async fn connect(url: &str) -> Result<Client> {
         }
     };
     client
-        .batch_execute("SET TIME ZONE 'UTC'")
+        .batch_execute("SET TIME ZONE 'UTC'; SET jit = off")
         .await
-        .context("setting the session time zone")?;
+        .context("setting the session up")?;
     Ok(client)
 }
 

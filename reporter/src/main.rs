@@ -54,29 +54,68 @@ fn init_logs(filter: &str) {
         .init();
 }
 
+/// Applies the migrations, waiting (bounded backoff) while PostgreSQL is unreachable; `None`
+/// when shutdown was asked meanwhile.
+async fn migrate_when_reachable(url: &str, stop: &mut watch::Receiver<bool>) -> Result<Option<()>> {
+    let mut delay = reporter::ingest::writer::BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            let mut c = db::connect(url).await?;
+            db::migrate(&mut c).await
+        };
+        match attempt.await {
+            Ok(applied) => {
+                tracing::info!(?applied, "database ready");
+                return Ok(Some(()));
+            }
+            // Only an unreachable server is waited for; a failing migration is fatal.
+            Err(e)
+                if e.chain().any(|c| {
+                    c.is::<std::io::Error>()
+                        || c.downcast_ref::<tokio_postgres::Error>().is_some_and(|p| {
+                            p.is_closed()
+                                || p.code().is_some_and(|c| {
+                                    c.code().starts_with("08") || c.code().starts_with("57P")
+                                })
+                        })
+                }) =>
+            {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64,
+                    "PostgreSQL unreachable at start; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|v| *v) => return Ok(None),
+                }
+                delay = (delay * 2).min(reporter::ingest::writer::BACKOFF_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn serve(s: ServeArgs) -> Result<()> {
     init_logs(&s.log);
-    let mut migrator = db::connect(&s.db.pg_url).await?;
-    let applied = db::migrate(&mut migrator).await?;
-    tracing::info!(?applied, "database ready");
-    drop(migrator);
-
     let stats = Arc::new(IngestStats::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    if migrate_when_reachable(&s.db.pg_url, &mut stop_rx)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
 
     let ingest = if s.mode != Mode::Api {
-        let pg = db::connect(&s.db.pg_url).await?;
         let cfg = s.ingest();
         tracing::info!(brokers = %cfg.brokers, group = %cfg.group_id, topics = ?cfg.topics,
             batch_max = cfg.batch_max, "ingest starting");
         Some(tokio::spawn(consumer::run(
             cfg,
-            pg,
+            s.db.pg_url.clone(),
             stats.clone(),
             stop_rx.clone(),
         )))
@@ -87,7 +126,7 @@ async fn serve(s: ServeArgs) -> Result<()> {
     let api = if s.mode != Mode::Ingest {
         let auth = Auth::new(&s.secret.load()?)?;
         let state = AppState {
-            db: Arc::new(Pool::connect(&s.db.pg_url, s.api_connections as usize).await?),
+            db: Arc::new(Pool::new(&s.db.pg_url, s.api_connections as usize)),
             auth: Arc::new(auth),
             ingest: stats.clone(),
         };

@@ -70,9 +70,13 @@ async fn advertisers_see_only_their_own_and_figures_match() {
     let events = generate(&cfg);
     let expected = Expected::of(&events);
     let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
-    let mut w = Writer::new(tdb.client().await, "api-test", 30, FaultDelay::default())
-        .await
-        .expect("writer");
+    let mut w = Writer::new(
+        &tdb.url,
+        "api-test",
+        30,
+        FaultDelay::default(),
+        Arc::new(IngestStats::default()),
+    );
     for chunk in rows.chunks(2_500) {
         w.write(chunk, &Vec::new()).await.expect("write");
     }
@@ -202,6 +206,40 @@ async fn advertisers_see_only_their_own_and_figures_match() {
         .map(|s| s["totals"]["impressions"].as_i64().unwrap_or(0))
         .sum();
     assert_eq!(site_imps, want.impressions);
+    assert_eq!(
+        body["granularity"], "hour",
+        "per-site series are at least hourly"
+    );
+
+    // Day figures per site are summed from the hour rows (no day-per-site rollups are kept).
+    let (s, body) = get(
+        &app,
+        &format!("/api/v1/stats?{range}&group_by=site&granularity=day&limit=50"),
+        Some(&tok_a),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let series = body["series"].as_array().expect("series");
+    let day_imps: i64 = series
+        .iter()
+        .map(|s| s["totals"]["impressions"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(day_imps, want.impressions);
+    assert!(series.iter().all(|s| {
+        s["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["t"].as_i64().unwrap_or(1) % 86_400 == 0))
+    }));
+
+    // Per-minute figures exist for campaign totals only.
+    let (s, body) = get(
+        &app,
+        &format!("/api/v1/stats?{range}&group_by=country&granularity=minute"),
+        Some(&tok_a),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "bad_request");
 
     let (s, body) = get(
         &app,

@@ -1,4 +1,5 @@
-//! API errors and their JSON bodies: `{"error": "<code>", "message": "<what to do>"}`.
+//! API errors and their JSON bodies: `{"error": "<code>", "message": "<what to do>"}`
+//! (503 also carries `Retry-After`).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -57,6 +58,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"helios\""),
             );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
         r
     }

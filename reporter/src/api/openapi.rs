@@ -85,7 +85,7 @@ pub fn document() -> Value {
             "/api/v1/stats": { "get": { "summary": "Time series from the rollups",
                 "parameters": with(range_params(), json!([
                     { "name": "granularity", "in": "query", "schema": { "enum": ["minute", "hour", "day"] },
-                      "description": "Default: minute up to 6 h, hour up to 31 days, day beyond. At most 5000 buckets." },
+                      "description": "Default: minute up to 6 h, hour up to 31 days, day beyond. At most 5000 buckets. Per-minute figures exist for campaign totals only: with group_by creative, site, country or device, minute is refused (400) and the default is at least hour." },
                     { "name": "group_by", "in": "query", "schema": { "enum": ["none", "advertiser", "campaign", "creative", "site", "country", "device"] },
                       "description": "One series per group (top `limit` by impressions). `advertiser` is for operators." },
                     { "name": "advertiser_id", "in": "query", "schema": { "type": "integer" } },

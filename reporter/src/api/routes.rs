@@ -20,6 +20,7 @@ use super::AppState;
 use super::auth::{Caller, Scope, now_secs};
 use super::error::{ApiError, ApiResult};
 use super::openapi;
+use crate::ingest::fold;
 
 pub const MAX_RANGE_SECS: i64 = 400 * 86_400;
 pub const MAX_BUCKETS: i64 = 5_000;
@@ -215,6 +216,18 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::None => "none",
+            GroupBy::Advertiser => "advertiser",
+            GroupBy::Campaign => "campaign",
+            GroupBy::Creative => "creative",
+            GroupBy::Site => "site",
+            GroupBy::Country => "country",
+            GroupBy::Device => "device",
+        }
+    }
+
     /// (rollup dimension, SQL expression of the group key). Expressions are constants.
     fn dim_key(self) -> (i16, &'static str) {
         match self {
@@ -338,7 +351,22 @@ async fn metrics(
             s.duplicates,
         ),
         ("batches", "Batches committed", s.batches),
-        ("retries", "Batches retried", s.retries),
+        ("retries", "Batch attempts retried", s.retries),
+        (
+            "pg_lost",
+            "Ingest connections to PostgreSQL lost",
+            s.pg_lost,
+        ),
+        (
+            "pg_reconnects",
+            "Ingest reconnections to PostgreSQL after a loss",
+            s.pg_reconnects,
+        ),
+        (
+            "api_unavailable",
+            "API requests answered 503 because PostgreSQL was unreachable",
+            st.db.unavailable.load(std::sync::atomic::Ordering::Relaxed),
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -352,6 +380,11 @@ async fn metrics(
     );
     let _ = writeln!(
         out,
+        "# HELP helios_reporter_pg_connected 1 while the ingest holds a PostgreSQL connection, 0 while it waits for one (ingest paused).\n# TYPE helios_reporter_pg_connected gauge\nhelios_reporter_pg_connected {}",
+        s.pg_connected
+    );
+    let _ = writeln!(
+        out,
         "# HELP helios_reporter_consumer_lag Messages in the partition not yet committed by this reporter.\n# TYPE helios_reporter_consumer_lag gauge"
     );
     for (t, p, lag) in st.ingest.lags() {
@@ -360,21 +393,28 @@ async fn metrics(
             "helios_reporter_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
         );
     }
-    let db = st.db.get().await?;
-    let rows = db
-        .query(
-            "SELECT k.campaign_id, coalesce(s.spend, 0)::bigint / 1000, c.budget_micros
-             FROM (SELECT campaign_id FROM campaigns UNION SELECT DISTINCT campaign_id FROM rollups WHERE gran = 3 AND dim = 0) k
-             LEFT JOIN campaigns c USING (campaign_id)
-             LEFT JOIN LATERAL (
-                SELECT sum(r.spend_cpm_micros) AS spend FROM rollups r
-                WHERE r.gran = 3 AND r.dim = 0 AND r.campaign_id = k.campaign_id
-                  AND (c.start_at IS NULL OR r.bucket >= date_trunc('day', c.start_at))
-             ) s ON true
-             ORDER BY 1 LIMIT $1",
-            &[&(MAX_ITEMS * 10)],
-        )
-        .await?;
+    // The figures above never depend on PostgreSQL: while it is down they are what tells.
+    let rows = match campaign_money(&st).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "# HELP helios_reporter_api_db_up 1 when the API could read PostgreSQL for this scrape.\n# TYPE helios_reporter_api_db_up gauge\nhelios_reporter_api_db_up 0"
+            );
+            tracing::debug!(error = %e, "metrics without the campaign figures");
+            return Ok((
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                out,
+            ));
+        }
+    };
+    let _ = writeln!(
+        out,
+        "# HELP helios_reporter_api_db_up 1 when the API could read PostgreSQL for this scrape.\n# TYPE helios_reporter_api_db_up gauge\nhelios_reporter_api_db_up 1"
+    );
     let _ = writeln!(
         out,
         "# HELP helios_campaign_spend_micros Spend of the campaign's flight (all time without one), micros.\n# TYPE helios_campaign_spend_micros gauge"
@@ -407,6 +447,25 @@ async fn metrics(
         )],
         out,
     ))
+}
+
+/// Spend and budget per campaign, for the metrics.
+async fn campaign_money(st: &AppState) -> ApiResult<Vec<PgRow>> {
+    let db = st.db.get().await?;
+    Ok(db
+        .query(
+            "SELECT k.campaign_id, coalesce(s.spend, 0)::bigint / 1000, c.budget_micros
+             FROM (SELECT campaign_id FROM campaigns UNION SELECT DISTINCT campaign_id FROM rollups WHERE gran = 3 AND dim = 0) k
+             LEFT JOIN campaigns c USING (campaign_id)
+             LEFT JOIN LATERAL (
+                SELECT sum(r.spend_cpm_micros) AS spend FROM rollups r
+                WHERE r.gran = 3 AND r.dim = 0 AND r.campaign_id = k.campaign_id
+                  AND (c.start_at IS NULL OR r.bucket >= date_trunc('day', c.start_at))
+             ) s ON true
+             ORDER BY 1 LIMIT $1",
+            &[&(MAX_ITEMS * 10)],
+        )
+        .await?)
 }
 
 #[derive(Debug, Serialize)]
@@ -623,9 +682,26 @@ async fn stats(
         caller.scope.require_operator()?;
     }
     let range = Range::parse(q.from, q.to, DAY)?;
-    let gran = q
-        .granularity
-        .unwrap_or(Granularity::auto(range.to - range.from));
+    let (dim, key) = q.group_by.dim_key();
+    let gran = match q.granularity {
+        Some(Granularity::Minute) if !fold::kept(fold::MINUTE, dim) => {
+            return Err(ApiError::BadRequest(format!(
+                "per-minute figures are kept for campaign totals only; use granularity=hour with group_by={}",
+                q.group_by.as_str()
+            )));
+        }
+        Some(g) => g,
+        None => match Granularity::auto(range.to - range.from) {
+            Granularity::Minute if !fold::kept(fold::MINUTE, dim) => Granularity::Hour,
+            g => g,
+        },
+    };
+    // Day figures per creative/site/country/device are the sums of their hour rows.
+    let (read_gran, bucket) = if fold::kept(gran.code(), dim) {
+        (gran.code(), "bucket")
+    } else {
+        (fold::HOUR, "date_trunc('day', bucket)")
+    };
     // Align to whole buckets so that every bucket shown is complete in the range.
     let g = gran.secs();
     let range = Range {
@@ -639,10 +715,9 @@ async fn stats(
         )));
     }
     let limit = q.limit.unwrap_or(10).clamp(1, MAX_GROUPS);
-    let (dim, key) = q.group_by.dim_key();
     let sql = format!(
         "WITH r AS (
-            SELECT bucket, {key} AS key, bids, nobids, wins, losses, impressions, clicks,
+            SELECT {bucket} AS bucket, {key} AS key, bids, nobids, wins, losses, impressions, clicks,
                    bid_cpm_micros, spend_cpm_micros
             FROM rollups
             WHERE gran = $1 AND dim = $2 AND bucket >= $3 AND bucket < $4
@@ -660,7 +735,7 @@ async fn stats(
     let rows = db
         .query(
             &sql,
-            &[&gran.code(), &dim, &from, &to, &adv, &q.campaign_id, &limit],
+            &[&read_gran, &dim, &from, &to, &adv, &q.campaign_id, &limit],
         )
         .await?;
     let mut series: Vec<Series> = Vec::new();

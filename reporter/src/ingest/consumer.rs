@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::row::Row;
 use super::stats::IngestStats;
-use super::writer::{FaultDelay, Offsets, Writer};
+use super::writer::{FaultDelay, Offsets, Stopped, Writer};
 
 /// Batches in flight between the consumer task and the writer task.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -120,24 +120,30 @@ pub fn consumer(cfg: &IngestConfig) -> Result<StreamConsumer> {
 
 /// Runs the consumer and writer tasks until `shutdown` turns true (then the batch in hand is
 /// written and committed) or the writer fails for good (the error is returned).
+///
+/// PostgreSQL going away does not end it: the writer reconnects with a bounded backoff and
+/// writes the batch in hand again, while the consumer task, blocked on the full channel,
+/// stops reading (see [`super::writer`]).
 pub async fn run(
     cfg: IngestConfig,
-    pg: tokio_postgres::Client,
+    pg_url: String,
     stats: Arc<IngestStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     ensure_topics(&cfg).await?;
     let consumer = Arc::new(consumer(&cfg)?);
     let mut writer = Writer::new(
-        pg,
+        &pg_url,
         &cfg.group_id,
         cfg.retention_days,
         FaultDelay(cfg.fault_delay),
+        stats.clone(),
     )
-    .await?;
+    .with_shutdown(shutdown.clone());
     match writer.apply_retention().await {
         Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
         Ok(_) => {}
+        Err(e) if e.is::<Stopped>() => return Ok(()),
         Err(e) => tracing::warn!(error = %e, "retention failed"),
     }
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
@@ -193,7 +199,13 @@ pub async fn run(
     };
     reader.abort();
     lag.abort();
-    result
+    match result {
+        Err(e) if e.is::<Stopped>() => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// Every [`super::stats::LAG_INTERVAL_SECS`], fetches the high watermark of each assigned

@@ -3,7 +3,9 @@
 //! - [`row`]: an [`codec::event::Event`] as the row the raw table stores.
 //! - [`partitions`]: the raw table's day partitions (created on demand, dropped by retention).
 //! - [`writer`]: one batch in one transaction: `COPY` into a staging table, insert into the raw
-//!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups.
+//!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups;
+//!   reconnects with a bounded backoff when PostgreSQL goes away.
+//! - [`fold`]: a batch's rollup deltas, aggregated in memory (one per rollup key).
 //! - [`consumer`]: the consumer task (batches messages) and the writer task (writes, then commits
 //!   the Kafka offsets).
 //!
@@ -13,6 +15,7 @@
 //! (nothing is counted twice).
 
 pub mod consumer;
+pub mod fold;
 pub mod partitions;
 pub mod row;
 pub mod stats;

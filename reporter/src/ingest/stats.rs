@@ -22,10 +22,16 @@ pub struct IngestStats {
     pub duplicates: AtomicU64,
     /// Batches committed.
     pub batches: AtomicU64,
-    /// Batches retried after a deadlock, serialization failure or lost connection.
+    /// Batch attempts retried after a deadlock, serialization failure or lost connection.
     pub retries: AtomicU64,
     /// Duration of the last committed batch's transaction, microseconds.
     pub last_batch_us: AtomicU64,
+    /// 1 while the writer holds a live PostgreSQL connection, 0 while it waits for one.
+    pub pg_connected: AtomicU64,
+    /// Writer connections lost (PostgreSQL restarted or unreachable mid-batch).
+    pub pg_lost: AtomicU64,
+    /// Writer reconnections after a loss (or after PostgreSQL was down at start).
+    pub pg_reconnects: AtomicU64,
     /// Per (topic, partition): next offset committed by this reporter, and the partition's high
     /// watermark when last fetched (every [`LAG_INTERVAL_SECS`]). Locked briefly, once per batch
     /// and once per fetch; at most one entry per assigned partition.
@@ -77,6 +83,9 @@ pub struct IngestSnapshot {
     pub batches: u64,
     pub retries: u64,
     pub last_batch_us: u64,
+    pub pg_connected: u64,
+    pub pg_lost: u64,
+    pub pg_reconnects: u64,
 }
 
 impl IngestStats {
@@ -90,6 +99,9 @@ impl IngestStats {
             batches: self.batches.load(Relaxed),
             retries: self.retries.load(Relaxed),
             last_batch_us: self.last_batch_us.load(Relaxed),
+            pg_connected: self.pg_connected.load(Relaxed),
+            pg_lost: self.pg_lost.load(Relaxed),
+            pg_reconnects: self.pg_reconnects.load(Relaxed),
         }
     }
 }

@@ -1,0 +1,301 @@
+//! PostgreSQL restarted under ingest, and the reporter rides it out (issue 8): the test runs its
+//! own PostgreSQL (scripts/services.sh on a free port and its own run dir), produces a synthetic
+//! run to the real broker, and starts one reporter (ingest + API). While batches flow it stops
+//! PostgreSQL (fast shutdown of the postmaster, by PID) for a few seconds, checks that the API
+//! answers 503 with a JSON error and that `/metrics` still answers and shows the ingest paused,
+//! starts PostgreSQL again, and then requires — from the same reporter process, never restarted
+//! — every distinct event stored once, every rollup family equal to the run's totals, offsets
+//! covering every message, and the reconnection counted in the metrics.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use reporter::api::auth::{Auth, Role};
+use reporter::ingest::fold::FAMILIES;
+use reporter::synth::{Expected, RunConfig, generate};
+
+/// Own PostgreSQL instance, stopped (by PID) and removed on drop.
+struct OwnPg {
+    run: PathBuf,
+    port: u16,
+}
+
+impl OwnPg {
+    fn services(&self, what: &str) -> bool {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+        Command::new("bash")
+            .args([script, what, "postgres"])
+            .env("HELIOS_RUN", &self.run)
+            .env("HELIOS_PG_PORT", self.port.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster: open transactions are rolled back), then wait.
+    fn stop_fast(&self) {
+        let pidfile = self.run.join("postgres/postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .expect("postmaster.pid of our own PostgreSQL");
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        for _ in 0..200 {
+            if !pidfile.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        self.services("stop");
+        if self.run.join("postgres/postmaster.pid").exists() {
+            self.stop_fast();
+        }
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn count(url: &str) -> Option<i64> {
+    let c = reporter::db::connect(url).await.ok()?;
+    c.query_one("SELECT count(*) FROM events", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// The value of an unlabelled metric in a Prometheus text body.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
+    let Some((_, Some(brokers))) = services("pg_reconnect", true) else {
+        return;
+    };
+    let pgbin_present = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !pgbin_present || !is_root {
+        if std::env::var("HELIOS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("pg_reconnect: needs root and /usr/lib/postgresql to run its own PostgreSQL");
+        }
+        println!("skipped: pg_reconnect: needs root and PostgreSQL binaries");
+        return;
+    }
+    let cache = std::env::var("HELIOS_CACHE").unwrap_or_else(|_| "/var/cache/helios".into());
+    let run = PathBuf::from(format!(
+        "{cache}/run-reporter-reconnect-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).expect("run dir");
+    let pg = OwnPg {
+        run,
+        port: free_port(),
+    };
+    assert!(pg.services("start"), "start our own PostgreSQL");
+    let admin = format!("postgres://helios:helios@127.0.0.1:{}/helios", pg.port);
+
+    let tdb = TestDb::create(&admin).await;
+    let suffix = format!(".{}", unique("pgc"));
+    let topics = create_topics(&brokers, &suffix, 3).await;
+    let group = unique("g");
+    let cfg = RunConfig::small(17, 20_000, now_ns() - 600_000_000_000, 600_000_000_000);
+    let events = generate(&cfg);
+    let expected = Expected::of(&events);
+    produce(&brokers, &suffix, &events, 3);
+
+    let secret = "reconnect-test-secret-reconnect-test-secret";
+    let api_port = free_port().to_string();
+    let listen = format!("127.0.0.1:{api_port}");
+    let topics_arg = topics.join(",");
+    let args = [
+        "--mode",
+        "all",
+        "--pg-url",
+        &tdb.url,
+        "--kafka-brokers",
+        &brokers,
+        "--group-id",
+        &group,
+        "--topics",
+        &topics_arg,
+        "--create-partitions",
+        "0",
+        "--batch-max",
+        "1000",
+        "--batch-wait-ms",
+        "50",
+        // Slow batches so the restart lands mid-ingest, with a batch transaction open.
+        "--fault-delay-ms",
+        "300",
+        "--listen",
+        &listen,
+        "--jwt-secret",
+        secret,
+        "--log",
+        "warn",
+    ];
+    let mut r = Reporter::start(&args);
+    let token = Auth::new(secret.as_bytes())
+        .expect("auth")
+        .mint(Role::Operator, None, "test", 600)
+        .expect("token");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let base = format!("http://{listen}");
+
+    let first = wait_for(Duration::from_secs(60), || async {
+        count(&tdb.url).await.filter(|n| *n > 0)
+    })
+    .await
+    .expect("a first batch committed");
+    assert!(
+        first < expected.unique_events as i64,
+        "the restart lands mid-ingest"
+    );
+
+    pg.stop_fast();
+    println!("PostgreSQL stopped with {first} rows stored");
+
+    // While it is down: the API answers 503 with a JSON body, /metrics still answers and shows
+    // the ingest without its connection.
+    let unavailable = wait_for(Duration::from_secs(10), || async {
+        let resp = http
+            .get(format!("{base}/api/v1/campaigns"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().contains_key("retry-after");
+        let body: serde_json::Value = resp.json().await.ok()?;
+        (status == 503).then_some((body, retry_after))
+    })
+    .await;
+    let (body, retry_after) = unavailable.expect("the API answers 503 while PostgreSQL is down");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("try again")),
+        "{body}"
+    );
+    assert!(retry_after, "503 carries Retry-After");
+    let paused = wait_for(Duration::from_secs(15), || async {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (metric(&m, "helios_reporter_pg_connected") == Some(0.0)).then_some(m)
+    })
+    .await
+    .expect("/metrics answers and shows the ingest paused while PostgreSQL is down");
+    assert_eq!(metric(&paused, "helios_reporter_api_db_up"), Some(0.0));
+    let stalled = count(&tdb.url).await;
+    assert_eq!(stalled, None, "PostgreSQL is really down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        r.child.try_wait().ok().flatten().is_none(),
+        "the reporter keeps running while PostgreSQL is down"
+    );
+
+    assert!(pg.services("start"), "restart our own PostgreSQL");
+    println!("PostgreSQL started again");
+
+    let want = expected.unique_events as i64;
+    let done = wait_for(Duration::from_secs(180), || async {
+        count(&tdb.url).await.filter(|n| *n == want)
+    })
+    .await;
+    assert_eq!(done, Some(want), "every distinct event stored once");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&tdb.url).await, Some(want), "no late double insert");
+    assert!(
+        r.child.try_wait().ok().flatten().is_none(),
+        "the same reporter process did it all"
+    );
+
+    let db = tdb.client().await;
+    let next: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ingest_offsets WHERE group_id = $1",
+            &[&group],
+        )
+        .await
+        .expect("offsets")
+        .get(0);
+    assert_eq!(next, events.len() as i64 + 3, "offsets cover every message");
+    let want_spend: i64 = expected
+        .campaigns
+        .values()
+        .map(|c| c.spend_cpm_micros)
+        .sum();
+    let want_bids: i64 = expected.campaigns.values().map(|c| c.bids).sum();
+    for &(gran, dim) in FAMILIES {
+        let row = db
+            .query_one(
+                "SELECT coalesce(sum(spend_cpm_micros), 0)::bigint, coalesce(sum(bids), 0)::bigint
+                 FROM rollups WHERE gran = $1 AND dim = $2",
+                &[&gran, &dim],
+            )
+            .await
+            .expect("rollups");
+        let got: (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(got, (want_spend, want_bids), "gran {gran} dim {dim}");
+    }
+
+    let m = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert_eq!(metric(&m, "helios_reporter_pg_connected"), Some(1.0));
+    assert!(metric(&m, "helios_reporter_pg_lost_total").is_some_and(|v| v >= 1.0));
+    assert!(metric(&m, "helios_reporter_pg_reconnects_total").is_some_and(|v| v >= 1.0));
+    assert!(metric(&m, "helios_reporter_api_unavailable_total").is_some_and(|v| v >= 1.0));
+    assert_eq!(metric(&m, "helios_reporter_api_db_up"), Some(1.0));
+    let ok = http
+        .get(format!("{base}/api/v1/campaigns"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("campaigns");
+    assert_eq!(ok.status().as_u16(), 200, "the API is back");
+
+    r.kill9();
+    drop(db);
+    tdb.drop_db().await;
+}
