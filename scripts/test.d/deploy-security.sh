@@ -123,6 +123,11 @@ path=/${nurl#*://*/}
 dl_check "the signed win notice is accepted" 204 "$(curl -sg -o /dev/null -w '%{http_code}' "$B$path")"
 dl_check "a forged notice is rejected" 400 "$(curl -s -o /dev/null -w '%{http_code}' "$B/notice/win?p=1.5&s=AAAA")"
 for _ in $(seq 1 50); do curl -s -o /dev/null -d @"$req" "$B/openrtb2/bid"; done
+# Personal data: a request carrying distinctive user ids, device id and IP, bid on at debug level.
+pii_user=pii-user-5c1e0b7d pii_buyer=pii-buyer-93aa04f2 pii_ifa=pii-ifa-0d6f1b3c pii_ip=203.0.113.77
+jq -c --arg u "$pii_user" --arg b "$pii_buyer" --arg f "$pii_ifa" --arg i "$pii_ip" \
+  '.user.id = $u | .user.buyeruid = $b | .device.ifa = $f | .device.ip = $i' "$req" >"$base/pii.json"
+for _ in $(seq 1 20); do curl -s -o /dev/null -d @"$base/pii.json" "$B/openrtb2/bid"; done
 curl -s "http://127.0.0.1:$admin/metrics" >/dev/null
 dbg=$(curl -s "http://127.0.0.1:$admin/debug/config")
 pc=$(env "${app_env[@]}" "$helios" --campaigns "$campaigns" --print-config)
@@ -134,6 +139,8 @@ secret_free() { # what text → passes when none of the appliance's secrets is i
 dl_check_true "the appliance logged at debug level (JSON lines)" grep -q '"level":"DEBUG"' "$base/appliance.log"
 dl_check_true "no appliance secret (notice key, Redis password) in its stdout/stderr" secret_free log "$(cat "$base/appliance.log")"
 dl_check_true "no appliance secret in /debug/config" secret_free debug "$dbg"
+dl_check_true "no personal data (user.id, buyeruid, device.ifa, device.ip) in the appliance's log" \
+  bash -c '! grep -qF -e "$1" -e "$2" -e "$3" -e "$4" "$5"' _ "$pii_user" "$pii_buyer" "$pii_ifa" "$pii_ip" "$base/appliance.log"
 dl_check_true "/debug/config is the configuration (it names the Redis host)" grep -q "127.0.0.1:$rport" <<<"$dbg"
 dl_check_true "no appliance secret in --print-config" secret_free print "$pc"
 dl_check_true "no appliance secret in --help" secret_free help "$hlp"
