@@ -92,23 +92,24 @@ dl_summary() { # prints the closing count and returns non-zero on any failure
 # workspace target dirs (shared between worktrees: a binary there counts only when this tree's
 # appliance crate has a main.rs).
 dl_find_helios() {
-  local c
   [[ -n "${HELIOS_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../appliance/src/main.rs" ]] || return 1
-  for c in "${HELIOS_BIN:-}" "$CARGO_TARGET_DIR/release/helios" "$CARGO_TARGET_DIR/debug/helios"; do
-    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
-  done
+  [[ -n "${HELIOS_BIN:-}" ]] && { echo "$HELIOS_BIN"; return 0; }
+  dl_newest_bin helios
+}
+
+dl_newest_bin() { # name: the newer of $CARGO_TARGET_DIR/{release,debug}/name (a stale build never wins)
+  local r="$CARGO_TARGET_DIR/release/$1" d="$CARGO_TARGET_DIR/debug/$1"
+  if [[ -x "$r" && ( ! -x "$d" || "$r" -nt "$d" ) ]]; then echo "$r"; return 0; fi
+  [[ -x "$d" ]] && { echo "$d"; return 0; }
   return 1
 }
 
 # The reporter binary, on the same terms as dl_find_helios ($HELIOS_REPORTER_BIN, else the
 # workspace target dirs when this tree's reporter crate has a main.rs).
 dl_find_reporter() {
-  local c
   [[ -n "${HELIOS_REPORTER_BIN:-}" ]] || [[ -f "$(dirname "${BASH_SOURCE[0]}")/../reporter/src/main.rs" ]] || return 1
-  for c in "${HELIOS_REPORTER_BIN:-}" "$CARGO_TARGET_DIR/release/helios-reporter" "$CARGO_TARGET_DIR/debug/helios-reporter"; do
-    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
-  done
-  return 1
+  [[ -n "${HELIOS_REPORTER_BIN:-}" ]] && { echo "$HELIOS_REPORTER_BIN"; return 0; }
+  dl_newest_bin helios-reporter
 }
 
 # Whether this workspace defines a binary target of that name (cargo metadata, offline).

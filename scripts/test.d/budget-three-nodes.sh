@@ -8,8 +8,8 @@
 # exchange counted is ≤ budget + 1% and ≥ 80% of it (5% of wins are never billed and their
 # reservations are held for 30–60 s); Redis holds remaining + leases = budget − what the nodes
 # reported, and the nodes' reports match the exchange's billing.
-# Needs root (network namespaces), redis-server, haproxy, and release builds of helios and
-# helios-exchange (HELIOS_BIN / HELIOS_EXCHANGE_BIN, else $CARGO_TARGET_DIR/release); prints
+# Needs root (network namespaces), redis-server, haproxy, and helios and helios-exchange
+# (HELIOS_BIN / HELIOS_EXCHANGE_BIN, else this tree's newest build, built here); prints
 # `skipped:` otherwise. Every process is stopped by PID, then the namespaces are deleted.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,11 +25,13 @@ if [[ $EUID -ne 0 ]] || ! ip netns add "$HELIOS_NETNS_PREFIX-probe" 2>/dev/null;
   exit 0
 fi
 ip netns del "$HELIOS_NETNS_PREFIX-probe"
+# This tree's binaries: built here (fast after make test's build), so a stale build never runs.
+[[ -n "${HELIOS_BIN:-}" && -n "${HELIOS_EXCHANGE_BIN:-}" ]] || (cd "$root" && cargo build --workspace --bins --quiet)
 if ! helios=$(dl_find_helios); then
   echo "skipped: the helios binary is not built (cargo build --release -p helios-appliance)"
   exit 0
 fi
-exchange=${HELIOS_EXCHANGE_BIN:-$CARGO_TARGET_DIR/release/helios-exchange}
+exchange=${HELIOS_EXCHANGE_BIN:-$(dl_newest_bin helios-exchange)}
 if [[ ! -x "$exchange" ]]; then
   echo "skipped: helios-exchange is not built (cargo build --release -p helios-bench)"
   exit 0
