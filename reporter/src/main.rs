@@ -68,17 +68,19 @@ async fn migrate_when_reachable(url: &str, stop: &mut watch::Receiver<bool>) -> 
                 tracing::info!(?applied, "database ready");
                 return Ok(Some(()));
             }
-            // Only an unreachable server is waited for; a failing migration is fatal.
+            // Only an unreachable server is waited for; a failing migration or a server whose
+            // certificate is refused (a configuration error, not an outage) is fatal.
             Err(e)
-                if e.chain().any(|c| {
-                    c.is::<std::io::Error>()
-                        || c.downcast_ref::<tokio_postgres::Error>().is_some_and(|p| {
-                            p.is_closed()
-                                || p.code().is_some_and(|c| {
-                                    c.code().starts_with("08") || c.code().starts_with("57P")
-                                })
-                        })
-                }) =>
+                if !is_tls_rejection(&e)
+                    && e.chain().any(|c| {
+                        c.is::<std::io::Error>()
+                            || c.downcast_ref::<tokio_postgres::Error>().is_some_and(|p| {
+                                p.is_closed()
+                                    || p.code().is_some_and(|c| {
+                                        c.code().starts_with("08") || c.code().starts_with("57P")
+                                    })
+                            })
+                    }) =>
             {
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64,
                     "PostgreSQL unreachable at start; waiting");
@@ -91,6 +93,17 @@ async fn migrate_when_reachable(url: &str, stop: &mut watch::Receiver<bool>) -> 
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether `e` is a TLS handshake the client refused (bad certificate, unknown issuer, wrong
+/// host name): retrying cannot help, so the reporter exits and says why.
+fn is_tls_rejection(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<rustls::Error>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+    })
 }
 
 async fn serve(s: ServeArgs) -> Result<()> {
