@@ -215,8 +215,10 @@ impl CoreBudget {
         s.lease_micros.store(lease as u64, Ordering::Relaxed);
         s.reserved_micros
             .store(reserved.max(0) as u64, Ordering::Relaxed);
-        // Ready once the first round of lease ops (sent by the previous poll) is answered.
-        if self.ticked && !shard.leases_pending() {
+        // Ready once the first round of lease ops (sent by the previous poll) is answered, or
+        // once any lease is held: under traffic from the first moment (a restart behind a live
+        // exchange) some op is always in flight, so "nothing pending" alone may never be seen.
+        if self.ticked && (!shard.leases_pending() || lease > 0) {
             s.ready.store(true, Ordering::Relaxed);
         }
         self.ticked = true;
