@@ -221,6 +221,11 @@ run_fault() {
   scripts/services.sh stop kafka >/dev/null
   rm -rf "$HELIOS_RUN/kafka"
   scripts/services.sh start redis postgres kafka >/dev/null
+  # Redis answers LOADING while it reads its append-only file back: wait until it serves.
+  for _ in $(seq 1 300); do
+    [[ "$(redis-cli -p "$HELIOS_REDIS_PORT" ping 2>/dev/null)" == PONG ]] && break
+    sleep 0.1
+  done
   "${pg_admin[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db OWNER helios"
   if [[ "$(redis-cli -p "$HELIOS_REDIS_PORT" --raw exists helios:profile:loaded-chaos)" != 1 ]]; then
     HELIOS_REDIS_URL=$HELIOS_REDIS_URL "$bin/helios-profiles" load --count 20000 >"$run_root/profiles.log" 2>&1
