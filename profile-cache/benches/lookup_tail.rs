@@ -1,28 +1,39 @@
-//! Lookup latency distribution of the replica without Redis: per-lookup percentiles (TSC) beside
-//! batch-timed figures, on one pinned core, optionally under `SCHED_FIFO` so that preemption by
-//! other tenants of a shared machine does not make the tail.
+//! Lookup latency distribution of the replica without Redis, for several designs side by side in
+//! one process: per-lookup percentiles (fenced TSC reads) beside batch-timed figures, on one
+//! pinned core, optionally under `SCHED_FIFO` so that preemption by other tenants of a shared
+//! machine does not make the tail.
 //!
-//! Builds `PROFILES` (default 1M) synthetic profiles (20 segments, 36-byte ids) in-process, then
-//! for three query sets — a hot set of 10,000 ids (warm, the goal's case), ids uniform over every
-//! profile (DRAM-bound) and absent ids, and the hot set again while another thread (on `CPU_W`,
-//! default 0) rewrites random profiles at `UPDATES` per second (default 10,000: the replicator's
-//! work at the goal's change rate) — reports:
-//! - `per_lookup`: p50/p90/p99/p99.9/max of `get` + one `segment_weight`, each timed alone
-//!   (includes the clock's own cost, reported as `clock_overhead`);
+//! Builds one replica of `PROFILES` (default 1M) synthetic profiles (20 segments, 36-byte ids) per
+//! variant in `VARIANTS` (default `old,new`; also `hash`, `lines`, `fence`: the old design with one
+//! change — see `tuning`), then, per round, for three query sets — a hot set of 10,000 ids (warm,
+//! the goal's case), ids uniform over every profile (DRAM-bound) and absent ids — runs every
+//! variant in turn (order reversed every other round), each after a warm-up pass over the same
+//! queries; then the hot set again per variant while another thread (on `CPU_W`, default 0)
+//! rewrites random profiles at `UPDATES` per second (default 10,000). Reports:
+//! - per variant: its tuning, the fence in effect, the longest probe, bytes mapped and how many of
+//!   them the kernel backed with huge pages (`AnonHugePages` growth while it was built);
+//! - `timer_overhead`: the two TSC reads around nothing (`lfence; rdtsc; lfence` …
+//!   `rdtscp; lfence`), 1M times;
+//! - `per_lookup_ns`: p50/p90/p99/p99.9/max of `get` + one `segment_weight`, each timed alone,
+//!   timer included, and `net_*`: the same minus the timer's median;
 //! - `batch_independent_ns`: one timed pass of `LOOKUPS` lookups / `LOOKUPS` (the CPU may overlap
 //!   consecutive lookups: a throughput figure);
 //! - `batch_dependent_ns`: the same, each query chosen from the previous lookup's result, so no two
-//!   lookups overlap (average latency with no clock inside the loop).
+//!   lookups overlap (average latency with no clock inside the loop);
+//! - a `summary` line per variant and case: median of the per-round net p50, and median, min and
+//!   max of the per-round net p99.
 //!
 //! Environment: `PROFILES`, `LOOKUPS` (default 1M), `CPU` (default 1; -1 = no pinning),
 //! `FIFO_PRIO` (1–99: switch the timing thread to `SCHED_FIFO` at that priority for the timed
-//! phase only; needs root), `ROUNDS` (default 3: each case is measured this many times,
-//! interleaved). Run: `cargo bench -p helios-profile-cache --bench lookup_tail`.
+//! phase only; needs root), `ROUNDS` (default 3), `VARIANTS`, `UPDATES` (0 = skip the updating
+//! case), `CALLGRIND=1` (one untimed pass per case and variant, for
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*batch_independent*'`).
+//! Run: `cargo bench -p helios-profile-cache --bench lookup_tail`.
 
 use std::hint::black_box;
 
 use hdrhistogram::Histogram;
-use profile_cache::{ProfileData, Reader, Store};
+use profile_cache::{ProfileData, Reader, Store, Tuning};
 use shards::ProfileView;
 
 const ID_LEN: usize = 36;
@@ -73,52 +84,102 @@ fn fifo(prio: i64) -> bool {
     unsafe { libc::sched_setscheduler(0, policy, &p) == 0 }
 }
 
-fn pct(h: &Histogram<u64>) -> String {
-    format!(
-        "{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{:.1},\"over_1us\":{}}}",
-        h.value_at_quantile(0.50),
-        h.value_at_quantile(0.90),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.max(),
-        h.mean(),
-        h.count_between(1001, u64::MAX),
-    )
-}
-
 struct Case<'a> {
     name: &'static str,
     queries: &'a str,
 }
 
-fn per_lookup(clock: &quanta::Clock, reader: &Reader, q: &str) -> Histogram<u64> {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("static bounds");
+/// The TSC, read after every earlier instruction has completed (`lfence; rdtsc; lfence`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tsc_start() -> u64 {
+    use std::arch::x86_64::{_mm_lfence, _rdtsc};
+    // SAFETY: lfence and rdtsc have no memory effects; every x86-64 CPU has both (SSE2, TSC).
+    unsafe {
+        _mm_lfence();
+        let t = _rdtsc();
+        _mm_lfence();
+        t
+    }
+}
+
+/// The TSC once the timed work has completed (`rdtscp; lfence`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tsc_end() -> u64 {
+    use std::arch::x86_64::{__rdtscp, _mm_lfence};
+    let mut aux = 0u32;
+    // SAFETY: rdtscp writes `aux` only; lfence has no memory effects.
+    unsafe {
+        let t = __rdtscp(&mut aux);
+        _mm_lfence();
+        t
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc_start() -> u64 {
+    quanta::Clock::new().raw()
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc_end() -> u64 {
+    tsc_start()
+}
+
+/// TSC ticks per nanosecond, measured against the monotonic clock over `ms` milliseconds.
+fn ticks_per_ns(ms: u64) -> f64 {
+    let t = std::time::Instant::now();
+    let a = tsc_start();
+    while t.elapsed() < std::time::Duration::from_millis(ms) {}
+    let b = tsc_end();
+    (b - a) as f64 / t.elapsed().as_nanos() as f64
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds")
+}
+
+/// Each lookup timed alone, in TSC ticks (includes the timer's own cost, measured separately).
+fn per_lookup(reader: &Reader, q: &str) -> Histogram<u64> {
+    let mut h = hist();
     let n = q.len() / ID_LEN;
     for k in 0..n {
         let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
-        let t = clock.raw();
-        let w = reader.get(id).map(|p| p.segment_weight(7));
-        let e = clock.raw();
+        let t = tsc_start();
+        let w = reader.get(black_box(id)).map(|p| p.segment_weight(7));
         black_box(w);
-        h.saturating_record(clock.delta_as_nanos(t, e).max(1));
+        let e = tsc_end();
+        h.saturating_record(e.saturating_sub(t).max(1));
     }
     h
 }
 
-fn batch_independent(clock: &quanta::Clock, reader: &Reader, q: &str) -> f64 {
+/// The timer alone: the same two reads around nothing.
+fn timer_only(n: usize) -> Histogram<u64> {
+    let mut h = hist();
+    for _ in 0..n {
+        let t = tsc_start();
+        let e = tsc_end();
+        h.saturating_record(e.saturating_sub(t).max(1));
+    }
+    h
+}
+
+#[inline(never)]
+fn batch_independent(reader: &Reader, q: &str) -> f64 {
     let n = q.len() / ID_LEN;
-    let t = clock.raw();
+    let t = tsc_start();
     for k in 0..n {
         let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
         black_box(reader.get(id).map(|p| p.segment_weight(7)));
     }
-    let e = clock.raw();
-    clock.delta_as_nanos(t, e) as f64 / n as f64
+    let e = tsc_end();
+    (e - t) as f64 / n as f64
 }
 
-fn batch_dependent(clock: &quanta::Clock, reader: &Reader, q: &str) -> f64 {
+fn batch_dependent(reader: &Reader, q: &str) -> f64 {
     let n = q.len() / ID_LEN;
-    let t = clock.raw();
+    let t = tsc_start();
     let mut k = 0usize;
     for _ in 0..n {
         let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
@@ -129,8 +190,8 @@ fn batch_dependent(clock: &quanta::Clock, reader: &Reader, q: &str) -> f64 {
         // so the next query's address depends on this lookup's result.
         k = (k + 1 + (black_box(w) >> 12)) % n;
     }
-    let e = clock.raw();
-    clock.delta_as_nanos(t, e) as f64 / n as f64
+    let e = tsc_end();
+    (e - t) as f64 / n as f64
 }
 
 /// Rewrites random profiles at `rate` per second until `stop`; returns the store and the count.
@@ -169,6 +230,68 @@ fn updater(
     (store, done)
 }
 
+/// The designs compared: `old` (sessions 1–2), `new` (the default), and one change at a time.
+fn tuning(name: &str) -> Option<Tuning> {
+    let new = Tuning::default();
+    let old = Tuning::SESSION_2;
+    Some(match name {
+        "old" => old,
+        "new" => new,
+        "hash" => Tuning {
+            hash: new.hash,
+            ..old
+        },
+        "lines" => Tuning {
+            line_aligned_records: true,
+            ..old
+        },
+        "fence" => Tuning {
+            reader_fence: new.reader_fence,
+            ..old
+        },
+        _ => return None,
+    })
+}
+
+/// `AnonHugePages` of this process, bytes (`/proc/self/smaps_rollup`).
+fn anon_huge_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident set size of this process, bytes (`/proc/self/statm`, 4 KiB pages).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn fill(n: u64, t: Tuning) -> (Store, Reader) {
+    let (mut store, reader) = Store::with_tuning(n as usize, 1000, t);
+    let mut p = ProfileData::default();
+    for i in 0..n {
+        p.clear();
+        p.user_id.push_str(&id(i));
+        p.segments
+            .extend((0..20u32).map(|s| ((i as u32).wrapping_mul(31) % 10_000 + s * 7, 500)));
+        store.upsert(&mut p).expect("valid profile");
+    }
+    store.collect();
+    (store, reader)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let n = env("PROFILES", 1_000_000).max(10_000) as u64;
@@ -178,16 +301,31 @@ fn main() {
     let rounds = env("ROUNDS", 3).max(1);
     let updates = env("UPDATES", 10_000).max(0) as u64;
     let cpu_w = env("CPU_W", 0);
+    let callgrind = env("CALLGRIND", 0) == 1;
+    let names = std::env::var("VARIANTS").unwrap_or_else(|_| "old,new".into());
     pin(cpu);
 
-    let (mut store, reader) = Store::new(n as usize, 1000);
-    let mut p = ProfileData::default();
-    for i in 0..n {
-        p.clear();
-        p.user_id.push_str(&id(i));
-        p.segments
-            .extend((0..20u32).map(|s| ((i as u32).wrapping_mul(31) % 10_000 + s * 7, 500)));
-        store.upsert(&mut p).expect("valid profile");
+    let mut variants = Vec::new();
+    for name in names.split(',').filter(|s| !s.is_empty()) {
+        let t = tuning(name).unwrap_or_else(|| panic!("VARIANTS: unknown variant {name:?}"));
+        let (huge0, rss0) = (anon_huge_bytes(), rss_bytes());
+        let (store, reader) = fill(n, t);
+        let st = reader.stats();
+        let huge = anon_huge_bytes().saturating_sub(huge0);
+        let rss = rss_bytes().saturating_sub(rss0);
+        // Huge pages over the bytes the replica touched (live blocks and the index; the unused
+        // tail of the last chunk is never faulted in).
+        println!(
+            "{{\"variant\":\"{name}\",\"tuning\":\"{t:?}\",\"reader_fence_in_effect\":\"{:?}\",\"index_max_probe\":{},\"record_bytes\":{},\"arena_bytes\":{},\"index_bytes\":{},\"rss_growth_bytes\":{rss},\"rss_bytes_per_profile\":{:.1},\"anon_huge_bytes\":{huge},\"huge_share_of_touched\":{:.3}}}",
+            reader.reader_fence(),
+            reader.index_max_probe(),
+            st.record_bytes,
+            st.arena_bytes,
+            st.index_bytes,
+            rss as f64 / n as f64,
+            huge as f64 / (st.record_bytes + st.index_bytes) as f64
+        );
+        variants.push((name.to_owned(), Some(store), reader));
     }
     let mut x = 0x1234_5678u64;
     let mut rnd = move |m: u64| {
@@ -221,47 +359,99 @@ fn main() {
             queries: &absent,
         },
     ];
-    let clock = quanta::Clock::new();
-    let fifo_on = prio > 0 && fifo(prio);
-    let mut over = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("static bounds");
-    for _ in 0..1_000_000 {
-        let t = clock.raw();
-        let e = clock.raw();
-        over.saturating_record(clock.delta_as_nanos(t, e).max(1));
+    if callgrind {
+        // Instruction counts: run under `valgrind --tool=callgrind --collect-atstart=no
+        // --toggle-collect='*batch_independent*'`, one variant per run; Ir / lookups per case.
+        for (_, _, reader) in &variants {
+            for c in &cases {
+                black_box(batch_independent(reader, c.queries));
+            }
+        }
+        return;
     }
+    let tpn = ticks_per_ns(200);
+    let ns = |ticks: u64| ticks as f64 / tpn;
+    let fifo_on = prio > 0 && fifo(prio);
+    let over = timer_only(1_000_000);
+    let over_p50 = over.value_at_quantile(0.5);
+    let pct = |h: &Histogram<u64>| {
+        let q = |p: f64| ns(h.value_at_quantile(p));
+        let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
+        format!(
+            "{{\"p50\":{:.0},\"p90\":{:.0},\"p99\":{:.0},\"p999\":{:.0},\"max\":{:.0},\"net_p50\":{:.0},\"net_p99\":{:.0},\"net_p999\":{:.0},\"over_1us\":{}}}",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            ns(h.max()),
+            net(0.5),
+            net(0.99),
+            net(0.999),
+            h.count_between((1000.0 * tpn) as u64, u64::MAX),
+        )
+    };
+    // (variant, case) -> per-round net p50 and p99, ns.
+    let mut p99s: std::collections::BTreeMap<(String, String), Vec<(f64, f64)>> =
+        Default::default();
     let mut out = Vec::new();
-    let mut store = Some(store);
+    let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     for round in 0..rounds {
         for c in &cases {
-            // Warm-up pass (fills caches and TLB with the case's working set), then the timed ones.
-            batch_independent(&clock, &reader, c.queries);
-            let h = per_lookup(&clock, &reader, c.queries);
-            let bi = batch_independent(&clock, &reader, c.queries);
-            let bd = batch_dependent(&clock, &reader, c.queries);
-            out.push(format!(
-                "{{\"round\":{round},\"case\":\"{}\",\"per_lookup\":{},\"batch_independent_ns\":{bi:.1},\"batch_dependent_ns\":{bd:.1}}}",
-                c.name,
-                pct(&h)
-            ));
+            // Variants interleaved, their order reversed every other round.
+            let mut order: Vec<usize> = (0..variants.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for &v in &order {
+                let (name, _, reader) = &variants[v];
+                // Warm-up pass (fills caches and TLB with this variant's working set).
+                batch_independent(reader, c.queries);
+                let h = per_lookup(reader, c.queries);
+                let bi = batch_independent(reader, c.queries) / tpn;
+                let bd = batch_dependent(reader, c.queries) / tpn;
+                let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
+                p99s.entry((name.clone(), c.name.to_owned()))
+                    .or_default()
+                    .push((net(0.5), net(0.99)));
+                out.push(format!(
+                    "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"{}\",\"per_lookup_ns\":{},\"batch_independent_ns\":{bi:.1},\"batch_dependent_ns\":{bd:.1}}}",
+                    c.name,
+                    pct(&h)
+                ));
+            }
         }
         if updates > 0 {
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            let st = store.take().expect("store is back after each round");
-            let (st, h, bi, bd, done) = std::thread::scope(|s| {
-                let w = s.spawn(|| updater(st, n, updates, cpu_w, &stop));
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                let h = per_lookup(&clock, &reader, &hot);
-                let bi = batch_independent(&clock, &reader, &hot);
-                let bd = batch_dependent(&clock, &reader, &hot);
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                let (st, done) = w.join().expect("updater thread");
-                (st, h, bi, bd, done)
-            });
-            store = Some(st);
-            out.push(format!(
-                "{{\"round\":{round},\"case\":\"hot_set_10k_while_updating\",\"updates_done\":{done},\"per_lookup\":{},\"batch_independent_ns\":{bi:.1},\"batch_dependent_ns\":{bd:.1}}}",
-                pct(&h)
-            ));
+            let mut order: Vec<usize> = (0..variants.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for v in order {
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let st = variants[v]
+                    .1
+                    .take()
+                    .expect("store is back after each round");
+                let reader = &variants[v].2;
+                let (st, h, bi, done) = std::thread::scope(|s| {
+                    let w = s.spawn(|| updater(st, n, updates, cpu_w, &stop));
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let h = per_lookup(reader, &hot);
+                    let bi = batch_independent(reader, &hot) / tpn;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (st, done) = w.join().expect("updater thread");
+                    (st, h, bi, done)
+                });
+                variants[v].1 = Some(st);
+                let name = &variants[v].0;
+                let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
+                p99s.entry((name.clone(), "hot_set_10k_while_updating".to_owned()))
+                    .or_default()
+                    .push((net(0.5), net(0.99)));
+                out.push(format!(
+                    "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"hot_set_10k_while_updating\",\"updates_done\":{done},\"per_lookup_ns\":{},\"batch_independent_ns\":{bi:.1}}}",
+                    pct(&h)
+                ));
+            }
         }
     }
     if fifo_on {
@@ -269,13 +459,27 @@ fn main() {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{{\"profiles\":{n},\"lookups\":{lookups},\"cpu\":{cpu},\"sched_fifo\":{},\"fifo_requested\":{prio},\"loadavg\":\"{}\",\"clock_overhead\":{}}}",
-        fifo_on,
+        "{{\"profiles\":{n},\"lookups\":{lookups},\"rounds\":{rounds},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"fifo_requested\":{prio},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"timer_overhead\":{}}}",
+        load0.trim(),
         load.trim(),
         pct(&over)
     );
     for l in out {
         println!("{l}");
     }
-    drop(store);
+    // Summary: per variant and case, the timer-subtracted p50 and p99 over the rounds.
+    for ((v, c), mut r) in p99s {
+        let mut p50: Vec<f64> = r.iter().map(|x| x.0).collect();
+        r.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut p99: Vec<f64> = r.iter().map(|x| x.1).collect();
+        println!(
+            "{{\"summary\":\"{v}\",\"case\":\"{c}\",\"rounds\":{},\"net_p50_median\":{:.0},\"net_p99_median\":{:.0},\"net_p99_min\":{:.0},\"net_p99_max\":{:.0}}}",
+            p99.len(),
+            median(&mut p50),
+            median(&mut p99),
+            p99[0],
+            p99[p99.len() - 1]
+        );
+    }
+    drop(variants);
 }

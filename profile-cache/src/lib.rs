@@ -40,10 +40,12 @@
 //! - [`Replicator::stop`] (or drop): stops and joins the thread within about
 //!   [`ReplicaConfig::block`] + [`ReplicaConfig::io_timeout`].
 //! - [`Store`]: the replica's writer without Redis, for tests and benches
-//!   (`Store::new(expected, max_staleness_ms)` → `(Store, Reader)`).
+//!   (`Store::new(expected, max_staleness_ms)` → `(Store, Reader)`; [`Store::with_tuning`] to
+//!   compare the earlier hash, record alignment and reader fence, [`Tuning::SESSION_2`]).
 
 mod arena;
 mod epoch;
+mod idhash;
 pub mod keys;
 mod parse;
 pub mod record;
@@ -51,6 +53,8 @@ pub mod replicator;
 pub mod snapshot;
 pub mod store;
 
+pub use epoch::ReaderFence;
+pub use idhash::IdHash;
 pub use record::{FreqBucket, Gender, ProfileData, RecordView};
 pub use replicator::{LagHistogram, ReplicaConfig, Replicator, StartError, start};
-pub use store::{ProfileRef, Reader, Stats, Store};
+pub use store::{ProfileRef, Reader, Stats, Store, Tuning};

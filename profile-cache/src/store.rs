@@ -20,15 +20,15 @@
 //! Must never: let a reader see a freed record, allocate or lock on a lookup, or block a reader.
 
 use std::cell::Cell;
-use std::hash::BuildHasher;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shards::ProfileView;
 
-use crate::arena::{Arena, Region, block_size};
-use crate::epoch::{Epochs, ReaderSlot, Retired};
+use crate::arena::{Arena, LINE_GRAIN, MIN_GRAIN, Region};
+use crate::epoch::{Epochs, ReaderFence, ReaderSlot, Retired};
+use crate::idhash::{IdHash, IdHasher};
 use crate::record::{
     EncodeError, GENERATION_BYTE, ProfileData, RecordView, Truncation, record_len,
 };
@@ -46,10 +46,37 @@ fn slots_for(live: usize) -> usize {
         .max(MIN_SLOTS)
 }
 
-type Hasher = foldhash::fast::RandomState;
+/// How a replica hashes ids, places records and fences its readers. `Tuning::default()` is the
+/// product's choice; [`Tuning::SESSION_2`] is the design before session 3, kept so that
+/// benchmarks can measure both side by side in one process (`benches/lookup_tail.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The index's hash of ids.
+    pub hash: IdHash,
+    /// Records start on a cache line (blocks rounded up to 64 bytes) instead of on 8 bytes.
+    pub line_aligned_records: bool,
+    /// How readers order their epoch announcement (see `epoch.rs`).
+    pub reader_fence: ReaderFence,
+}
 
-fn hash_key(h: &Hasher, key: &[u8]) -> u64 {
-    h.hash_one(key)
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            hash: IdHash::Seeded,
+            line_aligned_records: true,
+            reader_fence: ReaderFence::Asymmetric,
+        }
+    }
+}
+
+impl Tuning {
+    /// The replica as sessions 1–2 built it: `foldhash`, 8-byte aligned records, a `SeqCst`
+    /// fence per pin.
+    pub const SESSION_2: Tuning = Tuning {
+        hash: IdHash::Foldhash,
+        line_aligned_records: false,
+        reader_fence: ReaderFence::Full,
+    };
 }
 
 /// The open-addressing index (on huge pages, see [`crate::arena`]). Readers reach it through
@@ -129,7 +156,12 @@ unsafe fn record_at<'a>(v: u64) -> RecordView<'a> {
 }
 
 /// Retires the record a slot held until the writer just replaced or removed it.
-fn retire_record(shared: &Shared, garbage: &mut Vec<Retired<Garbage>>, slot_value: u64) {
+fn retire_record(
+    shared: &Shared,
+    garbage: &mut Vec<Retired<Garbage>>,
+    arena: &Arena,
+    slot_value: u64,
+) {
     let Some(p) = NonNull::new((slot_value & PTR_MASK) as *mut u8) else {
         return;
     };
@@ -137,7 +169,7 @@ fn retire_record(shared: &Shared, garbage: &mut Vec<Retired<Garbage>>, slot_valu
     let len = unsafe { record_at(slot_value) }.as_bytes().len();
     let c = &shared.counters;
     c.record_bytes
-        .fetch_sub(block_size(len) as u64, Ordering::Relaxed);
+        .fetch_sub(arena.block_size(len) as u64, Ordering::Relaxed);
     let epoch = shared.epochs.current();
     garbage.push(Retired {
         epoch,
@@ -267,11 +299,19 @@ pub(crate) struct Freshness {
     pub(crate) max_staleness_ms: u64,
 }
 
+/// What every lookup reads and the writer rarely writes, on cache lines of its own (away from
+/// the counters the writer bumps on every update).
+#[derive(Debug)]
+#[repr(align(128))]
+struct ReadMostly {
+    table: AtomicPtr<Table>,
+    hasher: IdHasher,
+}
+
 /// State shared by the writer and every reader.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    table: AtomicPtr<Table>,
-    hasher: Hasher,
+    hot: ReadMostly,
     epochs: Epochs,
     pub(crate) counters: Counters,
     pub(crate) freshness: Freshness,
@@ -291,7 +331,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // No reader and no writer remain (this is the last Arc): the table is unmapped here, the
         // records with the arena in `orphans`.
-        let t = *self.table.get_mut();
+        let t = *self.hot.table.get_mut();
         // SAFETY: `table` always holds a pointer from `Box::into_raw`, freed only here.
         drop(unsafe { Box::from_raw(t) });
     }
@@ -325,15 +365,22 @@ unsafe impl Send for Store {}
 impl Store {
     /// An empty replica sized for `expected` profiles, its writer, and a first reader.
     pub fn new(expected: usize, max_staleness_ms: u64) -> (Store, Reader) {
+        Self::with_tuning(expected, max_staleness_ms, Tuning::default())
+    }
+
+    /// [`Store::new`] with a chosen [`Tuning`] (benchmarks comparing designs).
+    pub fn with_tuning(expected: usize, max_staleness_ms: u64, tuning: Tuning) -> (Store, Reader) {
         let table = Table::with_slots(slots_for(expected));
         let counters = Counters::default();
         counters
             .index_bytes
             .store(table.bytes() as u64, Ordering::Relaxed);
         let shared = Arc::new(Shared {
-            table: AtomicPtr::new(Box::into_raw(table)),
-            hasher: Hasher::default(),
-            epochs: Epochs::new(),
+            hot: ReadMostly {
+                table: AtomicPtr::new(Box::into_raw(table)),
+                hasher: IdHasher::new(tuning.hash),
+            },
+            epochs: Epochs::new(tuning.reader_fence),
             counters,
             freshness: Freshness {
                 loaded: AtomicBool::new(false),
@@ -348,7 +395,11 @@ impl Store {
             live: 0,
             tombs: 0,
             garbage: Vec::new(),
-            arena: Arena::default(),
+            arena: Arena::new(if tuning.line_aligned_records {
+                LINE_GRAIN
+            } else {
+                MIN_GRAIN
+            }),
             buf: Vec::with_capacity(crate::record::MAX_RECORD_LEN),
             generation: 0,
         };
@@ -364,7 +415,7 @@ impl Store {
     fn table<'t>(&self) -> &'t Table {
         // SAFETY: only the writer (`self`) replaces the table, in `rebuild`, and retires the old
         // one under the epoch protocol; callers drop the borrow before calling `rebuild`.
-        unsafe { &*self.shared.table.load(Ordering::Acquire) }
+        unsafe { &*self.shared.hot.table.load(Ordering::Acquire) }
     }
 
     /// Profiles in the replica.
@@ -416,7 +467,7 @@ impl Store {
             self.rebuild(self.live + 1);
         }
         let key = RecordView::trusted(rec).user_id_bytes();
-        let hash = hash_key(&self.shared.hasher, key);
+        let hash = self.shared.hot.hasher.hash(key);
         let p = self.arena.alloc(rec.len());
         // SAFETY: `p` is a fresh block of at least `rec.len()` bytes, disjoint from `rec`.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), p.as_ptr(), rec.len()) };
@@ -430,7 +481,7 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let size = block_size(rec.len()) as u64;
+        let size = self.arena.block_size(rec.len()) as u64;
         let c = &self.shared.counters;
         let table = self.table();
         let home = hash as usize & table.mask;
@@ -464,7 +515,7 @@ impl Store {
         table.slots()[at].store(v, Ordering::Release);
         c.record_bytes.fetch_add(size, Ordering::Relaxed);
         match old {
-            Some(o) => retire_record(&self.shared, &mut self.garbage, o),
+            Some(o) => retire_record(&self.shared, &mut self.garbage, &self.arena, o),
             None => {
                 self.live += 1;
                 if was == TOMB {
@@ -479,7 +530,7 @@ impl Store {
     /// Removes the profile of `user_id`; returns whether it was there.
     pub fn remove(&mut self, user_id: &str) -> bool {
         let key = user_id.as_bytes();
-        let hash = hash_key(&self.shared.hasher, key);
+        let hash = self.shared.hot.hasher.hash(key);
         let table = self.table();
         let mut i = hash as usize & table.mask;
         for _ in 0..=table.max_probe.load(Ordering::Relaxed) {
@@ -493,7 +544,7 @@ impl Store {
                 && unsafe { record_at(cur) }.user_id_bytes() == key
             {
                 table.slots()[i].store(TOMB, Ordering::Release);
-                retire_record(&self.shared, &mut self.garbage, cur);
+                retire_record(&self.shared, &mut self.garbage, &self.arena, cur);
                 self.live -= 1;
                 self.tombs += 1;
                 let c = &self.shared.counters;
@@ -537,7 +588,7 @@ impl Store {
             }
             // SAFETY: the writer owns every linked record.
             let key = unsafe { record_at(v) }.user_id_bytes();
-            let hash = hash_key(&self.shared.hasher, key);
+            let hash = self.shared.hot.hasher.hash(key);
             let home = hash as usize & new.mask;
             let mut i = home;
             while new.slots()[i].load(Ordering::Relaxed) != EMPTY {
@@ -552,7 +603,11 @@ impl Store {
             .index_bytes
             .store(new.bytes() as u64, Ordering::Relaxed);
         // Release: readers that load the new table see its slots.
-        let old = self.shared.table.swap(Box::into_raw(new), Ordering::AcqRel);
+        let old = self
+            .shared
+            .hot
+            .table
+            .swap(Box::into_raw(new), Ordering::AcqRel);
         self.tombs = 0;
         // SAFETY: `old` came from Box::into_raw and is no longer reachable from `table`.
         let old = unsafe { Box::from_raw(old) };
@@ -688,10 +743,10 @@ impl Reader {
     pub fn get(&self, user_id: &str) -> Option<ProfileRef<'_>> {
         let pin = self.pin();
         let key = user_id.as_bytes();
-        let hash = hash_key(&self.shared.hasher, key);
+        let hash = self.shared.hot.hasher.hash(key);
         // SAFETY: the table pointer is always valid; a table replaced by the writer is retired
         // under the epoch protocol and this reader is pinned, so it outlives the borrow.
-        let table: &Table = unsafe { &*self.shared.table.load(Ordering::Acquire) };
+        let table: &Table = unsafe { &*self.shared.hot.table.load(Ordering::Acquire) };
         let view = table.find(hash, key)?;
         Some(ProfileRef { view, _pin: pin })
     }
@@ -705,7 +760,7 @@ impl Reader {
     ) -> Result<u64, E> {
         let _pin = self.pin();
         // SAFETY: as in `get`: the table outlives the pin.
-        let table: &Table = unsafe { &*self.shared.table.load(Ordering::Acquire) };
+        let table: &Table = unsafe { &*self.shared.hot.table.load(Ordering::Acquire) };
         let mut n = 0u64;
         for s in table.slots() {
             let v = s.load(Ordering::Acquire);
@@ -763,6 +818,21 @@ impl Reader {
     /// Readers currently registered (tests, metrics).
     pub fn reader_count(&self) -> usize {
         self.shared.epochs.readers()
+    }
+
+    /// The fence this replica's readers use ([`Tuning::reader_fence`], unless the kernel refused
+    /// the asymmetric one).
+    pub fn reader_fence(&self) -> ReaderFence {
+        self.shared.epochs.reader_fence()
+    }
+
+    /// The longest distance from its home slot at which the writer placed any id in the current
+    /// index: a lookup reads at most this many slots plus one (tests, metrics).
+    pub fn index_max_probe(&self) -> u32 {
+        let _pin = self.pin();
+        // SAFETY: as in `get`: the table outlives the pin.
+        let table: &Table = unsafe { &*self.shared.hot.table.load(Ordering::Acquire) };
+        table.max_probe.load(Ordering::Acquire)
     }
 }
 
@@ -848,6 +918,74 @@ mod tests {
         assert_eq!(s.retired_pending, 0, "no reader pinned: everything freed");
         assert_eq!(s.updates_applied, 5001);
         assert_eq!(s.deletes_applied, 1);
+    }
+
+    #[test]
+    fn probe_lengths_stay_short_for_structured_ids_and_ids_aimed_at_another_seed() {
+        // Structured ids (sequential, one byte apart) in a table at load ≤ 5/8.
+        let (mut store, reader) = Store::new(100_000, 1000);
+        for i in 0..100_000u32 {
+            store
+                .upsert(&mut profile(&format!("user-{i:08}"), i))
+                .expect("valid");
+        }
+        let structured = reader.index_max_probe();
+        assert!(structured <= 64, "max probe {structured}");
+
+        // An attacker who knew replica A's seed picks 300 ids with one home slot in A's index...
+        let (mut a, ra) = Store::new(1000, 1000);
+        let mask = a.table().mask as u64;
+        let hostile: Vec<String> = (0u64..)
+            .map(|i| format!("{i:036}"))
+            .filter(|id| a.shared.hot.hasher.hash(id.as_bytes()) & mask == 0)
+            .take(300)
+            .collect();
+        // ... another replica (another random seed) spreads them like any ids ...
+        let (mut b, rb) = Store::new(1000, 1000);
+        for id in &hostile {
+            b.upsert(&mut profile(id, 1)).expect("valid");
+        }
+        assert!(
+            rb.index_max_probe() <= 24,
+            "max probe {}",
+            rb.index_max_probe()
+        );
+        // ... while in A they pile up, and even then a lookup is bounded by the longest probe
+        // the writer made (an absent id stops there, found ids are all found).
+        for id in &hostile {
+            a.upsert(&mut profile(id, 1)).expect("valid");
+        }
+        assert!(
+            ra.index_max_probe() >= 299,
+            "aimed ids collide under their seed"
+        );
+        assert!(hostile.iter().all(|id| ra.get(id).is_some()));
+        assert!(ra.get(&format!("{:036}", u64::MAX)).is_none());
+    }
+
+    #[test]
+    fn the_session_2_tuning_reads_the_same_profiles() {
+        let (mut store, reader) = Store::with_tuning(1000, 1000, Tuning::SESSION_2);
+        assert_eq!(reader.reader_fence(), ReaderFence::Full);
+        for i in 0..3000u32 {
+            store
+                .upsert(&mut profile(&format!("u{i}"), i))
+                .expect("valid");
+        }
+        for i in 0..3000u32 {
+            assert_eq!(
+                reader
+                    .get(&format!("u{i}"))
+                    .expect("present")
+                    .segment_weight(i),
+                Some(500)
+            );
+        }
+        // 8-byte grain: 2 segments and a 2–5 byte id take 12 + 8 + 12 = 32..36 bytes → 32 or 40.
+        assert!(reader.stats().record_bytes <= 3000 * 40);
+        let (mut lined, r2) = Store::new(1000, 1000);
+        lined.upsert(&mut profile("u1", 1)).expect("valid");
+        assert_eq!(r2.stats().record_bytes, 64, "line-aligned block");
     }
 
     #[test]
