@@ -129,6 +129,14 @@ impl IdHasher {
                 (0, 0)
             };
             fold(a ^ s1, b ^ s2)
+        } else if len <= 48 {
+            // The loop below unrolled for ids of 17–48 bytes (UUIDs are 36), where the bounds
+            // are known and the checks fold away: same values as the loop.
+            let mut h = fold(r8(k, 0) ^ s1, r8(k, 8) ^ s0);
+            if len > 32 {
+                h = fold(r8(k, 16) ^ s1, r8(k, 24) ^ h);
+            }
+            fold(r8(k, len - 16) ^ s2, r8(k, len - 8) ^ h)
         } else {
             let mut h = s0;
             let mut i = 0;
@@ -249,6 +257,23 @@ mod tests {
         // And two fresh hashers (random seeds) differ.
         let (x, y) = (IdHasher::new(IdHash::Seeded), IdHasher::new(IdHash::Seeded));
         assert_ne!(x.hash(b"same id"), y.hash(b"same id"));
+    }
+
+    #[test]
+    fn the_unrolled_lengths_hash_like_the_loop() {
+        let h = IdHasher::with_seeds(IdHash::Seeded, A);
+        let [s0, s1, s2, s3] = A;
+        let k: Vec<u8> = (0..48u8).map(|b| b.wrapping_mul(37)).collect();
+        for len in 17..=48 {
+            let k = &k[..len];
+            let (mut x, mut i) = (s0, 0);
+            while len - i > 16 {
+                x = fold(r8(k, i) ^ s1, r8(k, i + 8) ^ x);
+                i += 16;
+            }
+            let x = fold(r8(k, len - 16) ^ s2, r8(k, len - 8) ^ x);
+            assert_eq!(h.hash(k), fold(x ^ s3, s0 ^ len as u64), "len {len}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! afterwards (an update is a new record); readers on any core read them through shared
 //! references. Reading must never allocate, lock or panic on a record this module encoded.
 //!
-//! Layout (little-endian, record start aligned to 8):
+//! Layout (little-endian, record start aligned to 8 — to a 64-byte cache line in the replica's
+//! arena, see `arena.rs` — and the bytes below are all a snapshot stores):
 //!
 //! | offset | size | field |
 //! |---|---|---|
