@@ -7,8 +7,8 @@
 //! `conflict:1,plain:1,plain:2`): `conflict` writes every row with `INSERT … ON CONFLICT DO
 //! NOTHING` (session 2's writer), `plain` bids and no-bids with a plain insert and notices with
 //! `ON CONFLICT` (see `reporter::ingest::writer::InsertPlan`); `connections` parts written in
-//! parallel; a third field `no0005` drops the covering indexes of migration 0005 first (what
-//! they cost the ingest). Every variant of one (ids, batch) case must end with the same raw rows and rollup
+//! parallel; a third field `no0005` drops both covering indexes of migration 0005 first,
+//! `nosites` only `rollups_sites` (what they cost the ingest). Every variant of one (ids, batch) case must end with the same raw rows and rollup
 //! sums; the bench checks it.
 //!
 //! Ids (`BENCH_IDS`, default `random,realistic`): `random` as the generator makes them (16
@@ -124,8 +124,8 @@ fn list(name: &str, default: &str) -> Vec<String> {
 struct Variant {
     plan: InsertPlan,
     connections: usize,
-    /// Without the covering indexes of migration 0005 (to measure what they cost the ingest).
-    no_0005: bool,
+    /// Indexes of migration 0005 dropped before the run (to measure what they cost the ingest).
+    drop: Option<&'static str>,
 }
 
 impl Variant {
@@ -133,13 +133,14 @@ impl Variant {
         let mut parts = s.split(':');
         let plan = parts.next().unwrap_or("plain");
         let n = parts.next().unwrap_or("1");
-        let no_0005 = match parts.next() {
-            None => false,
-            Some("no0005") => true,
+        let drop = match parts.next() {
+            None => None,
+            Some("no0005") => Some("rollups_minutes, rollups_sites"),
+            Some("nosites") => Some("rollups_sites"),
             Some(other) => panic!("BENCH_VARIANTS: unknown option {other:?}"),
         };
         Variant {
-            no_0005,
+            drop,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
@@ -153,7 +154,11 @@ impl Variant {
             InsertPlan::AllOnConflict => "conflict",
             InsertPlan::PlainBids => "plain",
         };
-        let extra = if self.no_0005 { ":no0005" } else { "" };
+        let extra = match self.drop {
+            None => "",
+            Some(i) if i.contains(',') => ":no0005",
+            Some(_) => ":nosites",
+        };
         format!("{plan}:{}{extra}", self.connections)
     }
 }
@@ -206,10 +211,10 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let db = common::BenchDb::create(pg, "helios_bench_ingest").await;
     let mut c = reporter::db::connect(&db.url).await.expect("connect");
     reporter::db::migrate(&mut c).await.expect("migrate");
-    if v.no_0005 {
-        c.batch_execute("DROP INDEX rollups_minutes, rollups_sites")
+    if let Some(indexes) = v.drop {
+        c.batch_execute(&format!("DROP INDEX {indexes}"))
             .await
-            .expect("drop the indexes of migration 0005");
+            .expect("drop indexes of migration 0005");
     }
     drop(c);
     let mut w = Writer::new(

@@ -605,6 +605,10 @@ async fn write_once(
     offsets: &Offsets,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     let started = Instant::now();
+    if rows.is_empty() && offsets.is_empty() {
+        // A part that got no rows (several connections, few campaigns).
+        return Ok(BatchOutcome::default());
+    }
     let tx = client.transaction().await?;
     if rows.is_empty() {
         if !offsets.is_empty() {
