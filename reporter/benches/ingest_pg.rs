@@ -8,8 +8,8 @@
 //! NOTHING` (session 2's writer), `plain` bids and no-bids with a plain insert and notices with
 //! `ON CONFLICT` (see `reporter::ingest::writer::InsertPlan`); `connections` parts written in
 //! parallel; a third field `no0005` drops both covering indexes of migration 0005 first,
-//! `nosites` only `rollups_sites` (what they cost the ingest). Every variant of one (ids, batch) case must end with the same raw rows and rollup
-//! sums; the bench checks it.
+//! `nosites` only `rollups_sites` (what they cost the ingest). Every variant of one (ids, batch)
+//! case must end with the same raw rows and rollup sums; the bench checks it.
 //!
 //! Ids (`BENCH_IDS`, default `random,realistic`): `random` as the generator makes them (16
 //! random bytes for every event: the worst case for the primary-key index); `realistic` gives
