@@ -13,7 +13,8 @@
 //! to compare binaries side by side on the same data, in that order (default: this build) —
 //! put the older binary first, as the newer one's migrations stay applied; BENCH_DB_URL to reuse
 //! an already generated database (not dropped) instead of generating one; BENCH_WITHOUT_INDEX=1
-//! to measure every shape also without the series index of migration 0004.
+//! to measure every shape also without the series index of migration 0004, BENCH_DROP_INDEXES
+//! (comma-separated names) also without those indexes.
 
 mod common;
 
@@ -218,34 +219,52 @@ async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
             format!("/api/v1/campaigns?from={from}&to={now}"),
         ),
     ];
-    // With BENCH_WITHOUT_INDEX=1, every shape is measured twice, one run after the other: with
-    // the series index of migration 0004, then without it (dropped, and re-created after), same
-    // binary, same data.
-    let without = std::env::var("BENCH_WITHOUT_INDEX").as_deref() == Ok("1");
+    // With BENCH_WITHOUT_INDEX=1 (the series index of migration 0004) or
+    // BENCH_DROP_INDEXES=name,… (any, e.g. `rollups_minutes,rollups_sites` of migration 0005),
+    // every shape is measured twice, one run after the other: with the indexes, then without
+    // them (dropped, and re-created after), same binary, same data.
+    let mut names: Vec<String> = std::env::var("BENCH_DROP_INDEXES")
+        .map(|v| v.split(',').map(|n| n.trim().to_owned()).collect())
+        .unwrap_or_default();
+    if std::env::var("BENCH_WITHOUT_INDEX").as_deref() == Ok("1") {
+        names.push("rollups_totals".to_owned());
+    }
     let db = reporter::db::connect(url).await.expect("connect");
-    let index_def: Option<String> = db
-        .query_opt("SELECT pg_get_indexdef('rollups_totals'::regclass)", &[])
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.get(0));
-    let modes: Vec<bool> = if without && index_def.is_some() {
-        vec![true, false]
-    } else {
+    let mut defs: Vec<(String, String)> = Vec::new();
+    for n in names.iter().filter(|n| !n.is_empty()) {
+        if let Ok(Some(r)) = db
+            .query_opt("SELECT pg_get_indexdef($1::text::regclass)", &[n])
+            .await
+        {
+            defs.push((n.clone(), r.get(0)));
+        }
+    }
+    let what = defs
+        .iter()
+        .map(|d| d.0.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let modes: Vec<bool> = if defs.is_empty() {
         vec![true]
+    } else {
+        vec![true, false]
     };
     for with_index in modes {
         if !with_index {
-            db.batch_execute("DROP INDEX rollups_totals")
-                .await
-                .expect("drop index");
-            println!("-- {label}, without the series index:");
-        } else if without {
-            println!("-- {label}, with the series index:");
+            for (n, _) in &defs {
+                db.batch_execute(&format!("DROP INDEX {n}"))
+                    .await
+                    .expect("drop index");
+            }
+            println!("-- {label}, without {what}:");
+        } else if !defs.is_empty() {
+            println!("-- {label}, with {what}:");
         }
         run_shapes(&shapes, &http, &base, &auth, requests).await;
-        if !with_index && let Some(def) = &index_def {
-            db.batch_execute(def).await.expect("re-create index");
+        if !with_index {
+            for (_, def) in &defs {
+                db.batch_execute(def).await.expect("re-create index");
+            }
         }
     }
     println!(

@@ -88,6 +88,7 @@ async fn main() {
             format!("helios.outcomes{suffix}"),
         ],
         batch_max: 1,
+        pg_writers: 1,
         batch_wait: Duration::from_millis(1),
         retention_days: 30,
         create_partitions: 4,

@@ -132,6 +132,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HELIOS_REPORTER_BATCH_MAX", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_max: u32,
+    /// PostgreSQL connections each batch is written on in parallel (1..=8): the batch is split
+    /// by campaign into disjoint parts, one transaction each; Kafka offsets are committed once
+    /// every part has committed. More than 1 helps only where PostgreSQL has idle cores.
+    #[arg(long, env = "HELIOS_REPORTER_PG_WRITERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub pg_writers: u32,
     /// Longest time a batch waits for more events after its first one, milliseconds.
     #[arg(long, env = "HELIOS_REPORTER_BATCH_WAIT_MS", default_value_t = 250)]
     pub batch_wait_ms: u64,
@@ -177,6 +183,7 @@ impl ServeArgs {
             group_id: self.group_id.clone(),
             topics: self.topics.clone(),
             batch_max: self.batch_max as usize,
+            pg_writers: self.pg_writers as usize,
             batch_wait: Duration::from_millis(self.batch_wait_ms.clamp(1, 60_000)),
             retention_days: self.retention_days,
             create_partitions: self.create_partitions,

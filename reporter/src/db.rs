@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups_series_index",
         include_str!("../migrations/0004_rollups_series_index.sql"),
     ),
+    (
+        5,
+        "rollups_minute_site_index",
+        include_str!("../migrations/0005_rollups_minute_site_index.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

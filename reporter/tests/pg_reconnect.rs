@@ -10,74 +10,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::own_pg::{OwnPg, count_events as count, free_port};
 use common::*;
 use reporter::api::auth::{Auth, Role};
 use reporter::ingest::fold::FAMILIES;
 use reporter::synth::{Expected, RunConfig, generate};
-
-/// Own PostgreSQL instance, stopped (by PID) and removed on drop.
-struct OwnPg {
-    run: PathBuf,
-    port: u16,
-}
-
-impl OwnPg {
-    fn services(&self, what: &str) -> bool {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-        Command::new("bash")
-            .args([script, what, "postgres"])
-            .env("HELIOS_RUN", &self.run)
-            .env("HELIOS_PG_PORT", self.port.to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// Fast shutdown (SIGINT to the postmaster: open transactions are rolled back), then wait.
-    fn stop_fast(&self) {
-        let pidfile = self.run.join("postgres/postmaster.pid");
-        let pid = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_owned))
-            .expect("postmaster.pid of our own PostgreSQL");
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        for _ in 0..200 {
-            if !pidfile.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
-    }
-}
-
-impl Drop for OwnPg {
-    fn drop(&mut self) {
-        self.services("stop");
-        if self.run.join("postgres/postmaster.pid").exists() {
-            self.stop_fast();
-        }
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn count(url: &str) -> Option<i64> {
-    let c = reporter::db::connect(url).await.ok()?;
-    c.query_one("SELECT count(*) FROM events", &[])
-        .await
-        .ok()
-        .map(|r| r.get(0))
-}
 
 /// The value of an unlabelled metric in a Prometheus text body.
 fn metric(body: &str, name: &str) -> Option<f64> {
@@ -90,34 +29,15 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
     let Some((_, Some(brokers))) = services("pg_reconnect", true) else {
         return;
     };
-    let pgbin_present = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !pgbin_present || !is_root {
-        if std::env::var("HELIOS_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!("pg_reconnect: needs root and /usr/lib/postgresql to run its own PostgreSQL");
-        }
-        println!("skipped: pg_reconnect: needs root and PostgreSQL binaries");
-        return;
-    }
     let cache = std::env::var("HELIOS_CACHE").unwrap_or_else(|_| "/var/cache/helios".into());
     let run = PathBuf::from(format!(
         "{cache}/run-reporter-reconnect-{}",
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&run);
-    std::fs::create_dir_all(&run).expect("run dir");
-    let pg = OwnPg {
-        run,
-        port: free_port(),
+    let Some(pg) = OwnPg::start("pg_reconnect", run, free_port()) else {
+        return;
     };
-    assert!(pg.services("start"), "start our own PostgreSQL");
-    let admin = format!("postgres://helios:helios@127.0.0.1:{}/helios", pg.port);
+    let admin = pg.admin_url();
 
     let tdb = TestDb::create(&admin).await;
     let suffix = format!(".{}", unique("pgc"));

@@ -9,66 +9,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::own_pg::{OwnPg, count_events as count};
 use common::*;
 use reporter::synth::{Expected, RunConfig, generate};
-
-/// Own PostgreSQL instance, stopped (by PID) on drop.
-struct OwnPg {
-    run: PathBuf,
-    port: String,
-}
-
-impl OwnPg {
-    fn services(&self, what: &str) -> bool {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-        Command::new("bash")
-            .args([script, what, "postgres"])
-            .env("HELIOS_RUN", &self.run)
-            .env("HELIOS_PG_PORT", &self.port)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// Fast shutdown (SIGINT to the postmaster: open transactions are rolled back), then wait.
-    fn stop_fast(&self) {
-        let pidfile = self.run.join("postgres/postmaster.pid");
-        let pid = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_owned))
-            .expect("postmaster.pid of our own PostgreSQL");
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        for _ in 0..200 {
-            if !pidfile.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
-    }
-}
-
-impl Drop for OwnPg {
-    fn drop(&mut self) {
-        self.services("stop");
-        if self.run.join("postgres/postmaster.pid").exists() {
-            self.stop_fast();
-        }
-        // The data directory is this run's only: do not leave it behind.
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
-
-async fn count(url: &str) -> Option<i64> {
-    let c = reporter::db::connect(url).await.ok()?;
-    c.query_one("SELECT count(*) FROM events", &[])
-        .await
-        .ok()
-        .map(|r| r.get(0))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_ingest_every_event_stored_once() {
@@ -76,31 +21,18 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
     let Some((_, Some(brokers))) = services("pg_restart", true) else {
         return;
     };
-    let pgbin_present = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !pgbin_present || !is_root {
-        if std::env::var("HELIOS_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!("pg_restart: needs root and /usr/lib/postgresql to run its own PostgreSQL");
-        }
-        println!("skipped: pg_restart: needs root and PostgreSQL binaries");
-        return;
-    }
-    let port = std::env::var("HELIOS_REL_PG_PORT").unwrap_or_else(|_| "5447".into());
+    let port = std::env::var("HELIOS_REL_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5447);
     let run = PathBuf::from(format!(
         "/var/cache/helios/run-rel/pg-restart-{}",
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&run);
-    std::fs::create_dir_all(&run).expect("run dir");
-    let pg = OwnPg { run, port };
-    assert!(pg.services("start"), "start our own PostgreSQL");
-    let admin = format!("postgres://helios:helios@127.0.0.1:{}/helios", pg.port);
+    let Some(pg) = OwnPg::start("pg_restart", run, port) else {
+        return;
+    };
+    let admin = pg.admin_url();
 
     let tdb = TestDb::create(&admin).await;
     let suffix = format!(".{}", unique("pgr"));

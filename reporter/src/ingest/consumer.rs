@@ -13,9 +13,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use codec::event::{TOPIC_BIDS, TOPIC_OUTCOMES};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +36,8 @@ pub struct IngestConfig {
     pub group_id: String,
     pub topics: Vec<String>,
     pub batch_max: usize,
+    /// PostgreSQL connections a batch is written on (see [`Writer::with_connections`]).
+    pub pg_writers: usize,
     pub batch_wait: Duration,
     pub retention_days: u32,
     /// Partitions for topics the reporter creates when they are missing (0: do not create).
@@ -97,7 +101,45 @@ pub async fn ensure_topics(cfg: &IngestConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn consumer(cfg: &IngestConfig) -> Result<StreamConsumer> {
+/// The consumer, with [`GroupContext`] reporting its group membership.
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Logs every assignment and revocation of partitions with the time since the consumer was
+/// created, so that how long a (re)started reporter took to join its group shows in the log.
+/// Runs on librdkafka's callback thread; only logs.
+#[derive(Debug)]
+pub struct GroupContext {
+    created: std::time::Instant,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let after_ms = self.created.elapsed().as_millis() as u64;
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    after_ms,
+                    "consumer group: partitions assigned"
+                )
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    after_ms,
+                    "consumer group: partitions revoked"
+                )
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, after_ms, "consumer group: rebalance error")
+            }
+        }
+    }
+}
+
+pub fn consumer(cfg: &IngestConfig) -> Result<GroupConsumer> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group_id)
@@ -112,7 +154,11 @@ pub fn consumer(cfg: &IngestConfig) -> Result<StreamConsumer> {
     for (k, v) in &cfg.kafka_options {
         cc.set(k, v);
     }
-    let c: StreamConsumer = cc.create().context("creating the Kafka consumer")?;
+    let c: GroupConsumer = cc
+        .create_with_context(GroupContext {
+            created: std::time::Instant::now(),
+        })
+        .context("creating the Kafka consumer")?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     c.subscribe(&topics).context("subscribing")?;
     Ok(c)
@@ -139,7 +185,8 @@ pub async fn run(
         FaultDelay(cfg.fault_delay),
         stats.clone(),
     )
-    .with_shutdown(shutdown.clone());
+    .with_shutdown(shutdown.clone())
+    .with_connections(cfg.pg_writers);
     match writer.apply_retention().await {
         Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
         Ok(_) => {}
@@ -210,7 +257,7 @@ pub async fn run(
 
 /// Every [`super::stats::LAG_INTERVAL_SECS`], fetches the high watermark of each assigned
 /// partition (a blocking librdkafka call, so on the blocking pool) for the lag metric.
-async fn watch_lag(consumer: Arc<StreamConsumer>, stats: Arc<IngestStats>) {
+async fn watch_lag(consumer: Arc<GroupConsumer>, stats: Arc<IngestStats>) {
     let mut tick = tokio::time::interval(Duration::from_secs(super::stats::LAG_INTERVAL_SECS));
     loop {
         tick.tick().await;
@@ -238,7 +285,7 @@ async fn watch_lag(consumer: Arc<StreamConsumer>, stats: Arc<IngestStats>) {
 
 async fn write_and_commit(
     writer: &mut Writer,
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     batch: &Batch,
     stats: &IngestStats,
     cfg: &IngestConfig,
@@ -282,7 +329,7 @@ async fn write_and_commit(
 }
 
 /// Reads until `batch_max` messages or `batch_wait` after the first one.
-async fn cut_batch(consumer: &StreamConsumer, cfg: &IngestConfig, stats: &IngestStats) -> Batch {
+async fn cut_batch(consumer: &GroupConsumer, cfg: &IngestConfig, stats: &IngestStats) -> Batch {
     let mut batch = Batch {
         rows: Vec::with_capacity(cfg.batch_max),
         offsets: Vec::new(),

@@ -2,6 +2,8 @@
 //! throw-away database per test, unique topics, an event producer, and the reporter process.
 #![allow(dead_code)]
 
+pub mod own_pg;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -147,6 +149,7 @@ pub async fn create_topics(brokers: &str, suffix: &str, partitions: i32) -> Vec<
         group_id: "unused".into(),
         topics: topics.clone(),
         batch_max: 1,
+        pg_writers: 1,
         batch_wait: Duration::from_millis(1),
         retention_days: 30,
         create_partitions: partitions,

@@ -1,0 +1,103 @@
+//! A PostgreSQL instance of the test's own (scripts/services.sh with its own run dir and port),
+//! for tests that stop and restart PostgreSQL under the reporter. Stopped by PID and its run dir
+//! removed on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Own PostgreSQL instance, stopped (by PID) and removed on drop.
+pub struct OwnPg {
+    pub run: PathBuf,
+    pub port: u16,
+}
+
+impl OwnPg {
+    /// Starts an instance in `run` (emptied first) on `port`, or answers `None` (the test prints
+    /// `skipped`) when this machine cannot run one (needs root and /usr/lib/postgresql) —
+    /// unless HELIOS_REQUIRE_SERVICES=1, which makes that a failure.
+    pub fn start(test: &str, run: PathBuf, port: u16) -> Option<OwnPg> {
+        let pgbin_present = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
+        if !pgbin_present || !is_root {
+            if std::env::var("HELIOS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{test}: needs root and /usr/lib/postgresql to run its own PostgreSQL");
+            }
+            println!("skipped: {test}: needs root and PostgreSQL binaries");
+            return None;
+        }
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).expect("run dir");
+        let pg = OwnPg { run, port };
+        assert!(pg.services("start"), "{test}: start our own PostgreSQL");
+        Some(pg)
+    }
+
+    /// The `helios` database's URL (the admin URL for [`super::TestDb::create`]).
+    pub fn admin_url(&self) -> String {
+        format!("postgres://helios:helios@127.0.0.1:{}/helios", self.port)
+    }
+
+    /// Runs `scripts/services.sh <what> postgres` for this instance.
+    pub fn services(&self, what: &str) -> bool {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+        Command::new("bash")
+            .args([script, what, "postgres"])
+            .env("HELIOS_RUN", &self.run)
+            .env("HELIOS_PG_PORT", self.port.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster: open transactions are rolled back), then wait.
+    pub fn stop_fast(&self) {
+        let pidfile = self.run.join("postgres/postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .expect("postmaster.pid of our own PostgreSQL");
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        for _ in 0..200 {
+            if !pidfile.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        self.services("stop");
+        if self.run.join("postgres/postmaster.pid").exists() {
+            self.stop_fast();
+        }
+        // The data directory is this run's only: do not leave it behind.
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Raw rows stored, or `None` while PostgreSQL does not answer.
+pub async fn count_events(url: &str) -> Option<i64> {
+    let c = reporter::db::connect(url).await.ok()?;
+    c.query_one("SELECT count(*) FROM events", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
