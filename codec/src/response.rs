@@ -23,6 +23,9 @@ pub struct Bid<'r> {
     pub burl: Option<&'r str>,
     pub lurl: Option<&'r str>,
     pub adm: Option<&'r str>,
+    /// The markup already escaped for a JSON string (no quotes; e.g. escaped once per creative
+    /// when the campaigns were loaded, [`write_escaped`]): written as it is, in place of `adm`.
+    pub adm_json: Option<&'r [u8]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,16 +127,24 @@ fn write_bid(out: &mut Vec<u8>, b: &Bid<'_>) {
             out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }
     }
-    for (k, v) in [
-        ("nurl", b.nurl),
-        ("burl", b.burl),
-        ("lurl", b.lurl),
-        ("adm", b.adm),
-    ] {
+    for (k, v) in [("nurl", b.nurl), ("burl", b.burl), ("lurl", b.lurl)] {
         if let Some(v) = v {
             write_key(out, k);
             write_str(out, v);
         }
+    }
+    if let Some(a) = b.adm_json {
+        debug_assert!(
+            a.last() != Some(&b'\\')
+                || a.iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0,
+            "adm_json ends inside an escape"
+        );
+        out.extend_from_slice(b",\"adm\":\"");
+        out.extend_from_slice(a);
+        out.push(b'"');
+    } else if let Some(v) = b.adm {
+        write_key(out, "adm");
+        write_str(out, v);
     }
     out.push(b'}');
 }
@@ -146,8 +157,16 @@ fn write_key(out: &mut Vec<u8>, k: &str) {
 
 /// Writes `s` as a JSON string literal, escaping what JSON requires.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Writes the contents of a JSON string literal for `s` (no quotes): `"`, `\` and control
+/// characters escaped, everything else copied. Used at load time to escape creative markup once
+/// ([`Bid::adm_json`]) and by [`write_str`].
+pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &c) in bytes.iter().enumerate() {
@@ -171,7 +190,11 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// Whether `s` can be written between JSON quotes as it is (no `"`, `\\` or control byte).
+pub fn is_json_safe(s: &[u8]) -> bool {
+    s.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
 }
 
 /// Owned bid-response types for reading a response back.
@@ -250,6 +273,7 @@ mod tests {
             burl: None,
             lurl: None,
             adm: Some("<div>\n</div>"),
+            adm_json: None,
         }];
         let sb = [SeatBid {
             seat: Some("helios"),
