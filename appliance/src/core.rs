@@ -625,15 +625,26 @@ impl Bidder {
             return self.no_bid(out, close, NoBidReason::Overloaded, "");
         }
         self.admitted += 1;
-        let req = match codec::decode_valid(body) {
-            Ok(r) => r,
+        // Decoded where it lives and borrowed, never moved (`codec::with_valid`).
+        codec::with_valid(body, |r| match r {
+            Ok(req) => self.bid_valid(req, exchange, ask, out, close),
             Err(e) => {
                 http::write_text(out, 400, &e, close);
                 self.metrics.response(400);
                 self.metrics.no_bid(NoBidReason::InvalidRequest);
-                return;
             }
-        };
+        })
+    }
+
+    /// [`Bidder::bid`] once the request decoded and validated.
+    fn bid_valid(
+        &mut self,
+        req: &codec::ValidRequest<'_>,
+        exchange: &str,
+        ask: TraceAsk<'_>,
+        out: &mut Vec<u8>,
+        close: bool,
+    ) {
         let tmax = req.req().tmax.unwrap_or(self.cfg.default_tmax_ms);
         let budget = Duration::from_millis(u64::from(tmax.saturating_sub(self.cfg.margin_ms)));
         if self.elapsed() >= budget {
