@@ -656,16 +656,16 @@ impl Bidder {
         let trace_id = self.ids.next();
         // The shard's privacy verdict (COPPA, TCF v2, US privacy, GPP) comes first: without
         // consent the profile is not even looked up.
-        let personal = self.shard.privacy(&req).personalized();
+        let personal = self.shard.privacy(req).personalized();
         let user = if personal {
             shards::user_key(req.req()).filter(|k| k.len() <= 64)
         } else {
             None
         };
-        let ctx = Context::of(&req, if personal { user } else { None });
+        let ctx = Context::of(req, if personal { user } else { None });
         // The notice URLs of a bid must fit the buffers sized at start: refuse, before any
         // budget is reserved, a request whose ids could make them longer.
-        if notice_params_bound(&req, &ctx, exchange, &self.cfg.node) > MAX_NOTICE_PARAMS {
+        if notice_params_bound(req, &ctx, exchange, &self.cfg.node) > MAX_NOTICE_PARAMS {
             http::write_text(out, 400, &NOTICE_TOO_LONG, close);
             self.metrics.response(400);
             self.metrics.no_bid(NoBidReason::InvalidRequest);
@@ -684,7 +684,7 @@ impl Bidder {
             if traced {
                 let t = self
                     .shard
-                    .decide_traced(&req, view, self.turn_unix_ns, &mut self.decision);
+                    .decide_traced(req, view, self.turn_unix_ns, &mut self.decision);
                 let used = match (&self.profiles, user) {
                     (None, _) => crate::trace::ProfileUse::NoReplica,
                     (_, None) => crate::trace::ProfileUse::NotAllowed,
@@ -693,7 +693,7 @@ impl Bidder {
                     _ => crate::trace::ProfileUse::Found,
                 };
                 Some(crate::trace::render(
-                    &req,
+                    req,
                     exchange,
                     &t,
                     &self.decision,
@@ -702,7 +702,7 @@ impl Bidder {
                 ))
             } else {
                 self.shard
-                    .decide(&req, view, self.turn_unix_ns, &mut self.decision);
+                    .decide(req, view, self.turn_unix_ns, &mut self.decision);
                 None
             }
         };
