@@ -42,6 +42,14 @@ use shards::ProfileView;
 /// Most `adomain` entries copied into one bid.
 const MAX_ADOMAIN: usize = 8;
 
+/// Most bytes of a bid's encoded notice parameters (request and imp ids, site domain or app
+/// bundle, exchange, node, user id — percent-encoded — plus the numbers). A request whose
+/// parameters could pass it is refused (400, counted `invalid_request`) before the decision, so
+/// the notice buffers sized from it at start never grow.
+pub const MAX_NOTICE_PARAMS: usize = 2048;
+/// Bytes a notice URL adds to its route and parameters: `?`, `&k=K&s=` + 32 hex, the macros.
+const NOTICE_URL_EXTRA: usize = 160;
+
 /// Everything a core needs to know from the configuration.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -207,8 +215,11 @@ struct Bidder {
     signer: NoticeSigner,
     /// Full notice routes: win, billing, loss, click.
     notice_routes: [String; 4],
-    /// Notice URLs of the response being built (reused).
+    /// Notice URLs of the response being built (reused; sized at start for the most bids a
+    /// response holds, never grows: `MAX_NOTICE_PARAMS`).
     urls: Vec<u8>,
+    /// One bid's encoded notice parameters (reused, `MAX_NOTICE_PARAMS`).
+    notice_params: Vec<u8>,
     /// Markup of the response's bids whose creative has a click macro, expanded (reused).
     adms: Vec<u8>,
     /// Body of a traced answer (grows only when a trace is asked for: not the normal path).
@@ -280,8 +291,13 @@ impl Core {
                     route("loss"),
                     route("click"),
                 ],
-                // Four URLs of well under 1 KiB per bid, for the most bids a response holds.
-                urls: Vec::with_capacity(4 * 1024 * MAX_IMPS),
+                // Four URLs per bid (the click URL only until it is expanded), for the most bids
+                // a response holds, each at most its route + the parameters' bound + the rest.
+                urls: Vec::with_capacity(
+                    4 * MAX_IMPS
+                        * (cfg.notice_base.len() + 16 + MAX_NOTICE_PARAMS + NOTICE_URL_EXTRA),
+                ),
+                notice_params: Vec::with_capacity(MAX_NOTICE_PARAMS + 64),
                 // Expanded markup: grows (once) only past 16 KiB of markup per response.
                 adms: Vec::with_capacity(16 * 1024),
                 trace_body: Vec::new(),
@@ -609,15 +625,26 @@ impl Bidder {
             return self.no_bid(out, close, NoBidReason::Overloaded, "");
         }
         self.admitted += 1;
-        let req = match codec::decode_valid(body) {
-            Ok(r) => r,
+        // Decoded where it lives and borrowed, never moved (`codec::with_valid`).
+        codec::with_valid(body, |r| match r {
+            Ok(req) => self.bid_valid(req, exchange, ask, out, close),
             Err(e) => {
                 http::write_text(out, 400, &e, close);
                 self.metrics.response(400);
                 self.metrics.no_bid(NoBidReason::InvalidRequest);
-                return;
             }
-        };
+        })
+    }
+
+    /// [`Bidder::bid`] once the request decoded and validated.
+    fn bid_valid(
+        &mut self,
+        req: &codec::ValidRequest<'_>,
+        exchange: &str,
+        ask: TraceAsk<'_>,
+        out: &mut Vec<u8>,
+        close: bool,
+    ) {
         let tmax = req.req().tmax.unwrap_or(self.cfg.default_tmax_ms);
         let budget = Duration::from_millis(u64::from(tmax.saturating_sub(self.cfg.margin_ms)));
         if self.elapsed() >= budget {
@@ -629,12 +656,21 @@ impl Bidder {
         let trace_id = self.ids.next();
         // The shard's privacy verdict (COPPA, TCF v2, US privacy, GPP) comes first: without
         // consent the profile is not even looked up.
-        let personal = self.shard.privacy(&req).personalized();
+        let personal = self.shard.privacy(req).personalized();
         let user = if personal {
             shards::user_key(req.req()).filter(|k| k.len() <= 64)
         } else {
             None
         };
+        let ctx = Context::of(req, if personal { user } else { None });
+        // The notice URLs of a bid must fit the buffers sized at start: refuse, before any
+        // budget is reserved, a request whose ids could make them longer.
+        if notice_params_bound(req, &ctx, exchange, &self.cfg.node) > MAX_NOTICE_PARAMS {
+            http::write_text(out, 400, &NOTICE_TOO_LONG, close);
+            self.metrics.response(400);
+            self.metrics.no_bid(NoBidReason::InvalidRequest);
+            return;
+        }
         let fresh = self
             .profiles
             .as_ref()
@@ -648,7 +684,7 @@ impl Bidder {
             if traced {
                 let t = self
                     .shard
-                    .decide_traced(&req, view, self.turn_unix_ns, &mut self.decision);
+                    .decide_traced(req, view, self.turn_unix_ns, &mut self.decision);
                 let used = match (&self.profiles, user) {
                     (None, _) => crate::trace::ProfileUse::NoReplica,
                     (_, None) => crate::trace::ProfileUse::NotAllowed,
@@ -657,7 +693,7 @@ impl Bidder {
                     _ => crate::trace::ProfileUse::Found,
                 };
                 Some(crate::trace::render(
-                    &req,
+                    req,
                     exchange,
                     &t,
                     &self.decision,
@@ -666,12 +702,11 @@ impl Bidder {
                 ))
             } else {
                 self.shard
-                    .decide(&req, view, self.turn_unix_ns, &mut self.decision);
+                    .decide(req, view, self.turn_unix_ns, &mut self.decision);
                 None
             }
         };
         let contextual = !personal || (self.profiles.is_some() && !fresh);
-        let ctx = Context::of(&req, if personal { user } else { None });
         if let Some(reason) = self.decision.no_bid {
             if let Some(t) = &trace {
                 // Traced: a 200 with an empty seatbid and the trace, so the no-bid is explained.
@@ -686,8 +721,10 @@ impl Bidder {
             }
             return self.no_bid(out, close, reason, req.id());
         }
-        // The notice URLs of every bid, written one after the other into `urls`; a creative
-        // whose markup has a click macro also gets its signed click URL, expanded into `adms`.
+        // The notice URLs of every bid, written one after the other into `urls`: the bid's
+        // parameters are encoded and hashed once, each kind's URL derived from that
+        // (`NoticeSigner::prepare`). A creative whose markup has a click macro also gets its
+        // signed click URL, expanded into `adms` (the markup as escaped for JSON at load).
         self.urls.clear();
         self.adms.clear();
         let mut url_at: ArrayVec<[(usize, usize); 3], MAX_IMPS> = ArrayVec::new();
@@ -716,34 +753,34 @@ impl Bidder {
                 reserved: d.reserved,
                 core: self.cfg.core_id,
             };
+            let signed = self.signer.prepare(&params, &mut self.notice_params);
+            debug_assert!(signed.params_len() <= MAX_NOTICE_PARAMS);
             let mut r = [(0, 0); 3];
             for (k, kind) in [PNoticeKind::Win, PNoticeKind::Billing, PNoticeKind::Loss]
                 .into_iter()
                 .enumerate()
             {
                 let start = self.urls.len();
-                self.signer
-                    .write_url(kind, &self.notice_routes[k], &params, &mut self.urls);
+                signed.write_url(kind, &self.notice_routes[k], &mut self.urls);
                 r[k] = (start, self.urls.len());
             }
             url_at.push(r);
-            let adm =
-                &set.campaigns[d.campaign_index as usize].creatives[d.creative_index as usize].adm;
-            if pipeline::notice::has_click_macro(adm) {
+            let cc = &set.compiled[d.campaign_index as usize].creatives[d.creative_index as usize];
+            if cc.click_macro {
                 let start = self.urls.len();
-                self.signer.write_url(
-                    PNoticeKind::Click,
-                    &self.notice_routes[3],
-                    &params,
-                    &mut self.urls,
-                );
+                signed.write_url(PNoticeKind::Click, &self.notice_routes[3], &mut self.urls);
                 let a = self.adms.len();
-                pipeline::notice::expand_click_macros(adm, &self.urls[start..], &mut self.adms);
+                pipeline::notice::expand_click_macros_bytes(
+                    &cc.adm_json,
+                    &self.urls[start..],
+                    &mut self.adms,
+                );
                 self.urls.truncate(start);
                 adm_at.push(Some((a, self.adms.len())));
             } else {
                 adm_at.push(None);
             }
+            debug_assert!(self.urls.len() <= self.urls.capacity());
         }
         // Build and encode inside a block: the borrows of the campaign set end with it.
         let late = {
@@ -792,10 +829,15 @@ impl Bidder {
                     nurl: url(url_at[i][0]),
                     burl: url(url_at[i][1]),
                     lurl: url(url_at[i][2]),
-                    adm: match adm_at[i] {
-                        Some((a, b)) => std::str::from_utf8(&adms[a..b]).ok(),
-                        None => Some(&cr.adm),
-                    },
+                    adm: None,
+                    adm_json: Some(match adm_at[i] {
+                        Some((a, b)) => &adms[a..b],
+                        None => {
+                            &set.compiled[d.campaign_index as usize].creatives
+                                [d.creative_index as usize]
+                                .adm_json
+                        }
+                    }),
                 });
             }
             let seat = [SeatBid {
@@ -911,6 +953,34 @@ impl<'r> Context<'r> {
             user,
         }
     }
+}
+
+/// The 400 answer to a request whose notice parameters could pass [`MAX_NOTICE_PARAMS`].
+const NOTICE_TOO_LONG: &str = "request: id, imp.id, site.domain or app.bundle, and the exchange \
+     name are too long for a notice URL (over 2 KiB encoded)";
+
+/// An upper bound of the encoded notice parameters of any bid on `req` (each string byte may
+/// take 3 when percent-encoded; numbers and keys take at most 200 bytes).
+fn notice_params_bound(
+    req: &codec::ValidRequest<'_>,
+    ctx: &Context<'_>,
+    exchange: &str,
+    node: &str,
+) -> usize {
+    let imp = req
+        .req()
+        .imp
+        .iter()
+        .map(|i| i.id.as_deref().map_or(0, str::len))
+        .max()
+        .unwrap_or(0);
+    let strings = req.id().len()
+        + imp
+        + ctx.site_or_app.len()
+        + exchange.len()
+        + node.len()
+        + ctx.user.map_or(0, str::len);
+    200 + 3 * strings
 }
 
 #[cfg(test)]

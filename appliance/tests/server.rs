@@ -274,46 +274,203 @@ macro_rules! driver_tests {
                 assert_eq!(pinned_cores(s1.pid()), vec![("helios-core-0".to_owned(), "1".to_owned())]);
             }
 
+            /// Every kind of corpus request and every no-bid reason a warm server reaches, plus
+            /// the notices of its bids, through the real binary: 10,000 bid requests after a
+            /// warm-up, 0 allocations on every core thread. How it is counted: the binary's
+            /// global allocator bumps a thread-local counter on each allocation
+            /// (`alloc-count`); each core thread copies its own counter into its published
+            /// metrics at every loop-timer tick (`admin.publish_ms`, 20 ms here), exported as
+            /// `helios_core_allocations_total{core}`; the test reads it before and after the
+            /// 10,000 (waiting past a tick) and requires no change on any core.
             #[test]
             fn warm_requests_allocate_nothing_on_core_threads() {
-                let s = Server::start(D, &[], &[]);
-                let mut conns: Vec<Client> = (0..8).map(|_| s.client()).collect();
-                let req = post("/openrtb2/bid/adx", BID.as_bytes(), "");
-                let gzreq = post("/openrtb2/bid", &gz(BID.as_bytes()), "Content-Encoding: gzip\r\n");
-                let nobid = post("/openrtb2/bid", NOBID.as_bytes(), "");
-                let round = |conns: &mut Vec<Client>, n: usize| {
-                    for i in 0..n {
-                        for (k, c) in conns.iter_mut().enumerate() {
-                            let r = match (i + k) % 10 {
-                                0 => &gzreq,
-                                1 => &nobid,
-                                _ => &req,
-                            };
-                            c.send(r);
-                        }
-                        for c in conns.iter_mut() {
-                            let r = c.recv();
-                            assert!(r.status == 200 || r.status == 204);
-                        }
-                    }
-                };
-                round(&mut conns, 200);
-                std::thread::sleep(Duration::from_millis(150));
-                let before = s.per_core("helios_core_allocations_total");
-                let req_before = s.metric_sum("helios_bid_requests_total");
-                round(&mut conns, 1250); // 8 × 1250 = 10,000 requests
-                std::thread::sleep(Duration::from_millis(150));
-                let after = s.per_core("helios_core_allocations_total");
-                let reqs = s.metric_eq("helios_bid_requests_total", req_before + 10_000) - req_before;
-                assert_eq!(reqs, 10_000);
-                assert!(s.metric_sum("helios_bids_total") >= 8_000);
-                assert_eq!(before.len(), after.len());
-                for ((c, b), (_, a)) in before.iter().zip(&after) {
-                    assert_eq!(a - b, 0, "core {c} allocated {} times during 10,000 requests", a - b);
-                }
+                warm_corpus_allocates_nothing(D);
             }
         }
     };
+}
+
+/// See `warm_requests_allocate_nothing_on_core_threads`.
+fn warm_corpus_allocates_nothing(driver: &str) {
+    use common::kinds;
+    use std::collections::{BTreeMap, BTreeSet};
+    let s = Server::start_with_campaigns(
+        driver,
+        kinds::CAMPAIGNS,
+        &[],
+        // A small per-turn admission limit, so a pipelined burst is shed (`overloaded`).
+        &[("HELIOS_BIDDING_MAX_INFLIGHT_PER_CORE", "8")],
+    );
+    const CONNS: usize = 8;
+    let mut conns: Vec<Client> = (0..CONNS).map(|_| s.client()).collect();
+    let render = |i: usize| {
+        let k = kinds::request(i);
+        let body = if k.gzip { gz(&k.body) } else { k.body.clone() };
+        (k.kind, post(&k.path, &body, &k.headers))
+    };
+    // The whole stream, rendered before it is sent.
+    let warm: Vec<_> = (0..2_000).map(render).collect();
+    let measured: Vec<_> = (100_000..109_600).map(render).collect();
+    // Bursts of 16 small pipelined requests in one write: past the per-turn limit of 8.
+    let bursts: Vec<Vec<u8>> = (0..25)
+        .map(|b| {
+            (0..16)
+                .flat_map(|j| {
+                    let body = format!(
+                        r#"{{"id":"burst-{b}-{j}","imp":[{{"id":"1","banner":{{"w":300,"h":250}}}}],"tmax":500}}"#
+                    );
+                    post("/openrtb2/bid", body.as_bytes(), "")
+                })
+                .collect()
+        })
+        .collect();
+    let mut kinds_seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut notices_sent = 0usize;
+    // One request per connection per round; every 10th bid's win and billing notices, every
+    // 20th's loss and click notices, and a forged notice now and then, on the same connection.
+    let mut run = |reqs: &[(&'static str, Vec<u8>)],
+                   bursts: &[Vec<u8>],
+                   kinds_seen: &mut BTreeMap<&'static str, usize>,
+                   statuses: &mut BTreeMap<u16, usize>,
+                   notices_sent: &mut usize| {
+        let mut bids = 0usize;
+        for (round, chunk) in reqs.chunks(CONNS).enumerate() {
+            for (c, (kind, r)) in conns.iter_mut().zip(chunk) {
+                *kinds_seen.entry(kind).or_default() += 1;
+                c.send(r);
+            }
+            let burst = (round % 48 == 47).then(|| &bursts[(round / 48) % bursts.len().max(1)]);
+            if let Some(b) = burst {
+                conns[0].send(b);
+            }
+            for (c, conn) in conns.iter_mut().enumerate().take(chunk.len()) {
+                let n = if c == 0 && burst.is_some() { 17 } else { 1 };
+                // Every answer of this write first, then notices on the same connection.
+                let answers: Vec<Resp> = (0..n).map(|_| conn.recv()).collect();
+                for r in answers {
+                    *statuses.entry(r.status).or_default() += 1;
+                    if r.status != 200 {
+                        continue;
+                    }
+                    bids += 1;
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    let bid = &v["seatbid"][0]["bid"][0];
+                    let mut urls: Vec<String> = Vec::new();
+                    if bids.is_multiple_of(10) {
+                        urls.push(bid["nurl"].as_str().unwrap().to_owned());
+                        urls.push(bid["burl"].as_str().unwrap().to_owned());
+                    }
+                    if bids.is_multiple_of(20) {
+                        urls.push(bid["lurl"].as_str().unwrap().to_owned());
+                        let adm = bid["adm"].as_str().unwrap();
+                        if let Some(at) = adm.find("/notice/click?") {
+                            let end = adm[at..]
+                                .find(['"', ']', '<'])
+                                .map_or(adm.len(), |e| at + e);
+                            urls.push(format!("http://x{}", adm[at..end].replace("&amp;", "&")));
+                        }
+                    }
+                    if bids.is_multiple_of(50) {
+                        // Forged: the price raised after signing.
+                        let u = bid["burl"].as_str().unwrap().replacen("&p=", "&p=9", 1);
+                        urls.push(u);
+                    }
+                    for u in urls {
+                        let path = &u[u.find("/notice/").unwrap()..];
+                        let path = path
+                            .replace("${AUCTION_PRICE}", "0.5")
+                            .replace("${AUCTION_CURRENCY}", "USD")
+                            .replace("${AUCTION_ID}", "a1")
+                            .replace("${AUCTION_IMP_ID}", "1")
+                            .replace("${AUCTION_LOSS}", "102")
+                            .replace("${AUCTION_MIN_TO_WIN}", "0.6");
+                        let n = conn.roundtrip(
+                            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+                        );
+                        assert!(n.status == 204 || n.status == 400, "{n:?}");
+                        *notices_sent += 1;
+                    }
+                }
+            }
+        }
+        bids
+    };
+    run(
+        &warm,
+        &bursts,
+        &mut kinds_seen,
+        &mut statuses,
+        &mut notices_sent,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let before = s.per_core("helios_core_allocations_total");
+    let req_before = s.metric_sum("helios_bid_requests_total");
+    let notices_before =
+        s.metric_sum("helios_notices_total") + s.metric_sum("helios_notices_rejected_total");
+    kinds_seen.clear();
+    statuses.clear();
+    notices_sent = 0;
+    let bids = run(
+        &measured,
+        &bursts,
+        &mut kinds_seen,
+        &mut statuses,
+        &mut notices_sent,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let after = s.per_core("helios_core_allocations_total");
+    // 9,600 single requests + 25 bursts of 16 = 10,000 bid requests.
+    let reqs = s.metric_eq("helios_bid_requests_total", req_before + 10_000) - req_before;
+    assert_eq!(reqs, 10_000);
+    let notices = s.metric_when("helios_notices_total", |_| true)
+        + s.metric_sum("helios_notices_rejected_total")
+        - notices_before;
+    assert_eq!(notices as usize, notices_sent);
+    assert!(notices_sent > 500, "{notices_sent} notices");
+    assert!(bids > 3_000, "{bids} bids of 10,000: {statuses:?}");
+    // Every kind was sent, and every reason happened (counted by the server).
+    for k in [
+        "banner",
+        "video",
+        "native",
+        "audio",
+        "multi-imp",
+        "app",
+        "gzip",
+        "gdpr",
+        "gpp",
+        "us_privacy",
+        "trace-refused",
+        "invalid",
+    ] {
+        assert!(
+            kinds_seen.get(k).copied().unwrap_or(0) >= 50,
+            "kind {k}: {kinds_seen:?}"
+        );
+    }
+    let mut reasons = BTreeSet::new();
+    for r in kinds::REASONS.iter().chain(&["overloaded"]) {
+        if s.metric_with("helios_no_bids_total", &format!("reason=\"{r}\"")) > 0 {
+            reasons.insert(*r);
+        }
+    }
+    assert_eq!(
+        reasons.len(),
+        kinds::REASONS.len() + 1,
+        "reasons reached: {reasons:?}"
+    );
+    assert!(s.metric_with("helios_notices_total", "kind=\"click\"") > 0);
+    assert!(s.metric_with("helios_notices_rejected_total", "reason=\"bad_signature\"") > 0);
+    assert_eq!(before.len(), after.len());
+    for ((c, b), (_, a)) in before.iter().zip(&after) {
+        assert_eq!(
+            a - b,
+            0,
+            "core {c} allocated {} times during 10,000 bid requests and {notices_sent} notices ({statuses:?})",
+            a - b
+        );
+    }
 }
 
 driver_tests!(uring, "uring");

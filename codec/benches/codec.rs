@@ -114,6 +114,7 @@ fn encode(c: &mut Criterion) {
         burl: Some("https://bid.example/notice/bill?r=5f3a9c1e&p=${AUCTION_PRICE}"),
         lurl: Some("https://bid.example/notice/loss?r=5f3a9c1e&l=${AUCTION_LOSS}"),
         adm: Some(&adm),
+        adm_json: None,
     }];
     let seat = [SeatBid {
         seat: Some("helios"),

@@ -36,6 +36,7 @@ fn respond(v: &ValidRequest<'_>, enc: &mut ResponseEncoder) -> usize {
         burl: None,
         lurl: None,
         adm: Some("<div class=\"ad\"><img src=\"https://cdn.example/42.jpg\"></div>"),
+        adm_json: None,
     }];
     let seat = [SeatBid {
         seat: Some("helios"),

@@ -19,8 +19,28 @@ pub struct JsonError(sonic_rs::Error);
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // sonic-rs appends an excerpt of the input on the following lines: not for a 400 body.
-        let text = self.0.to_string();
-        f.write_str(text.lines().next().unwrap_or_default())
+        // Forward its text up to the first line break, without formatting it into a `String`
+        // first (a 400 answer allocates nothing).
+        use fmt::Write as _;
+        struct FirstLine<'f, 'g> {
+            f: &'f mut fmt::Formatter<'g>,
+            done: bool,
+        }
+        impl fmt::Write for FirstLine<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                if self.done {
+                    return Ok(());
+                }
+                match s.find(['\n', '\r']) {
+                    Some(at) => {
+                        self.done = true;
+                        self.f.write_str(&s[..at])
+                    }
+                    None => self.f.write_str(s),
+                }
+            }
+        }
+        write!(FirstLine { f, done: false }, "{}", self.0)
     }
 }
 

@@ -48,6 +48,7 @@ fn answer(v: &ValidRequest<'_>, enc: &mut ResponseEncoder) -> usize {
         burl: None,
         lurl: None,
         adm: Some("<div class=\"ad\"><img src=\"https://cdn.example/42.jpg\"></div>"),
+        adm_json: None,
     }];
     let seat = [SeatBid {
         seat: Some("helios"),
@@ -124,6 +125,36 @@ fn refused_by_a_rule_allocates_nothing() {
     let (n, refused) = count(|| codec::decode_valid(body).is_err());
     assert!(refused);
     assert_eq!(n, 0);
+}
+
+/// Malformed JSON: writing the error's one-line text (the 400 body, into a stack buffer as the
+/// appliance does) allocates nothing. Making the error does: sonic-rs builds its message and an
+/// excerpt of the input (up to ~40 allocations per malformed body, bounded here; a request that
+/// parses but breaks a rule allocates nothing, above).
+#[test]
+fn malformed_json_message_allocates_nothing_and_the_error_a_bounded_few() {
+    use std::io::Write as _;
+    let bodies: [&[u8]; 4] = [
+        b"{not json",
+        br#"{"id":"r1","imp":[{"id":"1","banner":{"w":300,"h":250}}]"#,
+        br#"{"id":"r1","imp":[{"id":"1","banner":{"w":"big","h":250}}]}"#,
+        br#"{"id":"r1","imp":[{"id":"1","banner":{"w":300,"h":250}}]} trailing"#,
+    ];
+    let mut tmp = [0u8; 256];
+    for b in bodies {
+        let _ = codec::decode_valid(b);
+        let (made, e) = count(|| codec::decode_valid(b).expect_err("malformed"));
+        assert!(made <= 64, "{made} allocations making the error");
+        let (n, len) = count(|| {
+            let mut cur = std::io::Cursor::new(&mut tmp[..]);
+            let _ = writeln!(cur, "{e}");
+            cur.position() as usize
+        });
+        assert_eq!(n, 0, "{}", String::from_utf8_lossy(b));
+        let line = std::str::from_utf8(&tmp[..len]).unwrap();
+        assert!(line.starts_with("invalid OpenRTB JSON"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+    }
 }
 
 /// Upper bound on the size of a decoded request. Its lists are inline (no allocation), so every

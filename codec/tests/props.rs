@@ -121,6 +121,7 @@ proptest! {
                             burl: b.burl.as_deref(),
                             lurl: b.lurl.as_deref(),
                             adm: b.adm.as_deref(),
+                            adm_json: None,
                         }
                     })
                     .collect()

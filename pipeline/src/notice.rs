@@ -6,11 +6,16 @@
 //! in place. Must never trust an unsigned byte of a notice except the exchange's macro values,
 //! which are range-checked (price ≤ our bid, currency ours), and must never panic on input.
 //!
-//! URL: `{base}?k=w&r=…&i=…&c=…&cr=…&a=…&p=…&cu=USD&t=…&n=…&x=…&tr=…[&g=…&d=…&st=…][&u=…][&rv=…]&co=…&s=SIG`
+//! URL: `{base}?r=…&i=…&c=…&cr=…&a=…&p=…&cu=USD&t=…&n=…&x=…&tr=…[&g=…&d=…&st=…][&u=…][&rv=…]&co=…&k=w&s=SIG`
 //! followed by the exchange's macros (`&ap=${AUCTION_PRICE}&cur=${AUCTION_CURRENCY}`,
 //! `&aid=${AUCTION_ID}&aiid=${AUCTION_IMP_ID}`, for loss `&al=${AUCTION_LOSS}&amw=${AUCTION_MIN_TO_WIN}`).
-//! `SIG` is the first 16 bytes (128 bits, 32 hex chars) of HMAC-SHA256(key, bytes from `k=` up
-//! to `&s=`), so the kind is signed too (a win URL cannot be replayed as a billing URL). Values
+//! `SIG` is the first 16 bytes (128 bits, 32 hex chars) of HMAC-SHA256(key, bytes after `?` up
+//! to `&s=`), so the kind is signed too (a win URL cannot be replayed as a billing URL). The kind
+//! comes last so that one bid's URLs share their signed prefix: it is encoded and hashed once
+//! (from the keyed inner/outer SHA-256 states `Hmac` holds), and each kind adds only `&k=K`, the
+//! padding block and the outer hash ([`NoticeSigner::prepare`]). Verification hashes whatever
+//! bytes precede `&s=` and reads the parameters in any order, so URLs of the earlier layout
+//! (`k=` first) still verify. Values
 //! are percent-encoded (RFC 3986 unreserved bytes pass through). `rv` (the budget the bid
 //! reserved, micros of USD; absent = none) and `co` (the core holding the reservation on node
 //! `n`) are signed like the rest: budget settlement trusts them (docs/CAMPAIGNS.md, "Budgets").
@@ -291,14 +296,22 @@ pub fn has_click_macro(adm: &str) -> bool {
 /// (see [`CLICK_URL_MACRO`]); other text, including the exchange's `${…}` macros, is copied as
 /// it is. No allocation once `out` has the room.
 pub fn expand_click_macros(adm: &str, click_url: &[u8], out: &mut Vec<u8>) {
+    expand_click_macros_bytes(adm.as_bytes(), click_url, out);
+}
+
+/// [`expand_click_macros`] over bytes: also for markup already escaped for a JSON string (the
+/// macros hold no character JSON escapes, and the expansion of a JSON-safe URL is JSON-safe in
+/// every form).
+pub fn expand_click_macros_bytes(adm: &[u8], click_url: &[u8], out: &mut Vec<u8>) {
+    const PREFIX: &[u8] = b"${HELIOS_CLICK_URL";
     let mut rest = adm;
-    while let Some(at) = rest.find("${HELIOS_CLICK_URL") {
-        out.extend_from_slice(&rest.as_bytes()[..at]);
+    while let Some(at) = find(rest, PREFIX) {
+        out.extend_from_slice(&rest[..at]);
         let tail = &rest[at..];
-        if let Some(t) = tail.strip_prefix(CLICK_URL_MACRO) {
+        if let Some(t) = tail.strip_prefix(CLICK_URL_MACRO.as_bytes()) {
             out.extend_from_slice(click_url);
             rest = t;
-        } else if let Some(t) = tail.strip_prefix(CLICK_URL_HTML_MACRO) {
+        } else if let Some(t) = tail.strip_prefix(CLICK_URL_HTML_MACRO.as_bytes()) {
             for &b in click_url {
                 if b == b'&' {
                     out.extend_from_slice(b"&amp;");
@@ -307,16 +320,30 @@ pub fn expand_click_macros(adm: &str, click_url: &[u8], out: &mut Vec<u8>) {
                 }
             }
             rest = t;
-        } else if let Some(t) = tail.strip_prefix(CLICK_URL_ENC_MACRO) {
+        } else if let Some(t) = tail.strip_prefix(CLICK_URL_ENC_MACRO.as_bytes()) {
             push_pct(out, click_url);
             rest = t;
         } else {
             // An unknown `${HELIOS_CLICK_URL…}`: copied as it is.
-            out.extend_from_slice(b"$");
+            out.push(b'$');
             rest = &tail[1..];
         }
     }
-    out.extend_from_slice(rest.as_bytes());
+    out.extend_from_slice(rest);
+}
+
+/// First position of `needle` (non-empty) in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = needle[0];
+    let mut from = 0;
+    while let Some(p) = hay[from..].iter().position(|&b| b == first) {
+        let at = from + p;
+        if hay[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Signs notice URLs and verifies notices. Clone one per core.
@@ -360,6 +387,97 @@ fn push_pct(out: &mut Vec<u8>, s: &[u8]) {
 fn push_u64(out: &mut Vec<u8>, v: u64) {
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b.format(v).as_bytes());
+}
+
+/// The signed parameters of a bid, all but the kind: `r=…&i=…&…&co=N` (see the module doc).
+fn write_params(bid: &BidParams<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"r=");
+    push_pct(out, bid.request_id.as_bytes());
+    out.extend_from_slice(b"&i=");
+    push_pct(out, bid.imp_id.as_bytes());
+    out.extend_from_slice(b"&c=");
+    push_u64(out, bid.campaign_id as u64);
+    out.extend_from_slice(b"&cr=");
+    push_u64(out, bid.creative_id as u64);
+    out.extend_from_slice(b"&a=");
+    push_u64(out, bid.advertiser_id as u64);
+    out.extend_from_slice(b"&p=");
+    push_u64(out, bid.bid_price.0.max(0) as u64);
+    out.extend_from_slice(b"&cu=");
+    push_pct(out, &bid.currency);
+    out.extend_from_slice(b"&t=");
+    push_u64(out, bid.bid_ts_unix_ns);
+    out.extend_from_slice(b"&n=");
+    push_pct(out, bid.node.as_bytes());
+    out.extend_from_slice(b"&x=");
+    push_pct(out, bid.exchange.as_bytes());
+    out.extend_from_slice(b"&tr=");
+    push_hex(out, &bid.trace_id);
+    if bid.country != [0; 3] {
+        out.extend_from_slice(b"&g=");
+        push_pct(out, &bid.country);
+    }
+    if bid.device_type != 0 {
+        out.extend_from_slice(b"&d=");
+        push_u64(out, bid.device_type as u64);
+    }
+    if !bid.site_or_app.is_empty() {
+        out.extend_from_slice(b"&st=");
+        push_pct(out, bid.site_or_app.as_bytes());
+    }
+    if let Some(u) = bid.user_id.filter(|u| !u.is_empty()) {
+        out.extend_from_slice(b"&u=");
+        push_pct(out, u.as_bytes());
+    }
+    if bid.reserved.0 > 0 {
+        out.extend_from_slice(b"&rv=");
+        push_u64(out, bid.reserved.0 as u64);
+    }
+    out.extend_from_slice(b"&co=");
+    push_u64(out, u64::from(bid.core));
+}
+
+/// Ends a URL whose parameters `mac` has absorbed: `&k=K` (signed), `&s=SIG`, the macros.
+fn finish_url(mut mac: HmacSha256, kind: NoticeKind, out: &mut Vec<u8>) {
+    let k = [b'&', b'k', b'=', kind.code()];
+    out.extend_from_slice(&k);
+    mac.update(&k);
+    let tag = mac.finalize().into_bytes();
+    out.extend_from_slice(b"&s=");
+    push_hex(out, &tag[..SIGNATURE_BYTES]);
+    out.extend_from_slice(kind.macros());
+}
+
+/// One bid's notice parameters, encoded and absorbed into the keyed HMAC state once
+/// ([`NoticeSigner::prepare`]); [`PreparedBid::write_url`] derives each kind's URL from it.
+#[derive(Clone)]
+pub struct PreparedBid<'s> {
+    mac: HmacSha256,
+    params: &'s [u8],
+}
+
+impl std::fmt::Debug for PreparedBid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedBid")
+            .field("params_len", &self.params.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedBid<'_> {
+    /// Appends the notice URL of `kind` to `out`: the same bytes, signature included, as
+    /// [`NoticeSigner::write_url`] gives for the same bid.
+    pub fn write_url(&self, kind: NoticeKind, base: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(base.as_bytes());
+        out.push(if base.contains('?') { b'&' } else { b'?' });
+        out.extend_from_slice(self.params);
+        finish_url(self.mac.clone(), kind, out);
+    }
+
+    /// Bytes of the encoded parameters (the URL of a kind adds its base and ~100 bytes).
+    pub fn params_len(&self) -> usize {
+        self.params.len()
+    }
 }
 
 fn unhex(c: u8) -> Option<u8> {
@@ -465,63 +583,32 @@ impl NoticeSigner {
 
     /// Appends the notice URL of `kind` for `bid` to `out` (the caller clears and reuses it;
     /// no allocation once it has the capacity). `base` is the notice route, e.g.
-    /// `https://bid.example/notice/win`.
+    /// `https://bid.example/notice/win`. For several kinds of one bid, [`NoticeSigner::prepare`]
+    /// once and [`PreparedBid::write_url`] per kind costs less (the parameters are encoded and
+    /// hashed once).
     pub fn write_url(&self, kind: NoticeKind, base: &str, bid: &BidParams<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(base.as_bytes());
         out.push(if base.contains('?') { b'&' } else { b'?' });
         let start = out.len();
-        out.extend_from_slice(b"k=");
-        out.push(kind.code());
-        out.extend_from_slice(b"&r=");
-        push_pct(out, bid.request_id.as_bytes());
-        out.extend_from_slice(b"&i=");
-        push_pct(out, bid.imp_id.as_bytes());
-        out.extend_from_slice(b"&c=");
-        push_u64(out, bid.campaign_id as u64);
-        out.extend_from_slice(b"&cr=");
-        push_u64(out, bid.creative_id as u64);
-        out.extend_from_slice(b"&a=");
-        push_u64(out, bid.advertiser_id as u64);
-        out.extend_from_slice(b"&p=");
-        push_u64(out, bid.bid_price.0.max(0) as u64);
-        out.extend_from_slice(b"&cu=");
-        push_pct(out, &bid.currency);
-        out.extend_from_slice(b"&t=");
-        push_u64(out, bid.bid_ts_unix_ns);
-        out.extend_from_slice(b"&n=");
-        push_pct(out, bid.node.as_bytes());
-        out.extend_from_slice(b"&x=");
-        push_pct(out, bid.exchange.as_bytes());
-        out.extend_from_slice(b"&tr=");
-        push_hex(out, &bid.trace_id);
-        if bid.country != [0; 3] {
-            out.extend_from_slice(b"&g=");
-            push_pct(out, &bid.country);
-        }
-        if bid.device_type != 0 {
-            out.extend_from_slice(b"&d=");
-            push_u64(out, bid.device_type as u64);
-        }
-        if !bid.site_or_app.is_empty() {
-            out.extend_from_slice(b"&st=");
-            push_pct(out, bid.site_or_app.as_bytes());
-        }
-        if let Some(u) = bid.user_id.filter(|u| !u.is_empty()) {
-            out.extend_from_slice(b"&u=");
-            push_pct(out, u.as_bytes());
-        }
-        if bid.reserved.0 > 0 {
-            out.extend_from_slice(b"&rv=");
-            push_u64(out, bid.reserved.0 as u64);
-        }
-        out.extend_from_slice(b"&co=");
-        push_u64(out, u64::from(bid.core));
+        write_params(bid, out);
         let mut mac = self.mac.clone();
         mac.update(&out[start..]);
-        let tag = mac.finalize().into_bytes();
-        out.extend_from_slice(b"&s=");
-        push_hex(out, &tag[..SIGNATURE_BYTES]);
-        out.extend_from_slice(kind.macros());
+        finish_url(mac, kind, out);
+    }
+
+    /// Encodes `bid`'s signed parameters (all but the kind) into `scratch` (cleared; no
+    /// allocation once it has the capacity) and absorbs them into a copy of the keyed HMAC
+    /// state, so each kind's URL then costs a copy of the parameters and the last block or two
+    /// of SHA-256 (the kind and the padding) plus the outer hash.
+    pub fn prepare<'s>(&self, bid: &BidParams<'_>, scratch: &'s mut Vec<u8>) -> PreparedBid<'s> {
+        scratch.clear();
+        write_params(bid, scratch);
+        let mut mac = self.mac.clone();
+        mac.update(scratch);
+        PreparedBid {
+            mac,
+            params: scratch,
+        }
     }
 
     /// Checks a notice's query string (the bytes after `?`) received now (wall clock) on the
@@ -821,9 +908,10 @@ mod tests {
     fn url_has_our_params_signature_and_macros() {
         let s = NoticeSigner::new(b"secret");
         let u = url(&s, NoticeKind::Win);
-        assert!(u.starts_with("http://127.0.0.1:8080/notice/win?k=w&r=req%201%2F%CE%B1&i=1&c=42"));
+        assert!(u.starts_with("http://127.0.0.1:8080/notice/win?r=req%201%2F%CE%B1&i=1&c=42"));
+        assert!(u.contains("&co=3&k=w&s="), "{u}");
         assert!(u.contains("&p=2500000&cu=USD&"));
-        assert!(u.contains("&u=user-9&rv=2600&co=3&s="));
+        assert!(u.contains("&u=user-9&rv=2600&co=3&k=w&s="));
         assert!(u.contains("${AUCTION_PRICE}") && u.contains("${AUCTION_ID}"));
         assert!(url(&s, NoticeKind::Loss).contains("${AUCTION_LOSS}"));
         assert!(url(&s, NoticeKind::Loss).contains("${AUCTION_MIN_TO_WIN}"));
@@ -881,6 +969,90 @@ mod tests {
         assert_eq!(s.stats().rejected_for(NoticeError::Unsigned), 1);
         assert_eq!(s.stats().rejected_for(NoticeError::MalformedSignature), 1);
         assert_eq!(s.stats().accepted_for(NoticeKind::Win), 0);
+    }
+
+    /// A bid's URLs derived from one prepared state are byte for byte the URLs signed one by
+    /// one, each verifies on its own route only, and a signature moved from one kind's URL to
+    /// another's (or to another bid's) is refused.
+    #[test]
+    fn prepared_urls_equal_single_urls_and_stay_bound_to_their_kind() {
+        let mut s = NoticeSigner::new(b"secret");
+        let mut scratch = Vec::new();
+        let p = s.prepare(&bid(), &mut scratch);
+        let mut sigs = Vec::new();
+        for kind in NoticeKind::ALL {
+            let base = "http://127.0.0.1:8080/notice/win";
+            let mut one = Vec::new();
+            s.write_url(kind, base, &bid(), &mut one);
+            let mut derived = Vec::new();
+            p.write_url(kind, base, &mut derived);
+            assert_eq!(one, derived, "{kind:?}");
+            let u = String::from_utf8(derived).unwrap();
+            sigs.push(u.split("&s=").nth(1).unwrap()[..32].to_string());
+        }
+        // Four kinds, four different signatures.
+        let mut uniq = sigs.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 4);
+        let win = fill(&query(&url(&s, NoticeKind::Win)), "1");
+        assert!(s.verify(NoticeKind::Win, win.as_bytes(), NOW).is_ok());
+        for other in [NoticeKind::Billing, NoticeKind::Loss, NoticeKind::Click] {
+            // The win URL on another route: its signed kind says win.
+            assert_eq!(
+                s.verify(other, win.as_bytes(), NOW),
+                Err(NoticeError::KindMismatch)
+            );
+            // The win URL relabelled as another kind, keeping the win signature.
+            let code = match other {
+                NoticeKind::Billing => "&k=b",
+                NoticeKind::Loss => "&k=l",
+                _ => "&k=c",
+            };
+            let relabelled = win.replacen("&k=w", code, 1);
+            assert_eq!(
+                s.verify(other, relabelled.as_bytes(), NOW),
+                Err(NoticeError::BadSignature)
+            );
+        }
+        // Another bid's signature on this bid's parameters.
+        let mut b2 = bid();
+        b2.bid_price = Micros(9_000_000);
+        let mut out = Vec::new();
+        s.write_url(NoticeKind::Win, "http://h/notice/win", &b2, &mut out);
+        let other_sig =
+            String::from_utf8(out).unwrap().split("&s=").nth(1).unwrap()[..32].to_string();
+        let spliced = win.replacen(&sigs[0], &other_sig, 1);
+        assert_eq!(
+            s.verify(NoticeKind::Win, spliced.as_bytes(), NOW),
+            Err(NoticeError::BadSignature)
+        );
+    }
+
+    /// URLs signed in the earlier layout (`k=` first) still verify: verification hashes the
+    /// bytes before `&s=` whatever their order.
+    #[test]
+    fn urls_of_the_earlier_layout_still_verify() {
+        let mut s = NoticeSigner::new(b"secret");
+        let u = url(&s, NoticeKind::Billing);
+        let q = query(&u);
+        let signed = q.split("&s=").next().unwrap();
+        let params = signed.strip_suffix("&k=b").unwrap();
+        let old_signed = format!("k=b&{params}");
+        let mut mac = HmacSha256::new_from_slice(b"secret").unwrap();
+        mac.update(old_signed.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut hex = Vec::new();
+        push_hex(&mut hex, &tag[..SIGNATURE_BYTES]);
+        let old = format!(
+            "{old_signed}&s={}{}",
+            String::from_utf8(hex).unwrap(),
+            String::from_utf8_lossy(NoticeKind::Billing.macros())
+        );
+        let v = s
+            .verify(NoticeKind::Billing, fill(&old, "2").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!((v.campaign_id, v.reserved), (42, Micros(2_600)));
     }
 
     #[test]
@@ -1127,7 +1299,8 @@ mod tests {
         let raw = std::str::from_utf8(&click).unwrap();
         assert!(out.contains(&format!("t('{raw}')")));
         assert!(out.contains(&format!("ping=\"{}\"", raw.replace('&', "&amp;"))));
-        assert!(out.contains("r?u=http%3A%2F%2Fh%3A1%2Fnotice%2Fclick%3Fk%3Dc"));
+        assert!(out.contains("r?u=http%3A%2F%2Fh%3A1%2Fnotice%2Fclick%3Fr%3Dreq%25201"));
+        assert!(out.contains("%26co%3D3%26k%3Dc%26s%3D"), "{out}");
         assert!(
             out.contains("&p=${AUCTION_PRICE} ${HELIOS_CLICK_URL_X}"),
             "{out}"

@@ -121,4 +121,17 @@ fn notice_urls_and_verification_allocate_nothing() {
         }
     });
     assert_eq!(n, 0, "1,000 url builds + verifications allocated {n} times");
+    // One bid's four URLs from one prepared state (what a core does per bid).
+    let mut scratch = Vec::with_capacity(1024);
+    let ((), n) = count(|| {
+        for _ in 0..1_000 {
+            buf.clear();
+            let p = signer.prepare(&bid, &mut scratch);
+            for kind in NoticeKind::ALL {
+                p.write_url(kind, "http://h/notice/x", &mut buf);
+            }
+        }
+    });
+    assert_eq!(n, 0, "1,000 prepared bids (4,000 URLs) allocated {n} times");
+    assert!(buf.len() > 4 * 200);
 }

@@ -162,6 +162,10 @@ impl Deny {
     }
 }
 
+/// How every click macro of creative markup begins (`${HELIOS_CLICK_URL}`, `…_HTML}`,
+/// `…_ENC}`; the appliance expands them, `pipeline::notice`).
+pub const CLICK_MACRO_PREFIX: &str = "${HELIOS_CLICK_URL";
+
 /// A creative in decision-ready form (hashes instead of strings).
 #[derive(Debug, Clone)]
 pub struct CCreative {
@@ -171,6 +175,12 @@ pub struct CCreative {
     pub cat: Box<[u64]>,
     pub attr: Box<[u16]>,
     pub bundle: Option<u64>,
+    /// The markup escaped for a JSON string once, here (`codec::response::write_escaped`), so a
+    /// bid copies it instead of escaping it per response. Click macros survive escaping
+    /// unchanged (they hold no character JSON escapes).
+    pub adm_json: Box<[u8]>,
+    /// The markup holds a click macro (`${HELIOS_CLICK_URL…}`): bids sign a click URL.
+    pub click_macro: bool,
 }
 
 /// A campaign in decision-ready form.
@@ -382,6 +392,12 @@ impl CompiledSet {
                     cat: cat.into(),
                     attr: cr.attr.clone().into(),
                     bundle: cr.bundle.as_deref().map(fnv1a_lower),
+                    adm_json: {
+                        let mut j = Vec::with_capacity(cr.adm.len() + 16);
+                        codec::response::write_escaped(&mut j, &cr.adm);
+                        j.into_boxed_slice()
+                    },
+                    click_macro: cr.adm.contains(CLICK_MACRO_PREFIX),
                 });
             }
             let mut week_hours = [0u32; 7];

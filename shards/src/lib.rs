@@ -12,6 +12,7 @@ pub mod campaign;
 pub mod config;
 pub mod decision;
 pub mod freq;
+pub mod gpp;
 pub mod index;
 pub mod pacing;
 pub mod privacy;

@@ -2,15 +2,19 @@
 //!
 //! Owns: a zero-allocation TCF v2 core-string reader ([`Tcf`], bits read straight from the
 //! base64url text), the US privacy string rule, COPPA, and GPP (`regs.gpp` + `gpp_sid`) through
-//! the maintained `iab_gpp` crate behind a small per-shard verdict cache ([`GppCache`], keyed by
-//! the string's hash, so a repeated GPP string costs a lookup and no allocation).
+//! our zero-allocation GPP reader ([`crate::gpp`], checked against the `iab_gpp` crate in tests)
+//! behind a small per-shard verdict cache ([`GppCache`], keyed by the string's hash, so a
+//! repeated GPP string costs a lookup).
 //! State is per shard (the cache), owned by that shard's core. Must never: fail open — a signal
 //! that says "applies" but cannot be read means contextual only.
 
 use codec::ValidRequest;
 use codec::bounded::fnv1a;
+#[cfg(test)]
 use iab_gpp::sections::SectionId;
+#[cfg(test)]
 use iab_gpp::sections::us_common::OptOut;
+#[cfg(test)]
 use iab_gpp::v1::GPPString;
 
 /// Who we are in the consent frameworks.
@@ -236,18 +240,35 @@ impl GppCache {
     }
 }
 
+/// Whether a GPP string allows personalised ads: [`crate::gpp::allows`] (zero allocation).
+/// Sections considered: those in `sid` (or all present when `sid` is empty). Unreadable string
+/// or applicable section = no.
+pub fn gpp_allows(gpp: &str, sid: &[u16], vendor: u16) -> bool {
+    crate::gpp::allows(gpp, sid, vendor)
+}
+
+/// The same verdict through the `iab_gpp` crate (allocates; the request path used it until
+/// issue #4): the reference the zero-allocation reader is compared with. A panic inside the
+/// crate (its Fibonacci reader overflows on some hostile headers in debug builds) counts as
+/// unreadable.
+#[cfg(test)]
+pub(crate) fn gpp_allows_reference(gpp: &str, sid: &[u16], vendor: u16) -> bool {
+    std::panic::catch_unwind(|| iab_gpp_allows(gpp, sid, vendor)).unwrap_or(false)
+}
+
+#[cfg(test)]
 fn opted_out(o: &OptOut) -> bool {
     *o == OptOut::OptedOut
 }
 
 /// State sections: opted out of sale or of targeted advertising.
+#[cfg(test)]
 fn state(sale: &OptOut, targeted: &OptOut) -> bool {
     opted_out(sale) || opted_out(targeted)
 }
 
-/// Decodes a GPP string (allocates: used behind [`GppCache`]). Sections considered: those in
-/// `sid` (or all present when `sid` is empty). Unreadable string or applicable section = no.
-pub fn gpp_allows(gpp: &str, sid: &[u16], vendor: u16) -> bool {
+#[cfg(test)]
+fn iab_gpp_allows(gpp: &str, sid: &[u16], vendor: u16) -> bool {
     use iab_gpp::sections::Section;
     let Ok(g) = GPPString::parse_str(gpp) else {
         return false;

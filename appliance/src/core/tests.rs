@@ -186,6 +186,40 @@ fn no_bid_is_204_with_reason_counted() {
     assert_eq!(ev[0].request_id.as_str(), "req-2");
 }
 
+/// Ids that could make a notice URL longer than the buffers sized at start: refused with 400
+/// and the reason before the decision (nothing reserved, nothing emitted but the counter), the
+/// connection kept; an id just under the bound still bids, with URLs that fit and verify.
+#[test]
+fn ids_too_long_for_a_notice_url_are_refused_before_the_decision() {
+    let mut t = with(cfg());
+    let long_id = "x".repeat(MAX_NOTICE_PARAMS / 3);
+    let body =
+        format!(r#"{{"id":"{long_id}","imp":[{{"id":"i1","banner":{{"w":300,"h":250}}}}]}}"#);
+    let r = responses(&t.send(&post("/openrtb2/bid", body.as_bytes(), "")));
+    assert_eq!(r[0].0, 400);
+    assert!(String::from_utf8_lossy(&r[0].2).contains("too long for a notice URL"));
+    assert!(!t.conn.wants_close());
+    assert_eq!(
+        t.core.metrics().no_bids[NoBidReason::InvalidRequest.code() as usize],
+        1
+    );
+    assert!(t.events.0.lock().unwrap().is_empty());
+    // Percent-encoding triples a byte: 500 bytes of id that all need it still fit.
+    let cap = (t.core.b.urls.capacity(), t.core.b.notice_params.capacity());
+    let ok_id = "%".repeat(500);
+    let body = format!(r#"{{"id":"{ok_id}","imp":[{{"id":"i1","banner":{{"w":300,"h":250}}}}]}}"#);
+    let r = responses(&t.send(&post("/openrtb2/bid", body.as_bytes(), "")));
+    assert_eq!(r[0].0, 200);
+    let resp: parsed::BidResponse = serde_json::from_slice(&r[0].2).unwrap();
+    let nurl = resp.seatbid[0].bid[0].nurl.clone().unwrap();
+    assert!(nurl.contains(&"%25".repeat(500)));
+    // The buffers sized at start did not grow.
+    assert_eq!(
+        (t.core.b.urls.capacity(), t.core.b.notice_params.capacity()),
+        cap
+    );
+}
+
 #[test]
 fn invalid_request_is_400_with_the_codec_reason_and_keeps_the_connection() {
     let mut t = with(cfg());

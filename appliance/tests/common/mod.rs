@@ -6,6 +6,8 @@
 // Test helpers: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
+pub mod kinds;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
