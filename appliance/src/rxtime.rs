@@ -268,23 +268,11 @@ mod tests {
         let sent = unix_ns();
         c.write_all(b"hello").unwrap();
         std::thread::sleep(Duration::from_millis(30));
-        let mut data = [0u8; 64];
-        let mut control = [0u8; CONTROL_LEN];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // SAFETY: every pointer in `msg` refers to live buffers of the lengths given.
-        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+        let mut data = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        let (n, rx) = recv_stamped(s.as_raw_fd(), &mut data).unwrap();
         let read_at = unix_ns();
         assert_eq!(n, 5);
-        let rx = parse(&control[..msg.msg_controllen]).expect("the kernel stamped the segment");
+        let rx = rx.expect("the kernel stamped the segment");
         assert!(rx >= sent && rx <= read_at, "{sent} ≤ {rx} ≤ {read_at}");
         let age = age_ns(rx, read_at);
         assert!(age >= 29_000_000, "waited {age} ns in the socket buffer");
