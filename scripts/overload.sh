@@ -14,7 +14,9 @@
 # from /metrics are reported: no-bids `deadline`/`overloaded`, and `helios_shed_total` by why —
 # expired, queue, turn_budget before decoding, late after; reads without a kernel stamp); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
 # the peaks of the two halves of the overload are reported); in
-# recovery p99 ≤ max(100 ms, 2 × the baseline's) and no request is shed as `overloaded`.
+# recovery p99 ≤ max(100 ms, 2 × the baseline's) and requests shed as `overloaded` stop within
+# 250 ms (at most a quarter second's worth of the recovery rate: the standing-queue rule sheds for
+# at most the interval after the overload's last one, `bidding.shed_interval_ms` = 100 ms).
 # OVERLOAD_XFAIL="tmax" turns the two tmax checks into XFAIL (reported, not failing); neither
 # `make test` nor `make soak` sets it since the appliance counts kernel queueing time.
 # HELIOS_* variables reach the appliance: e.g. HELIOS_BIDDING_RX_TIMESTAMPS=false
@@ -183,9 +185,10 @@ check "overload: RSS bounded (growth under the per-connection bound)" \
 r_p99=$(jq '.latency.p99_us' "$r")
 b_p99=$(jq '.latency.p99_us' "$run/baseline.json.part")
 # Recovered: right after the overload, the same load is served as before it (p99 within 2× the
-# baseline's, or under 100 ms), every request answered, none shed as overloaded.
-check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), no request shed as overloaded" \
-  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$ovl_after" == "$ovl_mid" ]] && echo 1 || echo 0)" \
+# baseline's, or under 100 ms), every request answered, shedding as overloaded over within 250 ms.
+ovl_allowed=$((cap / 2 / 4))
+check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within 250 ms (≤ $ovl_allowed shed as overloaded)" \
+  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && $((ovl_after - ovl_mid)) -le "$ovl_allowed" ]] && echo 1 || echo 0)" \
   "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$run/baseline.json.part") µs p99 $b_p99 µs; right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
 
 jq -n --slurpfile c "$run/capacity.json" --slurpfile b "$run/baseline.json.part" --slurpfile o "$o" --slurpfile r "$r" \
