@@ -11,11 +11,17 @@
 # Checks (PASS/FAIL; exit 1 on any FAIL): during overload every request sent is answered (no
 # timeout at the longest tmax of the corpus, 250 ms; no connection error) and within the shortest
 # tmax (100 ms) at p99 — what the server cannot decide in time it must answer 204 (shed counts
-# from /metrics are reported); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
+# from /metrics are reported: no-bids `deadline`/`overloaded`, and `helios_shed_total` by why —
+# expired, queue, turn_budget before decoding, late after; reads without a kernel stamp); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
 # the peaks of the two halves of the overload are reported); in
-# recovery p99 ≤ max(100 ms, 2 × the baseline's) and no request is shed as `overloaded`. OVERLOAD_XFAIL="tmax" turns the two
-# tmax checks into XFAIL (known gap, reported, not failing: what `make test` does until the
-# appliance counts kernel queueing time, docs/RELIABILITY.md §2); `make soak` runs them strict.
+# recovery p99 ≤ max(100 ms, 2 × the baseline's) and requests shed as `overloaded` stop within
+# 250 ms (at most a quarter second's worth of the recovery rate: the standing-queue rule sheds for
+# at most the interval after the overload's last one, `bidding.shed_interval_ms` = 100 ms).
+# OVERLOAD_XFAIL="tmax" turns the two tmax checks into XFAIL (reported, not failing); neither
+# `make test` nor `make soak` sets it since the appliance counts kernel queueing time.
+# HELIOS_* variables reach the appliance: e.g. HELIOS_BIDDING_RX_TIMESTAMPS=false
+# HELIOS_BIDDING_SHED_QUEUE_PCT=0 runs it as before kernel stamps (age from the read, no
+# standing-queue shedding), for a before/after comparison.
 # The appliance runs on the last CPU, the generator pinned to CPU 0 (a 2-vCPU machine: each has
 # its own). Events are off by default (the bid path alone); OVERLOAD_EVENTS=1 sends them to
 # $HELIOS_KAFKA_BROKERS (a running broker). Results: $OVERLOAD_RUN/overload.json.
@@ -29,7 +35,7 @@ source "$here/env.sh"
 
 secs=${OVERLOAD_SECONDS:-60}
 [[ "${1:-}" == --short ]] && secs=${OVERLOAD_SECONDS:-10}
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,20p' "$0"; exit 0; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0; }
 profile=${OVERLOAD_PROFILE:-release}
 factor=${OVERLOAD_FACTOR:-3}
 conns=${OVERLOAD_CONNECTIONS:-1024}
@@ -99,6 +105,14 @@ nobids() { # reason → sum over cores
   curl -s "http://127.0.0.1:$admin_port/metrics" |
     awk -v r="reason=\"$1\"" '/^helios_no_bids_total/ && index($0, r) {s += $NF} END {printf "%d\n", s}'
 }
+shed() { # helios_shed_total reason → sum over cores
+  curl -s "http://127.0.0.1:$admin_port/metrics" |
+    awk -v r="reason=\"$1\"" '/^helios_shed_total/ && index($0, r) {s += $NF} END {printf "%d\n", s}'
+}
+unstamped() {
+  curl -s "http://127.0.0.1:$admin_port/metrics" | awk '/^helios_rx_unstamped_total/ {s += $NF} END {printf "%d\n", s}'
+}
+sheds() { echo "$(shed expired) $(shed queue) $(shed turn_budget) $(shed late) $(unstamped)"; }
 load() { # label json args...
   local label=$1 out=$2
   shift 2
@@ -116,6 +130,7 @@ load baseline "$run/baseline.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 
 rss_before=$(rss)
 ovl_before=$(nobids overloaded)
 dl_before=$(nobids deadline)
+read -r sx0 sq0 st0 sl0 su0 < <(sheds)
 say "capacity $cap req/s; offering $offered req/s for ${secs} s; RSS before $rss_before KiB"
 
 (while kill -0 "$hpid" 2>/dev/null; do echo "$(date +%s.%N) $(rss)"; sleep 0.5; done) >"$run/rss.samples" &
@@ -130,6 +145,7 @@ load overload "$run/overload.json.part" --rate "$offered" -c "$conns" --warmup 0
 t_ovl1=$(date +%s.%N)
 ovl_mid=$(nobids overloaded)
 dl_mid=$(nobids deadline)
+read -r sx1 sq1 st1 sl1 su1 < <(sheds)
 load recovery "$run/recovery.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 5 --timeout-ms 250
 ovl_after=$(nobids overloaded)
 kill -TERM "$sampler" 2>/dev/null || true
@@ -162,23 +178,25 @@ o_rps=$(jq '.achieved_rps | floor' "$o")
 check "overload: every request sent was answered (no timeout at 250 ms, no connection error)" "$([[ "$o_errs" == 0 ]] && echo 1 || echo 0)" \
   "$o_done answered at $o_rps req/s of $offered offered over $conns connections; errors $(jq -c .errors "$o")" tmax
 check "overload: answered within the shortest tmax (p99 < 100 ms), the excess no-bid" "$(awk -v p="$o_p99" 'BEGIN {print (p < 100000) ? 1 : 0}')" \
-  "p50 $(jq .latency.p50_us "$o") µs, p99 $o_p99 µs, p99.9 $(jq .latency.p999_us "$o") µs, max $o_max µs; 200: $o_200, 204: $o_204; shed on /metrics: overloaded +$((ovl_mid - ovl_before)), deadline +$((dl_mid - dl_before))" tmax
+  "p50 $(jq .latency.p50_us "$o") µs, p99 $o_p99 µs, p99.9 $(jq .latency.p999_us "$o") µs, max $o_max µs; 200: $o_200, 204: $o_204; no-bids on /metrics: overloaded +$((ovl_mid - ovl_before)), deadline +$((dl_mid - dl_before)); shed: expired +$((sx1 - sx0)), queue +$((sq1 - sq0)), turn_budget +$((st1 - st0)), late +$((sl1 - sl0)); reads without a kernel stamp +$((su1 - su0))" tmax
 check "overload: RSS bounded (growth under the per-connection bound)" \
   "$(((rss_peak - rss_before) < rss_max_mib * 1024 ? 1 : 0))" \
   "before $rss_before KiB, peak $rss_peak KiB (first half $rss_h1, second half $rss_h2), end $rss_end KiB (bound +$rss_max_mib MiB for $conns connections)"
 r_p99=$(jq '.latency.p99_us' "$r")
 b_p99=$(jq '.latency.p99_us' "$run/baseline.json.part")
 # Recovered: right after the overload, the same load is served as before it (p99 within 2× the
-# baseline's, or under 100 ms), every request answered, none shed as overloaded.
-check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), no request shed as overloaded" \
-  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$ovl_after" == "$ovl_mid" ]] && echo 1 || echo 0)" \
+# baseline's, or under 100 ms), every request answered, shedding as overloaded over within 250 ms.
+ovl_allowed=$((cap / 2 / 4))
+check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within 250 ms (≤ $ovl_allowed shed as overloaded)" \
+  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && $((ovl_after - ovl_mid)) -le "$ovl_allowed" ]] && echo 1 || echo 0)" \
   "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$run/baseline.json.part") µs p99 $b_p99 µs; right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
 
 jq -n --slurpfile c "$run/capacity.json" --slurpfile b "$run/baseline.json.part" --slurpfile o "$o" --slurpfile r "$r" \
   --arg at "$(date -u +%FT%TZ)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson rss_before "$rss_before" --argjson rss_peak "$rss_peak" --argjson rss_end "$rss_end" \
   --argjson fails "$fails" --argjson xfails "$xfails" --argjson secs "$secs" --argjson factor "$factor" \
+  --argjson shed "{\"expired\":$((sx1 - sx0)),\"queue\":$((sq1 - sq0)),\"turn_budget\":$((st1 - st0)),\"late\":$((sl1 - sl0)),\"unstamped_reads\":$((su1 - su0)),\"nobid_overloaded\":$((ovl_mid - ovl_before)),\"nobid_deadline\":$((dl_mid - dl_before))}" \
   '{at:$at, load:$load, seconds:$secs, factor:$factor, capacity:$c[0], baseline:$b[0], overload:$o[0], recovery:$r[0],
-    rss_kib:{before:$rss_before, peak:$rss_peak, end:$rss_end}, ok:($fails==0), xfails:$xfails}' >"$run/overload.json"
+    shed_during_overload:$shed, rss_kib:{before:$rss_before, peak:$rss_peak, end:$rss_end}, ok:($fails==0), xfails:$xfails}' >"$run/overload.json"
 say "results: $run/overload.json; load $(cut -d' ' -f1-3 /proc/loadavg)"
 ((fails == 0)) || exit 1

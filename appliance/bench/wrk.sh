@@ -12,6 +12,9 @@
 # (HELIOS_EVENTS_ENABLED=false): this measures the HTTP stack and the bid path, not Kafka.
 # wrk's latency is closed-loop (not corrected for coordinated omission); it is reported only as a
 # rough shape. Needs a release build, wrk, perf and taskset.
+# WRK_RX_TIMESTAMPS (default "true false"): runs each case with kernel receive stamps on
+# (`bidding.rx_timestamps`: SO_TIMESTAMPNS, io_uring RECVMSG multishot / epoll recvmsg) and
+# off (RECV multishot / read), side by side. WRK_DRIVERS (default "uring epoll").
 set -euo pipefail
 DUR=${1:-10}
 ROUNDS=${2:-2}
@@ -44,11 +47,11 @@ metric() {
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 run() {
-  local mode=$1 driver=$2
+  local mode=$1 driver=$2 stamps=$3
   local args=(--cores 1 --driver "$driver" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN"
     --campaigns "$WORK/campaigns.json" --log-level warn)
   [[ $mode == null ]] && args+=(--null)
-  HELIOS_EVENTS_ENABLED=false HELIOS_NOTICES_KEY=bench taskset -c 1 "$BIN" "${args[@]}" 2>"$WORK/log" &
+  HELIOS_BIDDING_RX_TIMESTAMPS=$stamps HELIOS_EVENTS_ENABLED=false HELIOS_NOTICES_KEY=bench taskset -c 1 "$BIN" "${args[@]}" 2>"$WORK/log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.05; done
   taskset -c 0 wrk -t1 -c32 -d2s -s "$WORK/post.lua" "$URL" >/dev/null # warm-up
@@ -73,19 +76,21 @@ run() {
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
   p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-  awk -v m="$mode" -v d="$driver" -v n="$n" -v c=$((c1 - c0)) -v t="$TCK" -v rps="$rps" \
+  awk -v m="$mode" -v d="$driver" -v st="$stamps" -v n="$n" -v c=$((c1 - c0)) -v t="$TCK" -v rps="$rps" \
     -v sys="$sys" -v sn=$((s1 - s0)) -v p50="$p50" -v p99="$p99" 'BEGIN {
-      printf "| %-4s | %-5s | %9.0f | %8d | %6.2f | %5.2f | %7s | %7s |\n",
-        m, d, rps, n, (c / t) * 1e6 / n, sys / sn, p50, p99 }'
+      printf "| %-4s | %-5s | %-5s | %9.0f | %8d | %6.2f | %5.2f | %7s | %7s |\n",
+        m, d, st, rps, n, (c / t) * 1e6 / n, sys / sn, p50, p99 }'
 }
 
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); kernel $(uname -r); $(date -u +%FT%TZ)"
-echo "| mode | driver | req/s (wrk) | requests | server CPU µs/req | syscalls/req | p50 (wrk) | p99 (wrk) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| mode | driver | rx stamps | req/s (wrk) | requests | server CPU µs/req | syscalls/req | p50 (wrk) | p99 (wrk) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for _ in $(seq "$ROUNDS"); do
   for mode in null full; do
-    for driver in uring epoll; do
-      run "$mode" "$driver"
+    for driver in ${WRK_DRIVERS:-uring epoll}; do
+      for stamps in ${WRK_RX_TIMESTAMPS:-true false}; do
+        run "$mode" "$driver" "$stamps"
+      done
     done
   done
 done

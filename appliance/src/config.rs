@@ -81,8 +81,19 @@ pub struct Bidding {
     pub default_tmax_ms: u32,
     /// Subtracted from `tmax` for the network, ms.
     pub network_margin_ms: u32,
-    /// Bid requests decided per core per loop turn; past it 204 `overloaded`.
-    pub max_inflight_per_core: u32,
+    /// Standing-queue shedding (CoDel-like, docs/ARCHITECTURE.md "Overload"): when even the
+    /// freshest bid request of a whole `shed_interval_ms` had waited (since the kernel received
+    /// it) more than this share of its budget (`tmax − network_margin_ms`), percent, the next
+    /// interval answers every request older than that share 204 `overloaded` before decoding
+    /// it. 0 = off (requests already past their deadline are still shed, 204 `deadline`).
+    pub shed_queue_pct: u32,
+    /// Window over which a standing queue is judged, ms.
+    pub shed_interval_ms: u64,
+    /// Count each bid request's age from the kernel's receive stamp (`SO_TIMESTAMPNS`; the
+    /// io_uring driver receives with a `RECVMSG` multishot, the epoll driver with `recvmsg`)
+    /// rather than from the loop turn that reads it, so time queued in the socket buffers
+    /// counts against the deadline. false: plain `RECV` multishot / `read`, age from the read.
+    pub rx_timestamps: bool,
     /// Time a loop turn may spend before its remaining bid requests are answered 204
     /// `overloaded` at once, µs (0 = no time bound). Under overload this keeps each turn short, so
     /// the requests it accepts are answered within about this bound and the rest cheaply.
@@ -287,7 +298,9 @@ impl Default for Bidding {
             campaigns_redis_url: String::new(),
             default_tmax_ms: 100,
             network_margin_ms: 20,
-            max_inflight_per_core: 256,
+            shed_queue_pct: 25,
+            shed_interval_ms: 100,
+            rx_timestamps: true,
             turn_budget_us: 5_000,
             seat: "helios".into(),
             vendor_id: 1,
@@ -629,12 +642,8 @@ impl Config {
             0,
             u64::from(b.default_tmax_ms),
         )?;
-        range(
-            "bidding.max_inflight_per_core",
-            u64::from(b.max_inflight_per_core),
-            1,
-            1 << 20,
-        )?;
+        range("bidding.shed_queue_pct", u64::from(b.shed_queue_pct), 0, 99)?;
+        range("bidding.shed_interval_ms", b.shed_interval_ms, 1, 60_000)?;
         for x in b.trace_exchanges.split(',').map(str::trim) {
             let ok = x.is_empty()
                 || x == "*"

@@ -8,12 +8,14 @@
 //! bytes out.
 //!
 //! Deadlines: a bid request's budget is `tmax` (or the configured default) minus the network
-//! margin, counted from the start of the loop turn in which its bytes arrived
-//! ([`Core::begin_turn`]); past it the answer is a 204 (reason `deadline`), never a late bid.
-//! Overload: at most `max_inflight` bid requests are decided per loop turn (the requests that
-//! arrived together and wait on each other), and none once the turn has run for `turn_budget`;
-//! the rest of that turn are answered 204 at once (reason `overloaded`), so a turn stays short
-//! and the requests it accepts are answered within about that bound.
+//! margin, counted from the kernel's receive stamp of its bytes ([`Conn::set_rx_stamp`],
+//! [`crate::rxtime`]; without a stamp, from the start of the loop turn that read them,
+//! [`Core::begin_turn`]); past it the answer is a 204 (reason `deadline`), never a late bid.
+//! Overload: before decoding, [`crate::admission`] sheds a request already past its deadline
+//! (`deadline`) or, while a queue stands, older than a share of it (`overloaded`), at the cost
+//! of a parse and a 204; and once a turn has run for `turn_budget`, its further requests are
+//! answered 204 `overloaded` at once, so a turn stays short. Every shed is also counted by why
+//! ([`crate::metrics::ShedReason`]).
 //!
 //! Must never: allocate on the warm path, lock, block, panic on input, or touch another core's
 //! state.
@@ -30,10 +32,11 @@ use quanta::{Clock, Instant};
 use shards::campaign::Format;
 use shards::{CompiledSet, Decision, Shard};
 
+use crate::admission::{Admission, AdmissionConfig, Verdict};
 use crate::events::EventSink;
 use crate::gzip::{InflateError, Inflater};
 use crate::http::{self, HttpError, Limits, Method, Parsed};
-use crate::metrics::{CloseReason, CoreMetrics, Published};
+use crate::metrics::{CloseReason, CoreMetrics, Published, ShedReason};
 use crate::route::{self, NoticeKind, Route};
 use pipeline::notice::{BidParams, NoticeKind as PNoticeKind, NoticeSigner};
 use profile_cache::Reader;
@@ -65,8 +68,11 @@ pub struct CoreConfig {
     pub default_tmax_ms: u32,
     /// Subtracted from `tmax` for the network on both sides, ms.
     pub margin_ms: u32,
-    /// Bid requests decided per loop turn; past it 204 `overloaded`.
-    pub max_inflight: u32,
+    /// Standing-queue shedding: share of a request's budget (percent) it may have waited while
+    /// a queue stands (0: off), see [`crate::admission`].
+    pub shed_queue_pct: u32,
+    /// Interval over which a standing queue is judged.
+    pub shed_interval: Duration,
     /// Time since the turn began past which its further bid requests are answered 204
     /// `overloaded` (zero: no time bound). At least one request per turn is always decided.
     pub turn_budget: Duration,
@@ -109,6 +115,8 @@ pub struct Conn {
     continue_sent: bool,
     close: bool,
     close_reason: CloseReason,
+    /// Kernel receive stamp of the last bytes pushed, Unix ns (0: none, count from the read).
+    rx_unix_ns: u64,
 }
 
 impl Conn {
@@ -121,6 +129,7 @@ impl Conn {
             continue_sent: false,
             close: false,
             close_reason: CloseReason::Client,
+            rx_unix_ns: 0,
         }
     }
 
@@ -132,6 +141,13 @@ impl Conn {
         self.continue_sent = false;
         self.close = false;
         self.close_reason = CloseReason::Client;
+        self.rx_unix_ns = 0;
+    }
+
+    /// The kernel's receive stamp (Unix ns, [`crate::rxtime`]) of the bytes just pushed; 0 when
+    /// the read carried none. The requests handled next count their age from it.
+    pub fn set_rx_stamp(&mut self, unix_ns: u64) {
+        self.rx_unix_ns = unix_ns;
     }
 
     /// Appends received bytes. `false` (nothing appended) when that would pass the input bound:
@@ -234,7 +250,13 @@ struct Bidder {
     clock: Clock,
     turn_start: Instant,
     turn_unix_ns: u64,
+    /// Bid requests decided this turn (the turn budget always lets the first one through).
     admitted: u32,
+    /// Receive stamp of the connection being handled (from [`Conn::set_rx_stamp`]).
+    rx_unix_ns: u64,
+    /// When the request being handled arrived, on the loop's clock.
+    req_start: Instant,
+    admission: Admission,
     ready: bool,
     /// Budget enforcement: notice settlement (None = budgets not enforced).
     budget: Option<crate::budget::CoreBudget>,
@@ -326,6 +348,12 @@ impl Core {
                 turn_start,
                 turn_unix_ns: start,
                 admitted: 0,
+                rx_unix_ns: 0,
+                req_start: turn_start,
+                admission: Admission::new(AdmissionConfig {
+                    queue_pct: cfg.shed_queue_pct,
+                    interval: cfg.shed_interval,
+                }),
                 ready: true,
                 budget: None,
                 cfg,
@@ -387,12 +415,15 @@ impl Core {
         self.draining
     }
 
-    /// Starts a loop turn: the arrival time of every request handled until the next call.
+    /// Starts a loop turn: the arrival time of every request handled until the next call that
+    /// has no kernel receive stamp, and the pair of clocks (loop clock, realtime) that converts
+    /// the stamps to the loop's clock, once per turn.
     pub fn begin_turn(&mut self) {
         self.b.turn_start = self.b.clock.now();
         self.b.turn_unix_ns = unix_ns();
         self.b.admitted = 0;
         self.b.metrics.turns += 1;
+        self.b.admission.begin_turn(self.b.turn_start);
     }
 
     /// Copies the metrics into the published slot for the admin thread (never waits).
@@ -432,6 +463,7 @@ impl Core {
     /// Stops early when the connection is to close or its output passed the high-water mark
     /// (the driver calls again once it has sent).
     pub fn on_input(&mut self, conn: &mut Conn) {
+        self.b.rx_unix_ns = conn.rx_unix_ns;
         while !conn.close && conn.out.len() < self.b.cfg.out_high_water {
             let input = &conn.buf[conn.start..];
             if input.is_empty() {
@@ -547,8 +579,20 @@ impl Core {
 }
 
 impl Bidder {
+    /// Time since the turn began.
     fn elapsed(&self) -> Duration {
         self.clock.now().duration_since(self.turn_start)
+    }
+
+    /// Age of the request being handled: since the kernel received it (or since the turn
+    /// began when there is no stamp).
+    fn age(&self) -> Duration {
+        self.clock.now().duration_since(self.req_start)
+    }
+
+    /// A request's time budget: `tmax` minus the network margin.
+    fn budget(&self, tmax_ms: u32) -> Duration {
+        Duration::from_millis(u64::from(tmax_ms.saturating_sub(self.cfg.margin_ms)))
     }
 
     fn no_bid(&mut self, out: &mut Vec<u8>, close: bool, reason: NoBidReason, request_id: &str) {
@@ -617,11 +661,26 @@ impl Bidder {
         if !self.ready {
             return self.no_bid(out, close, NoBidReason::NotReady, "");
         }
-        if self.admitted >= self.cfg.max_inflight
-            || (self.admitted > 0
-                && !self.cfg.turn_budget.is_zero()
-                && self.elapsed() >= self.cfg.turn_budget)
+        // Admission by age, before decoding (only `tmax` is looked for): crate::admission.
+        let age = Duration::from_nanos(crate::rxtime::age_ns(self.rx_unix_ns, self.turn_unix_ns));
+        self.req_start = self.turn_start.checked_sub(age).unwrap_or(self.turn_start);
+        let tmax = crate::admission::scan_tmax(body).unwrap_or(self.cfg.default_tmax_ms);
+        match self.admission.admit(self.age(), self.budget(tmax)) {
+            Verdict::Admit => {}
+            Verdict::Expired => {
+                self.metrics.shed(ShedReason::Expired);
+                return self.no_bid(out, close, NoBidReason::Deadline, "");
+            }
+            Verdict::Queue => {
+                self.metrics.shed(ShedReason::Queue);
+                return self.no_bid(out, close, NoBidReason::Overloaded, "");
+            }
+        }
+        if self.admitted > 0
+            && !self.cfg.turn_budget.is_zero()
+            && self.elapsed() >= self.cfg.turn_budget
         {
+            self.metrics.shed(ShedReason::TurnBudget);
             return self.no_bid(out, close, NoBidReason::Overloaded, "");
         }
         self.admitted += 1;
@@ -645,9 +704,9 @@ impl Bidder {
         out: &mut Vec<u8>,
         close: bool,
     ) {
-        let tmax = req.req().tmax.unwrap_or(self.cfg.default_tmax_ms);
-        let budget = Duration::from_millis(u64::from(tmax.saturating_sub(self.cfg.margin_ms)));
-        if self.elapsed() >= budget {
+        let budget = self.budget(req.req().tmax.unwrap_or(self.cfg.default_tmax_ms));
+        if self.age() >= budget {
+            self.metrics.shed(ShedReason::Late);
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
         // The decision trace: only for an allowed exchange that asked (header or test request).
@@ -855,7 +914,7 @@ impl Bidder {
                 crate::trace::splice(json, t, &mut self.trace_body);
                 json = &self.trace_body;
             }
-            let elapsed = self.clock.now().duration_since(self.turn_start);
+            let elapsed = self.clock.now().duration_since(self.req_start);
             if elapsed < budget {
                 http::write_response(
                     out,
@@ -876,6 +935,7 @@ impl Bidder {
         };
         if late {
             // Too late to be useful: say no rather than answer after the exchange gave up.
+            self.metrics.shed(ShedReason::Late);
             return self.no_bid(out, close, NoBidReason::Deadline, req.id());
         }
         for d in self.decision.bids.iter() {

@@ -7,9 +7,11 @@
 //! epoll loops), [`server`] (threads, pinning, listeners, signals), [`admin`] (the admin port),
 //! [`config`] (TOML + environment + flags), [`sys`] (the few raw Linux calls),
 //! [`alloc_count`] (per-thread allocation counting), [`trace`] (the decision trace on demand),
-//! [`budget`] (budget store, lease exchange thread, notice settlement).
+//! [`budget`] (budget store, lease exchange thread, notice settlement), [`rxtime`] (kernel
+//! receive stamps), [`admission`] (shedding by age under overload).
 
 pub mod admin;
+pub mod admission;
 pub use alloc_count;
 pub mod budget;
 pub mod campaign_feed;
@@ -21,6 +23,7 @@ pub mod gzip;
 pub mod http;
 pub mod metrics;
 pub mod route;
+pub mod rxtime;
 pub mod server;
 pub mod sys;
 pub mod trace;

@@ -42,6 +42,22 @@ pub enum CloseReason {
     IoError = 7,
 }
 
+/// Why a bid request was answered 204 without a (complete) decision: the shed path
+/// ([`crate::admission`], the turn budget) and the late check after deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// Already past its deadline when read (kernel stamp), before decoding.
+    Expired = 0,
+    /// Older than the target share of its budget while a queue stands, before decoding.
+    Queue = 1,
+    /// The loop turn had run past `bidding.turn_budget_us`, before decoding.
+    TurnBudget = 2,
+    /// Decoded (and maybe decided), but past its deadline by then.
+    Late = 3,
+}
+
+pub const SHED_REASONS: [&str; 4] = ["expired", "queue", "turn_budget", "late"];
+
 pub const CLOSE_REASONS: [&str; 8] = [
     "client",
     "http_error",
@@ -86,6 +102,11 @@ pub struct CoreMetrics {
     pub allocations: u64,
     /// Event-loop turns.
     pub turns: u64,
+    /// Bid requests shed by [`ShedReason`].
+    pub shed: [u64; SHED_REASONS.len()],
+    /// Reads that carried no kernel receive stamp although one was asked for (their requests
+    /// count from the read).
+    pub rx_unstamped: u64,
     /// Bid request service time (arrival of the bytes to response ready), nanoseconds.
     pub latency_ns: Histogram<u64>,
 }
@@ -111,6 +132,8 @@ impl CoreMetrics {
             events: 0,
             allocations: 0,
             turns: 0,
+            shed: [0; SHED_REASONS.len()],
+            rx_unstamped: 0,
             // 1 µs .. 60 s at 3 significant digits: fixed bounds, allocated once.
             latency_ns: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
                 .expect("constant histogram bounds are valid"),
@@ -125,6 +148,11 @@ impl CoreMetrics {
     #[inline]
     pub fn no_bid(&mut self, r: NoBidReason) {
         self.no_bids[r.code() as usize] += 1;
+    }
+
+    #[inline]
+    pub fn shed(&mut self, r: ShedReason) {
+        self.shed[r as usize] += 1;
     }
 
     #[inline]
@@ -158,6 +186,8 @@ impl CoreMetrics {
             events,
             allocations,
             turns,
+            shed,
+            rx_unstamped,
             latency_ns,
         } = self;
         *responses = src.responses;
@@ -178,6 +208,8 @@ impl CoreMetrics {
         *events = src.events;
         *allocations = src.allocations;
         *turns = src.turns;
+        *shed = src.shed;
+        *rx_unstamped = src.rx_unstamped;
         // Same bounds on both sides, so this cannot fail nor resize.
         let _ = latency_ns.set_to(&src.latency_ns);
     }
@@ -241,7 +273,7 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
             (p.core, m)
         })
         .collect();
-    let simple: [Simple; 11] = [
+    let simple: [Simple; 12] = [
         (
             "helios_bid_requests_total",
             "Bid requests received.",
@@ -305,6 +337,12 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
             "counter",
             |m| m.turns,
         ),
+        (
+            "helios_rx_unstamped_total",
+            "Reads without a kernel receive stamp (their requests count from the read).",
+            "counter",
+            |m| m.rx_unstamped,
+        ),
     ];
     for (name, help, kind, f) in simple {
         series(out, name, help, kind);
@@ -340,6 +378,21 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
                 "helios_no_bids_total{{core=\"{c}\",reason=\"{}\"}} {}",
                 r.as_str(),
                 m.no_bids[r.code() as usize]
+            );
+        }
+    }
+    series(
+        out,
+        "helios_shed_total",
+        "Bid requests answered 204 without a complete decision, by why (expired, queue, turn_budget: before decoding; late: after).",
+        "counter",
+    );
+    for (c, m) in &snaps {
+        for (i, r) in SHED_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "helios_shed_total{{core=\"{c}\",reason=\"{r}\"}} {}",
+                m.shed[i]
             );
         }
     }

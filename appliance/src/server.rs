@@ -61,7 +61,8 @@ pub fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup)
         null_mode: cfg.server.null,
         default_tmax_ms: cfg.bidding.default_tmax_ms,
         margin_ms: cfg.bidding.network_margin_ms,
-        max_inflight: cfg.bidding.max_inflight_per_core,
+        shed_queue_pct: cfg.bidding.shed_queue_pct,
+        shed_interval: Duration::from_millis(cfg.bidding.shed_interval_ms),
         turn_budget: Duration::from_micros(cfg.bidding.turn_budget_us),
         out_high_water: cfg.http.out_high_water_bytes,
         seat: cfg.bidding.seat.clone(),
@@ -145,11 +146,12 @@ fn loop_config(cfg: &Config) -> LoopConfig {
         ring_entries: cfg.uring.ring_entries,
         buffers: cfg.uring.buffers as u16,
         buffer_bytes: cfg.uring.buffer_bytes,
+        rx_timestamps: cfg.bidding.rx_timestamps,
     }
 }
 
 /// Runs the appliance until a signal; returns when every core has drained.
-pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result<()> {
+pub fn run(mut cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result<()> {
     let node = if cfg.server.node.is_empty() {
         sys::hostname()
     } else {
@@ -165,6 +167,23 @@ pub fn run(cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Result
             .with_context(|| format!("binding the bid port {bound}"))?;
         bound = l.local_addr()?;
         listeners.push(l);
+    }
+    if cfg.bidding.rx_timestamps {
+        // Kernel receive stamps (crate::rxtime): on every listener (accepted sockets inherit
+        // them), then checked once, so the first requests are stamped too.
+        use std::os::fd::AsRawFd;
+        let ok = listeners
+            .iter()
+            .all(|l| crate::rxtime::enable(l.as_raw_fd()).is_ok())
+            && crate::rxtime::probe(Duration::from_secs(1));
+        if ok {
+            tracing::info!("requests count their age from the kernel's receive stamps");
+        } else {
+            tracing::warn!(
+                "the kernel gives no TCP receive stamps: requests count their age from the read"
+            );
+            cfg.bidding.rx_timestamps = false;
+        }
     }
     let admin = TcpListener::bind(admin_addr)
         .with_context(|| format!("binding the admin port {admin_addr}"))?;

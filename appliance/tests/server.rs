@@ -43,7 +43,8 @@ macro_rules! driver_tests {
 
             #[test]
             fn pipelining_in_one_write() {
-                let s = Server::start(D, &[], &[]);
+                // Forty requests in one turn of a debug build can pass the turn budget.
+                let s = Server::start(D, &[], &[("HELIOS_BIDDING_TURN_BUDGET_US", "0")]);
                 let mut c = s.client();
                 let mut all = Vec::new();
                 for i in 0..40 {
@@ -193,7 +194,9 @@ macro_rules! driver_tests {
 
             #[test]
             fn overload_answers_204() {
-                let s = Server::start(D, &["--cores", "0"], &[("HELIOS_BIDDING_MAX_INFLIGHT_PER_CORE", "1")]);
+                // A 1 µs turn budget: of ten pipelined requests read in one turn, the first is
+                // decided and the rest answered 204 `overloaded` at once.
+                let s = Server::start(D, &["--cores", "0"], &[("HELIOS_BIDDING_TURN_BUDGET_US", "1")]);
                 let mut c = s.client();
                 let mut all = Vec::new();
                 for _ in 0..10 {
@@ -204,6 +207,38 @@ macro_rules! driver_tests {
                 assert_eq!(codes[0], 200);
                 assert!(codes.contains(&204), "{codes:?}");
                 assert!(s.metric_when("helios_no_bids_total{core=\"0\",reason=\"overloaded\"}", |v| v > 0) > 0);
+                assert!(s.metric_when("helios_shed_total{core=\"0\",reason=\"turn_budget\"}", |v| v > 0) > 0);
+            }
+
+            /// A request that waited in the socket buffer past its deadline (the server stopped
+            /// for 150 ms, the kernel still receiving) is answered 204 `deadline` as soon as it
+            /// is read, counted from the kernel's stamp; with the stamps off it is decided late.
+            #[test]
+            fn a_request_queued_in_the_kernel_past_its_deadline_is_shed() {
+                // tmax 100 − the 20 ms margin: an 80 ms budget.
+                let tmax100 = BID.replace("\"tmax\":500", "\"tmax\":100");
+                let tmax100 = tmax100.as_bytes();
+                assert!(BID.contains("\"tmax\":500"));
+                for stamps in ["true", "false"] {
+                    let s = Server::start(D, &["--cores", "0"], &[("HELIOS_BIDDING_RX_TIMESTAMPS", stamps)]);
+                    let mut c = s.client();
+                    bid_ok(&c.roundtrip(&post("/openrtb2/bid", tmax100, "")));
+                    s.signal(libc::SIGSTOP);
+                    c.send(&post("/openrtb2/bid", tmax100, ""));
+                    std::thread::sleep(Duration::from_millis(150));
+                    s.signal(libc::SIGCONT);
+                    let r = c.recv();
+                    if stamps == "true" {
+                        assert_eq!(r.status, 204, "{r:?}");
+                        assert_eq!(s.metric_when("helios_shed_total{core=\"0\",reason=\"expired\"}", |v| v > 0), 1);
+                        assert_eq!(s.metric_eq("helios_rx_unstamped_total", 0), 0);
+                    } else {
+                        assert_eq!(r.status, 200, "no stamp: counted from the read, {r:?}");
+                        assert_eq!(s.metric_eq("helios_shed_total{core=\"0\",reason=\"expired\"}", 0), 0);
+                    }
+                    // Fresh requests are decided again.
+                    bid_ok(&c.roundtrip(&post("/openrtb2/bid", tmax100, "")));
+                }
             }
 
             #[test]

@@ -39,7 +39,8 @@ fn cfg() -> CoreConfig {
         null_mode: false,
         default_tmax_ms: 100,
         margin_ms: 10,
-        max_inflight: 64,
+        shed_queue_pct: 25,
+        shed_interval: Duration::from_millis(100),
         turn_budget: Duration::ZERO,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
@@ -419,27 +420,119 @@ fn deadline_means_no_bid_not_a_late_bid() {
     assert_eq!(responses(&t.conn.out)[0].0, 200);
 }
 
-#[test]
-fn overload_answers_204_at_once_per_turn() {
-    let mut c = cfg();
-    c.max_inflight = 2;
-    let mut t = with(c);
-    let mut s = Vec::new();
-    for _ in 0..5 {
-        s.extend(post("/openrtb2/bid", BID.as_bytes(), ""));
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+impl T {
+    /// One turn in which `bytes` arrive with a kernel stamp `age` before the turn.
+    fn send_aged(&mut self, bytes: &[u8], age: Duration) -> Vec<u8> {
+        self.conn.set_rx_stamp(unix_ns() - age.as_nanos() as u64);
+        self.send(bytes)
     }
-    let codes: Vec<u16> = responses(&t.send(&s)).iter().map(|r| r.0).collect();
-    assert_eq!(codes, [200, 200, 204, 204, 204]);
+
+    fn shed(&self, r: ShedReason) -> u64 {
+        self.core.metrics().shed[r as usize]
+    }
+}
+
+#[test]
+fn age_counts_from_the_kernel_stamp_and_expired_requests_are_shed_undecoded() {
+    let mut t = with(cfg());
+    // Waited 5 ms in the socket buffer: decided (budget 100 − 10 = 90 ms).
+    let out = t.send_aged(
+        &post("/openrtb2/bid", BID.as_bytes(), ""),
+        Duration::from_millis(5),
+    );
+    assert_eq!(responses(&out)[0].0, 200);
+    // Waited 95 ms before the loop read it: past its budget, 204 `deadline` at once — the body
+    // is not decoded (this one is not even valid JSON past `tmax`; decoded, it would be 400).
+    let broken = br#"{"tmax":100,"id": oops"#;
+    let out = t.send_aged(
+        &post("/openrtb2/bid", broken, ""),
+        Duration::from_millis(95),
+    );
+    assert_eq!(out, b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(t.shed(ShedReason::Expired), 1);
+    assert_eq!(
+        t.core.metrics().no_bids[NoBidReason::Deadline.code() as usize],
+        1
+    );
+    // The request's own tmax counts: 95 ms of a 250 ms tmax is fine.
+    let long = BID.replace("\"tmax\":100", "\"tmax\":250");
+    let out = t.send_aged(
+        &post("/openrtb2/bid", long.as_bytes(), ""),
+        Duration::from_millis(95),
+    );
+    assert_eq!(responses(&out)[0].0, 200);
+    // Without a stamp (0), age counts from the turn: the same request is decided.
+    t.conn.set_rx_stamp(0);
+    let out = t.send(&post("/openrtb2/bid", BID.as_bytes(), ""));
+    assert_eq!(responses(&out)[0].0, 200);
+    // A stamp in the future (a realtime clock step) is no age either.
+    let out = t.send_aged(&post("/openrtb2/bid", BID.as_bytes(), ""), Duration::ZERO);
+    assert_eq!(responses(&out)[0].0, 200);
+    t.conn.set_rx_stamp(unix_ns() + 5_000_000_000);
+    let out = t.send(&post("/openrtb2/bid", BID.as_bytes(), ""));
+    assert_eq!(responses(&out)[0].0, 200);
+    // The service time recorded counts from the stamp: a 60 ms-old request bid on.
+    let before = t.core.metrics().latency_ns.len();
+    let out = t.send_aged(
+        &post("/openrtb2/bid", BID.as_bytes(), ""),
+        Duration::from_millis(60),
+    );
+    assert_eq!(responses(&out)[0].0, 200);
+    assert_eq!(t.core.metrics().latency_ns.len(), before + 1);
+    assert!(t.core.metrics().latency_ns.max() >= 59_000_000);
+}
+
+#[test]
+fn a_standing_queue_sheds_old_requests_until_it_drains() {
+    let mut t = with(cfg());
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    // A whole interval in which every request waited 40 ms (44% of 90 ms): all decided.
+    for _ in 0..3 {
+        let out = t.send_aged(&req, Duration::from_millis(40));
+        assert_eq!(responses(&out)[0].0, 200);
+        t.mock.increment(Duration::from_millis(40));
+    }
+    // The next interval: requests older than 25% of their budget are answered 204 at once.
+    let out = t.send_aged(&req, Duration::from_millis(30));
+    assert_eq!(out, b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(t.shed(ShedReason::Queue), 1);
     assert_eq!(
         t.core.metrics().no_bids[NoBidReason::Overloaded.code() as usize],
-        3
+        1
     );
-    // A new turn admits again.
-    let codes: Vec<u16> = responses(&t.send(&s[..s.len() / 5]))
-        .iter()
-        .map(|r| r.0)
-        .collect();
-    assert_eq!(codes, [200]);
+    // Young ones are still decided.
+    let out = t.send_aged(&req, Duration::from_millis(5));
+    assert_eq!(responses(&out)[0].0, 200);
+    // That fresh request shows the queue drained: the interval after sheds nothing but
+    // expired requests.
+    t.mock.increment(Duration::from_millis(100));
+    let out = t.send_aged(&req, Duration::from_millis(40));
+    assert_eq!(responses(&out)[0].0, 200);
+    assert_eq!(t.shed(ShedReason::Queue), 1);
+}
+
+#[test]
+fn with_standing_queue_shedding_off_only_expired_requests_are_shed() {
+    let mut c = cfg();
+    c.shed_queue_pct = 0;
+    let mut t = with(c);
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    for _ in 0..4 {
+        let out = t.send_aged(&req, Duration::from_millis(60));
+        assert_eq!(responses(&out)[0].0, 200);
+        t.mock.increment(Duration::from_millis(60));
+    }
+    let out = t.send_aged(&req, Duration::from_millis(91));
+    assert_eq!(responses(&out)[0].0, 204);
+    assert_eq!(t.shed(ShedReason::Expired), 1);
+    assert_eq!(t.shed(ShedReason::Queue), 0);
 }
 
 #[test]
@@ -468,6 +561,7 @@ fn overload_time_budget_per_turn() {
         t.core.metrics().no_bids[NoBidReason::Overloaded.code() as usize],
         2
     );
+    assert_eq!(t.core.metrics().shed[ShedReason::TurnBudget as usize], 2);
     // A new turn within its budget decides them all.
     let codes: Vec<u16> = responses(&t.send(&s)).iter().map(|r| r.0).collect();
     assert_eq!(codes, [200, 200]);

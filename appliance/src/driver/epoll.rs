@@ -4,6 +4,10 @@
 //! Everything here lives on the one core thread (`Rc`/`RefCell`, a `LocalSet`): one task per
 //! connection, one accept loop, one ticker (metrics publication, shutdown check). Connection
 //! buffers are pooled and reused, so a warm keep-alive connection allocates nothing per request.
+//! Reads: with `bidding.rx_timestamps` (the default) the listener has `SO_TIMESTAMPNS` (accepted
+//! sockets inherit it) and each read is a non-blocking `recvmsg(2)` on the raw fd once tokio
+//! says the socket is readable, so the connection carries the kernel's receive stamp to the
+//! core ([`crate::rxtime`]); otherwise a plain read, and requests count from their read.
 //! Must never: share state with another core, or block the thread outside the runtime.
 
 use std::cell::{Cell, RefCell};
@@ -13,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
@@ -27,6 +31,8 @@ struct State {
     pool: RefCell<Vec<Conn>>,
     open: Cell<usize>,
     draining: Cell<bool>,
+    /// Said once: a read carried no kernel receive stamp.
+    warned_unstamped: Cell<bool>,
     notify: Notify,
     lc: LoopConfig,
 }
@@ -53,12 +59,22 @@ async fn serve(
     lc: LoopConfig,
     shutdown: Arc<AtomicBool>,
 ) -> io::Result<()> {
+    let mut lc = lc;
+    if lc.rx_timestamps {
+        use std::os::fd::AsRawFd;
+        if let Err(e) = crate::rxtime::enable(listener.as_raw_fd()) {
+            tracing::warn!(error = %e,
+                "SO_TIMESTAMPNS refused on the listener: requests count their age from the read");
+            lc.rx_timestamps = false;
+        }
+    }
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let st = Rc::new(State {
         core: RefCell::new(core),
         pool: RefCell::new(Vec::with_capacity(lc.max_conns)),
         open: Cell::new(0),
         draining: Cell::new(false),
+        warned_unstamped: Cell::new(false),
         notify: Notify::new(),
         lc,
     });
@@ -195,8 +211,9 @@ async fn serve_conn(st: &State, stream: &mut TcpStream, conn: &mut Conn) -> Clos
         if buf.capacity() - buf.len() < 4096.min(room) {
             buf.reserve(4096);
         }
+        let stamps = st.lc.rx_timestamps;
         tokio::select! {
-            r = timeout_at(deadline, stream.read_buf(buf)) => match r {
+            r = timeout_at(deadline, read_stamped(stream, buf, stamps)) => match r {
                 Err(_) => {
                     if pending_since.is_some() {
                         st.core.borrow_mut().timeout(conn);
@@ -204,17 +221,54 @@ async fn serve_conn(st: &State, stream: &mut TcpStream, conn: &mut Conn) -> Clos
                     }
                     return CloseReason::IdleTimeout;
                 }
-                Ok(Ok(0)) => return CloseReason::Client,
-                Ok(Ok(n)) => {
+                Ok(Ok((0, _))) => return CloseReason::Client,
+                Ok(Ok((n, rx))) => {
                     last = Instant::now();
+                    conn.set_rx_stamp(rx.unwrap_or(0));
                     let mut core = st.core.borrow_mut();
                     core.metrics_mut().bytes_in += n as u64;
+                    if stamps && rx.is_none() {
+                        core.metrics_mut().rx_unstamped += 1;
+                        if !st.warned_unstamped.replace(true) {
+                            tracing::warn!(core = core.id(),
+                                "a read carried no kernel receive stamp: such requests count their age from the read");
+                        }
+                    }
                     core.begin_turn();
                     core.on_input(conn);
                 }
                 Ok(Err(_)) => return CloseReason::IoError,
             },
             _ = st.notify.notified(), if !st.draining.get() => {}
+        }
+    }
+}
+
+/// Reads into `buf`'s spare capacity: `recvmsg` with the kernel's receive stamp when `stamps`,
+/// else a plain read. `(0, _)` is EOF.
+async fn read_stamped(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    stamps: bool,
+) -> io::Result<(usize, Option<u64>)> {
+    if !stamps {
+        return stream.read_buf(buf).await.map(|n| (n, None));
+    }
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    loop {
+        stream.readable().await?;
+        let r = stream.try_io(Interest::READABLE, || {
+            crate::rxtime::recv_stamped(fd, buf.spare_capacity_mut())
+        });
+        match r {
+            Ok((n, rx)) => {
+                // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok((n, rx));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -30,4 +30,7 @@ pub struct LoopConfig {
     pub ring_entries: u32,
     pub buffers: u16,
     pub buffer_bytes: u32,
+    /// Stamp received bytes in the kernel (`SO_TIMESTAMPNS`) and receive with `recvmsg`, so
+    /// requests count their age from arrival ([`crate::rxtime`]).
+    pub rx_timestamps: bool,
 }

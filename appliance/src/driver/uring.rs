@@ -3,9 +3,15 @@
 //!
 //! Per turn: one `submit_and_wait(1)` submits everything queued in the previous turn (the turn's
 //! responses together) and waits; then every completion is handled — multishot accept, multishot
-//! recv into a provided buffer ring (`register_buf_ring_with_flags`), sends, the loop timer
+//! receive into a provided buffer ring (`register_buf_ring_with_flags`), sends, the loop timer
 //! (a multishot timeout in the same ring) — and every connection that received bytes is handed
-//! to the core once. Setup: `SINGLE_ISSUER | DEFER_TASKRUN`, else `COOP_TASKRUN | TASKRUN_FLAG`;
+//! to the core once. The receive is a `RECVMSG` multishot on sockets with `SO_TIMESTAMPNS`
+//! (`bidding.rx_timestamps`, the default): each buffer then starts with an
+//! `io_uring_recvmsg_out` header and the kernel's receive stamp as a control message
+//! ([`crate::rxtime`]), which the connection carries to the core so a request's age counts its
+//! wait in the socket buffer; otherwise (or when the socket option fails) a plain `RECV`
+//! multishot, and requests count from their read. A read without a stamp is counted
+//! (`helios_rx_unstamped_total`) and logged once. Setup: `SINGLE_ISSUER | DEFER_TASKRUN`, else `COOP_TASKRUN | TASKRUN_FLAG`;
 //! never SQPOLL (12–15 µs per round trip on 2 vCPUs). If no ring can be set up, [`Ring::new`]
 //! fails and the caller falls back to epoll.
 //!
@@ -23,7 +29,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use io_uring::types::{BufRingEntry, Fd, TimeoutFlags, Timespec};
+use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, TimeoutFlags, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use quanta::{Clock, Instant};
 
@@ -153,6 +159,8 @@ struct Slot {
     last: Instant,
     pending_since: Option<Instant>,
     reason: CloseReason,
+    /// Receives with `RECVMSG` and carries the kernel's receive stamps.
+    stamped: bool,
 }
 
 /// A set-up ring, ready to run a core. Created on the core's thread.
@@ -224,6 +232,11 @@ struct Loop {
     accepting: bool,
     draining: bool,
     tick_ts: Box<Timespec>,
+    /// The `RECVMSG` multishot template: no name, room for one `SCM_TIMESTAMPNS` (read by the
+    /// kernel when a receive is armed; boxed so its address stays put).
+    msghdr: Box<libc::msghdr>,
+    /// Said once: the kernel refused the option, or a read carried no stamp.
+    warned_unstamped: bool,
 }
 
 /// Runs `core` on `ring` until shutdown is requested and connections are drained.
@@ -255,8 +268,20 @@ pub fn run(
                 .sec(tick.as_secs())
                 .nsec(tick.subsec_nanos()),
         ),
+        msghdr: Box::new(recvmsg_template()),
+        warned_unstamped: false,
         lc,
     };
+    if l.lc.rx_timestamps {
+        // Set on the listener too: accepted sockets inherit it, so even the bytes that arrive
+        // before the accept completes are stamped.
+        if let Err(e) = crate::rxtime::enable(l.listen_fd) {
+            tracing::warn!(core = l.core.id(), error = %e,
+                "SO_TIMESTAMPNS refused on the listener: requests count their age from the read");
+            l.warned_unstamped = true;
+            l.lc.rx_timestamps = false;
+        }
+    }
     l.arm_accept()?;
     l.arm_tick()?;
     let mut next_publish = l.clock.now();
@@ -344,6 +369,14 @@ pub fn run(
     Ok(())
 }
 
+/// The `msghdr` a `RECVMSG` multishot reads its layout from: no address, room for one stamp.
+fn recvmsg_template() -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_controllen = crate::rxtime::CONTROL_LEN as _;
+    m
+}
+
 impl Loop {
     fn push(&mut self, e: squeue::Entry) -> io::Result<()> {
         loop {
@@ -379,9 +412,12 @@ impl Loop {
             return Ok(());
         }
         s.recv_armed = true;
-        let e = opcode::RecvMulti::new(Fd(s.fd), BGID)
-            .build()
-            .user_data(ud(RECV, i, s.generation));
+        let e = if s.stamped {
+            opcode::RecvMsgMulti::new(Fd(s.fd), &*self.msghdr as *const libc::msghdr, BGID).build()
+        } else {
+            opcode::RecvMulti::new(Fd(s.fd), BGID).build()
+        };
+        let e = e.user_data(ud(RECV, i, s.generation));
         self.push(e)
     }
 
@@ -416,6 +452,8 @@ impl Loop {
             return Ok(());
         }
         crate::sys::set_nodelay(fd);
+        // SO_TIMESTAMPNS is inherited from the listener (set in `run`).
+        let stamped = self.lc.rx_timestamps;
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -435,6 +473,7 @@ impl Loop {
                     last: now,
                     pending_since: None,
                     reason: CloseReason::Client,
+                    stamped: false,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -445,6 +484,7 @@ impl Loop {
         s.last = now;
         s.pending_since = None;
         s.reason = CloseReason::Client;
+        s.stamped = stamped;
         self.open += 1;
         self.arm_recv(i)
     }
@@ -464,12 +504,43 @@ impl Loop {
         now: Instant,
     ) -> io::Result<()> {
         let more = cqueue::more(flags);
+        let mut res = res;
         if let Some(bid) = cqueue::buffer_select(flags) {
             if res > 0 && self.valid(i, generation) {
-                let data = self.r.bufs.buf(bid, res as usize);
+                let raw = self.r.bufs.buf(bid, res as usize);
+                let stamped = self.slots[i as usize].stamped;
+                // RECVMSG: header, (no name), control, payload. An empty payload is EOF.
+                let (data, rx, bad) = if stamped {
+                    match RecvMsgOut::parse(raw, &self.msghdr) {
+                        Ok(m) => {
+                            // The payload as a range of `raw` (the parsed view borrows `m`).
+                            let p = m.payload_data();
+                            let at = p.as_ptr() as usize - raw.as_ptr() as usize;
+                            let len = p.len();
+                            let rx = crate::rxtime::parse(m.control_data());
+                            (&raw[at..at + len], rx, false)
+                        }
+                        // Shorter than the header the kernel writes: never seen; close.
+                        Err(()) => (&raw[..0], None, true),
+                    }
+                } else {
+                    (raw, None, false)
+                };
+                res = if bad { -libc::EIO } else { data.len() as i32 };
+                if stamped && !data.is_empty() && rx.is_none() {
+                    self.core.metrics_mut().rx_unstamped += 1;
+                    if !self.warned_unstamped {
+                        self.warned_unstamped = true;
+                        tracing::warn!(
+                            core = self.core.id(),
+                            "a read carried no kernel receive stamp: such requests count their age from the read"
+                        );
+                    }
+                }
                 let s = &mut self.slots[i as usize];
-                if s.state == State::Open {
+                if s.state == State::Open && res > 0 {
                     s.last = now;
+                    s.conn.set_rx_stamp(rx.unwrap_or(0));
                     if s.conn.push(data) {
                         if !s.dirty {
                             s.dirty = true;
@@ -479,7 +550,9 @@ impl Loop {
                         self.abort(i, CloseReason::InputOverflow);
                     }
                 }
-                self.core.metrics_mut().bytes_in += res as u64;
+                if res > 0 {
+                    self.core.metrics_mut().bytes_in += res as u64;
+                }
             }
             self.r.bufs.recycle(bid);
         }
@@ -715,5 +788,96 @@ impl Loop {
             self.maybe_close(i)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    fn lc() -> LoopConfig {
+        let ms = Duration::from_millis;
+        LoopConfig {
+            idle: ms(1000),
+            slow: ms(1000),
+            linger: ms(0),
+            publish: ms(100),
+            drain: ms(100),
+            tick: ms(10),
+            max_conns: 4,
+            ring_entries: 8,
+            buffers: 4,
+            buffer_bytes: 4096,
+            rx_timestamps: true,
+        }
+    }
+
+    fn unix_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+
+    /// This kernel returns TCP's receive stamp through an io_uring `RECVMSG` multishot with
+    /// provided buffers: bytes that sat 30 ms in the socket buffer before the ring read them
+    /// are seen 30 ms old, and EOF is an empty payload.
+    #[test]
+    fn recvmsg_multishot_carries_the_tcp_receive_stamp() {
+        let Ok(mut ring) = Ring::new(&lc()) else {
+            eprintln!("skipped: no io_uring here");
+            return;
+        };
+        // Stamping is turned on in the kernel asynchronously the first time a socket asks.
+        assert!(crate::rxtime::probe(Duration::from_secs(2)));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        crate::rxtime::enable(s.as_raw_fd()).unwrap();
+        let msghdr = recvmsg_template();
+        let e = opcode::RecvMsgMulti::new(Fd(s.as_raw_fd()), &msghdr, BGID)
+            .build()
+            .user_data(7);
+        // SAFETY: `msghdr` and the buffer ring outlive the operation (the ring is dropped, and
+        // the operation with it, before them at the end of the test).
+        unsafe { ring.ring.submission().push(&e).unwrap() };
+        ring.ring.submit().unwrap();
+        let sent = unix_ns();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        ring.ring.submit_and_wait(1).unwrap();
+        let read_at = unix_ns();
+        let cqe = ring.ring.completion().next().expect("a completion");
+        assert!(cqe.result() > 0, "recvmsg: {}", cqe.result());
+        assert!(cqueue::more(cqe.flags()), "the multishot goes on");
+        let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
+        let raw = ring.bufs.buf(bid, cqe.result() as usize);
+        let m = RecvMsgOut::parse(raw, &msghdr).unwrap();
+        assert_eq!(m.payload_data(), b"GET / HTTP/1.1\r\n\r\n");
+        let rx = crate::rxtime::parse(m.control_data()).expect("the stamp came through io_uring");
+        assert!(sent <= rx && rx <= read_at, "{sent} ≤ {rx} ≤ {read_at}");
+        let age = crate::rxtime::age_ns(rx, read_at);
+        assert!(age >= 29_000_000, "waited {age} ns in the socket buffer");
+        ring.bufs.recycle(bid);
+        ring.bufs.publish();
+        // EOF: a completion whose payload is empty, ending the multishot.
+        drop(c);
+        ring.ring.submit_and_wait(1).unwrap();
+        let cqe = ring.ring.completion().next().expect("a completion");
+        assert!(!cqueue::more(cqe.flags()));
+        if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+            let raw = ring.bufs.buf(bid, cqe.result().max(0) as usize);
+            assert!(
+                RecvMsgOut::parse(raw, &msghdr)
+                    .unwrap()
+                    .payload_data()
+                    .is_empty()
+            );
+        } else {
+            assert_eq!(cqe.result(), 0);
+        }
     }
 }

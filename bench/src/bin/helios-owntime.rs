@@ -79,9 +79,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("reading {}", cli.campaigns.display()))?;
         CompiledSet::parse(&b).with_context(|| format!("campaigns {}", cli.campaigns.display()))?
     };
-    let mut cfg = Config::default();
-    // Every corpus request is decided: no per-turn admission limit here.
-    cfg.bidding.max_inflight_per_core = u32::MAX / 2;
+    let cfg = Config::default();
     let notice = NoticeSetup {
         key: b"bench-notice-key".to_vec(),
         base: "http://127.0.0.1:8080".into(),
