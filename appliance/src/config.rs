@@ -905,6 +905,31 @@ mod tests {
     }
 
     #[test]
+    fn journal_size_is_checked_and_zero_turns_it_off() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let c = load(None, &[], vec![]).unwrap();
+        assert_eq!(c.events.journal_bytes_per_core, 16 << 20);
+        for bad in ["1000", "65537", "4096"] {
+            assert!(
+                msg(load(
+                    None,
+                    &[("HELIOS_EVENTS_JOURNAL_BYTES_PER_CORE", bad)],
+                    vec![]
+                ))
+                .contains("events.journal_bytes_per_core"),
+                "{bad} refused"
+            );
+        }
+        let c = load(
+            None,
+            &[("HELIOS_EVENTS_JOURNAL_BYTES_PER_CORE", "0")],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.events.journal_bytes_per_core, 0);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
         assert!(

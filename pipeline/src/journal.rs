@@ -245,7 +245,7 @@ impl Drop for JournalMap {
     }
 }
 
-/// Where the next record goes, reserved by [`JournalWriter::reserve`].
+/// Where the next record goes, found by [`JournalWriter::prepare`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     start: u64,
@@ -275,11 +275,20 @@ impl JournalWriter {
         }
     }
 
-    /// Room for a record of an event of `body` compact bytes, or `None` when the journal is
-    /// full (the producer has not settled enough). Reads the shared acknowledged position
-    /// only when the cached bound is reached.
+    /// Encodes `e` (into this writer's buffer) and finds room for its record, or `None` when
+    /// the journal is full (the producer has not settled enough). Reads the shared
+    /// acknowledged position only when the cached bound is reached. Nothing is written to the
+    /// ring until [`commit`](Self::commit).
     #[inline]
-    pub fn reserve(&mut self, body: usize) -> Option<Slot> {
+    pub fn prepare(&mut self, e: &Event) -> Option<Slot> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0u8; RECORD_HEADER]);
+        e.encode_into(&mut self.scratch);
+        self.reserve(self.scratch.len() - RECORD_HEADER)
+    }
+
+    #[inline]
+    fn reserve(&mut self, body: usize) -> Option<Slot> {
         let size = record_bytes(body);
         let start = place(self.pos, size, self.map.cap);
         let end = start + size;
@@ -292,17 +301,14 @@ impl JournalWriter {
         Some(Slot { start, end })
     }
 
-    /// Writes `e` into `slot` (from [`reserve`](Self::reserve), the latest one). No syscall,
+    /// Writes the event of the latest [`prepare`](Self::prepare) into its `slot`. No syscall,
     /// no allocation.
     #[inline]
-    pub fn write(&mut self, slot: Slot, e: &Event) {
+    pub fn commit(&mut self, slot: Slot) {
         let cap = self.map.cap;
         if slot.start != self.pos {
             self.wrap_marker();
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&[0u8; RECORD_HEADER]);
-        e.encode_into(&mut self.scratch);
         let body_len = self.scratch.len() - RECORD_HEADER;
         debug_assert_eq!(record_bytes(body_len), slot.end - slot.start);
         let len = body_len as u32;
@@ -598,14 +604,15 @@ impl Acks {
         }
     }
 
-    /// An event drained from `core`'s queue went into open frame `frame`.
+    /// An event drained from `core`'s queue went into open frame `frame`; `body` is its size
+    /// in the compact layout (what the frame grew by, less the entry header).
     #[inline]
-    pub fn event(&mut self, frame: usize, core: usize, e: &Event) {
+    pub fn event(&mut self, frame: usize, core: usize, body: usize) {
         let Some(c) = self.cores.get_mut(core) else {
             return;
         };
         let cap = c.map.cap;
-        let size = record_bytes(e.encoded_len());
+        let size = record_bytes(body);
         let start = place(c.next, size, cap);
         c.next = start + size;
         let t = match self.open[frame] {
@@ -743,8 +750,8 @@ mod tests {
         let mut w = JournalWriter::new(map.clone());
         for i in 0..100 {
             let e = ev(i);
-            let s = w.reserve(e.encoded_len()).unwrap();
-            w.write(s, &e);
+            let s = w.prepare(&e).unwrap();
+            w.commit(s);
         }
         let (ring, cap, acked) = ring_of(&p);
         assert_eq!((cap, acked), (MIN_CAPACITY, 0));
@@ -765,10 +772,10 @@ mod tests {
         // Fill the ring: the writer refuses once nothing is acknowledged.
         loop {
             let e = ev(written);
-            match w.reserve(e.encoded_len()) {
+            match w.prepare(&e) {
                 Some(s) => {
-                    w.write(s, &e);
-                    acks.event(0, 0, &e);
+                    w.commit(s);
+                    acks.event(0, 0, e.encoded_len());
                     written += 1;
                 }
                 None => break,
@@ -785,9 +792,9 @@ mod tests {
         let lap2_from = w.position();
         for i in 0..50 {
             let e = ev(10_000 + i);
-            let s = w.reserve(e.encoded_len()).expect("room after the ack");
-            w.write(s, &e);
-            acks.event(0, 0, &e);
+            let s = w.prepare(&e).expect("room after the ack");
+            w.commit(s);
+            acks.event(0, 0, e.encoded_len());
         }
         assert!(w.position() > MIN_CAPACITY, "the writer went round");
         let (ring, cap, acked) = ring_of(&p);
@@ -806,13 +813,13 @@ mod tests {
             .map(|c| JournalMap::create(&journal_path(dir.path(), c), c, MIN_CAPACITY).unwrap())
             .collect();
         let mut acks = Acks::new(maps.clone(), 2);
-        let e = ev(1);
-        let sz = record_bytes(e.encoded_len());
+        let e = ev(1).encoded_len();
+        let sz = record_bytes(e);
         // Core 0: events 0,1 → frame 0; event 2 → frame 1. Core 1: event → frame 1.
-        acks.event(0, 0, &e);
-        acks.event(0, 0, &e);
-        acks.event(1, 0, &e);
-        acks.event(1, 1, &e);
+        acks.event(0, 0, e);
+        acks.event(0, 0, e);
+        acks.event(1, 0, e);
+        acks.event(1, 1, e);
         let f0 = acks.take(0);
         let f1 = acks.take(1);
         // Frame 1 acknowledged first: core 0 still waits for frame 0 (position 0); core 1 done.
@@ -830,7 +837,7 @@ mod tests {
         assert_eq!(maps[0].acked().load(Ordering::Acquire), 3 * sz);
         assert_eq!(acks.unsettled(), 0);
         // An event drained but still in an open frame holds the position.
-        acks.event(1, 0, &e);
+        acks.event(1, 0, e);
         acks.publish();
         assert_eq!(maps[0].acked().load(Ordering::Acquire), 3 * sz);
         let t = acks.take(1);
@@ -848,8 +855,8 @@ mod tests {
         let mut ends = vec![];
         for i in 0..10 {
             let e = ev(i);
-            let s = w.reserve(e.encoded_len()).unwrap();
-            w.write(s, &e);
+            let s = w.prepare(&e).unwrap();
+            w.commit(s);
             ends.push(w.position());
         }
         let (mut ring, cap, _) = ring_of(&p);
@@ -879,10 +886,10 @@ mod tests {
             let mut acks = Acks::new(vec![map.clone()], 1);
             for i in 0..30 {
                 let e = ev(i);
-                let s = w.reserve(e.encoded_len()).unwrap();
-                w.write(s, &e);
+                let s = w.prepare(&e).unwrap();
+                w.commit(s);
                 if i < 10 {
-                    acks.event(0, 0, &e);
+                    acks.event(0, 0, e.encoded_len());
                 }
             }
             // The first 10 are settled; 20 are not.

@@ -439,13 +439,17 @@ impl ProducerThread {
             f.push(inc);
         }
         let i = self.frames.index(topic_index(ev.kind), ev);
+        let mut before = self.frames.open[i].buf.len();
         if !self.frames.open[i].buf.push(ev) {
             self.flush_frame(i);
+            before = self.frames.open[i].buf.len();
             let pushed = self.frames.open[i].buf.push(ev);
             // An empty frame holds any event (FrameBuf sizes itself for the largest).
             debug_assert!(pushed);
         }
-        self.acks.event(i, core, ev);
+        // The event's compact size is what the frame grew by (its journal record's size).
+        let body = self.frames.open[i].buf.len() - before - codec::event::frame::ENTRY_HEADER;
+        self.acks.event(i, core, body);
         let f = &mut self.frames.open[i];
         if f.since.is_none() {
             f.since = Some(Instant::now());

@@ -104,7 +104,7 @@ impl CoreSink {
         // Room first, push second, write third: the producer derives the record's position
         // from the queue order, so only an event that is in the queue may have a record.
         let slot = match &mut self.journal {
-            Some(j) => match j.reserve(event.encoded_len()) {
+            Some(j) => match j.prepare(event) {
                 Some(s) => Some(s),
                 None => return self.journal_full(event),
             },
@@ -113,7 +113,7 @@ impl CoreSink {
         match self.queue.push(*event) {
             Ok(()) => {
                 if let (Some(j), Some(s)) = (&mut self.journal, slot) {
-                    j.write(s, event);
+                    j.commit(s);
                 }
                 if self.overflow_pending {
                     self.seal_overflow();
@@ -132,7 +132,7 @@ impl CoreSink {
     #[inline]
     pub fn try_emit(&mut self, event: &Event) -> bool {
         let slot = match &mut self.journal {
-            Some(j) => match j.reserve(event.encoded_len()) {
+            Some(j) => match j.prepare(event) {
                 Some(s) => Some(s),
                 None => return false,
             },
@@ -142,7 +142,7 @@ impl CoreSink {
             return false;
         }
         if let (Some(j), Some(s)) = (&mut self.journal, slot) {
-            j.write(s, event);
+            j.commit(s);
         }
         true
     }
