@@ -90,6 +90,7 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 && let Some(p) = p.as_ref()
             {
                 pipeline_metrics(&mut out, &p.metrics());
+                journal_metrics(&mut out, &p.journal_usage());
             }
             reply(&mut s, 200, "text/plain; version=0.0.4", &out)
         }
@@ -113,7 +114,7 @@ fn serve(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
 
 /// The event pipeline's node-level series (one producer thread per node, so no `core` label).
 fn pipeline_metrics(out: &mut String, m: &pipeline::MetricsSnapshot) {
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let rows: [(&str, &str, &str, u64); 12] = [
         (
             "helios_pipeline_queue_depth",
             "gauge",
@@ -157,6 +158,18 @@ fn pipeline_metrics(out: &mut String, m: &pipeline::MetricsSnapshot) {
             m.delivery_errors,
         ),
         (
+            "helios_pipeline_journal_replayed_total",
+            "counter",
+            "Events found unacknowledged in the cores' journals at start and replayed.",
+            m.journal_replayed,
+        ),
+        (
+            "helios_pipeline_journal_full_total",
+            "counter",
+            "Events that found their core's journal full and went to the spool instead.",
+            m.journal_full,
+        ),
+        (
             "helios_pipeline_spool_bytes",
             "gauge",
             "Bytes in the disk spool.",
@@ -178,6 +191,29 @@ fn pipeline_metrics(out: &mut String, m: &pipeline::MetricsSnapshot) {
     for (name, kind, help, v) in rows {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
+}
+
+/// Each core's write-ahead journal: bytes drained and not yet acknowledged, and capacity.
+fn journal_metrics(out: &mut String, usage: &[(u16, u64, u64)]) {
+    if usage.is_empty() {
+        return;
+    }
+    out.push_str(
+        "# HELP helios_pipeline_journal_bytes Journal bytes of events drained and not yet acknowledged by Kafka or the spool.\n# TYPE helios_pipeline_journal_bytes gauge\n",
+    );
+    for (core, used, _) in usage {
+        out.push_str(&format!(
+            "helios_pipeline_journal_bytes{{core=\"{core}\"}} {used}\n"
+        ));
+    }
+    out.push_str(
+        "# HELP helios_pipeline_journal_capacity_bytes Size of each core's journal ring.\n# TYPE helios_pipeline_journal_capacity_bytes gauge\n",
+    );
+    for (core, _, cap) in usage {
+        out.push_str(&format!(
+            "helios_pipeline_journal_capacity_bytes{{core=\"{core}\"}} {cap}\n"
         ));
     }
 }

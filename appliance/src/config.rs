@@ -156,6 +156,11 @@ pub struct Events {
     /// A frame that is not full is sent this long after its first event (ms): the bound on an
     /// event's wait in the producer; longer means fewer, fuller Kafka records at low rates.
     pub frame_linger_ms: u64,
+    /// Bytes of each core's write-ahead journal (memory-mapped file in spool_dir; a multiple
+    /// of 4096, 65536..=4294967296; 0 = off). Every event is in it before its answer leaves,
+    /// until Kafka or the spool has it, so SIGKILL loses no answered event (not power loss).
+    /// Full → events go to the spool instead (helios_pipeline_journal_full_total).
+    pub journal_bytes_per_core: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +347,7 @@ impl Default for Events {
             frequency_redis_url: String::new(),
             frame_max_bytes: pipeline::PipelineConfig::default().frame_max_bytes,
             frame_linger_ms: pipeline::PipelineConfig::default().frame_linger_ms,
+            journal_bytes_per_core: pipeline::PipelineConfig::default().journal_bytes_per_core,
         }
     }
 }
@@ -722,6 +728,16 @@ impl Config {
             60 * 1024,
         )?;
         range("events.frame_linger_ms", e.frame_linger_ms, 1, 10_000)?;
+        let jb = e.journal_bytes_per_core;
+        if jb != 0 {
+            range("events.journal_bytes_per_core", jb, 1 << 16, 1 << 32)?;
+            if !jb.is_multiple_of(4096) {
+                return Err(key_err(
+                    "events.journal_bytes_per_core",
+                    "must be a multiple of 4096 (or 0 for no journal)",
+                ));
+            }
+        }
         redis_url("events.frequency_redis_url", &e.frequency_redis_url)?;
         redis_url(
             "bidding.campaigns_redis_url",
@@ -895,6 +911,31 @@ mod tests {
         assert_eq!(c.http.idle_timeout_ms, 11);
         assert_eq!(c.server.driver, Driver::Epoll);
         assert!(c.server.null);
+    }
+
+    #[test]
+    fn journal_size_is_checked_and_zero_turns_it_off() {
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let c = load(None, &[], vec![]).unwrap();
+        assert_eq!(c.events.journal_bytes_per_core, 16 << 20);
+        for bad in ["1000", "65537", "4096"] {
+            assert!(
+                msg(load(
+                    None,
+                    &[("HELIOS_EVENTS_JOURNAL_BYTES_PER_CORE", bad)],
+                    vec![]
+                ))
+                .contains("events.journal_bytes_per_core"),
+                "{bad} refused"
+            );
+        }
+        let c = load(
+            None,
+            &[("HELIOS_EVENTS_JOURNAL_BYTES_PER_CORE", "0")],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.events.journal_bytes_per_core, 0);
     }
 
     #[test]

@@ -129,6 +129,7 @@ fn pipeline_config(
         redis_ca_pem: redis_ca.cloned(),
         frame_max_bytes: e.frame_max_bytes,
         frame_linger_ms: e.frame_linger_ms,
+        journal_bytes_per_core: e.journal_bytes_per_core,
         ..pipeline::PipelineConfig::default()
     }
 }

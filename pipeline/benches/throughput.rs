@@ -5,7 +5,8 @@
 //! bench/RESULTS.md). Environment: `HELIOS_TANSU` (broker binary), `HELIOS_BENCH_EVENTS`
 //! (default 500000), `HELIOS_BENCH_LINGER` (`0,5,20`), `HELIOS_BENCH_COMPRESSION` (`lz4,none`; zstd is not in this rdkafka build),
 //! `HELIOS_BENCH_ENGINES` (`memory,sqlite`), `HELIOS_BENCH_FRAME_EVENTS` (most events per Kafka
-//! record, `65535,1`: frames against one event per record, side by side).
+//! record, `65535,1`: frames against one event per record, side by side), `HELIOS_BENCH_JOURNAL`
+//! (`on,off`: each core's write-ahead journal on — 16 MiB, the default — or off, side by side).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -100,13 +101,15 @@ struct Row {
     spooled: u64,
     overflowed: u64,
     frame_events: u16,
+    journal: bool,
+    journal_full: u64,
 }
 
 fn run(
     brokers: &str,
     broker_pid: u32,
     tag: &str,
-    (linger, compression, frame_events): (u32, &str, u16),
+    (linger, compression, frame_events, journal): (u32, &str, u16, bool),
     n: u64,
 ) -> Row {
     let spool = std::env::temp_dir().join(format!("helios-bench-spool-{tag}"));
@@ -123,6 +126,9 @@ fn run(
     cfg.producer.linger_ms = linger;
     cfg.producer.compression = compression.to_string();
     cfg.frame_max_events = frame_events;
+    if !journal {
+        cfg.journal_bytes_per_core = 0;
+    }
     if frame_events == 1 {
         // One event per record, as schema 1 did: give librdkafka the queue bound it had then
         // (200,000 records; the default of 4,096 is sized for frames).
@@ -176,6 +182,8 @@ fn run(
         broker_cpu_ns: broker_cpu.as_nanos() as f64 / n as f64,
         spooled: m.spooled,
         overflowed: m.overflowed,
+        journal,
+        journal_full: m.journal_full,
     }
 }
 
@@ -205,6 +213,10 @@ fn main() {
         .iter()
         .filter_map(|v| v.parse().ok())
         .collect();
+    let journals: Vec<bool> = env_list("HELIOS_BENCH_JOURNAL", "on,off")
+        .iter()
+        .map(|v| v == "on")
+        .collect();
     let mut sample = Event::new(EventKind::Bid);
     sample.request_id = InlineStr::new("0f8fad5b-d9cb-469f-a165-70867728950e");
     println!(
@@ -229,23 +241,31 @@ fn main() {
         for &linger in &lingers {
             for c in &compressions {
                 for &fe in &frame_events {
-                    let tag = format!("bench-{engine}-{linger}-{c}-{fe}-{}", std::process::id());
-                    let mut r = run(&brokers, broker.child.id(), &tag, (linger, c, fe), n);
-                    r.engine = engine.clone();
-                    println!(
-                        "{:7} linger {:3} ms {:5} ≤{:5} ev/record: {:>9.0} events/s  pipeline CPU {:>6.0} ns/event  broker CPU {:>7.0} ns/event  (acked {}, spooled {}, overflowed {})",
-                        r.engine,
-                        r.linger,
-                        r.compression,
-                        r.frame_events,
-                        r.events as f64 / r.secs,
-                        r.pipeline_cpu_ns,
-                        r.broker_cpu_ns,
-                        r.events,
-                        r.spooled,
-                        r.overflowed
-                    );
-                    rows.push(r);
+                    for &j in &journals {
+                        let tag = format!(
+                            "bench-{engine}-{linger}-{c}-{fe}-{}-{}",
+                            if j { "j" } else { "nj" },
+                            std::process::id()
+                        );
+                        let mut r = run(&brokers, broker.child.id(), &tag, (linger, c, fe, j), n);
+                        r.engine = engine.clone();
+                        println!(
+                            "{:7} linger {:3} ms {:5} ≤{:5} ev/record journal {:3}: {:>9.0} events/s  pipeline CPU {:>6.0} ns/event  broker CPU {:>7.0} ns/event  (acked {}, spooled {}, overflowed {}, journal full {})",
+                            r.engine,
+                            r.linger,
+                            r.compression,
+                            r.frame_events,
+                            if r.journal { "on" } else { "off" },
+                            r.events as f64 / r.secs,
+                            r.pipeline_cpu_ns,
+                            r.broker_cpu_ns,
+                            r.events,
+                            r.spooled,
+                            r.overflowed,
+                            r.journal_full
+                        );
+                        rows.push(r);
+                    }
                 }
             }
         }
@@ -253,16 +273,17 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "\n| engine | linger.ms | compression | events/record ≤ | events/s | pipeline CPU ns/event | broker CPU ns/event |"
+        "\n| engine | linger.ms | compression | events/record ≤ | journal | events/s | pipeline CPU ns/event | broker CPU ns/event |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
             r.engine,
             r.linger,
             r.compression,
             r.frame_events,
+            if r.journal { "on" } else { "off" },
             r.events as f64 / r.secs,
             r.pipeline_cpu_ns,
             r.broker_cpu_ns

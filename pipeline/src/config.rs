@@ -84,6 +84,15 @@ pub struct PipelineConfig {
     pub spool_segment_bytes: u64,
     /// `fdatasync` the producer's spool segment at most this often (ms); 0 = on seal only.
     pub spool_sync_interval_ms: u64,
+    /// Bytes of each core's write-ahead journal (`<spool_dir>/journal-c<N>.wal`, memory-mapped,
+    /// allocated and pre-faulted at start; a multiple of 4096, 64 KiB–4 GiB), or 0 for none.
+    /// Every event is in it before `emit` returns, until the producer has it acknowledged by
+    /// Kafka or written to the spool, so a killed process loses no emitted event (the page cache
+    /// outlives the process; a power loss is not covered). When it is full (the broker
+    /// acknowledges slower than the cores emit) events go to the core's overflow spool segment,
+    /// counted in `journal_full`. Size it for the unacknowledged window: events/s per core ×
+    /// ≈ 170 bytes × acknowledgement latency (frame linger + broker).
+    pub journal_bytes_per_core: u64,
     /// Topic of bid and no-bid events.
     pub topic_bids: String,
     /// Topic of win, billing, loss and click events.
@@ -148,6 +157,7 @@ impl Default for PipelineConfig {
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 8 << 20,
             spool_sync_interval_ms: 1_000,
+            journal_bytes_per_core: 16 << 20,
             topic_bids: codec::event::TOPIC_BIDS.into(),
             topic_outcomes: codec::event::TOPIC_OUTCOMES.into(),
             topic_partitions: 6,

@@ -3,7 +3,8 @@
 //! Owns: one bounded lock-free queue per core ([`CoreSink`], owned by its core), the producer
 //! thread that drains them into Kafka ([`producer`]), the disk spool used when the broker is
 //! away ([`spool`]), the frequency-counter worker that applies billing side effects in Redis
-//! ([`frequency`]), and the signing and checking of our notice URLs ([`notice`]).
+//! ([`frequency`]), each core's write-ahead journal that makes an event survive the process
+//! being killed ([`journal`]), and the signing and checking of our notice URLs ([`notice`]).
 //! Must never: make a bidding core wait for Kafka, or drop an event without counting it.
 //!
 //! Threads: each core owns its `CoreSink`; the producer thread (`helios-producer`) owns the
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod framing;
 pub mod frequency;
+pub mod journal;
 pub mod metrics;
 pub mod notice;
 pub mod producer;
@@ -44,6 +46,11 @@ pub enum PipelineError {
     Config(String),
     #[error("spool directory {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
+    #[error("journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("frequency worker (redis): {0}")]
@@ -103,6 +110,17 @@ impl Pipeline {
                 "replay_window and drain_batch must be > 0".into(),
             ));
         }
+        let jb = cfg.journal_bytes_per_core;
+        if jb != 0
+            && (!(journal::MIN_CAPACITY..=journal::MAX_CAPACITY).contains(&jb)
+                || !jb.is_multiple_of(4096))
+        {
+            return Err(PipelineError::Config(format!(
+                "journal_bytes_per_core must be 0 or a multiple of 4096 in {}..={}, got {jb}",
+                journal::MIN_CAPACITY,
+                journal::MAX_CAPACITY
+            )));
+        }
         producer::validate(cfg)?;
         let counters = Arc::new(Counters::default());
         let (spool, recovered) = Spool::open(
@@ -121,6 +139,38 @@ impl Pipeline {
                 bytes = recovered.bytes,
                 "pipeline: spool left by a previous run; replaying it"
             );
+        }
+        // Before any core runs: what a killed predecessor left in its journals goes to the
+        // spool (sealed and synced), then each core gets a fresh journal.
+        let journal_err = |path: &std::path::Path, source| PipelineError::Journal {
+            path: path.display().to_string(),
+            source,
+        };
+        let replayed = journal::recover(
+            &cfg.spool_dir,
+            &spool,
+            &counters,
+            cfg.key_buckets,
+            cfg.frame_max_bytes,
+        )
+        .map_err(|e| journal_err(&cfg.spool_dir, e))?;
+        if replayed.journals > 0 {
+            tracing::info!(
+                journals = replayed.journals,
+                events = replayed.events,
+                torn = replayed.torn,
+                "pipeline: journals of a previous run replayed into the spool"
+            );
+        }
+        let mut journals = Vec::new();
+        if jb != 0 {
+            for core in 0..cores as u16 {
+                let path = journal::journal_path(&cfg.spool_dir, core);
+                journals.push(
+                    journal::JournalMap::create(&path, core, jb)
+                        .map_err(|e| journal_err(&path, e))?,
+                );
+            }
         }
         let topics_ready = if cfg.create_topics {
             match topics::ensure_topics(
@@ -155,6 +205,7 @@ impl Pipeline {
             .collect();
         let shared = Arc::new(Shared {
             queues: queues.clone(),
+            journals: journals.clone(),
             counters: counters.clone(),
             stop: std::sync::atomic::AtomicBool::new(false),
             deadline: std::sync::Mutex::new(None),
@@ -166,6 +217,7 @@ impl Pipeline {
                 CoreSink::new(
                     i as u16,
                     q,
+                    journals.get(i).cloned().map(journal::JournalWriter::new),
                     counters.clone(),
                     spool.clone(),
                     cfg.key_buckets,
@@ -190,7 +242,19 @@ impl Pipeline {
     /// A snapshot of the counters and the queues' depth.
     pub fn metrics(&self) -> MetricsSnapshot {
         let depth = self.shared.queues.iter().map(|q| q.len() as u64).sum();
-        MetricsSnapshot::read(&self.shared.counters, depth, self.capacity)
+        let mut m = MetricsSnapshot::read(&self.shared.counters, depth, self.capacity);
+        m.journal_bytes = self.shared.journals.iter().map(|j| j.bytes_in_use()).sum();
+        m
+    }
+
+    /// Per core: `(core, journal bytes drained and not yet acknowledged, journal capacity)`;
+    /// empty when the journal is off.
+    pub fn journal_usage(&self) -> Vec<(u16, u64, u64)> {
+        self.shared
+            .journals
+            .iter()
+            .map(|j| (j.core(), j.bytes_in_use(), j.capacity()))
+            .collect()
     }
 
     /// Stops the producer thread: drains the queues into Kafka (or the spool), waits up to

@@ -39,6 +39,12 @@ pub struct Counters {
     pub freq_failed: AtomicU64,
     /// Frequency increments dropped because the worker's queue was full.
     pub freq_dropped: AtomicU64,
+    /// Events found unacknowledged in the cores' journals at start and replayed (through the
+    /// spool) — the events a killed process had not delivered.
+    pub journal_replayed: AtomicU64,
+    /// Events a core could not journal because its journal was full (the producer had not
+    /// settled enough); each went to the core's overflow spool segment instead.
+    pub journal_full: AtomicU64,
     /// Bytes in the spool now.
     pub spool_bytes: AtomicU64,
     /// Whether the producer thread believes the broker is reachable.
@@ -70,6 +76,10 @@ pub struct MetricsSnapshot {
     pub kafka_errors: u64,
     pub spool_corrupt: u64,
     pub spool_bytes: u64,
+    pub journal_replayed: u64,
+    pub journal_full: u64,
+    /// Journal bytes drained and not yet acknowledged, summed over cores.
+    pub journal_bytes: u64,
     pub freq_applied: u64,
     pub freq_duplicate: u64,
     pub freq_failed: u64,
@@ -93,6 +103,9 @@ impl MetricsSnapshot {
             kafka_errors: c.kafka_errors.load(Relaxed),
             spool_corrupt: c.spool_corrupt.load(Relaxed),
             spool_bytes: c.spool_bytes.load(Relaxed),
+            journal_replayed: c.journal_replayed.load(Relaxed),
+            journal_full: c.journal_full.load(Relaxed),
+            journal_bytes: 0,
             freq_applied: c.freq_applied.load(Relaxed),
             freq_duplicate: c.freq_duplicate.load(Relaxed),
             freq_failed: c.freq_failed.load(Relaxed),

@@ -45,17 +45,18 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use crate::config::PipelineConfig;
 use crate::framing::Frames;
 use crate::frequency::{FreqIncrement, FreqWorker};
+use crate::journal::{self, Acks, JournalMap};
 use crate::metrics::Counters;
 use crate::spool::{
     MAGIC, Next, Spool, SpoolError, SpoolWriter, TOPIC_BIDS, TOPIC_OUTCOMES, next_record,
     read_segment, topic_index,
 };
 
-/// Delivery opaque: `segment id << OPAQUE_SHIFT | events in the record`; segment id 0 is a live
-/// frame, spool records carry their segment's id (≥ 1).
+/// Delivery opaque: `segment id << OPAQUE_SHIFT | events in the record`; spool records carry
+/// their segment's id (≥ 1), live frames [`journal::live_segment`] (a tag and their journal
+/// token).
 const OPAQUE_SHIFT: u32 = 20;
 const OPAQUE_EVENTS: usize = (1 << OPAQUE_SHIFT) - 1;
-const LIVE: usize = 0;
 
 fn opaque(segment: usize, events: usize) -> usize {
     debug_assert!(events <= OPAQUE_EVENTS);
@@ -68,6 +69,8 @@ const MAX_LOADED_SEGMENTS: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub queues: Vec<Arc<ArrayQueue<Event>>>,
+    /// Each core's journal (empty when `journal_bytes_per_core` is 0).
+    pub journals: Vec<Arc<JournalMap>>,
     pub counters: Arc<Counters>,
     pub stop: AtomicBool,
     /// Deadline of the shutdown, set before `stop`.
@@ -263,6 +266,8 @@ pub(crate) struct ProducerThread {
     next_seg_id: usize,
     replay_inflight: usize,
     frames: Frames,
+    /// Which journal records are settled; publishes each core's acknowledged position.
+    acks: Acks,
     reports: Vec<Report>,
     respooled_since_sync: bool,
     /// Set at the shutdown deadline: what is still in the queues goes to the spool.
@@ -285,6 +290,7 @@ impl ProducerThread {
             cfg.frame_max_events,
             Duration::from_millis(cfg.frame_linger_ms),
         );
+        let acks = Acks::new(shared.journals.clone(), frames.open.len());
         let now = Instant::now();
         shared
             .counters
@@ -310,6 +316,7 @@ impl ProducerThread {
             next_seg_id: 1,
             replay_inflight: 0,
             frames,
+            acks,
             reports: Vec::with_capacity(1024),
             respooled_since_sync: false,
             spool_only: false,
@@ -416,7 +423,7 @@ impl ProducerThread {
                     break;
                 }
                 let Some(ev) = q.pop() else { break };
-                self.handle_live(&ev);
+                self.handle_live(qi, &ev);
                 n += 1;
             }
             saturated |= n == self.cfg.drain_batch;
@@ -427,17 +434,22 @@ impl ProducerThread {
     }
 
     /// Puts one drained event into its frame (sending the frame first when it is full).
-    fn handle_live(&mut self, ev: &Event) {
+    fn handle_live(&mut self, core: usize, ev: &Event) {
         if let (Some(f), Some(inc)) = (&self.freq, FreqIncrement::from_event(ev)) {
             f.push(inc);
         }
         let i = self.frames.index(topic_index(ev.kind), ev);
+        let mut before = self.frames.open[i].buf.len();
         if !self.frames.open[i].buf.push(ev) {
             self.flush_frame(i);
+            before = self.frames.open[i].buf.len();
             let pushed = self.frames.open[i].buf.push(ev);
             // An empty frame holds any event (FrameBuf sizes itself for the largest).
             debug_assert!(pushed);
         }
+        // The event's compact size is what the frame grew by (its journal record's size).
+        let body = self.frames.open[i].buf.len() - before - codec::event::frame::ENTRY_HEADER;
+        self.acks.event(i, core, body);
         let f = &mut self.frames.open[i];
         if f.since.is_none() {
             f.since = Some(Instant::now());
@@ -475,15 +487,17 @@ impl ProducerThread {
         }
         let events = f.buf.count();
         let (ti, key) = (f.topic, f.key);
+        let token = self.acks.take(i);
         if self.up && !self.spool_only {
             let topic = if ti == TOPIC_BIDS {
                 &self.cfg.topic_bids
             } else {
                 &self.cfg.topic_outcomes
             };
-            let rec = BaseRecord::with_opaque_to(topic, opaque(LIVE, events))
-                .key(key.as_bytes())
-                .payload(f.buf.as_bytes());
+            let rec =
+                BaseRecord::with_opaque_to(topic, opaque(journal::live_segment(token), events))
+                    .key(key.as_bytes())
+                    .payload(f.buf.as_bytes());
             if let Err((e, _)) = self.producer.send(rec) {
                 if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                     Counters::add(&self.shared.counters.delivery_errors, 1);
@@ -495,6 +509,7 @@ impl ProducerThread {
                     (ti, key.as_bytes(), self.frames.open[i].buf.as_bytes()),
                     events as u64,
                 );
+                self.acks.spooled(token);
             }
         } else {
             spool_into(
@@ -503,6 +518,7 @@ impl ProducerThread {
                 (ti, key.as_bytes(), self.frames.open[i].buf.as_bytes()),
                 events as u64,
             );
+            self.acks.spooled(token);
         }
         let f = &mut self.frames.open[i];
         f.buf.clear();
@@ -570,21 +586,30 @@ impl ProducerThread {
         let mut ok_live = 0;
         let mut ok_replayed = 0;
         for r in reports.drain(..) {
-            if r.segment != LIVE {
+            let live = journal::live_token(r.segment);
+            if live.is_none() {
                 self.replay_inflight = self.replay_inflight.saturating_sub(1);
                 if let Some(seg) = self.loaded.iter_mut().find(|s| s.id == r.segment) {
                     seg.settled += 1;
                 }
             }
             match r.failed {
-                None if r.segment == LIVE => ok_live += r.events,
-                None => ok_replayed += r.events,
+                None => match live {
+                    Some(token) => {
+                        ok_live += r.events;
+                        self.acks.settle(token);
+                    }
+                    None => ok_replayed += r.events,
+                },
                 Some((topic, key, payload, err)) => {
                     Counters::add(&c.delivery_errors, 1);
-                    if r.segment != LIVE {
+                    if live.is_none() {
                         self.respooled_since_sync = true;
                     }
                     self.spool_record(topic, &key, &payload, r.events);
+                    if let Some(token) = live {
+                        self.acks.spooled(token);
+                    }
                     self.set_down(&err.to_string());
                 }
             }
@@ -849,8 +874,10 @@ impl ProducerThread {
     }
 
     fn housekeeping(&mut self) {
-        if let Err(e) = self.writer.flush() {
-            tracing::error!(error = %e, "pipeline: spool flush failed");
+        match self.writer.flush() {
+            // Spooled frames are in the page cache now: their journal records are settled.
+            Ok(()) => self.acks.spool_flushed(),
+            Err(e) => tracing::error!(error = %e, "pipeline: spool flush failed"),
         }
         let iv = match self.cfg.spool_sync_interval_ms {
             0 => 1_000,
@@ -873,6 +900,7 @@ impl ProducerThread {
             }
         }
         self.retire_segments();
+        self.acks.publish();
     }
 
     fn finish(mut self) -> ShutdownReport {
@@ -912,9 +940,13 @@ impl ProducerThread {
         }
         self.producer.poll(Duration::ZERO);
         self.process_reports();
-        if let Err(e) = self.writer.seal() {
-            tracing::error!(error = %e, "pipeline: sealing the spool at shutdown failed");
+        match self.writer.seal() {
+            Ok(()) => self.acks.spool_flushed(),
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline: sealing the spool at shutdown failed")
+            }
         }
+        self.acks.publish();
         if let Some(mut f) = self.freq.take() {
             f.shutdown(
                 deadline

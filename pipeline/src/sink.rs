@@ -6,6 +6,9 @@
 //! drop an event uncounted: when the queue is full the event is written to this core's own
 //! overflow spool segment (a buffered `write` into the page cache, on the rare overflow path
 //! only), and if the spool is at its bound it is counted in `dropped_spool_full` and logged.
+//! Before the push, the event is appended to the core's write-ahead journal
+//! ([`crate::journal`], a memory-mapped file: plain stores, no syscall), which is what makes an
+//! emitted event survive the process being killed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ use codec::event::frame::FrameBuf;
 use crossbeam_queue::ArrayQueue;
 
 use crate::framing::{BucketKey, bucket_of};
+use crate::journal::JournalWriter;
 use crate::metrics::Counters;
 use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
 
@@ -25,6 +29,8 @@ pub const SEAL_AFTER: Duration = Duration::from_millis(100);
 pub struct CoreSink {
     core: u16,
     queue: Arc<ArrayQueue<Event>>,
+    /// This core's write-ahead journal (`None` when `journal_bytes_per_core` is 0).
+    journal: Option<JournalWriter>,
     counters: Arc<Counters>,
     overflow: SpoolWriter,
     /// The overflow path's frame of one event (allocated here, at start).
@@ -37,6 +43,8 @@ pub struct CoreSink {
     overflow_since: Option<Instant>,
     /// Local log throttle for drops (no shared state).
     drops_logged: u64,
+    /// Local log throttle for a full journal.
+    journal_full_logged: u64,
 }
 
 impl std::fmt::Debug for CoreSink {
@@ -53,6 +61,7 @@ impl CoreSink {
     pub(crate) fn new(
         core: u16,
         queue: Arc<ArrayQueue<Event>>,
+        journal: Option<JournalWriter>,
         counters: Arc<Counters>,
         spool: Arc<Spool>,
         key_buckets: u16,
@@ -66,6 +75,7 @@ impl CoreSink {
         CoreSink {
             core,
             queue,
+            journal,
             counters,
             overflow: SpoolWriter::new(spool, tag).silent(),
             // Sized at start for the largest event; never grown.
@@ -74,6 +84,7 @@ impl CoreSink {
             overflow_pending: false,
             overflow_since: None,
             drops_logged: 0,
+            journal_full_logged: 0,
         }
     }
 
@@ -82,28 +93,58 @@ impl CoreSink {
         self.core
     }
 
-    /// Hands one event to the pipeline. Never blocks on the network, never allocates: a push
-    /// into this core's queue; if the queue is full, the event goes to this core's overflow
-    /// spool segment (counted `overflowed`).
+    /// Hands one event to the pipeline; when this returns the event survives the process
+    /// being killed. Never blocks on the network, never allocates, makes no syscall on the
+    /// normal path: a record in this core's journal (memory-mapped) and a push into this
+    /// core's queue. If the queue is full (counted `overflowed`) or the journal is full
+    /// (counted `journal_full`), the event goes to this core's overflow spool segment instead.
     #[inline]
     pub fn emit(&mut self, event: &Event) {
         debug_assert_eq!(event.schema_version, codec::event::EVENT_SCHEMA_VERSION);
+        // Room first, push second, write third: the producer derives the record's position
+        // from the queue order, so only an event that is in the queue may have a record.
+        let slot = match &mut self.journal {
+            Some(j) => match j.prepare(event) {
+                Some(s) => Some(s),
+                None => return self.journal_full(event),
+            },
+            None => None,
+        };
         match self.queue.push(*event) {
             Ok(()) => {
+                if let (Some(j), Some(s)) = (&mut self.journal, slot) {
+                    j.commit(s);
+                }
                 if self.overflow_pending {
                     self.seal_overflow();
                 }
             }
-            Err(ev) => self.overflow(&ev),
+            Err(ev) => {
+                Counters::add(&self.counters.overflowed, 1);
+                self.overflow(&ev);
+            }
         }
     }
 
-    /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
-    /// counted) when the queue is full: for callers that prefer to retry or shed load
-    /// themselves. Never blocks, never allocates.
+    /// Journals and pushes one event as [`emit`](Self::emit) does, or returns `false`
+    /// (nothing written, nothing counted) when the queue or the journal is full: for callers
+    /// that prefer to retry or shed load themselves. Never blocks, never allocates.
     #[inline]
     pub fn try_emit(&mut self, event: &Event) -> bool {
-        self.queue.push(*event).is_ok()
+        let slot = match &mut self.journal {
+            Some(j) => match j.prepare(event) {
+                Some(s) => Some(s),
+                None => return false,
+            },
+            None => None,
+        };
+        if self.queue.push(*event).is_err() {
+            return false;
+        }
+        if let (Some(j), Some(s)) = (&mut self.journal, slot) {
+            j.commit(s);
+        }
+        true
     }
 
     /// Events waiting in this core's queue.
@@ -124,10 +165,27 @@ impl CoreSink {
         }
     }
 
+    /// The journal is full: the producer has not settled this core's oldest records (a broker
+    /// slower than the cores). The event goes to the overflow spool segment — durable against
+    /// a kill as well, at the cost of a `write` — counted and logged (1st, 2nd, 4th… time).
+    #[cold]
+    #[inline(never)]
+    fn journal_full(&mut self, event: &Event) {
+        Counters::add(&self.counters.journal_full, 1);
+        self.journal_full_logged += 1;
+        if self.journal_full_logged.is_power_of_two() {
+            tracing::warn!(
+                core = self.core,
+                times_on_this_core = self.journal_full_logged,
+                "pipeline: journal full (the broker acknowledges slower than this core emits); event spooled instead"
+            );
+        }
+        self.overflow(event);
+    }
+
     #[cold]
     #[inline(never)]
     fn overflow(&mut self, event: &Event) {
-        Counters::add(&self.counters.overflowed, 1);
         self.scratch.clear();
         let pushed = self.scratch.push(event);
         // An empty frame sized for the largest event always takes one.

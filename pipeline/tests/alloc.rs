@@ -1,5 +1,6 @@
 //! Counting-allocator proof that a bidding core's calls allocate nothing once warm:
-//! `CoreSink::emit` (queue path and overflow-to-spool path), `NoticeSigner::write_url` into a
+//! `CoreSink::emit` (journal + queue path, overflow-to-spool path, and the full-journal path),
+//! `NoticeSigner::write_url` into a
 //! reused buffer, and `NoticeSigner::verify`. Only allocations made by the test's own thread
 //! (the "core") are counted; the producer thread allocates as it likes.
 
@@ -44,7 +45,13 @@ fn emit_allocates_nothing_on_the_queue_path() {
         }
     });
     assert_eq!(n, 0, "10,000 emits allocated {n} times");
-    assert_eq!(p.metrics().overflowed, 0);
+    let m = p.metrics();
+    assert_eq!(m.overflowed, 0);
+    assert_eq!(
+        m.journal_full, 0,
+        "every event went through the journal: {m:?}"
+    );
+    assert_eq!(p.journal_usage().len(), 1, "the journal is on by default");
     drop(s);
     p.shutdown(Duration::from_secs(2));
 }
@@ -70,6 +77,32 @@ fn emit_allocates_nothing_on_the_overflow_path() {
     let m = p.metrics();
     assert!(m.overflowed > 1_000, "a 2-slot queue overflows: {m:?}");
     assert_eq!(n, 0, "10,000 emits (overflowing) allocated {n} times");
+    drop(s);
+    p.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn emit_allocates_nothing_when_the_journal_is_full() {
+    let run = unique("alloc-jf");
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
+    cfg.startup_timeout_ms = 200;
+    cfg.queue_capacity_per_core = 1 << 16;
+    cfg.journal_bytes_per_core = pipeline::journal::MIN_CAPACITY;
+    let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
+    let mut s = sinks.pop().unwrap();
+    let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
+    for e in &events[..100] {
+        s.emit(e);
+    }
+    let ((), n) = count(|| {
+        for e in &events[100..] {
+            s.emit(e);
+        }
+    });
+    let m = p.metrics();
+    assert!(m.journal_full > 1_000, "a 64 KiB journal fills: {m:?}");
+    assert_eq!(n, 0, "10,000 emits (journal full) allocated {n} times");
     drop(s);
     p.shutdown(Duration::from_secs(2));
 }
