@@ -23,4 +23,5 @@ pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod sys;
+pub mod threads;
 pub mod trace;

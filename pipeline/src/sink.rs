@@ -6,6 +6,8 @@
 //! drop an event uncounted: when the queue is full the event is written to this core's own
 //! overflow spool segment (a buffered `write` into the page cache, on the rare overflow path
 //! only), and if the spool is at its bound it is counted in `dropped_spool_full` and logged.
+//! Once every [`crate::wake::CHECK_EVERY`] pushes it looks at its queue's fill and rings the
+//! producer's [`Doorbell`] above the fill mark (and on overflow), never per event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::framing::{BucketKey, bucket_of};
 use crate::metrics::Counters;
 use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
+use crate::wake::{CHECK_EVERY, Doorbell, fill_mark};
 
 /// Smallest age of an overflow segment before a core seals it.
 pub const SEAL_AFTER: Duration = Duration::from_millis(100);
@@ -37,6 +40,11 @@ pub struct CoreSink {
     overflow_since: Option<Instant>,
     /// Local log throttle for drops (no shared state).
     drops_logged: u64,
+    /// Wakes the producer thread when this queue passes `wake_mark` events.
+    doorbell: Arc<Doorbell>,
+    wake_mark: usize,
+    /// Pushes since start (wrapping; only its low bits pace the fill checks).
+    pushes: u32,
 }
 
 impl std::fmt::Debug for CoreSink {
@@ -56,6 +64,7 @@ impl CoreSink {
         counters: Arc<Counters>,
         spool: Arc<Spool>,
         key_buckets: u16,
+        doorbell: Arc<Doorbell>,
     ) -> CoreSink {
         let mut tag = [0u8; 8];
         tag[0] = b'c';
@@ -65,7 +74,6 @@ impl CoreSink {
         let tag = std::str::from_utf8(&tag[..1 + digits.len()]).unwrap_or("c");
         CoreSink {
             core,
-            queue,
             counters,
             overflow: SpoolWriter::new(spool, tag).silent(),
             // Sized at start for the largest event; never grown.
@@ -74,6 +82,10 @@ impl CoreSink {
             overflow_pending: false,
             overflow_since: None,
             drops_logged: 0,
+            wake_mark: fill_mark(queue.capacity()),
+            queue,
+            doorbell,
+            pushes: 0,
         }
     }
 
@@ -90,20 +102,35 @@ impl CoreSink {
         debug_assert_eq!(event.schema_version, codec::event::EVENT_SCHEMA_VERSION);
         match self.queue.push(*event) {
             Ok(()) => {
+                self.pushes = self.pushes.wrapping_add(1);
+                if self.pushes.is_multiple_of(CHECK_EVERY) && self.queue.len() >= self.wake_mark {
+                    self.doorbell.ring();
+                }
                 if self.overflow_pending {
                     self.seal_overflow();
                 }
             }
-            Err(ev) => self.overflow(&ev),
+            Err(ev) => {
+                self.doorbell.ring();
+                self.overflow(&ev);
+            }
         }
     }
 
     /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
-    /// counted) when the queue is full: for callers that prefer to retry or shed load
+    /// counted; the producer thread is woken) when the queue is full: for callers that prefer to retry or shed load
     /// themselves. Never blocks, never allocates.
     #[inline]
     pub fn try_emit(&mut self, event: &Event) -> bool {
-        self.queue.push(*event).is_ok()
+        if self.queue.push(*event).is_err() {
+            self.doorbell.ring();
+            return false;
+        }
+        self.pushes = self.pushes.wrapping_add(1);
+        if self.pushes.is_multiple_of(CHECK_EVERY) && self.queue.len() >= self.wake_mark {
+            self.doorbell.ring();
+        }
+        true
     }
 
     /// Events waiting in this core's queue.
