@@ -127,17 +127,31 @@ for f in files:
     core = "appliance::driver::uring::run" in text or "appliance::driver::epoll::run" in text
     threads.append((os.path.basename(f), ir, core))
 core_ir = sum(ir for _, ir, c in threads if c)
+# The event sink's share of the core thread (inclusive): `<CoreSink as EventSink>::emit` with
+# events on, `<CountingSink as EventSink>::emit` with them off (events are built either way).
+emit_ir = 0
+for f, _, c in threads:
+    if not c:
+        continue
+    ann = os.popen(f"callgrind_annotate --inclusive=yes --threshold=100 {d}/{f} 2>/dev/null").read()
+    open(f"{d}/core-inclusive.txt", "w").write(ann)
+    for line in ann.splitlines():
+        if "as appliance::events::EventSink>::emit" in line:
+            m2 = re.match(r"\s*([\d,]+)", line)
+            if m2:
+                emit_ir += int(m2.group(1).replace(",", ""))
 other_ir = sum(ir for _, ir, c in threads if not c)
 res = {"label": label, "requests": n, "core_ir": core_ir, "other_ir": other_ir,
+       "emit_ir_per_req": emit_ir / n if n else None,
        "core_ir_per_req": core_ir / n if n else None, "other_ir_per_req": other_ir / n if n else None,
        "threads": threads}
 json.dump(res, open(f"{d}/ir.json", "w"), indent=1)
-print(f"## {label}: {n} requests; core thread {core_ir / max(n, 1):,.0f} Ir/req; "
-      f"other threads {other_ir / max(n, 1):,.0f} Ir/req")
+print(f"## {label}: {n} requests; core thread {core_ir / max(n, 1):,.0f} Ir/req, of which the "
+      f"event sink {emit_ir / max(n, 1):,.1f}; other threads {other_ir / max(n, 1):,.0f} Ir/req")
 for f, ir, c in threads:
     print(f"   {f:40} {ir:>15,} {'(core)' if c else ''}")
 PY
-  # Keep only the summary: the profiles are large.
+  # Keep only the summaries (core-inclusive.txt, ir.json): the profiles are large.
   rm -f "$OUT/$label"/callgrind.out.*
 }
 
@@ -157,11 +171,12 @@ log "done; load $(cut -d' ' -f1-3 /proc/loadavg); reports in $OUT"
 python3 - "$OUT" $names <<'PY'
 import json, sys
 out, names = sys.argv[1], sys.argv[2:]
-print("| build | core thread Ir/req, events on | off | on/off | other threads Ir/req (on) |")
-print("|---|---|---|---|---|")
+print("| build | core thread Ir/req, events on | off | on/off | event sink Ir/req on / off | other threads Ir/req (on) |")
+print("|---|---|---|---|---|---|")
 for n in names:
     on = json.load(open(f"{out}/{n}-on/ir.json"))
     off = json.load(open(f"{out}/{n}-off/ir.json"))
     r = on["core_ir_per_req"] / off["core_ir_per_req"] if off["core_ir_per_req"] else float("nan")
-    print(f"| {n} | {on['core_ir_per_req']:,.0f} | {off['core_ir_per_req']:,.0f} | {r:.4f} | {on['other_ir_per_req']:,.0f} |")
+    print(f"| {n} | {on['core_ir_per_req']:,.0f} | {off['core_ir_per_req']:,.0f} | {r:.4f} | "
+          f"{on['emit_ir_per_req']:,.1f} / {off['emit_ir_per_req']:,.1f} | {on['other_ir_per_req']:,.0f} |")
 PY
