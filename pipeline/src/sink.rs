@@ -118,8 +118,8 @@ impl CoreSink {
     }
 
     /// Pushes one event into this core's queue, or returns `false` (nothing written, nothing
-    /// counted; the producer thread is woken) when the queue is full: for callers that prefer to retry or shed load
-    /// themselves. Never blocks, never allocates.
+    /// counted; the producer thread is woken) when the queue is full: for callers that prefer
+    /// to retry or shed load themselves. Never blocks, never allocates.
     #[inline]
     pub fn try_emit(&mut self, event: &Event) -> bool {
         if self.queue.push(*event).is_err() {
