@@ -161,6 +161,13 @@ pub struct Events {
     /// until Kafka or the spool has it, so SIGKILL loses no answered event (not power loss).
     /// Full → events go to the spool instead (helios_pipeline_journal_full_total).
     pub journal_bytes_per_core: u64,
+    /// Longest park of the producer thread between turns, µs (it parks until its next frame is
+    /// due; a core whose queue passes a quarter of its capacity wakes it early). Smaller only
+    /// adds wake-ups of a helper thread.
+    pub idle_sleep_max_us: u64,
+    /// Extra librdkafka producer settings, `key=value` pairs separated by commas, applied last
+    /// (e.g. "linger.ms=20"); "" = none. Helios' own defaults are in docs/EVENTS.md.
+    pub librdkafka: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +222,35 @@ pub struct Log {
     pub level: String,
 }
 
+/// Where and how the helper threads run: every thread but the bidding cores' event loops (the
+/// pipeline's producer and librdkafka's threads, the frequency worker, the control thread, the
+/// profile replicator, the admin thread, main). See docs/ARCHITECTURE.md "Threads and cores".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Threads {
+    /// CPUs helper threads may run on: "auto" (the CPUs this process may use that no bidding
+    /// core runs on; all of them when every CPU runs a core, e.g. `--cores all`), "all", or a
+    /// list like "0" or "0,2-3".
+    pub helper_cpus: String,
+    /// Scheduling policy of helper threads: "batch" (SCHED_BATCH: a waking helper never
+    /// preempts a running event loop, it runs when the loop sleeps or at the next scheduler
+    /// tick) or "normal" (SCHED_OTHER).
+    pub helper_policy: crate::threads::HelperPolicy,
+    /// Nice value of helper threads, 0..=19 (higher: a smaller share of a CPU they contend
+    /// for with an event loop; the profile replicator's lag grows with it on busy CPUs).
+    pub helper_nice: i32,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads {
+            helper_cpus: "auto".into(),
+            helper_policy: crate::threads::HelperPolicy::Batch,
+            helper_nice: 0,
+        }
+    }
+}
+
 /// Campaign budgets (leases, pacing): see docs/CAMPAIGNS.md "Budgets".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +300,7 @@ pub struct Config {
     pub tls: Tls,
     pub log: Log,
     pub budget: Budget,
+    pub threads: Threads,
 }
 
 impl Default for Server {
@@ -348,6 +385,8 @@ impl Default for Events {
             frame_max_bytes: pipeline::PipelineConfig::default().frame_max_bytes,
             frame_linger_ms: pipeline::PipelineConfig::default().frame_linger_ms,
             journal_bytes_per_core: pipeline::PipelineConfig::default().journal_bytes_per_core,
+            idle_sleep_max_us: pipeline::PipelineConfig::default().idle_sleep_max_us,
+            librdkafka: String::new(),
         }
     }
 }
@@ -566,6 +605,18 @@ impl Config {
         addr("server.listen", &self.server.listen)?;
         addr("admin.listen", &self.admin.listen)?;
         parse_cpu_list(&self.server.cores).map_err(|m| key_err("server.cores", m))?;
+        match self.threads.helper_cpus.trim() {
+            "auto" | "all" => {}
+            list => {
+                parse_cpu_list(list).map_err(|m| key_err("threads.helper_cpus", m))?;
+            }
+        }
+        if !(0..=19).contains(&self.threads.helper_nice) {
+            return Err(key_err(
+                "threads.helper_nice",
+                format!("{} is outside 0..=19", self.threads.helper_nice),
+            ));
+        }
         let range = |k: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -738,6 +789,13 @@ impl Config {
                 ));
             }
         }
+        range(
+            "events.idle_sleep_max_us",
+            e.idle_sleep_max_us,
+            50,
+            1_000_000,
+        )?;
+        librdkafka_settings(&e.librdkafka).map_err(|m| key_err("events.librdkafka", m))?;
         redis_url("events.frequency_redis_url", &e.frequency_redis_url)?;
         redis_url(
             "bidding.campaigns_redis_url",
@@ -825,6 +883,22 @@ pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Parses "all" (→ empty list, meaning every allowed CPU) or "0-1,3".
+/// Parses `events.librdkafka`: `key=value` pairs separated by commas ("" = none).
+pub fn librdkafka_settings(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!("{part:?} is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            return Err(format!("bad librdkafka key {k:?}"));
+        }
+        out.insert(k.to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
 pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     let s = s.trim();
     if s == "all" {
@@ -936,6 +1010,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.events.journal_bytes_per_core, 0);
+    }
+
+    #[test]
+    fn threads_and_producer_settings() {
+        let c = load(None, &[], vec![]).unwrap();
+        assert_eq!(c.threads.helper_cpus, "auto");
+        assert_eq!(c.threads.helper_policy, crate::threads::HelperPolicy::Batch);
+        assert_eq!(c.threads.helper_nice, 0);
+        assert_eq!(c.events.idle_sleep_max_us, 100_000);
+        let c = load(
+            None,
+            &[
+                ("HELIOS_THREADS_HELPER_CPUS", "0,2-3"),
+                ("HELIOS_THREADS_HELPER_POLICY", "normal"),
+                ("HELIOS_THREADS_HELPER_NICE", "10"),
+                (
+                    "HELIOS_EVENTS_LIBRDKAFKA",
+                    "linger.ms=20, batch.num.messages = 100",
+                ),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.threads.helper_cpus, "0,2-3");
+        assert_eq!(
+            c.threads.helper_policy,
+            crate::threads::HelperPolicy::Normal
+        );
+        assert_eq!(c.threads.helper_nice, 10);
+        let extra = librdkafka_settings(&c.events.librdkafka).unwrap();
+        assert_eq!(extra["linger.ms"], "20");
+        assert_eq!(extra["batch.num.messages"], "100");
+        assert!(librdkafka_settings("").unwrap().is_empty());
+        let msg = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        for (var, val, key) in [
+            ("HELIOS_THREADS_HELPER_CPUS", "2-1", "threads.helper_cpus"),
+            (
+                "HELIOS_THREADS_HELPER_POLICY",
+                "fifo",
+                "threads.helper_policy",
+            ),
+            ("HELIOS_THREADS_HELPER_NICE", "20", "threads.helper_nice"),
+            ("HELIOS_THREADS_HELPER_NICE", "-5", "threads.helper_nice"),
+            ("HELIOS_EVENTS_LIBRDKAFKA", "linger.ms", "events.librdkafka"),
+            (
+                "HELIOS_EVENTS_IDLE_SLEEP_MAX_US",
+                "0",
+                "events.idle_sleep_max_us",
+            ),
+        ] {
+            let m = msg(load(None, &[(var, val)], vec![]));
+            assert!(m.contains(key), "{var}={val}: {m}");
+        }
     }
 
     #[test]

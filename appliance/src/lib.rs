@@ -26,4 +26,5 @@ pub mod route;
 pub mod rxtime;
 pub mod server;
 pub mod sys;
+pub mod threads;
 pub mod trace;

@@ -130,6 +130,12 @@ fn pipeline_config(
         frame_max_bytes: e.frame_max_bytes,
         frame_linger_ms: e.frame_linger_ms,
         journal_bytes_per_core: e.journal_bytes_per_core,
+        idle_sleep_max_us: e.idle_sleep_max_us,
+        producer: pipeline::ProducerConfig {
+            // Checked by Config::check.
+            extra: crate::config::librdkafka_settings(&e.librdkafka).unwrap_or_default(),
+            ..pipeline::ProducerConfig::default()
+        },
         ..pipeline::PipelineConfig::default()
     }
 }
@@ -202,54 +208,97 @@ pub fn run(mut cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Re
                 .context("tls.redis_ca_file")?,
         )
     };
-    // Events: one sink per core from the pipeline, or counting sinks when disabled.
-    let (pipe, mut sinks): (Option<pipeline::Pipeline>, Vec<Box<dyn EventSink>>) = if cfg
-        .events
-        .enabled
-    {
-        let (p, s) =
-            pipeline::Pipeline::start(&pipeline_config(&cfg, &node, redis_ca.as_ref()), cpus.len())
+    // Helper threads (everything but the event loops) start on a thread placed like a helper,
+    // so every thread they create — librdkafka's included — inherits the CPU set, policy and
+    // nice value of `[threads]`; the core threads, spawned by main below, pin themselves.
+    let placement = crate::threads::HelperPlacement::resolve(
+        &cfg.threads.helper_cpus,
+        cfg.threads.helper_policy,
+        cfg.threads.helper_nice,
+        &sys::allowed_cpus().context("reading the CPU affinity")?,
+        &cpus,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("config key threads.helper_cpus")?;
+    tracing::info!(
+        cpus = ?placement.cpus,
+        apart_from_cores = placement.apart_from_cores,
+        policy = placement.policy.as_str(),
+        nice = placement.nice,
+        "helper threads placed"
+    );
+    let started = placement.run_placed(|| -> Result<_> {
+        // Events: one sink per core from the pipeline, or counting sinks when disabled.
+        let (pipe, sinks): (Option<pipeline::Pipeline>, Vec<Box<dyn EventSink>>) =
+            if cfg.events.enabled {
+                let (p, s) = pipeline::Pipeline::start(
+                    &pipeline_config(&cfg, &node, redis_ca.as_ref()),
+                    cpus.len(),
+                )
                 .context("starting the event pipeline")?;
-        let sinks = s
-            .into_iter()
-            .map(|s| Box::new(s) as Box<dyn EventSink>)
-            .collect();
-        (Some(p), sinks)
-    } else {
-        let sinks = cpus
-            .iter()
-            .map(|_| Box::new(CountingSink::default()) as Box<dyn EventSink>)
-            .collect();
-        (None, sinks)
-    };
-    // Profiles: the replica fills in the background; each core gets its own reader.
-    let (replicator, reader) = if cfg.profiles.redis_url.is_empty() {
-        (None, None)
-    } else {
-        let rc = profile_cache::ReplicaConfig {
-            redis_url: cfg.profiles.redis_url.clone(),
-            redis_ca_pem: redis_ca.clone(),
-            namespace: cfg.profiles.namespace.clone(),
-            expected_profiles: cfg.profiles.expected_profiles,
-            max_staleness: Duration::from_millis(cfg.profiles.max_staleness_ms),
-            snapshot_path: (!cfg.profiles.snapshot_path.is_empty())
-                .then(|| cfg.profiles.snapshot_path.clone().into()),
-            snapshot_interval: Duration::from_secs(cfg.profiles.snapshot_interval_s),
-            follow_fifo_priority: (cfg.profiles.replica_fifo_priority > 0)
-                .then_some(cfg.profiles.replica_fifo_priority),
-            ..profile_cache::ReplicaConfig::default()
+                let sinks = s
+                    .into_iter()
+                    .map(|s| Box::new(s) as Box<dyn EventSink>)
+                    .collect();
+                (Some(p), sinks)
+            } else {
+                let sinks = cpus
+                    .iter()
+                    .map(|_| Box::new(CountingSink::default()) as Box<dyn EventSink>)
+                    .collect();
+                (None, sinks)
+            };
+        // Profiles: the replica fills in the background; each core gets its own reader.
+        let (replicator, reader) = if cfg.profiles.redis_url.is_empty() {
+            (None, None)
+        } else {
+            let rc = profile_cache::ReplicaConfig {
+                redis_url: cfg.profiles.redis_url.clone(),
+                redis_ca_pem: redis_ca.clone(),
+                namespace: cfg.profiles.namespace.clone(),
+                expected_profiles: cfg.profiles.expected_profiles,
+                max_staleness: Duration::from_millis(cfg.profiles.max_staleness_ms),
+                snapshot_path: (!cfg.profiles.snapshot_path.is_empty())
+                    .then(|| cfg.profiles.snapshot_path.clone().into()),
+                snapshot_interval: Duration::from_secs(cfg.profiles.snapshot_interval_s),
+                follow_fifo_priority: (cfg.profiles.replica_fifo_priority > 0)
+                    .then_some(cfg.profiles.replica_fifo_priority),
+                ..profile_cache::ReplicaConfig::default()
+            };
+            let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
+            (Some(rep), Some(rd))
         };
-        let (rep, rd) = profile_cache::start(&rc).context("starting the profile replica")?;
-        (Some(rep), Some(rd))
-    };
-    // Live campaigns and budget leases: one control thread (crate::budget decides which).
-    let crate::budget::Started {
-        control: _control,
+        // Live campaigns and budget leases: one control thread (crate::budget decides which).
+        let crate::budget::Started {
+            control,
+            live,
+            feeds,
+            status: budget_status,
+            cores: core_budgets,
+        } = crate::budget::start(&cfg, &node, cpus.len(), &campaigns, redis_ca.as_ref())?;
+        Ok((
+            pipe,
+            sinks,
+            replicator,
+            reader,
+            live,
+            feeds,
+            budget_status,
+            core_budgets,
+            control,
+        ))
+    });
+    let (
+        pipe,
+        mut sinks,
+        replicator,
+        reader,
         live,
         mut feeds,
-        status: budget_status,
-        cores: mut core_budgets,
-    } = crate::budget::start(&cfg, &node, cpus.len(), &campaigns, redis_ca.as_ref())?;
+        budget_status,
+        mut core_budgets,
+        _control,
+    ) = started?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         shutdown: shutdown.clone(),
@@ -266,7 +315,9 @@ pub fn run(mut cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Re
         live,
         budget: budget_status,
     });
-    crate::admin::spawn(admin, shared.clone()).context("starting the admin thread")?;
+    placement
+        .run_placed(|| crate::admin::spawn(admin, shared.clone()))
+        .context("starting the admin thread")?;
 
     let lc = loop_config(&cfg);
     let mut threads = Vec::with_capacity(cpus.len());
@@ -295,6 +346,10 @@ pub fn run(mut cfg: Config, cpus: Vec<usize>, campaigns: Arc<CompiledSet>) -> Re
             })
             .context("spawning a core thread")?;
         threads.push(t);
+    }
+    // Main is a helper too from here on (its signal wait, the shutdown, `helios-signal`).
+    if let Err(e) = placement.apply_to_current_thread() {
+        tracing::warn!(error = %e, "threads: cannot place the main thread");
     }
     shared.campaigns_loaded.store(true, Ordering::Relaxed);
     tracing::info!(

@@ -71,6 +71,50 @@ fn without_a_broker_events_are_spooled_and_flushed_at_shutdown() {
 }
 
 #[test]
+fn librdkafka_and_pipeline_threads_run_where_the_helpers_run() {
+    let Some(brokers) = kafka() else { return };
+    let allowed = appliance::sys::allowed_cpus().unwrap();
+    if allowed.len() < 2 {
+        println!("skipped: needs two CPUs (allowed: {allowed:?})");
+        return;
+    }
+    let core_cpu = allowed[allowed.len() - 1].to_string();
+    let spare: Vec<usize> = allowed[..allowed.len() - 1].to_vec();
+    let spool = std::env::temp_dir().join(format!("helios-spool-t-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let s = Server::start(
+        "uring",
+        &["--cores", &core_cpu],
+        &[
+            ("HELIOS_EVENTS_ENABLED", "true"),
+            ("HELIOS_EVENTS_BROKERS", brokers.as_str()),
+            ("HELIOS_EVENTS_SPOOL_DIR", spool.to_str().unwrap()),
+        ],
+    );
+    send_bids(&s, 10);
+    let t = thread_placement(s.pid());
+    // librdkafka's threads are created by the pipeline's start-up, not by Helios: they inherit
+    // the helper placement (CPU set apart from the core, SCHED_BATCH = 3).
+    let rdk: Vec<_> = t.iter().filter(|(n, _)| n.starts_with("rdk:")).collect();
+    assert!(rdk.len() >= 2, "librdkafka threads: {t:?}");
+    for (name, (cpus, policy, _)) in rdk
+        .into_iter()
+        .chain(t.iter().filter(|(n, _)| *n == "helios-producer"))
+    {
+        assert_eq!(
+            appliance::config::parse_cpu_list(cpus).unwrap(),
+            spare,
+            "{name}: {t:?}"
+        );
+        assert_eq!(*policy, 3, "{name} under SCHED_BATCH: {t:?}");
+    }
+    assert_eq!(t["helios-core-0"].0, core_cpu);
+    assert_eq!(t["helios-core-0"].1, 0);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
 fn with_the_broker_events_reach_kafka() {
     let Some(brokers) = kafka() else { return };
     let spool = std::env::temp_dir().join(format!("helios-spool-k-{}", std::process::id()));

@@ -535,6 +535,70 @@ fn pinned_cores(pid: u32) -> Vec<(String, String)> {
 }
 
 #[test]
+fn helper_threads_are_placed_by_the_threads_section() {
+    const SCHED_OTHER: i32 = 0;
+    const SCHED_BATCH: i32 = 3;
+    let allowed = appliance::sys::allowed_cpus().unwrap();
+    if allowed.len() < 2 {
+        println!("skipped: needs two CPUs (allowed: {allowed:?})");
+        return;
+    }
+    let core_cpu = allowed[allowed.len() - 1];
+    let spare: Vec<String> = allowed[..allowed.len() - 1]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let helper_list = |l: &str| -> Vec<String> {
+        appliance::config::parse_cpu_list(l)
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    // Defaults (`auto`, batch, nice 0) with one core: the helpers get the other CPUs.
+    let s = Server::start("uring", &["--cores", &core_cpu.to_string()], &[]);
+    let t = thread_placement(s.pid());
+    assert_eq!(
+        t["helios-core-0"],
+        (core_cpu.to_string(), SCHED_OTHER, 0),
+        "{t:?}"
+    );
+    for helper in ["helios", "helios-admin", "helios-control"] {
+        let (cpus, policy, nice) = &t[helper];
+        assert_eq!(
+            helper_list(cpus),
+            spare,
+            "{helper} apart from the core: {t:?}"
+        );
+        assert_eq!((*policy, *nice), (SCHED_BATCH, 0), "{helper}: {t:?}");
+    }
+    assert!(s.log_contains("helper threads placed"));
+    drop(s);
+    // Every CPU, normal policy, nice 5: set through the environment.
+    let s = Server::start(
+        "uring",
+        &["--cores", &core_cpu.to_string()],
+        &[
+            ("HELIOS_THREADS_HELPER_CPUS", "all"),
+            ("HELIOS_THREADS_HELPER_POLICY", "normal"),
+            ("HELIOS_THREADS_HELPER_NICE", "5"),
+        ],
+    );
+    let t = thread_placement(s.pid());
+    assert_eq!(
+        t["helios-core-0"],
+        (core_cpu.to_string(), SCHED_OTHER, 0),
+        "{t:?}"
+    );
+    let all: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+    for helper in ["helios", "helios-admin", "helios-control"] {
+        let (cpus, policy, nice) = &t[helper];
+        assert_eq!(helper_list(cpus), all, "{helper}: {t:?}");
+        assert_eq!((*policy, *nice), (SCHED_OTHER, 5), "{helper}: {t:?}");
+    }
+}
+
+#[test]
 fn uring_driver_is_used_when_available() {
     let s = Server::start("uring", &[], &[]);
     let (_, m) = s.admin_get("/metrics");

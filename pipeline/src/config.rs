@@ -126,9 +126,12 @@ pub struct PipelineConfig {
     /// land on one partition. More buckets spread better over partitions, fewer make fuller
     /// frames at low rates.
     pub key_buckets: u16,
-    /// Longest sleep of the producer thread when the queues are idle (µs): the bound on how
-    /// long an event waits in a core's queue before it is drained. The sleep starts at a
-    /// twentieth of it and doubles while turns drain little.
+    /// Longest park of the producer thread between turns (µs). It parks until its next frame
+    /// falls due and at most this long; a core whose queue passes a quarter of its capacity
+    /// wakes it early. Default: the frame linger (100 ms), so at a steady rate it wakes about
+    /// once per linger. Smaller values only add wake-ups (each one preempts or delays whatever
+    /// shares its CPU); an event's wait before librdkafka is bounded by `frame_linger_ms`
+    /// either way.
     pub idle_sleep_max_us: u64,
     /// Redis URL for the frequency-counter worker; `None` disables it.
     pub redis_url: Option<String>,
@@ -171,7 +174,7 @@ impl Default for PipelineConfig {
             frame_max_events: u16::MAX,
             frame_linger_ms: 100,
             key_buckets: 6,
-            idle_sleep_max_us: 5_000,
+            idle_sleep_max_us: 100_000,
             redis_url: None,
             redis_ca_pem: None,
             freq_queue_capacity: 65_536,

@@ -3,8 +3,9 @@
 //! Owns [`Frames`]: one open [`FrameBuf`] per (topic, key bucket), allocated at start and reused,
 //! owned by the producer thread; and [`bucket_of`] / [`BucketKey`], the record key, also used by
 //! a core's overflow path. Must never allocate per event, and never hold an event longer than
-//! `frame_linger_ms` past the turn that took it (the producer thread flushes due frames every
-//! turn).
+//! `frame_linger_ms` past the producer's previous look at the queues (a frame's clock starts
+//! then, since its first event may have waited in a core's queue since; the producer thread
+//! flushes due frames every turn).
 //!
 //! Why frames: librdkafka costs ≈ 2 µs of CPU per message whatever its size (bench/RESULTS.md,
 //! "Outcome pipeline"), so one event per message capped a producer thread below 500k events/s.
@@ -94,16 +95,17 @@ impl Frames {
         topic as usize * self.buckets as usize + bucket_of(e, self.buckets) as usize
     }
 
-    /// Frames that must be sent now: not empty, and first event older than the linger (or
-    /// every non-empty frame when `all`).
+    /// Frames that must be sent now: when the oldest open frame's first event is older than
+    /// the linger (or when `all`), every non-empty frame. Open frames share one deadline, the
+    /// oldest's: frames opened at different times would otherwise each cost the producer thread
+    /// (and librdkafka's broker thread) a wake-up of their own; sent together they leave in one
+    /// produce request, and the next ones open together on the next drain.
     pub fn due(&self, now: Instant, all: bool) -> impl Iterator<Item = usize> + '_ {
-        self.open.iter().enumerate().filter_map(move |(i, f)| {
-            let due = match f.since {
-                Some(s) => all || now.duration_since(s) >= self.linger,
-                None => false,
-            };
-            due.then_some(i)
-        })
+        let any_due = all || self.next_due().is_some_and(|d| now >= d);
+        self.open
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, f)| (any_due && f.since.is_some()).then_some(i))
     }
 
     /// The earliest time a frame falls due, if any is open.
@@ -165,5 +167,27 @@ mod tests {
         assert_eq!(f.next_due(), Some(t0 + Duration::from_millis(20)));
         assert_eq!(f.events(), 1);
         assert_eq!(f.index(1, &e), 2 + i);
+    }
+
+    #[test]
+    fn open_frames_fall_due_together_with_the_oldest() {
+        let mut f = Frames::new(2, 4096, u16::MAX, Duration::from_millis(20));
+        let t0 = Instant::now();
+        let mut a = Event::new(EventKind::Bid);
+        a.campaign_id = 7;
+        let mut b = Event::new(EventKind::Win);
+        b.campaign_id = 8;
+        let (ia, ib) = (f.index(0, &a), f.index(1, &b));
+        assert_ne!(ia, ib);
+        assert!(f.open[ia].buf.push(&a));
+        f.open[ia].since = Some(t0);
+        assert!(f.open[ib].buf.push(&b));
+        f.open[ib].since = Some(t0 + Duration::from_millis(15));
+        assert_eq!(f.due(t0 + Duration::from_millis(19), false).count(), 0);
+        let mut due: Vec<usize> = f.due(t0 + Duration::from_millis(20), false).collect();
+        due.sort_unstable();
+        let mut want = vec![ia, ib];
+        want.sort_unstable();
+        assert_eq!(due, want, "the younger frame leaves with the older one");
     }
 }

@@ -127,6 +127,14 @@ impl FreqWorker {
         })
     }
 
+    /// Wakes the worker (parked while it has nothing to do): called by the producer thread
+    /// once per turn in which it pushed increments, not per increment.
+    pub(crate) fn wake(&self) {
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
+    }
+
     /// Called by the producer thread; never blocks.
     pub(crate) fn push(&self, inc: FreqIncrement) {
         if self.queue.push(inc).is_err() {
@@ -144,10 +152,12 @@ impl FreqWorker {
     pub(crate) fn shutdown(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.queue.is_empty() && Instant::now() < deadline {
+            self.wake();
             std::thread::sleep(Duration::from_millis(5));
         }
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
         let left = self.queue.len() as u64;
@@ -169,9 +179,9 @@ impl Drop for FreqWorker {
     }
 }
 
-/// First and longest idle sleep of the worker.
-const IDLE_SLEEP_MIN: Duration = Duration::from_millis(2);
-const IDLE_SLEEP_MAX: Duration = Duration::from_millis(20);
+/// Longest park of an idle worker: the producer thread wakes it when it pushes increments
+/// (and the shutdown does), so this only bounds a lost wake-up.
+const IDLE_PARK_MAX: Duration = Duration::from_millis(200);
 
 struct Worker {
     client: redis::Client,
@@ -187,7 +197,6 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut idle = IDLE_SLEEP_MIN;
         loop {
             while batch.len() < BATCH {
                 match self.queue.pop() {
@@ -199,14 +208,13 @@ impl Worker {
                 if self.stop.load(Ordering::Acquire) {
                     return;
                 }
-                // Idle: 2 ms, doubling to 20 ms while nothing comes (a wake-up costs CPU the
-                // bidding core shares; other nodes see an increment ≤ 20 ms later, this node's
-                // cores count it at once).
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(IDLE_SLEEP_MAX);
+                // Idle: park until the producer thread hands over increments (it wakes this
+                // thread once per turn that pushed some). A timed sleep here woke the thread
+                // 50 times a second for nothing, each wake-up costing CPU a bidding core may
+                // share; this node's cores count a billing at once anyway.
+                std::thread::park_timeout(IDLE_PARK_MAX);
                 continue;
             }
-            idle = IDLE_SLEEP_MIN;
             self.apply_with_retries(&batch);
             batch.clear();
         }

@@ -9,7 +9,8 @@
 //!
 //! Threads: each core owns its `CoreSink`; the producer thread (`helios-producer`) owns the
 //! Kafka client and the spool's replay; the frequency worker (`helios-freq`) owns its Redis
-//! connection. They share only the queues and the relaxed counters in [`metrics`].
+//! connection. They share only the queues, the relaxed counters in [`metrics`] and the
+//! producer's [`wake::Doorbell`] (rung by a core whose queue passes its fill mark).
 
 pub mod config;
 pub mod framing;
@@ -21,6 +22,7 @@ pub mod producer;
 pub mod sink;
 pub mod spool;
 pub mod topics;
+pub mod wake;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -209,6 +211,7 @@ impl Pipeline {
             counters: counters.clone(),
             stop: std::sync::atomic::AtomicBool::new(false),
             deadline: std::sync::Mutex::new(None),
+            doorbell: Arc::new(wake::Doorbell::default()),
         });
         let sinks = queues
             .into_iter()
@@ -221,6 +224,7 @@ impl Pipeline {
                     counters.clone(),
                     spool.clone(),
                     cfg.key_buckets,
+                    shared.doorbell.clone(),
                 )
             })
             .collect();
@@ -269,6 +273,8 @@ impl Pipeline {
             *d = Some(Instant::now() + timeout);
         }
         self.shared.stop.store(true, Ordering::Release);
+        // The producer may be parked until its next frame falls due: wake it now.
+        self.shared.doorbell.ring();
         match self.handle.take() {
             Some(h) => h.join().unwrap_or_else(|_| {
                 tracing::error!("pipeline: producer thread panicked");

@@ -18,10 +18,15 @@
 //! librdkafka's per-message cost is paid per frame, not per event. A frame is one Kafka record
 //! and, when it cannot reach the broker, one spool record; counters count events.
 //!
-//! Idle: when a turn drains less than a full batch, the thread sleeps — first a twentieth of
-//! `idle_sleep_max_us`, doubling while turns stay light, never past `idle_sleep_max_us` nor past
-//! the next frame's linger deadline — so a trickle of events costs a few wake-ups per frame,
-//! not one per event.
+//! Idle: when a turn drains less than a full batch, the thread parks until the next frame falls
+//! due (open frames share the oldest one's deadline, see [`crate::framing`]), at most
+//! `idle_sleep_max_us` (default: the frame linger); a core whose queue passes its fill mark
+//! rings the [`crate::wake::Doorbell`] and ends the wait. A frame's clock starts at the
+//! producer's previous look at the queues — when its first event may have been queued at the
+//! earliest — so `frame_linger_ms` bounds an event's whole wait (queue and frame) before
+//! librdkafka has it, and at a steady rate the thread wakes about once per linger, not once
+//! per few events: each wake-up of a helper thread costs the event loop sharing its CPU more
+//! than the helper's own work (bench/RESULTS.md, "Outcome pipeline").
 //!
 //! Must never: make a core wait (the queues are the only contact), block for long on the broker
 //! (every rdkafka call here is non-blocking except the bounded flush at shutdown), or delete a
@@ -75,6 +80,8 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     /// Deadline of the shutdown, set before `stop`.
     pub deadline: Mutex<Option<Instant>>,
+    /// Wakes the producer thread from its park (a core's fill mark, the shutdown).
+    pub doorbell: Arc<crate::wake::Doorbell>,
 }
 
 /// What [`crate::Pipeline::shutdown`] did.
@@ -268,6 +275,11 @@ pub(crate) struct ProducerThread {
     frames: Frames,
     /// Which journal records are settled; publishes each core's acknowledged position.
     acks: Acks,
+    /// When the previous turn looked at the queues: the clock of frames opened in this turn
+    /// (their first event may have been queued any time since).
+    looked_at: Instant,
+    /// Increments were pushed to the frequency worker this turn (wake it once at the end).
+    freq_pushed: bool,
     reports: Vec<Report>,
     respooled_since_sync: bool,
     /// Set at the shutdown deadline: what is still in the queues goes to the spool.
@@ -317,6 +329,8 @@ impl ProducerThread {
             replay_inflight: 0,
             frames,
             acks,
+            looked_at: now,
+            freq_pushed: false,
             reports: Vec::with_capacity(1024),
             respooled_since_sync: false,
             spool_only: false,
@@ -324,9 +338,9 @@ impl ProducerThread {
     }
 
     pub(crate) fn run(mut self) -> ShutdownReport {
+        self.shared.doorbell.register_current();
         let max_sleep = Duration::from_micros(self.cfg.idle_sleep_max_us);
-        let min_sleep = (max_sleep / 20).max(Duration::from_micros(50));
-        let mut sleep = min_sleep;
+        let min_sleep = (max_sleep / 20).clamp(Duration::from_micros(50), Duration::from_millis(1));
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             let (drained, saturated, held_back) = self.drain_queues();
@@ -346,27 +360,26 @@ impl ProducerThread {
             }
             if saturated {
                 // A queue had more than a batch: go round again at once.
-                sleep = min_sleep;
                 continue;
             }
-            // Light turn: sleep, longer while turns stay light (fewer wake-ups per event),
-            // never past the bound nor past the next frame's linger deadline. (Not
-            // `poll(timeout)`: rdkafka hands librdkafka whole milliseconds, so a
-            // sub-millisecond wait there is a busy loop.)
-            // Held back by librdkafka's full queue: look again soon (its delivery reports,
-            // served by `poll`, are what frees it).
-            let mut d = if held_back { min_sleep } else { sleep };
+            // Light turn: park until the next frame falls due, at most `max_sleep`, or until a
+            // core rings the doorbell (its queue passed the fill mark). Look again soon while
+            // held back by librdkafka's full queue (its delivery reports, served by `poll`, are
+            // what frees it), while replaying the spool (acknowledgements refill the replay
+            // window) and while stopping. (Not `poll(timeout)`: rdkafka hands librdkafka whole
+            // milliseconds, so a sub-millisecond wait there is a busy loop.)
+            let replaying = self.up && !(self.loaded.is_empty() && self.pending.is_empty());
+            let mut d = if held_back || replaying || stopping {
+                min_sleep
+            } else {
+                max_sleep
+            };
             if let Some(due) = self.frames.next_due() {
                 d = d.min(due.saturating_duration_since(Instant::now()));
             }
             if !d.is_zero() {
-                std::thread::sleep(d);
+                self.shared.doorbell.wait(d);
             }
-            sleep = if drained < self.cfg.drain_batch / 4 {
-                (sleep * 2).min(max_sleep)
-            } else {
-                min_sleep
-            };
         }
         self.finish()
     }
@@ -406,6 +419,9 @@ impl ProducerThread {
     /// Returns the events taken, whether some queue still had more than a batch, and whether
     /// draining stopped at librdkafka's high-water mark.
     fn drain_queues(&mut self) -> (usize, bool, bool) {
+        // Frames opened by this turn's events start their clock at the previous look.
+        let now = Instant::now();
+        let look = std::mem::replace(&mut self.looked_at, now);
         let mut total = 0;
         let mut saturated = false;
         let mut held_back = false;
@@ -423,20 +439,28 @@ impl ProducerThread {
                     break;
                 }
                 let Some(ev) = q.pop() else { break };
-                self.handle_live(qi, &ev);
+                self.handle_live(qi, &ev, look);
                 n += 1;
             }
             saturated |= n == self.cfg.drain_batch;
             total += n;
         }
         Counters::add(&self.shared.counters.drained, total as u64);
+        if self.freq_pushed {
+            self.freq_pushed = false;
+            if let Some(f) = &self.freq {
+                f.wake();
+            }
+        }
         (total, saturated, held_back)
     }
 
-    /// Puts one drained event into its frame (sending the frame first when it is full).
-    fn handle_live(&mut self, core: usize, ev: &Event) {
+    /// Puts one drained event into its frame (sending the frame first when it is full); a frame
+    /// it opens starts its linger at `since`.
+    fn handle_live(&mut self, core: usize, ev: &Event, since: Instant) {
         if let (Some(f), Some(inc)) = (&self.freq, FreqIncrement::from_event(ev)) {
             f.push(inc);
+            self.freq_pushed = true;
         }
         let i = self.frames.index(topic_index(ev.kind), ev);
         let mut before = self.frames.open[i].buf.len();
@@ -452,7 +476,7 @@ impl ProducerThread {
         self.acks.event(i, core, body);
         let f = &mut self.frames.open[i];
         if f.since.is_none() {
-            f.since = Some(Instant::now());
+            f.since = Some(since);
         }
     }
 

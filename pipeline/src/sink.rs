@@ -9,6 +9,8 @@
 //! Before the push, the event is appended to the core's write-ahead journal
 //! ([`crate::journal`], a memory-mapped file: plain stores, no syscall), which is what makes an
 //! emitted event survive the process being killed.
+//! Once every [`crate::wake::CHECK_EVERY`] pushes it looks at its queue's fill and rings the
+//! producer's [`Doorbell`] above the fill mark (and on overflow), never per event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use crate::framing::{BucketKey, bucket_of};
 use crate::journal::JournalWriter;
 use crate::metrics::Counters;
 use crate::spool::{Spool, SpoolError, SpoolWriter, topic_index};
+use crate::wake::{CHECK_EVERY, Doorbell, fill_mark};
 
 /// Smallest age of an overflow segment before a core seals it.
 pub const SEAL_AFTER: Duration = Duration::from_millis(100);
@@ -45,6 +48,11 @@ pub struct CoreSink {
     drops_logged: u64,
     /// Local log throttle for a full journal.
     journal_full_logged: u64,
+    /// Wakes the producer thread when this queue passes `wake_mark` events.
+    doorbell: Arc<Doorbell>,
+    wake_mark: usize,
+    /// Pushes since start (wrapping; only its low bits pace the fill checks).
+    pushes: u32,
 }
 
 impl std::fmt::Debug for CoreSink {
@@ -65,6 +73,7 @@ impl CoreSink {
         counters: Arc<Counters>,
         spool: Arc<Spool>,
         key_buckets: u16,
+        doorbell: Arc<Doorbell>,
     ) -> CoreSink {
         let mut tag = [0u8; 8];
         tag[0] = b'c';
@@ -74,7 +83,6 @@ impl CoreSink {
         let tag = std::str::from_utf8(&tag[..1 + digits.len()]).unwrap_or("c");
         CoreSink {
             core,
-            queue,
             journal,
             counters,
             overflow: SpoolWriter::new(spool, tag).silent(),
@@ -85,6 +93,10 @@ impl CoreSink {
             overflow_since: None,
             drops_logged: 0,
             journal_full_logged: 0,
+            wake_mark: fill_mark(queue.capacity()),
+            queue,
+            doorbell,
+            pushes: 0,
         }
     }
 
@@ -115,34 +127,48 @@ impl CoreSink {
                 if let (Some(j), Some(s)) = (&mut self.journal, slot) {
                     j.commit(s);
                 }
+                self.pushes = self.pushes.wrapping_add(1);
+                if self.pushes.is_multiple_of(CHECK_EVERY) && self.queue.len() >= self.wake_mark {
+                    self.doorbell.ring();
+                }
                 if self.overflow_pending {
                     self.seal_overflow();
                 }
             }
             Err(ev) => {
                 Counters::add(&self.counters.overflowed, 1);
+                self.doorbell.ring();
                 self.overflow(&ev);
             }
         }
     }
 
     /// Journals and pushes one event as [`emit`](Self::emit) does, or returns `false`
-    /// (nothing written, nothing counted) when the queue or the journal is full: for callers
-    /// that prefer to retry or shed load themselves. Never blocks, never allocates.
+    /// (nothing written, nothing counted; the producer thread is woken) when the queue or the
+    /// journal is full: for callers that prefer to retry or shed load themselves. Never blocks,
+    /// never allocates.
     #[inline]
     pub fn try_emit(&mut self, event: &Event) -> bool {
         let slot = match &mut self.journal {
             Some(j) => match j.prepare(event) {
                 Some(s) => Some(s),
-                None => return false,
+                None => {
+                    self.doorbell.ring();
+                    return false;
+                }
             },
             None => None,
         };
         if self.queue.push(*event).is_err() {
+            self.doorbell.ring();
             return false;
         }
         if let (Some(j), Some(s)) = (&mut self.journal, slot) {
             j.commit(s);
+        }
+        self.pushes = self.pushes.wrapping_add(1);
+        if self.pushes.is_multiple_of(CHECK_EVERY) && self.queue.len() >= self.wake_mark {
+            self.doorbell.ring();
         }
         true
     }

@@ -451,3 +451,43 @@ fn seccomp_block_io_uring() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// (thread name → (Cpus_allowed_list, scheduling policy, nice)) of every thread of `pid`.
+pub fn thread_placement(pid: u32) -> std::collections::BTreeMap<String, (String, i32, i32)> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let p = t.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(p.join("comm")) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(p.join("status")) else {
+            continue;
+        };
+        let Ok(sched) = std::fs::read_to_string(p.join("sched")) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.join("stat")) else {
+            continue;
+        };
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let policy: i32 = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("policy"))
+            .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
+            .unwrap();
+        // stat: "pid (comm) state …": nice is field 19, the 17th after the comm.
+        let nice: i32 = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.insert(name.trim().to_owned(), (cpus, policy, nice));
+    }
+    out
+}
