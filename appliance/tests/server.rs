@@ -233,7 +233,10 @@ macro_rules! driver_tests {
                         assert_eq!(s.metric_when("helios_shed_total{core=\"0\",reason=\"expired\"}", |v| v > 0), 1);
                         assert_eq!(s.metric_eq("helios_rx_unstamped_total", 0), 0);
                     } else {
-                        assert_eq!(r.status, 200, "no stamp: counted from the read, {r:?}");
+                        // Counted from the read: never shed by its kernel age. (If the stop lands
+                        // inside a loop turn, the turn's own clock may still call it late.)
+                        let late = s.metric_sum("helios_shed_total") > 0;
+                        assert!(r.status == 200 || late, "no stamp: counted from the read, {r:?}");
                         assert_eq!(s.metric_eq("helios_shed_total{core=\"0\",reason=\"expired\"}", 0), 0);
                     }
                     // Fresh requests are decided again.
@@ -333,8 +336,8 @@ fn warm_corpus_allocates_nothing(driver: &str) {
         driver,
         kinds::CAMPAIGNS,
         &[],
-        // A small per-turn admission limit, so a pipelined burst is shed (`overloaded`).
-        &[("HELIOS_BIDDING_MAX_INFLIGHT_PER_CORE", "8")],
+        // A small per-turn time budget, so a pipelined burst is partly shed (`overloaded`).
+        &[("HELIOS_BIDDING_TURN_BUDGET_US", "1000")],
     );
     const CONNS: usize = 8;
     let mut conns: Vec<Client> = (0..CONNS).map(|_| s.client()).collect();
@@ -346,7 +349,7 @@ fn warm_corpus_allocates_nothing(driver: &str) {
     // The whole stream, rendered before it is sent.
     let warm: Vec<_> = (0..2_000).map(render).collect();
     let measured: Vec<_> = (100_000..109_600).map(render).collect();
-    // Bursts of 16 small pipelined requests in one write: past the per-turn limit of 8.
+    // Bursts of 16 small pipelined requests in one write: past the per-turn time budget.
     let bursts: Vec<Vec<u8>> = (0..25)
         .map(|b| {
             (0..16)
