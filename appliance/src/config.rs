@@ -162,8 +162,9 @@ pub struct Events {
     /// Full → events go to the spool instead (helios_pipeline_journal_full_total).
     pub journal_bytes_per_core: u64,
     /// Longest park of the producer thread between turns, µs (it parks until its next frame is
-    /// due; a core whose queue passes a quarter of its capacity wakes it early). Smaller only
-    /// adds wake-ups of a helper thread.
+    /// due; a core whose queue passes a quarter of its capacity wakes it early). Larger means
+    /// fewer wake-ups of a helper; above 5 ms the producer's peak throughput falls
+    /// (bench/RESULTS.md "Outcome pipeline", session 3).
     pub idle_sleep_max_us: u64,
     /// Extra librdkafka producer settings, `key=value` pairs separated by commas, applied last
     /// (e.g. "linger.ms=20"); "" = none. Helios' own defaults are in docs/EVENTS.md.
@@ -1018,7 +1019,7 @@ mod tests {
         assert_eq!(c.threads.helper_cpus, "auto");
         assert_eq!(c.threads.helper_policy, crate::threads::HelperPolicy::Batch);
         assert_eq!(c.threads.helper_nice, 0);
-        assert_eq!(c.events.idle_sleep_max_us, 100_000);
+        assert_eq!(c.events.idle_sleep_max_us, 5_000);
         let c = load(
             None,
             &[

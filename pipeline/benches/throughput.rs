@@ -125,6 +125,12 @@ fn run(
     };
     cfg.producer.linger_ms = linger;
     cfg.producer.compression = compression.to_string();
+    if let Some(us) = std::env::var("HELIOS_BENCH_IDLE_SLEEP_MAX_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.idle_sleep_max_us = us;
+    }
     cfg.frame_max_events = frame_events;
     if !journal {
         cfg.journal_bytes_per_core = 0;

@@ -128,10 +128,9 @@ pub struct PipelineConfig {
     pub key_buckets: u16,
     /// Longest park of the producer thread between turns (µs). It parks until its next frame
     /// falls due and at most this long; a core whose queue passes a quarter of its capacity
-    /// wakes it early. Default: the frame linger (100 ms), so at a steady rate it wakes about
-    /// once per linger. Smaller values only add wake-ups (each one preempts or delays whatever
-    /// shares its CPU); an event's wait before librdkafka is bounded by `frame_linger_ms`
-    /// either way.
+    /// wakes it early. 5 ms by default: with 100 ms (one wake-up per frame linger) the producer
+    /// throughput bench fell from ≈ 530k to ≈ 55k events/s (the fill-mark wake-up did not keep
+    /// it draining; not understood yet, bench/RESULTS.md "Outcome pipeline" session 3).
     pub idle_sleep_max_us: u64,
     /// Redis URL for the frequency-counter worker; `None` disables it.
     pub redis_url: Option<String>,
@@ -174,7 +173,7 @@ impl Default for PipelineConfig {
             frame_max_events: u16::MAX,
             frame_linger_ms: 100,
             key_buckets: 6,
-            idle_sleep_max_us: 100_000,
+            idle_sleep_max_us: 5_000,
             redis_url: None,
             redis_ca_pem: None,
             freq_queue_capacity: 65_536,

@@ -20,13 +20,14 @@
 //!
 //! Idle: when a turn drains less than a full batch, the thread parks until the next frame falls
 //! due (open frames share the oldest one's deadline, see [`crate::framing`]), at most
-//! `idle_sleep_max_us` (default: the frame linger); a core whose queue passes its fill mark
+//! `idle_sleep_max_us` (default 5 ms); a core whose queue passes its fill mark
 //! rings the [`crate::wake::Doorbell`] and ends the wait. A frame's clock starts at the
 //! producer's previous look at the queues — when its first event may have been queued at the
 //! earliest — so `frame_linger_ms` bounds an event's whole wait (queue and frame) before
-//! librdkafka has it, and at a steady rate the thread wakes about once per linger, not once
-//! per few events: each wake-up of a helper thread costs the event loop sharing its CPU more
-//! than the helper's own work (bench/RESULTS.md, "Outcome pipeline").
+//! librdkafka has it. With `idle_sleep_max_us` at the linger the thread would wake about once
+//! per linger at a steady rate (not the default: it cut peak throughput tenfold, see
+//! bench/RESULTS.md "Outcome pipeline"); each wake-up of a helper thread costs the event loop
+//! sharing its CPU more than the helper's own work.
 //!
 //! Must never: make a core wait (the queues are the only contact), block for long on the broker
 //! (every rdkafka call here is non-blocking except the bounded flush at shutdown), or delete a
