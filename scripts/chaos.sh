@@ -139,6 +139,7 @@ start_helios() {
   HELIOS_EVENTS_BROKERS="$HELIOS_KAFKA_BROKERS" HELIOS_EVENTS_SPOOL_DIR="$dir/spool" \
     HELIOS_EVENTS_STARTUP_TIMEOUT_MS=3000 \
     HELIOS_PROFILES_REDIS_URL="$HELIOS_REDIS_URL" HELIOS_EVENTS_FREQUENCY_REDIS_URL="$HELIOS_REDIS_URL" \
+    HELIOS_BUDGET_REDIS_URL="$HELIOS_REDIS_URL" \
     HELIOS_NOTICES_KEY="$notice_key" HELIOS_NOTICES_BASE_URL="http://127.0.0.1:$bid_port" \
     "$bin/helios" --cores "$cpu" --listen "127.0.0.1:$bid_port" --admin "127.0.0.1:$admin_port" \
     --campaigns "$dir/campaigns.json" --node chaos >>"$dir/helios.log" 2>&1 &
@@ -230,6 +231,10 @@ run_fault() {
     HELIOS_REDIS_URL=$HELIOS_REDIS_URL "$bin/helios-profiles" load --count 20000 >"$run_root/profiles.log" 2>&1
     redis-cli -p "$HELIOS_REDIS_PORT" set helios:profile:loaded-chaos 1 >/dev/null
   fi
+  # Budgets live in Redis, as in production (a restarted node must not start again from the file);
+  # each fault starts from the campaigns file's budgets.
+  redis-cli -p "$HELIOS_REDIS_PORT" --scan --pattern 'helios:budget:*' |
+    xargs -r redis-cli -p "$HELIOS_REDIS_PORT" del >/dev/null
   if [[ -n "${CHAOS_BUDGET_MICROS:-}" ]]; then
     jq --argjson b "$CHAOS_BUDGET_MICROS" '.campaigns |= map(.total_budget_micros = $b | .daily_budget_micros = $b)' \
       bench/data/campaigns.json >"$dir/campaigns.json"
