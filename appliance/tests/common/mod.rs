@@ -259,6 +259,35 @@ impl Server {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
+    /// Sends SIGSTOP and waits until the kernel reports the whole process stopped (a signal is
+    /// delivered asynchronously: on a busy machine the server could still read what is sent
+    /// right after `kill` returns).
+    pub fn stop_and_wait(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.child.id();
+        let t0 = Instant::now();
+        loop {
+            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .ok()
+                            .and_then(|st| st.rsplit(") ").next().map(|r| r.starts_with('T')))
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(false);
+            if stopped {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "server did not stop within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let t0 = Instant::now();
         loop {
