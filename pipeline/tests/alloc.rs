@@ -56,13 +56,17 @@ fn emit_allocates_nothing_on_the_queue_path() {
     p.shutdown(Duration::from_secs(2));
 }
 
-#[test]
-fn emit_allocates_nothing_on_the_overflow_path() {
-    let run = unique("alloc-of");
+/// Starts a one-core pipeline toward an unreachable broker with `configure` applied, emits 100
+/// events to warm up, then counts the allocations of 10,000 more emits.
+fn allocations_of_10k_emits(
+    tag: &str,
+    configure: impl FnOnce(&mut pipeline::PipelineConfig),
+) -> (pipeline::MetricsSnapshot, u64) {
+    let run = unique(tag);
     let spool = tempfile::tempdir().unwrap();
     let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
     cfg.startup_timeout_ms = 200;
-    cfg.queue_capacity_per_core = 2;
+    configure(&mut cfg);
     let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
     let mut s = sinks.pop().unwrap();
     let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
@@ -75,36 +79,26 @@ fn emit_allocates_nothing_on_the_overflow_path() {
         }
     });
     let m = p.metrics();
-    assert!(m.overflowed > 1_000, "a 2-slot queue overflows: {m:?}");
-    assert_eq!(n, 0, "10,000 emits (overflowing) allocated {n} times");
     drop(s);
     p.shutdown(Duration::from_secs(2));
+    (m, n)
+}
+
+#[test]
+fn emit_allocates_nothing_on_the_overflow_path() {
+    let (m, n) = allocations_of_10k_emits("alloc-of", |cfg| cfg.queue_capacity_per_core = 2);
+    assert!(m.overflowed > 1_000, "a 2-slot queue overflows: {m:?}");
+    assert_eq!(n, 0, "10,000 emits (overflowing) allocated {n} times");
 }
 
 #[test]
 fn emit_allocates_nothing_when_the_journal_is_full() {
-    let run = unique("alloc-jf");
-    let spool = tempfile::tempdir().unwrap();
-    let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
-    cfg.startup_timeout_ms = 200;
-    cfg.queue_capacity_per_core = 1 << 16;
-    cfg.journal_bytes_per_core = pipeline::journal::MIN_CAPACITY;
-    let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
-    let mut s = sinks.pop().unwrap();
-    let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
-    for e in &events[..100] {
-        s.emit(e);
-    }
-    let ((), n) = count(|| {
-        for e in &events[100..] {
-            s.emit(e);
-        }
+    let (m, n) = allocations_of_10k_emits("alloc-jf", |cfg| {
+        cfg.queue_capacity_per_core = 1 << 16;
+        cfg.journal_bytes_per_core = pipeline::journal::MIN_CAPACITY;
     });
-    let m = p.metrics();
     assert!(m.journal_full > 1_000, "a 64 KiB journal fills: {m:?}");
     assert_eq!(n, 0, "10,000 emits (journal full) allocated {n} times");
-    drop(s);
-    p.shutdown(Duration::from_secs(2));
 }
 
 #[test]
