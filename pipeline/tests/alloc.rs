@@ -63,12 +63,12 @@ fn allocations_of_10k_emits(
     configure: impl FnOnce(&mut pipeline::PipelineConfig),
 ) -> (pipeline::MetricsSnapshot, u64) {
     let run = unique(tag);
-    let spool = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().expect("a temporary spool dir can be made");
     let mut cfg = test_config("127.0.0.1:1", spool.path(), &run);
     cfg.startup_timeout_ms = 200;
     configure(&mut cfg);
     let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
-    let mut s = sinks.pop().unwrap();
+    let mut s = sinks.pop().expect("one core asked, one sink given");
     let events: Vec<_> = (0..10_100).map(|i| event(&run, 0, i)).collect();
     for e in &events[..100] {
         s.emit(e);
