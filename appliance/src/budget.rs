@@ -11,6 +11,9 @@
 //! carries, signed, the reservation of its bid (`rv`) and the core that holds it (`co` on node
 //! `n`). Billing spends the clearing cost; loss spends nothing; both release the reservation.
 //! Win notices change nothing (the charge comes with billing). Where the bid was made decides:
+//! - a previous incarnation of this node (the bid predates this process: it was SIGKILLed or
+//!   restarted, and its lease was forfeited, `shards::pacing`): charged through the store to
+//!   the holder's forfeit, never to this process's lease (that would count it twice);
 //! - this core: `Shard::settle` at once;
 //! - another core of this node: pushed into that core's inbound queue (bounded, lock-free),
 //!   which it settles on its timer ([`CoreBudget::drain`]);
@@ -87,6 +90,8 @@ pub struct Counters {
     pub dropped: u64,
     /// Spend settled on this core, micros.
     pub spent_micros: u64,
+    /// Notices for bids of a previous incarnation of this node (charged to its forfeit).
+    pub predecessor: u64,
 }
 
 /// One core's published counters and readiness (written on its timer, read by the admin).
@@ -100,6 +105,7 @@ pub struct CoreSlot {
     charged_remote: AtomicU64,
     dropped: AtomicU64,
     spent_micros: AtomicU64,
+    predecessor: AtomicU64,
     lapses: AtomicU64,
     /// Gauges: lease held and reserved (incl. held back) over the core's campaigns, micros.
     lease_micros: AtomicU64,
@@ -121,6 +127,9 @@ pub struct CoreBudget {
     pub idle_return_ms: u64,
     /// This core's share of each daily budget: 1 / (cores × `budget.nodes`), ppm.
     pub daily_share_ppm: u32,
+    /// This process's incarnation (unix ns): a notice for a bid of this node made before it is
+    /// a previous incarnation's.
+    started_unix_ns: u64,
 }
 
 impl std::fmt::Debug for CoreBudget {
@@ -151,6 +160,24 @@ impl CoreBudget {
             spent,
         };
         self.counters.spent_micros += spent as u64;
+        if v.node == self.node && v.bid_ts_unix_ns < self.started_unix_ns {
+            // The previous incarnation's bid: its lease was forfeited (counted as spent), so the
+            // spend is charged to that forfeit; no reservation of this process to release.
+            let c = Charge {
+                node: v.node,
+                core: v.core,
+                campaign_id: v.campaign_id,
+                spent,
+                bid_ts_unix_ns: v.bid_ts_unix_ns,
+                reserved: 0,
+            };
+            if spent == 0 || self.charger.charge(c) {
+                self.counters.predecessor += 1;
+            } else {
+                self.counters.dropped += 1;
+            }
+            return;
+        }
         if v.node == self.node {
             if v.core == self.core {
                 shard.settle(s.campaign_id, s.bid_ts_unix_ns, v.reserved, Micros(spent));
@@ -204,6 +231,7 @@ impl CoreBudget {
         s.charged_remote.store(c.charged_remote, Ordering::Relaxed);
         s.dropped.store(c.dropped, Ordering::Relaxed);
         s.spent_micros.store(c.spent_micros, Ordering::Relaxed);
+        s.predecessor.store(c.predecessor, Ordering::Relaxed);
         let (mut lapses, mut lease, mut reserved) = (0u64, 0i64, 0i64);
         for i in 0..shard.set().len() {
             let r = shard.runtime(i);
@@ -246,7 +274,7 @@ impl BudgetStatus {
     /// Prometheus series (`helios_budget_*`).
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let per_core: [(&str, &str, SlotField); 7] = [
+        let per_core: [(&str, &str, SlotField); 8] = [
             (
                 "helios_budget_settled_local_total",
                 "Billing/loss notices settled on the core that made the bid.",
@@ -276,6 +304,11 @@ impl BudgetStatus {
                 "helios_budget_spent_micros_total",
                 "Spend (micros of USD) of billing notices received on the core.",
                 |s| &s.spent_micros,
+            ),
+            (
+                "helios_budget_predecessor_notices_total",
+                "Billing/loss notices for bids of this node's previous incarnation (its lease was forfeited; billing is charged to that forfeit).",
+                |s| &s.predecessor,
             ),
             (
                 "helios_budget_lease_lapses_total",
@@ -315,7 +348,7 @@ impl BudgetStatus {
                 );
             }
         }
-        let node: [(&str, &str, &AtomicU64); 4] = [
+        let node: [(&str, &str, &AtomicU64); 6] = [
             (
                 "helios_budget_lease_ops_total",
                 "Lease exchanges answered by the budget store.",
@@ -333,8 +366,18 @@ impl BudgetStatus {
             ),
             (
                 "helios_budget_overdraft_micros_total",
-                "Spend beyond a lease (billing after its expiry), micros.",
+                "Spend beyond a lease and its holder's forfeit (billing after its expiry), micros.",
                 &self.stats.overdraft_micros,
+            ),
+            (
+                "helios_budget_forfeited_micros_total",
+                "Leases of dead or restarted holders counted as spent (never settled by their holder), micros; this node's store calls.",
+                &self.stats.forfeited_micros,
+            ),
+            (
+                "helios_budget_forfeit_charged_micros_total",
+                "Spend of dead or restarted holders' bids charged out of their forfeits, micros; this node's store calls.",
+                &self.stats.forfeit_charged_micros,
             ),
         ];
         for (name, help, v) in node {
@@ -388,6 +431,7 @@ pub fn start(
         cfg.budget.redis_url.clone()
     };
     cc.lease_ttl_ms = cfg.budget.lease_ttl_ms;
+    let started_unix_ns = cc.incarnation_ms.saturating_mul(1_000_000);
     if live_url.is_empty() {
         cc.fixed_set = Some(Arc::clone(set));
     }
@@ -431,6 +475,7 @@ pub fn start(
             lease_ttl_ms,
             idle_return_ms: cfg.budget.idle_return_ms,
             daily_share_ppm,
+            started_unix_ns,
         })
         .collect();
     let status = BudgetStatus {

@@ -87,6 +87,12 @@ impl CoreFeed {
         self.feed.charger()
     }
 
+    /// Queues the final settlement of the shard's leases (shutdown, after the last poll); returns
+    /// how many could not be queued (see [`ShardFeed::close`]).
+    pub fn close(&mut self, shard: &mut Shard) -> usize {
+        self.feed.close(shard)
+    }
+
     /// Installs a new set if one arrived (and runs the shard's lease exchange); records the
     /// version the shard runs once it came from Redis. Call from the core's timer, not per request.
     pub fn poll(&mut self, shard: &mut Shard) {

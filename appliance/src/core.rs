@@ -454,9 +454,23 @@ impl Core {
         self.published.publish(&self.b.metrics);
     }
 
-    /// Flushes the event sink (shutdown).
+    /// Shutdown, after the last request and the last [`Core::publish`]: flushes the event sink
+    /// and queues the final settlement of the budget leases (spend reported, all but what
+    /// outstanding bids reserved given back; the control thread sends it before it stops).
     pub fn flush_events(&mut self) {
         self.b.sink.flush();
+        if self.b.budget.is_some()
+            && let Some(f) = &mut self.feed
+        {
+            let left = f.close(&mut self.b.shard);
+            if left > 0 {
+                tracing::warn!(
+                    core = self.b.cfg.core_id,
+                    ops = left,
+                    "budget: final settlements not queued (their leases will be forfeited)"
+                );
+            }
+        }
     }
 
     /// Handles every complete request in `conn`'s input, appending the answers to `conn.out`.

@@ -12,6 +12,11 @@
 //! (`budget_redis_url`, the Lua scripts of [`RedisBudget`]) or, without one, an in-process
 //! [`MemoryBudget`] seeded from the set (budgets then hold per node only). Redis errors:
 //! reconnect with backoff (100 ms → 5 s); failed lease ops and charges are retried, never dropped.
+//! Every lease op carries this process's incarnation (`incarnation_ms`, its start): the store
+//! forfeits whatever lease a previous incarnation of the same holder left unsettled (a crash)
+//! instead of handing it over (`shards::pacing`, "A holder's death"). At shutdown the cores
+//! queue their final settlement ([`ShardFeed::close`]) and the thread runs one last round after
+//! being told to stop, so a clean shutdown forfeits only what outstanding bids reserved.
 //!
 //! A core calls [`ShardFeed::poll`] between requests: pops (never blocks) a new set and grants,
 //! and every `tick_ms` runs the shard's pacing tick and pushes its lease ops. Queues are bounded;
@@ -75,8 +80,11 @@ pub struct ControlConfig {
     pub poll_ms: u64,
     /// Shard pacing tick and lease exchange period.
     pub tick_ms: u64,
-    /// Lease TTL: a node that stops exchanging loses its leases after this.
+    /// Lease TTL: a node that stops exchanging loses its leases after this (forfeited).
     pub lease_ttl_ms: u64,
+    /// This process's incarnation (unix ms, before its first bid): bids made before it are a
+    /// previous incarnation's. Default: when the config was made.
+    pub incarnation_ms: u64,
 }
 
 impl ControlConfig {
@@ -91,6 +99,7 @@ impl ControlConfig {
             poll_ms: 10,
             tick_ms: 250,
             lease_ttl_ms: 60_000,
+            incarnation_ms: now_ns() / 1_000_000,
         }
     }
 }
@@ -107,8 +116,12 @@ pub struct ControlStats {
     pub charges: AtomicU64,
     /// Reservations released for this node's cores by notices settled on other nodes.
     pub releases: AtomicU64,
-    /// Spend reported beyond leases (late billing after a lease expired), micros.
+    /// Spend reported beyond leases and forfeits (late billing after a lease expired), micros.
     pub overdraft_micros: AtomicU64,
+    /// Leases forfeited by this node's store calls (expired or taken over unsettled: counted
+    /// as spent), and spend charged out of forfeits since, micros.
+    pub forfeited_micros: AtomicU64,
+    pub forfeit_charged_micros: AtomicU64,
     /// At least one round of lease ops was answered since start.
     pub leases_answered: AtomicBool,
 }
@@ -202,12 +215,27 @@ impl ShardFeed {
             // Spend goes to the store at every poll, not only every tick.
             shard.spend_ops(&mut self.pending);
         }
+        self.push_pending();
+    }
+
+    fn push_pending(&mut self) {
         while let Some(op) = self.pending.last().copied() {
             if self.core.ops.push(op).is_err() {
                 break;
             }
             self.pending.pop();
         }
+    }
+
+    /// Queues the final settlement of every lease of the shard (clean shutdown, after the last
+    /// request and the last [`ShardFeed::poll`]): each campaign reports its spend and gives back
+    /// all but what its outstanding bids reserved. Returns how many ops could not be queued
+    /// (queue full: those leases are forfeited at expiry, as after a crash).
+    pub fn close(&mut self, shard: &mut Shard) -> usize {
+        self.push_pending();
+        shard.close_ops(&mut self.pending);
+        self.push_pending();
+        self.pending.len()
     }
 }
 
@@ -227,6 +255,7 @@ impl std::fmt::Debug for Control {
 }
 
 impl Drop for Control {
+    /// Stops the thread after one last round (the cores' final settlements), and joins it.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -353,10 +382,15 @@ impl Store<'_> {
         }
     }
     fn charge(&mut self, holder: &str, c: &Charge) -> redis::RedisResult<()> {
+        let bid_ms = c.bid_ts_unix_ns / 1_000_000;
         match self {
             Store::Redis(b) => {
                 if c.spent > 0 {
-                    b.try_charge(holder, c.campaign_id, c.spent)?;
+                    b.try_charge(holder, c.campaign_id, c.spent, bid_ms)?;
+                }
+                if c.reserved <= 0 {
+                    // A previous incarnation's bid: no reservation of a live core to release.
+                    return Ok(());
                 }
                 b.try_release(
                     c.node.as_str(),
@@ -373,6 +407,7 @@ impl Store<'_> {
                         holder,
                         c.campaign_id,
                         c.spent,
+                        bid_ms,
                         t0.elapsed().as_millis() as u64,
                     );
                 }
@@ -390,6 +425,14 @@ impl Store<'_> {
         match self {
             Store::Redis(b) => b.overdraft,
             Store::Memory(m, _) => m.overdraft,
+        }
+    }
+    /// Forfeited by this store, and charged out of forfeits (micros).
+    fn forfeits(&self) -> (i64, i64) {
+        match self {
+            Store::Redis(b) => (b.forfeited, b.forfeit_charged),
+            // One process: its leases never outlive it, nothing is taken over.
+            Store::Memory(..) => (0, 0),
         }
     }
 }
@@ -523,11 +566,27 @@ impl Loop {
             } else {
                 (idle * 2).min(Duration::from_millis(20))
             };
-            self.stats
-                .overdraft_micros
-                .store(budget.overdraft().max(0) as u64, Ordering::Relaxed);
+            self.publish_stats(&budget);
         }
+        // Told to stop: one last round carries the cores' final settlements (queued before the
+        // cores ended) to the store. A Redis error here leaves them to expire (forfeited).
+        self.leases(&mut budget)?;
+        self.charges(&mut budget)?;
+        self.publish_stats(&budget);
         Ok(())
+    }
+
+    fn publish_stats(&self, budget: &Store<'_>) {
+        self.stats
+            .overdraft_micros
+            .store(budget.overdraft().max(0) as u64, Ordering::Relaxed);
+        let (f, c) = budget.forfeits();
+        self.stats
+            .forfeited_micros
+            .store(f.max(0) as u64, Ordering::Relaxed);
+        self.stats
+            .forfeit_charged_micros
+            .store(c.max(0) as u64, Ordering::Relaxed);
     }
 
     /// Reads, compiles and offers the set; a bad set is rejected whole (old one stays).
@@ -577,7 +636,8 @@ impl Loop {
         let all: Vec<(usize, LeaseOp)> = retry.into_iter().chain(fresh).collect();
         let n = all.len();
         let mut it = all.into_iter();
-        while let Some((i, op)) = it.next() {
+        while let Some((i, mut op)) = it.next() {
+            op.incarnation_ms = self.cfg.incarnation_ms;
             self.holder.clear();
             let _ = write!(self.holder, "{}:{}", self.cfg.node, i);
             match budget.exchange(&self.holder, &op) {
@@ -602,7 +662,12 @@ impl Loop {
     /// Hands releases other nodes queued for this node to the cores: returns how many.
     fn releases(&mut self, budget: &mut Store<'_>) -> redis::RedisResult<usize> {
         let got = budget.take_releases(&self.cfg.node)?;
+        let started_ns = self.cfg.incarnation_ms.saturating_mul(1_000_000);
         for &(core, campaign_id, bid_ts_unix_ns, reserved) in &got {
+            if bid_ts_unix_ns < started_ns {
+                // A previous incarnation's bid: no core of this process reserved for it.
+                continue;
+            }
             if let Some(c) = self.cores.get(usize::from(core)) {
                 // Full: the reservation expires instead (30–60 s).
                 let _ = c.releases.push(Release {

@@ -30,3 +30,13 @@ pub fn releases(node: &str) -> String {
 pub fn remote(campaign: u32) -> String {
     format!("helios:budget:{{{campaign}}}:remote")
 }
+/// Hash: holder → lease balance it lost without settling it (expired, or taken over by a new
+/// incarnation of the holder after a crash): counted as spent, never granted again; billing for
+/// that holder's earlier bids is charged out of it. What is left is the underspend.
+pub fn forfeit(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:forfeit")
+}
+/// Hash: holder → the incarnation (process start, unix ms) that holds its lease.
+pub fn incarnation(campaign: u32) -> String {
+    format!("helios:budget:{{{campaign}}}:incarnation")
+}

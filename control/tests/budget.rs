@@ -1,5 +1,6 @@
 //! Budget leases against the real Redis: atomic grants never exceed the budget across
-//! concurrent holders, spend is taken from leases, and a dead holder's lease returns after TTL.
+//! concurrent holders, spend is taken from leases, and a dead holder's lease is forfeited (never
+//! granted again) at its TTL or when a new incarnation of the holder takes its name over.
 
 mod common;
 
@@ -7,13 +8,8 @@ use control::RedisBudget;
 use shards::pacing::LeaseOp;
 
 fn op(spent: i64, want: i64) -> LeaseOp {
-    LeaseOp {
-        campaign_id: 7,
-        spent,
-        want,
-        // One "impression" as large as the budgets here: the quarter-share cap never binds.
-        unit: 1_000_000,
-    }
+    // One "impression" as large as the budgets here: the quarter-share cap never binds.
+    LeaseOp::new(7, spent, want, 1_000_000)
 }
 
 #[test]
@@ -46,7 +42,7 @@ fn grants_never_exceed_the_budget_across_holders() {
 }
 
 #[test]
-fn spend_comes_out_of_the_lease_and_dead_leases_return() {
+fn spend_comes_out_of_the_lease_and_dead_leases_are_forfeited() {
     let Some(url) = common::redis(2) else { return };
     let mut b = RedisBudget::new(common::con(&url), 300);
     b.try_init(7, 10_000).unwrap();
@@ -56,19 +52,77 @@ fn spend_comes_out_of_the_lease_and_dead_leases_return() {
     let g = b.try_exchange("a:0", &op(1_500, 1_000)).unwrap();
     assert_eq!((g.granted, g.balance), (1_000, 3_500));
     assert_eq!(b.remaining(7).unwrap(), 5_000);
-    // Holder b takes the rest; a goes silent and its 3,500 return after the TTL.
+    // Holder b takes the rest; a goes silent (it may have spent its 3,500 without reporting
+    // it): at the TTL its lease is forfeited, counted as spent, not granted again.
     b.ttl_ms = 60_000;
     let g = b.try_exchange("b:0", &op(0, 100_000)).unwrap();
     assert_eq!(g.granted, 5_000);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let g = b.try_exchange("b:0", &op(0, 100_000)).unwrap();
-    assert_eq!(g.granted, 3_500, "a's unspent lease came back");
-    // a reports a late win of 200 after losing its lease: charged as overdraft.
+    assert_eq!(g.granted, 0, "a's lease did not come back");
+    assert_eq!(b.forfeit(7, "a:0").unwrap(), 3_500);
+    assert_eq!(b.forfeited, 3_500);
+    // a reports a late win of 200 after losing its lease: out of its forfeit, no overdraft.
     let g = b.try_exchange("a:0", &op(200, 0)).unwrap();
     assert_eq!(g.balance, 0);
-    assert_eq!(b.overdraft, 200);
-    // Money conservation: spent 1,500 + 200, leases 8,500 held by b, remaining −200.
-    assert_eq!(b.remaining(7).unwrap(), -200);
+    assert_eq!((b.overdraft, b.forfeit_charged), (0, 200));
+    assert_eq!(b.forfeit(7, "a:0").unwrap(), 3_300);
+    // Money conservation: spent 1,500 + 200, leases 5,000 held by b, forfeit 3,300.
+    assert_eq!(b.remaining(7).unwrap(), 0);
+}
+
+#[test]
+fn a_restarted_holder_forfeits_its_predecessors_lease_and_its_billing_is_charged_there() {
+    let Some(url) = common::redis(7) else { return };
+    let mut b = RedisBudget::new(common::con(&url), 60_000);
+    b.try_init(7, 20_000).unwrap();
+    let inc = |spent, want, inc_ms| {
+        let mut o = op(spent, want);
+        o.incarnation_ms = inc_ms;
+        o
+    };
+    // Incarnation 1,000 holds 4,000, reports 1,000 of spend, spends 1,500 more unreported and
+    // is SIGKILLed. Incarnation 9,000 of the same holder asks for a lease.
+    assert_eq!(
+        b.try_exchange("n:0", &inc(0, 4_000, 1_000))
+            .unwrap()
+            .balance,
+        4_000
+    );
+    // Before the new incarnation's first op, a charge for the old one's bid hits its lease.
+    b.try_charge("n:0", 7, 500, 1_500).unwrap();
+    assert_eq!(
+        b.try_exchange("n:0", &inc(1_000, 0, 1_000))
+            .unwrap()
+            .balance,
+        2_500
+    );
+    let g = b.try_exchange("n:0", &inc(0, 4_000, 9_000)).unwrap();
+    assert_eq!((g.granted, g.balance), (4_000, 4_000), "nothing inherited");
+    assert_eq!(g.remote_spent, 0);
+    assert_eq!(b.forfeit(7, "n:0").unwrap(), 2_500);
+    // The old incarnation's billing (bid at 8,000 ms < 9,000) comes out of the forfeit; the new
+    // one's out of its lease (and is reported to it as remote spend).
+    b.try_charge("n:0", 7, 1_500, 8_000).unwrap();
+    b.try_charge("n:0", 7, 700, 9_500).unwrap();
+    assert_eq!(b.forfeit(7, "n:0").unwrap(), 1_000);
+    let g = b.try_exchange("n:0", &inc(0, 0, 9_000)).unwrap();
+    assert_eq!((g.balance, g.remote_spent), (3_300, 700));
+    assert_eq!(b.overdraft, 0);
+    // Conservation: remaining + lease + forfeit + spend charged or reported = the budget.
+    assert_eq!(
+        b.remaining(7).unwrap() + 3_300 + 1_000 + (500 + 1_000 + 1_500 + 700),
+        20_000
+    );
+    // A clean shutdown's final settlement keeps only the outstanding reservations (900).
+    let mut close = inc(300, 0, 9_000);
+    close.keep = Some(900);
+    let g = b.try_exchange("n:0", &close).unwrap();
+    assert_eq!((g.granted, g.balance), (0, 900));
+    assert_eq!(b.remaining(7).unwrap(), 20_000 - 900 - 1_000 - 4_000);
+    // The next incarnation forfeits those 900 (bids that may still be billed), no more.
+    b.try_exchange("n:0", &inc(0, 0, 20_000)).unwrap();
+    assert_eq!(b.forfeit(7, "n:0").unwrap(), 1_900);
 }
 
 #[test]
@@ -84,7 +138,7 @@ fn a_charge_takes_from_the_holders_lease_and_reaches_its_next_grant() {
         .arg("a:0")
         .query(&mut common::con(&url))
         .unwrap();
-    b.try_charge("a:0", 7, 1_200).unwrap();
+    b.try_charge("a:0", 7, 1_200, 0).unwrap();
     let exp_after: f64 = redis::cmd("ZSCORE")
         .arg(control::keys::expiry(7))
         .arg("a:0")
@@ -98,9 +152,9 @@ fn a_charge_takes_from_the_holders_lease_and_reaches_its_next_grant() {
     let g = b.try_exchange("a:0", &op(0, 0)).unwrap();
     assert_eq!(g.remote_spent, 0);
     // Beyond the lease, the remaining budget pays (overdraft), and with no lease at all too.
-    b.try_charge("a:0", 7, 3_000).unwrap();
+    b.try_charge("a:0", 7, 3_000, 0).unwrap();
     assert_eq!(b.overdraft, 200);
-    b.try_charge("gone:1", 7, 500).unwrap();
+    b.try_charge("gone:1", 7, 500, 0).unwrap();
     assert_eq!(b.overdraft, 700);
     // Conservation: 10,000 = remaining + leases + spend (1,200 + 3,000 + 500).
     let held: i64 = redis::cmd("HGET")
@@ -116,12 +170,7 @@ fn one_exchange_takes_at_most_a_quarter_of_what_remains() {
     let Some(url) = common::redis(6) else { return };
     let mut b = RedisBudget::new(common::con(&url), 60_000);
     b.try_init(7, 1_000_000).unwrap();
-    let big = |unit| LeaseOp {
-        campaign_id: 7,
-        spent: 0,
-        want: 10_000_000,
-        unit,
-    };
+    let big = |unit| LeaseOp::new(7, 0, 10_000_000, unit);
     // The first holder to ask cannot take everything: the second still gets its share.
     assert_eq!(b.try_exchange("a:0", &big(2_500)).unwrap().granted, 250_000);
     assert_eq!(b.try_exchange("b:0", &big(2_500)).unwrap().granted, 187_500);

@@ -156,14 +156,21 @@ fn a_fixed_set_gets_leases_from_the_in_process_store() {
     assert!(total <= 30_000, "never more than the budget: {total}");
     // Core 1 settles a bid core 0 made (billed on core 1): charged to core 0's lease.
     let before = shards[0].runtime(0).lease;
-    assert!(feeds[1].charger().charge(control::Charge {
-        node: codec::event::InlineStr::new("node-m"),
-        core: 0,
-        campaign_id: 1,
-        spent: 900,
-        bid_ts_unix_ns: 0,
-        reserved: 1_000,
-    }));
+    assert!(
+        feeds[1].charger().charge(control::Charge {
+            node: codec::event::InlineStr::new("node-m"),
+            core: 0,
+            campaign_id: 1,
+            spent: 900,
+            // A bid of this process (made after its start): bids of earlier incarnations are
+            // charged to their forfeit instead.
+            bid_ts_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+            reserved: 1_000,
+        })
+    );
     until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
         s.core() != 0 || s.runtime(0).total_spent == 900
     })
@@ -179,4 +186,100 @@ fn a_fixed_set_gets_leases_from_the_in_process_store() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+/// A process that dies without settling (SIGKILL: its control thread never sends what the
+/// core spent since its last report) and is restarted under the same node name: the new
+/// incarnation starts from a fresh lease and the dead one's balance is forfeited (counted as
+/// spent), so the unreported spend can never be spent twice. A clean shutdown instead reports
+/// its spend and gives its lease back before the control thread stops.
+#[test]
+fn a_restart_forfeits_an_unsettled_lease_and_a_clean_shutdown_gives_it_back() {
+    let Some(url) = common::redis(8) else { return };
+    let mut con = common::con(&url);
+    publish(&mut con, &set_json(1, 100_000), 1);
+    let scfg = ShardConfig {
+        enforce_budget: true,
+        ..ShardConfig::default()
+    };
+    let incarnation = |inc_ms: u64| {
+        let mut cfg = ControlConfig::new(&url, "node-k", 1);
+        cfg.tick_ms = 20;
+        cfg.incarnation_ms = inc_ms;
+        let (control, feeds) = Control::spawn(cfg).unwrap();
+        let shards = vec![Shard::with_config(0, CompiledSet::empty(), scfg.clone())];
+        (control, feeds, shards)
+    };
+    let held = |con: &mut redis::Connection| -> i64 {
+        con.hget::<_, _, Option<i64>>(keys::leases(1), "node-k:0")
+            .unwrap()
+            .unwrap_or(0)
+    };
+    let remaining = |con: &mut redis::Connection| -> i64 { con.get(keys::remaining(1)).unwrap() };
+    let forfeit = |con: &mut redis::Connection| -> i64 {
+        con.hget::<_, _, Option<i64>>(keys::forfeit(1), "node-k:0")
+            .unwrap()
+            .unwrap_or(0)
+    };
+
+    // Incarnation 1 gets a lease, spends 700 and "dies" before reporting it.
+    let (control, mut feeds, mut shards) = incarnation(1_000);
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.set().version == 1 && s.runtime(0).lease > 0 && !s.leases_pending()
+    })
+    .expect("a lease is granted");
+    let lease1 = held(&mut con);
+    assert!(lease1 > 700);
+    shards[0].settle(1, 0, codec::Micros(0), codec::Micros(700));
+    drop(feeds); // never polled again: the 700 is not reported
+    drop(control);
+    assert_eq!(held(&mut con), lease1, "the store never heard of the 700");
+
+    // Incarnation 2 of the same holder: a fresh lease; the old one is forfeited whole.
+    let (control, mut feeds, mut shards) = incarnation(2_000);
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.set().version == 1 && s.runtime(0).lease > 0 && !s.leases_pending()
+    })
+    .expect("a lease for the new incarnation");
+    let lease2 = held(&mut con);
+    assert_eq!(
+        forfeit(&mut con),
+        lease1,
+        "the dead incarnation's lease is forfeited"
+    );
+    assert_eq!(
+        remaining(&mut con) + lease2 + lease1,
+        100_000,
+        "nothing of the old lease went back to the budget"
+    );
+    let forfeited = control
+        .stats
+        .forfeited_micros
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(forfeited, lease1 as u64);
+
+    // It spends 1,000 of its own and shuts down cleanly (no bid outstanding): the spend is
+    // reported and the whole rest of its lease goes back. (`pacing` tests that outstanding
+    // reservations are kept.)
+    shards[0].settle(1, 0, codec::Micros(0), codec::Micros(1_000));
+    assert_eq!(
+        feeds[0].close(&mut shards[0]),
+        0,
+        "the final settlement is queued"
+    );
+    drop(control); // one last round, then the thread stops
+    assert_eq!(held(&mut con), 0, "nothing is kept");
+    assert_eq!(
+        remaining(&mut con),
+        100_000 - lease1 - 1_000,
+        "the rest of the lease went back"
+    );
+    // The next incarnation has nothing more to forfeit.
+    let (control, mut feeds, mut shards) = incarnation(3_000);
+    until(&mut feeds, &mut shards, Duration::from_secs(5), |s| {
+        s.set().version == 1 && s.runtime(0).lease > 0 && !s.leases_pending()
+    })
+    .expect("a lease for the third incarnation");
+    assert_eq!(forfeit(&mut con), lease1);
+    drop(control);
 }

@@ -476,6 +476,16 @@ impl Shard {
         }
     }
 
+    /// The final settlement of every campaign's lease (clean shutdown, after the last request):
+    /// see [`crate::pacing::Runtime::close_op`].
+    pub fn close_ops(&mut self, out: &mut Vec<LeaseOp>) {
+        for rt in &mut self.w.runtime {
+            if let Some(op) = rt.close_op() {
+                out.push(op);
+            }
+        }
+    }
+
     /// Some lease op sent to the store is not answered yet.
     pub fn leases_pending(&self) -> bool {
         self.w.runtime.iter().any(|r| r.in_flight)

@@ -12,13 +12,25 @@
 //! the cumulative error fed back — catch-up when behind); asap only keeps the lease topped up.
 //! Runtime state is owned by the shard's core; `tick` runs between requests, never per request.
 //!
-//! Lease lifetime: the store forgets a holder's lease `lease_ttl_ms` after its last exchange
-//! (a dead node's money returns). So a shard renews every quarter TTL even with nothing to ask,
+//! Lease lifetime: the store takes a holder's lease away `lease_ttl_ms` after its last exchange
+//! (a dead node's lease is forfeited: see below). So a shard renews every quarter TTL even with nothing to ask,
 //! and stops trusting a lease three quarters of a TTL after the op that last confirmed it was
 //! sent (its own clock only: no clock skew with the store matters). Reservations that expire
 //! unsettled are not spendable again until the store has answered an op sent after the
 //! expiry: the bid may have been billed on another node, which charged this holder's lease in
 //! the store ([`LeaseGrant::remote_spent`]).
+//!
+//! A holder's death never returns its lease to the budget (overspend impossible by construction,
+//! not by timing): a holder may have spent up to its whole balance without reporting it yet (a
+//! SIGKILL, an OOM kill, a lost node), so a lease that leaves its holder without the holder's
+//! final settlement — it expires, or a new incarnation of the holder (a restarted process,
+//! [`LeaseOp::incarnation_ms`]) takes the holder's name over — moves to the holder's *forfeit*:
+//! counted as spent, never granted again. Billing for the dead incarnation's bids (and a lapsed
+//! holder's late spend report) is charged to that forfeit first, so it is not counted twice.
+//! What is left in a forfeit is the underspend: at most the dead holder's balance (its spend not
+//! yet reported is taken out of it, the rest was never spent). A holder shutting down cleanly
+//! settles finally ([`LeaseOp::keep`]): it reports its spend and gives back everything but what
+//! its outstanding bids reserved, so only that amount is forfeited after a clean restart.
 //! Must never: let a bid exceed the lease, allocate in `admit`/`reserve`.
 
 use std::collections::HashMap;
@@ -97,6 +109,28 @@ pub struct LeaseOp {
     /// Cost of one impression at the campaign's highest price (micros): the smallest useful
     /// grant ([`grant_for`]).
     pub unit: i64,
+    /// The holder process's incarnation (its start, unix ms; set by the control thread, 0 =
+    /// unknown: never takes a lease over). The first op of a new incarnation retires the lease
+    /// the holder's name had: it is forfeited (counted as spent), not inherited.
+    pub incarnation_ms: u64,
+    /// Final settlement (clean shutdown): after `spent` is taken out, the holder keeps at most
+    /// this much (what its outstanding bids reserved) and gives the rest back; `want` is
+    /// ignored. `None` for every other op.
+    pub keep: Option<i64>,
+}
+
+impl LeaseOp {
+    /// An op with no incarnation and no final settlement (fields as named).
+    pub fn new(campaign_id: u32, spent: i64, want: i64, unit: i64) -> LeaseOp {
+        LeaseOp {
+            campaign_id,
+            spent,
+            want,
+            unit,
+            incarnation_ms: 0,
+            keep: None,
+        }
+    }
 }
 
 /// The store's answer: this holder's lease balance after the op.
@@ -118,11 +152,13 @@ pub trait BudgetStore {
     /// `spent` out of this holder's lease, grants up to `want` from the remaining budget, and
     /// renews this holder's lease expiry.
     fn exchange(&mut self, holder: &str, op: &LeaseOp, now_ms: u64) -> LeaseGrant;
-    /// Charges `spent` to another holder's lease (a bid it made was billed here): reclaims
-    /// expired leases, takes `spent` from `holder`'s lease (beyond it, or with no lease left,
-    /// from the remaining budget, as overdraft) and records it for `holder`'s next grant
-    /// ([`LeaseGrant::remote_spent`]). Never renews `holder`'s expiry.
-    fn charge(&mut self, holder: &str, campaign_id: u32, spent: i64, now_ms: u64);
+    /// Charges `spent` to another holder's lease (a bid it made at `bid_ms`, unix ms, was billed
+    /// here): reclaims expired leases; a bid of the holder's current incarnation is taken from
+    /// its lease and recorded for its next grant ([`LeaseGrant::remote_spent`]); a bid of an
+    /// earlier incarnation (before the current one started), or one whose lease is gone, is
+    /// taken from the holder's forfeit. Beyond both: from the remaining budget, as overdraft.
+    /// Never renews `holder`'s expiry.
+    fn charge(&mut self, holder: &str, campaign_id: u32, spent: i64, bid_ms: u64, now_ms: u64);
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +168,13 @@ struct Account {
     leases: HashMap<String, (i64, u64)>,
     /// holder → spend charged by other nodes, not yet reported to it.
     remote: HashMap<String, i64>,
+    /// holder → lease balances it lost without settling them (counted as spent).
+    forfeit: HashMap<String, i64>,
+    /// holder → incarnation (start, unix ms) that holds its lease.
+    incarnation: HashMap<String, u64>,
+    /// Forfeited in total (micros), and charged back out of forfeits since.
+    forfeited: i64,
+    forfeit_charged: i64,
 }
 
 /// An in-process budget store with the same semantics as the Redis one.
@@ -160,6 +203,20 @@ impl MemoryBudget {
             .and_then(|a| a.leases.get(holder))
             .map_or(0, |l| l.0)
     }
+    /// What `holder` lost without settling it and was not charged since (micros).
+    pub fn forfeit(&self, campaign_id: u32, holder: &str) -> i64 {
+        self.accounts
+            .get(&campaign_id)
+            .and_then(|a| a.forfeit.get(holder))
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Forfeited in total for a campaign, and charged out of its forfeits since (micros).
+    pub fn forfeited(&self, campaign_id: u32) -> (i64, i64) {
+        self.accounts
+            .get(&campaign_id)
+            .map_or((0, 0), |a| (a.forfeited, a.forfeit_charged))
+    }
 }
 
 impl BudgetStore for MemoryBudget {
@@ -172,14 +229,34 @@ impl BudgetStore for MemoryBudget {
     fn exchange(&mut self, holder: &str, op: &LeaseOp, now_ms: u64) -> LeaseGrant {
         let a = self.accounts.entry(op.campaign_id).or_default();
         a.reclaim(now_ms);
+        if op.incarnation_ms != 0 && a.incarnation.get(holder) != Some(&op.incarnation_ms) {
+            // A new incarnation of the holder: what the old one held is forfeited, not inherited.
+            a.retire(holder);
+            a.incarnation.insert(holder.to_owned(), op.incarnation_ms);
+        }
         let remote_spent = a.remote.remove(holder).unwrap_or(0);
         let l = a.leases.entry(holder.to_owned()).or_insert((0, 0));
         l.0 -= op.spent;
         if l.0 < 0 {
-            // Spent more than the lease held (late wins after it expired): charge the budget.
-            self.overdraft += -l.0;
-            a.remaining += l.0;
+            // Spent more than the lease held (late wins after it expired): the holder's forfeit
+            // pays first (its lost lease covered that spend), then the budget (overdraft).
+            let beyond = -l.0;
             l.0 = 0;
+            self.overdraft += a.charge_forfeit(holder, beyond);
+        }
+        let l = a.leases.entry(holder.to_owned()).or_insert((0, 0));
+        if let Some(keep) = op.keep {
+            // Final settlement: give back all but what outstanding bids reserved.
+            let back = (l.0 - keep.max(0)).max(0);
+            l.0 -= back;
+            a.remaining += back;
+            l.1 = now_ms + self.ttl_ms;
+            return LeaseGrant {
+                campaign_id: op.campaign_id,
+                granted: 0,
+                balance: l.0,
+                remote_spent,
+            };
         }
         let give = grant_for(op.want, a.remaining, op.unit);
         a.remaining -= give;
@@ -198,30 +275,29 @@ impl BudgetStore for MemoryBudget {
             remote_spent,
         }
     }
-    fn charge(&mut self, holder: &str, campaign_id: u32, spent: i64, now_ms: u64) {
+    fn charge(&mut self, holder: &str, campaign_id: u32, spent: i64, bid_ms: u64, now_ms: u64) {
         let a = self.accounts.entry(campaign_id).or_default();
         a.reclaim(now_ms);
+        let earlier = a.incarnation.get(holder).is_some_and(|&inc| bid_ms < inc);
         match a.leases.get_mut(holder) {
-            Some(l) => {
+            Some(l) if !earlier => {
                 l.0 -= spent;
+                let mut beyond = 0;
                 if l.0 < 0 {
-                    self.overdraft += -l.0;
-                    a.remaining += l.0;
+                    beyond = -l.0;
                     l.0 = 0;
                 }
                 *a.remote.entry(holder.to_owned()).or_insert(0) += spent;
+                self.overdraft += a.charge_forfeit(holder, beyond);
             }
-            None => {
-                // The holder's lease is gone (expired: its balance already returned).
-                self.overdraft += spent;
-                a.remaining -= spent;
-            }
+            // The bid's incarnation is gone (restarted or expired): its lease was forfeited.
+            _ => self.overdraft += a.charge_forfeit(holder, spent),
         }
     }
 }
 
 impl Account {
-    /// Returns every expired lease to the remaining budget.
+    /// Forfeits every expired lease (its holder did not renew it: dead, or cut off).
     fn reclaim(&mut self, now_ms: u64) {
         let expired: Vec<String> = self
             .leases
@@ -230,11 +306,35 @@ impl Account {
             .map(|(h, _)| h.clone())
             .collect();
         for h in expired {
-            if let Some((bal, _)) = self.leases.remove(&h) {
-                self.remaining += bal.max(0);
-            }
-            self.remote.remove(&h);
+            self.retire(&h);
         }
+    }
+
+    /// Moves `holder`'s lease to its forfeit: counted as spent, never granted again.
+    fn retire(&mut self, holder: &str) {
+        if let Some((bal, _)) = self.leases.remove(holder) {
+            let bal = bal.max(0);
+            *self.forfeit.entry(holder.to_owned()).or_insert(0) += bal;
+            self.forfeited += bal;
+        }
+        self.remote.remove(holder);
+    }
+
+    /// Takes `spent` out of `holder`'s forfeit; returns what the forfeit could not cover (taken
+    /// from the remaining budget instead: overdraft).
+    fn charge_forfeit(&mut self, holder: &str, spent: i64) -> i64 {
+        if spent <= 0 {
+            return 0;
+        }
+        let f = self.forfeit.get_mut(holder).map_or(0, |f| {
+            let take = spent.min(*f).max(0);
+            *f -= take;
+            take
+        });
+        self.forfeit_charged += f;
+        let beyond = spent - f;
+        self.remaining -= beyond;
+        beyond
     }
 }
 
@@ -498,13 +598,30 @@ impl Runtime {
         self.renew = false;
         self.op_taken_ns = self.last_tick_ns;
         self.in_flight_ns = self.last_tick_ns;
-        let op = LeaseOp {
-            campaign_id: self.campaign_id,
-            spent: self.spent_unreported,
-            want: self.want,
-            unit: self.unit,
-        };
+        let op = LeaseOp::new(
+            self.campaign_id,
+            self.spent_unreported,
+            self.want,
+            self.unit,
+        );
         self.spent_unreported = 0;
+        self.in_flight = true;
+        Some(op)
+    }
+
+    /// The final settlement (clean shutdown): reports the spend not yet reported and keeps only
+    /// what outstanding bids reserved (their billing may still come); even with an op in
+    /// flight (the store answers ops in order). `None` when this shard never held a lease and
+    /// has nothing to report.
+    pub fn close_op(&mut self) -> Option<LeaseOp> {
+        let keep = self.reserved[0] + self.reserved[1] + self.hold[0] + self.hold[1];
+        if self.op_taken_ns == 0 && self.spent_unreported == 0 {
+            return None;
+        }
+        let mut op = LeaseOp::new(self.campaign_id, self.spent_unreported, 0, self.unit);
+        op.keep = Some(keep.max(0));
+        self.spent_unreported = 0;
+        self.lease = 0;
         self.in_flight = true;
         Some(op)
     }
@@ -619,7 +736,7 @@ mod tests {
         let lease = rt.lease;
         // A bid reserves 2,000; it is billed (1,500) on another node, which charges our lease.
         rt.reserve(2_000);
-        store.charge("a:0", 9, 1_500, T0 / 1_000_000 + 10);
+        store.charge("a:0", 9, 1_500, T0 / 1_000_000, T0 / 1_000_000 + 10);
         assert_eq!(store.balance(9, "a:0"), lease - 1_500);
         // Two epochs later the reservation expires but stays held until the store answers.
         rt.tick(c, &cfg, T0 + EPOCH_NS);
@@ -640,20 +757,236 @@ mod tests {
     }
 
     #[test]
-    fn a_charge_to_an_expired_lease_comes_from_the_remaining_budget() {
+    fn a_lease_expiring_without_settlement_is_forfeited_and_pays_its_late_billing() {
         let mut store = MemoryBudget::new(1_000);
         store.init(9, 10_000);
-        let op = LeaseOp {
-            campaign_id: 9,
-            spent: 0,
-            want: 4_000,
-            unit: 10_000,
-        };
+        let op = LeaseOp::new(9, 0, 4_000, 10_000);
         assert_eq!(store.exchange("dead:0", &op, 0).granted, 4_000);
-        // The holder died; its lease returns, and a late billing for its bid is still charged.
-        store.charge("dead:0", 9, 700, 5_000);
-        assert_eq!(store.remaining(9), 10_000 - 700);
-        assert_eq!(store.overdraft, 700);
+        // The holder died (it may have spent all 4,000 without reporting it): at expiry its
+        // lease is counted as spent, not returned.
+        let g = store.exchange("live:0", &LeaseOp::new(9, 0, 100_000, 10_000), 5_000);
+        assert_eq!(g.granted, 6_000, "only what was never leased");
+        assert_eq!(store.forfeit(9, "dead:0"), 4_000);
+        // A late billing for its bid comes out of the forfeit: no overdraft, no double count.
+        store.charge("dead:0", 9, 700, 10, 5_001);
+        assert_eq!((store.forfeit(9, "dead:0"), store.overdraft), (3_300, 0));
+        assert_eq!(store.remaining(9), 0);
+        // Beyond the forfeit: overdraft from the remaining budget.
+        store.charge("dead:0", 9, 3_500, 10, 5_002);
+        assert_eq!((store.forfeit(9, "dead:0"), store.overdraft), (0, 200));
+        assert_eq!(store.remaining(9), -200);
+        assert_eq!(store.forfeited(9), (4_000, 4_000));
+    }
+
+    #[test]
+    fn a_restarted_holder_forfeits_its_predecessors_lease_instead_of_inheriting_it() {
+        let mut store = MemoryBudget::new(60_000);
+        store.init(9, 20_000);
+        let mut op = LeaseOp::new(9, 0, 4_000, 1_000);
+        op.incarnation_ms = 100;
+        assert_eq!(store.exchange("n:0", &op, 100).balance, 4_000);
+        // Incarnation 100 reports 1,000, then spends 1,500 more and is SIGKILLed before
+        // reporting it. Restarted as incarnation 5,000 under the same name, it asks again.
+        op.spent = 1_000;
+        op.want = 0;
+        assert_eq!(store.exchange("n:0", &op, 200).balance, 3_000);
+        let mut op2 = LeaseOp::new(9, 0, 4_000, 1_000);
+        op2.incarnation_ms = 5_000;
+        let g = store.exchange("n:0", &op2, 5_000);
+        assert_eq!(
+            (g.granted, g.balance),
+            (4_000, 4_000),
+            "a fresh lease, nothing inherited"
+        );
+        assert_eq!(store.forfeit(9, "n:0"), 3_000);
+        // The predecessor's billing arriving now (bid at 4,000 ms < 5,000) is charged to the
+        // forfeit, not to the new lease; a bid of the new incarnation is charged to its lease.
+        store.charge("n:0", 9, 1_500, 4_000, 5_010);
+        assert_eq!(
+            (store.forfeit(9, "n:0"), store.balance(9, "n:0")),
+            (1_500, 4_000)
+        );
+        store.charge("n:0", 9, 800, 5_005, 5_020);
+        assert_eq!(
+            (store.forfeit(9, "n:0"), store.balance(9, "n:0")),
+            (1_500, 3_200)
+        );
+        // Conservation: remaining + leases + forfeit + charged spend = the budget; the 1,500
+        // left in the forfeit is the underspend (the killed process's bids that were never
+        // billed, or its spend lost with it and billed nowhere).
+        assert_eq!(store.overdraft, 0);
+        assert_eq!(
+            store.remaining(9) + 3_200 + 1_500 + (1_000 + 1_500 + 800),
+            20_000
+        );
+        // The same incarnation again retires nothing.
+        op2.want = 0;
+        assert_eq!(store.exchange("n:0", &op2, 5_030).balance, 3_200);
+        assert_eq!(store.forfeit(9, "n:0"), 1_500);
+    }
+
+    #[test]
+    fn a_clean_close_gives_back_all_but_the_reservations() {
+        let set = campaign();
+        let c = &set.compiled[0];
+        let cfg = PacingConfig {
+            lease_ttl_ms: 600_000,
+            ..cfg()
+        };
+        let mut store = MemoryBudget::new(600_000);
+        store.init(9, 1_000_000);
+        let mut rt = Runtime::new(c, &cfg);
+        assert!(rt.close_op().is_none(), "never leased: nothing to settle");
+        rt.tick(c, &cfg, T0);
+        exchange(&mut rt, &mut store, "a:0", T0);
+        let lease = rt.lease;
+        rt.reserve(2_000);
+        rt.reserve(2_000);
+        rt.settle(T0, 2_000, 1_500);
+        // An op is in flight when the shutdown comes: the close goes anyway, after it.
+        rt.tick(c, &cfg, T0 + S);
+        rt.renew = true;
+        let pending = rt.take_op().expect("op");
+        let close = rt.close_op().expect("close");
+        assert_eq!((close.spent, close.keep), (0, Some(2_000)));
+        assert_eq!(pending.spent, 1_500);
+        store.exchange("a:0", &pending, (T0 + S) / 1_000_000);
+        let g = store.exchange("a:0", &close, (T0 + S) / 1_000_000);
+        assert_eq!(g.balance, 2_000, "the outstanding bid's reservation stays");
+        assert_eq!(store.remaining(9), 1_000_000 - 1_500 - 2_000);
+        assert!(lease > 2_000);
+    }
+
+    /// A tiny deterministic generator (xorshift64*), for the simulation below.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+    }
+
+    /// One simulated process (a holder's incarnation) bidding from its lease.
+    struct Proc {
+        name: String,
+        alive: bool,
+        inc_ms: u64,
+        lease: i64,
+        reserved: i64,
+        /// Reservations of bids charged through the store: spendable again once the store
+        /// has answered (as `Runtime::hold`).
+        hold: i64,
+        unreported: i64,
+        down_until: u64,
+    }
+
+    /// Three holders on two nodes bid a 200,000 µ budget away for 60 s; each is SIGKILLed at
+    /// random (its unreported spend dies with it) and restarted under its name 0.5–2 s later;
+    /// every bid is billed at its full reservation 0–3 s later, its notice settled by the
+    /// bidding process if it is still the same incarnation, else charged through the store
+    /// (another node, or the restarted one), or lost with a dead process. Returns the spend
+    /// billed (everything billed, delivered or not) and what was left forfeited.
+    fn kill_simulation(seed: u64, incarnations: bool) -> (i64, i64) {
+        const BUDGET: i64 = 200_000;
+        const COST: i64 = 2_500;
+        let mut rng = Rng(seed | 1);
+        let mut store = MemoryBudget::new(10_000);
+        store.init(9, BUDGET);
+        let mut procs: Vec<Proc> = ["a:0", "a:1", "b:0"]
+            .iter()
+            .map(|n| Proc {
+                name: (*n).to_owned(),
+                alive: true,
+                inc_ms: 1,
+                lease: 0,
+                reserved: 0,
+                hold: 0,
+                unreported: 0,
+                down_until: 0,
+            })
+            .collect();
+        // (bill at ms, bidder index, bidder incarnation, bid ms)
+        let mut bids: Vec<(u64, usize, u64, u64)> = Vec::new();
+        let mut billed = 0;
+        for now in (1..60_000u64).step_by(10) {
+            for (i, p) in procs.iter_mut().enumerate() {
+                if !p.alive {
+                    if now >= p.down_until {
+                        *p = Proc {
+                            name: p.name.clone(),
+                            alive: true,
+                            inc_ms: now,
+                            lease: 0,
+                            reserved: 0,
+                            hold: 0,
+                            unreported: 0,
+                            down_until: 0,
+                        };
+                    }
+                    continue;
+                }
+                if rng.below(400) == 0 {
+                    // SIGKILL: the unreported spend and the local state are gone.
+                    p.alive = false;
+                    p.down_until = now + 500 + rng.below(1_500);
+                    continue;
+                }
+                if rng.below(25) == 0 {
+                    let mut op = LeaseOp::new(9, p.unreported, 5 * COST, COST);
+                    op.incarnation_ms = if incarnations { p.inc_ms } else { 0 };
+                    let g = store.exchange(&p.name, &op, now);
+                    p.unreported = 0;
+                    p.lease = g.balance;
+                    p.reserved -= p.hold;
+                    p.hold = 0;
+                }
+                if p.lease - p.reserved >= COST && rng.below(3) == 0 {
+                    p.reserved += COST;
+                    bids.push((now + rng.below(3_000), i, p.inc_ms, now));
+                }
+            }
+            let due: Vec<_> = bids.iter().copied().filter(|b| b.0 <= now).collect();
+            bids.retain(|b| b.0 > now);
+            for (_, i, inc, bid_ms) in due {
+                billed += COST;
+                // The notice reaches the bidding node or the other one.
+                let to_bidder = rng.below(2) == 0;
+                let p = &mut procs[i];
+                if to_bidder && p.alive && p.inc_ms == inc {
+                    p.reserved -= COST;
+                    p.lease -= COST;
+                    p.unreported += COST;
+                } else if to_bidder && !p.alive {
+                    // Lost: nobody received it (the impression was still billed).
+                } else {
+                    let name = p.name.clone();
+                    let bid = if incarnations { bid_ms } else { u64::MAX };
+                    store.charge(&name, 9, COST, bid, now);
+                    if p.alive && p.inc_ms == inc {
+                        p.hold += COST;
+                    }
+                }
+            }
+        }
+        (billed, store.forfeited(9).0 - store.forfeited(9).1)
+    }
+
+    #[test]
+    fn no_sequence_of_kills_and_restarts_overspends() {
+        let mut old_over = 0;
+        for seed in 1..=200 {
+            let (billed, left) = kill_simulation(seed * 7_919, true);
+            assert!(billed <= 200_000, "seed {seed}: billed {billed} on 200,000");
+            assert!(left >= 0 && left <= 200_000 - billed + 200_000);
+            if kill_simulation(seed * 7_919, false).0 > 200_000 {
+                old_over += 1;
+            }
+        }
+        // The simulation bites: inheriting a dead incarnation's lease (no incarnations) overspends.
+        assert!(old_over > 0, "the simulation never reaches the window");
+        println!("inheriting leases overspent in {old_over} of 200 runs; forfeiting: 0");
     }
 
     #[test]
