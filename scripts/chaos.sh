@@ -24,7 +24,16 @@
 #        exchange computes it) = the exchange's own spend; the rollups' spend and counts per
 #        campaign = the raw rows';
 #      - no campaign overspent > 1%: Σ billing per campaign ≤ 1.01 × its total budget (campaigns
-#        file; CHAOS_BUDGET_MICROS replaces every campaign's budgets to make the check bite).
+#        file; CHAOS_BUDGET_MICROS replaces every campaign's budgets to make the check bite);
+#        with CHAOS_BUDGET_MICROS, the campaigns must also have run out of budget (billing stored
+#        plus what Redis forfeited ≥ 95% of it), at least CHAOS_BUDGET_EXHAUSTED_MIN of them (default
+#        all), or the check proved nothing: traffic goes on after the CHAOS_AFTER s until they
+#        have (at most CHAOS_BUDGET_WAIT s, default 60; printed). The budgets' Redis state is
+#        printed: what is left, leased, and forfeited by holders that died without settling
+#        (the underspend).
+#   Before the final SIGTERM the harness waits (≤ CHAOS_SPOOL_DRAIN_TIMEOUT s, default 60) until
+#   the broker is up and the appliance's spool is empty (printed: how long it took), then
+#   checks that nothing was left.
 #   After a SIGKILL of the appliance what it produced is not countable from the dead process: the
 #   expectation is what the exchange saw answered, per event kind (fewer rows = lost; more = events
 #   whose answer the exchange never got). appliance-kill-spooling kills it while the broker is
@@ -36,7 +45,8 @@
 # Settings (env): CHAOS_RATE (300), CHAOS_BEFORE (8; short 4), CHAOS_AFTER (8; short 4),
 # CHAOS_OUTAGE (broker outage s: 60; short 10), CHAOS_PROFILE (release|debug, default debug),
 # CHAOS_BUILD=0 (do not build), CHAOS_BIN_DIR (use the binaries there, no build),
-# CHAOS_DRAIN_TIMEOUT (s, 180), CHAOS_BUDGET_MICROS, CHAOS_KILL_LOSS_MAX, ports CHAOS_REDIS_PORT (6398) CHAOS_PG_PORT (5450) CHAOS_KAFKA_PORT (9099)
+# CHAOS_DRAIN_TIMEOUT (s, 180), CHAOS_SPOOL_DRAIN_TIMEOUT (s, 60), CHAOS_BUDGET_MICROS,
+# CHAOS_BUDGET_EXHAUSTED_MIN, CHAOS_BUDGET_WAIT (s, 60), CHAOS_KILL_LOSS_MAX, ports CHAOS_REDIS_PORT (6398) CHAOS_PG_PORT (5450) CHAOS_KAFKA_PORT (9099)
 # CHAOS_BID_PORT (17407) CHAOS_ADMIN_PORT (17408), run dir CHAOS_RUN ($HELIOS_CACHE/run-chaos).
 # Results: one JSON line per fault appended to $CHAOS_RUN/results.jsonl; logs in $CHAOS_RUN/faults/<fault>/.
 # Every process is started here and stopped by its PID (also on error, through the EXIT trap).
@@ -51,7 +61,7 @@ for a in "$@"; do
   case "$a" in
     --short) short=1 ;;
     none | broker | redis | postgres | reporter-kill | appliance-kill | appliance-kill-spooling) faults+=("$a") ;;
-    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,52p' "$0"; exit 0 ;;
     *) echo "chaos: unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +83,9 @@ if ((short)); then before=${CHAOS_BEFORE:-4} after=${CHAOS_AFTER:-4} outage=${CH
 else before=${CHAOS_BEFORE:-8} after=${CHAOS_AFTER:-8} outage=${CHAOS_OUTAGE:-60}; fi
 profile=${CHAOS_PROFILE:-debug}
 drain_timeout=${CHAOS_DRAIN_TIMEOUT:-180}
+spool_drain_timeout=${CHAOS_SPOOL_DRAIN_TIMEOUT:-60}
+budget_exhausted_min=${CHAOS_BUDGET_EXHAUSTED_MIN:-}
+budget_wait_timeout=${CHAOS_BUDGET_WAIT:-60}
 bid_port=${CHAOS_BID_PORT:-17407}
 admin_port=${CHAOS_ADMIN_PORT:-17408}
 kill_loss_max=${CHAOS_KILL_LOSS_MAX:-0}
@@ -201,6 +214,31 @@ pg_stop_fast() { # fast shutdown (SIGINT to the postmaster: open transactions ro
 q() { "${pg_admin[@]}" -d "$db" -c "$1"; }
 exits() { cat "$dir/reporter.exits" 2>/dev/null | wc -l; } # reporter exits before the end
 
+# The budgets' state (after the appliance's final settlement, or during the run): per campaign
+# the spend stored so far (billing rows), what is left to bid with in Redis (remaining +
+# leases) and what holders that died without settling forfeited there (counted as spent: the
+# underspend, shards/src/pacing.rs). Sets exhausted (campaigns whose stored spend plus forfeit
+# reached 95% of the budget: nothing left to overspend with), n_camp, forfeit_left, bstate.
+budget_state() {
+  local c budget rem leased forf spent
+  local -A spend=()
+  exhausted=0 n_camp=0 forfeit_left=0 bstate=""
+  while IFS='|' read -r c spent; do
+    [[ -n "$c" ]] && spend[$c]=$spent
+  done < <(q "SELECT campaign_id, (sum(clear_price_micros) / 1000)::bigint FROM events
+              WHERE kind = 4 AND flags & 1 = 0 GROUP BY campaign_id" 2>/dev/null || true)
+  while read -r c budget; do
+    rem=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw get "helios:budget:{$c}:remaining")
+    leased=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw hvals "helios:budget:{$c}:leases" | awk '{s += $1} END {print s + 0}')
+    forf=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw hvals "helios:budget:{$c}:forfeit" | awk '{s += $1} END {print s + 0}')
+    spent=${spend[$c]:-0}
+    n_camp=$((n_camp + 1))
+    forfeit_left=$((forfeit_left + forf))
+    ((budget > 0 && (spent + forf) * 100 >= budget * 95)) && exhausted=$((exhausted + 1))
+    bstate+="$c:$spent/${rem:-?}/$leased/$forf "
+  done < <(jq -r '.campaigns[] | "\(.id) \(.total_budget_micros // 0)"' "$dir/campaigns.json")
+}
+
 # --- one fault ------------------------------------------------------------------------------------
 failures=0
 check() { # name ok(0/1) detail
@@ -298,6 +336,22 @@ run_fault() {
   local t_fault_end
   t_fault_end=$(now)
   sleep "$after"
+  # With small budgets the overspend check must bite: traffic goes on (bounded) until enough
+  # campaigns ran out of budget — a loaded machine answers fewer auctions per second, so a fixed
+  # duration would not be deterministic.
+  local budget_wait=null
+  if [[ -n "${CHAOS_BUDGET_MICROS:-}" ]]; then
+    local t_bw need
+    t_bw=$(now)
+    need=${budget_exhausted_min:-$(jq '.campaigns | length' "$dir/campaigns.json")}
+    for ((i = 0; i < budget_wait_timeout * 2; i++)); do
+      budget_state
+      ((exhausted >= need)) && break
+      sleep 0.5
+    done
+    budget_wait=$(awk -v a="$(now)" -v b="$t_bw" 'BEGIN {printf "%.1f", a - b}')
+    say "budgets: $exhausted of $n_camp campaigns exhausted after ${budget_wait} s more traffic (need $need, bound ${budget_wait_timeout} s)"
+  fi
 
   # Stop traffic; the exchange drains its in-flight auctions and notices, then writes its summary.
   stop_pid "$dir/exchange.pid" TERM 20
@@ -305,6 +359,20 @@ run_fault() {
   local t_stop
   t_stop=$(now)
   sleep 1 # > admin.publish_ms: the last published per-core counts are final
+  # The spool must be replayed before the final SIGTERM: after an outage librdkafka notices the
+  # broker again only after its reconnect backoff, and the replay of a long outage takes longer
+  # than the shutdown deadline (events.shutdown_timeout_ms) on a loaded machine; what is left
+  # then is kept on disk for the next start (nothing is lost), but "spool bytes left 0" is
+  # checked below. Wait, bounded, until the broker is up and the spool is empty.
+  local spool_wait t_sw spool_left
+  t_sw=$(now)
+  for ((i = 0; i < spool_drain_timeout * 10; i++)); do
+    spool_left=$(events_now helios_pipeline_spool_bytes)
+    [[ "$(events_now helios_pipeline_broker_up)" == 1 && "${spool_left:-1}" == 0 ]] && break
+    sleep 0.1
+  done
+  spool_wait=$(awk -v a="$(now)" -v b="$t_sw" 'BEGIN {printf "%.1f", a - b}')
+  say "spool drained before shutdown: ${spool_left:-?} bytes left after ${spool_wait} s (bound ${spool_drain_timeout} s)"
   local produced_last
   produced_last=$(events_now)
   local rejected
@@ -386,6 +454,7 @@ run_fault() {
     local dropped left
     dropped=$(sed -n 's/.*"dropped":\([0-9]*\).*/\1/p' <<<"$flushed")
     left=$(sed -n 's/.*"spool_bytes_left":\([0-9]*\).*/\1/p' <<<"$flushed")
+    check "spool replayed before shutdown" "$([[ "${spool_left:-1}" == 0 ]] && echo 1 || echo 0)" "${spool_left:-?} bytes left after waiting ${spool_wait} s (CHAOS_SPOOL_DRAIN_TIMEOUT ${spool_drain_timeout} s)"
     check "appliance flushed, nothing dropped" "$([[ "$dropped" == 0 && "$left" == 0 ]] && echo 1 || echo 0)" "dropped ${dropped:-?}, spool bytes left ${left:-?}"
   else
     # Per kind: fewer rows than answers the exchange saw = lost; more = events whose answer the
@@ -435,6 +504,22 @@ run_fault() {
     SELECT coalesce(string_agg(format('%s: %s > %s', s.campaign_id, s.spend, b.budget), '; '), '')
     FROM s JOIN b USING (campaign_id) WHERE b.budget IS NOT NULL AND s.spend * 100 > b.budget * 101")
   check "no campaign overspent > 1%" "$([[ -z "$over" ]] && echo 1 || echo 0)" "${over:-every campaign within its total budget}"
+  # What the budget store holds after the appliance's final settlement (Redis): per campaign
+  # what is left to bid with (remaining + leases) and what was forfeited by holders that died
+  # without settling (counted as spent: the underspend, shards/src/pacing.rs), and the stored spend.
+  local max_ratio
+  budget_state
+  max_ratio=$(q "WITH b(campaign_id, budget) AS (VALUES $budgets),
+      s AS (SELECT campaign_id, sum(clear_price_micros) / 1000 AS spend FROM events
+            WHERE kind = 4 AND flags & 1 = 0 GROUP BY campaign_id)
+    SELECT coalesce(round(max(s.spend::numeric / b.budget), 4), 0) FROM s JOIN b USING (campaign_id)
+    WHERE b.budget IS NOT NULL AND b.budget > 0")
+  say "budgets: $exhausted of $n_camp campaigns exhausted (spent or forfeited ≥ 95%); highest spend/budget $max_ratio; forfeited and not charged since (underspend) $forfeit_left µ; per campaign spent/remaining/leased/forfeit: $bstate"
+  if [[ -n "${CHAOS_BUDGET_MICROS:-}" ]]; then
+    # The overspend check bites only if campaigns really ran out of budget during the run.
+    local need=${budget_exhausted_min:-$n_camp}
+    check "budgets exhausted (the overspend check bites)" "$((exhausted >= need ? 1 : 0))" "$exhausted of $n_camp campaigns exhausted (need $need; CHAOS_BUDGET_MICROS $CHAOS_BUDGET_MICROS)"
+  fi
 
   local res
   res=$(jq -nc --arg fault "$fault" --argjson short "$short" --arg at "$(date -u +%FT%TZ)" \
@@ -444,10 +529,15 @@ run_fault() {
     --argjson drain_s "$(awk -v a="$t_drained" -v b="$t_stop" 'BEGIN {printf "%.1f", a - b - 2}')" \
     --argjson fault_s "$(awk -v a="$t_fault_end" -v b="$t_fault" 'BEGIN {printf "%.1f", a - b}')" \
     --argjson reporter_exits "$(exits)" --argjson kill_lost "$kill_lost" \
+    --arg budget "${CHAOS_BUDGET_MICROS:-}" --argjson exhausted "$exhausted" --argjson campaigns "$n_camp" \
+    --argjson max_ratio "$max_ratio" --argjson forfeit_left "$forfeit_left" \
+    --argjson spool_wait_s "${spool_wait:-null}" --argjson budget_wait_s "$budget_wait" \
     --argjson failed "$fault_failed" --argjson checks "[$(IFS=,; echo "${checks[*]}")]" \
     '{fault:$fault, short:($short==1), at:$at, load:$load, rate:$rate, outage_s:$outage, produced:$produced,
       exchange_total:$exchange_total, stored:$stored, distinct:$distinct, spend_stored:$pg_spend,
       spend_exchange:$ex_spend, kill_lost:$kill_lost, fault_s:$fault_s, drain_s:$drain_s, reporter_exits:$reporter_exits,
+      budget_micros:$budget, budgets_exhausted:$exhausted, campaigns:$campaigns, max_spend_ratio:$max_ratio,
+      forfeit_left_micros:$forfeit_left, spool_wait_s:$spool_wait_s, budget_wait_s:$budget_wait_s,
       ok:($failed==0), checks:$checks}')
   echo "$res" >>"$run_root/results.jsonl"
   echo "$res" >"$dir/result.json"
