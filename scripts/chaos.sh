@@ -219,6 +219,18 @@ exits() { cat "$dir/reporter.exits" 2>/dev/null | wc -l; } # reporter exits befo
 # leases) and what holders that died without settling forfeited there (counted as spent: the
 # underspend, shards/src/pacing.rs). Sets exhausted (campaigns whose stored spend plus forfeit
 # reached 95% of the budget: nothing left to overspend with), n_camp, forfeit_left, bstate.
+budget_lua='local out = {}
+for _, id in ipairs(ARGV) do
+  local k = "helios:budget:{" .. id .. "}:"
+  local function sum(key)
+    local s = 0
+    for _, v in ipairs(redis.call("HVALS", key)) do s = s + tonumber(v) end
+    return s
+  end
+  out[#out + 1] = string.format("%s %d %d %d", id, tonumber(redis.call("GET", k .. "remaining") or "0"),
+    sum(k .. "leases"), sum(k .. "forfeit"))
+end
+return out'
 budget_state() {
   local c budget rem leased forf spent
   local -A spend=()
@@ -227,16 +239,18 @@ budget_state() {
     [[ -n "$c" ]] && spend[$c]=$spent
   done < <(q "SELECT campaign_id, (sum(clear_price_micros) / 1000)::bigint FROM events
               WHERE kind = 4 AND flags & 1 = 0 GROUP BY campaign_id" 2>/dev/null || true)
-  while read -r c budget; do
-    rem=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw get "helios:budget:{$c}:remaining")
-    leased=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw hvals "helios:budget:{$c}:leases" | awk '{s += $1} END {print s + 0}')
-    forf=$(redis-cli -p "$HELIOS_REDIS_PORT" --raw hvals "helios:budget:{$c}:forfeit" | awk '{s += $1} END {print s + 0}')
+  local -A bud=()
+  while read -r c budget; do bud[$c]=$budget; done < <(jq -r '.campaigns[] | "\(.id) \(.total_budget_micros // 0)"' "$dir/campaigns.json")
+  # One round trip for every campaign: "id remaining leased forfeit" per line.
+  while read -r c rem leased forf; do
+    [[ -n "${bud[$c]:-}" ]] || continue
+    budget=${bud[$c]}
     spent=${spend[$c]:-0}
     n_camp=$((n_camp + 1))
     forfeit_left=$((forfeit_left + forf))
     ((budget > 0 && (spent + forf) * 100 >= budget * 95)) && exhausted=$((exhausted + 1))
-    bstate+="$c:$spent/${rem:-?}/$leased/$forf "
-  done < <(jq -r '.campaigns[] | "\(.id) \(.total_budget_micros // 0)"' "$dir/campaigns.json")
+    bstate+="$c:$spent/$rem/$leased/$forf "
+  done < <(redis-cli -p "$HELIOS_REDIS_PORT" --raw eval "$budget_lua" 0 $(printf "%s\n" "${!bud[@]}" | sort -n) 2>/dev/null || true)
 }
 
 # --- one fault ------------------------------------------------------------------------------------
@@ -344,9 +358,10 @@ run_fault() {
     local t_bw need
     t_bw=$(now)
     need=${budget_exhausted_min:-$(jq '.campaigns | length' "$dir/campaigns.json")}
-    for ((i = 0; i < budget_wait_timeout * 2; i++)); do
+    while :; do
       budget_state
       ((exhausted >= need)) && break
+      awk -v a="$(now)" -v b="$t_bw" -v m="$budget_wait_timeout" 'BEGIN {exit !(a - b >= m)}' && break
       sleep 0.5
     done
     budget_wait=$(awk -v a="$(now)" -v b="$t_bw" 'BEGIN {printf "%.1f", a - b}')
