@@ -148,9 +148,11 @@ pub struct LeaseGrant {
 pub trait BudgetStore {
     /// Sets a campaign's remaining budget if it has none yet (first sight).
     fn init(&mut self, campaign_id: u32, total: i64);
-    /// Applies `op` for `holder` atomically: reclaims expired leases of every holder, takes
-    /// `spent` out of this holder's lease, grants up to `want` from the remaining budget, and
-    /// renews this holder's lease expiry.
+    /// Applies `op` for `holder` atomically: forfeits expired leases of every holder and, when
+    /// `op` comes from a new incarnation of `holder`, the lease the old one left; takes `spent`
+    /// out of this holder's lease (beyond it, out of its forfeit, then the remaining budget);
+    /// grants up to `want` from the remaining budget (or, with `keep`, gives back all but that);
+    /// and renews this holder's lease expiry.
     fn exchange(&mut self, holder: &str, op: &LeaseOp, now_ms: u64) -> LeaseGrant;
     /// Charges `spent` to another holder's lease (a bid it made at `bid_ms`, unix ms, was billed
     /// here): reclaims expired leases; a bid of the holder's current incarnation is taken from
