@@ -22,9 +22,11 @@ echo "reliability: whole-chain faults (short forms)"
 # Budgets small enough that the campaigns that win most run out during the run, so "no campaign
 # overspent > 1%" checks enforcement under every fault (0.20 USD each: the six biggest spenders
 # of bench/data/campaigns.json at 300 auctions/s spend it in 1–4 s; the harness keeps traffic
-# going, at most 60 s, until at least six campaigns are exhausted — a loaded machine answers
-# fewer auctions per second). CHAOS_BUDGET_MICROS= (empty) runs with the file's budgets.
+# going, at most 120 s, until at least six campaigns are exhausted — a loaded machine answers
+# fewer auctions per second: at load 14 it took 41 s). CHAOS_BUDGET_MICROS= (empty) runs with
+# the file's budgets.
 CHAOS_BUDGET_MICROS=${CHAOS_BUDGET_MICROS-200000} CHAOS_BUDGET_EXHAUSTED_MIN=${CHAOS_BUDGET_EXHAUSTED_MIN:-6} \
+  CHAOS_BUDGET_WAIT=${CHAOS_BUDGET_WAIT:-120} \
   CHAOS_PROFILE=${CHAOS_PROFILE:-debug} scripts/chaos.sh --short \
   none broker redis postgres reporter-kill appliance-kill appliance-kill-spooling || fail=1
 echo "reliability: overload (short form)"
