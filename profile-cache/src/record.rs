@@ -488,8 +488,9 @@ impl<'a> RecordView<'a> {
     }
 }
 
-/// `a == b` for slices of equal length, by 8-byte words (the last one overlapping), or 4-byte
-/// words and single bytes below 8: no call, no per-byte loop for ids of 8 bytes or more.
+/// `a == b` for slices of equal length, by 8-byte words (the last ones overlapping), unrolled
+/// for ids of up to 48 bytes (UUIDs are 36), 4-byte words and single bytes below 8: no call, no
+/// per-byte loop.
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
@@ -497,14 +498,21 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if n >= 8 {
+    let w = |i: usize| u64_at(a, i) ^ u64_at(b, i);
+    if n > 48 {
         let mut diff = 0u64;
         let mut i = 0;
         while i + 8 < n {
-            diff |= u64_at(a, i) ^ u64_at(b, i);
+            diff |= w(i);
             i += 8;
         }
-        diff | (u64_at(a, n - 8) ^ u64_at(b, n - 8)) == 0
+        diff | w(n - 8) == 0
+    } else if n > 32 {
+        w(0) | w(8) | w(16) | w(24) | w(n - 16) | w(n - 8) == 0
+    } else if n > 16 {
+        w(0) | w(8) | w(n - 16) | w(n - 8) == 0
+    } else if n >= 8 {
+        w(0) | w(n - 8) == 0
     } else if n >= 4 {
         (u32_at(a, 0) ^ u32_at(b, 0)) | (u32_at(a, n - 4) ^ u32_at(b, n - 4)) == 0
     } else {

@@ -128,14 +128,16 @@ impl Table {
     #[inline]
     fn find<'a>(&'a self, hash: u64, key: &[u8]) -> Option<RecordView<'a>> {
         let tag = hash >> PTR_BITS;
+        let slots = self.slots();
         let mut i = hash as usize & self.mask;
-        let limit = self.max_probe.load(Ordering::Acquire);
-        for _ in 0..=limit {
-            let v = self.slots()[i].load(Ordering::Acquire);
+        // Probes left after this one (a counted loop: `for _ in 0..=limit` costs more per probe).
+        let mut left = self.max_probe.load(Ordering::Acquire);
+        loop {
+            let v = slots[i].load(Ordering::Acquire);
             if v == EMPTY {
                 return None;
             }
-            if v != TOMB && v >> PTR_BITS == tag {
+            if v >> PTR_BITS == tag && v != TOMB {
                 prefetch_record(v);
                 // SAFETY: a non-empty, non-tombstone slot holds the address of a live record
                 // written completely before the slot's Release store (Acquire above); the caller
@@ -146,9 +148,12 @@ impl Table {
                     return Some(rec);
                 }
             }
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
             i = (i + 1) & self.mask;
         }
-        None
     }
 }
 
