@@ -5,16 +5,21 @@
 //!
 //! Builds one replica of `PROFILES` (default 1M) synthetic profiles (20 segments, 36-byte ids) per
 //! variant in `VARIANTS` (default `old,new`; also `hash`, `lines`, `fence`: the old design with one
-//! change — see `tuning`), then, per round, for three query sets — a hot set of 10,000 ids (warm,
-//! the goal's case), ids uniform over every profile (DRAM-bound) and absent ids — runs every
+//! change — see `tuning`), then, per round, for four query sets — a hot set of 10,000 ids (warm,
+//! the goal's case), ids uniform over every profile (DRAM-bound), absent ids, and the hot set with
+//! each looked-up record's lines flushed from every cache level just before its lookup
+//! (`record_cold`: what a lookup meets once other tenants have evicted the record from a shared
+//! L3; the index slot stays cached) — runs every
 //! variant in turn (order reversed every other round), each after a warm-up pass over the same
 //! queries; then the hot set again per variant while another thread (on `CPU_W`, default 0)
 //! rewrites random profiles at `UPDATES` per second (default 10,000). Reports:
 //! - per variant: its tuning, the fence in effect, the longest probe, bytes mapped and how many of
-//!   them the kernel backed with huge pages (`AnonHugePages` growth while it was built);
+//!   them the kernel backed with huge pages (`AnonHugePages` growth while it was built, and
+//!   `Private_Hugetlb` growth: reserved huge pages, which the RSS does not count);
 //! - `timer_overhead`: the two TSC reads around nothing (`lfence; rdtsc; lfence` …
 //!   `rdtscp; lfence`), 1M times;
-//! - `per_lookup_ns`: p50/p90/p99/p99.9/max of `get` + one `segment_weight`, each timed alone,
+//! - `per_lookup_ns`: p50/p90/p99/p99.9/max of `get` + one `segment_weight` (of a segment the
+//!   profile has: binary search and weight read, as a targeting match), each timed alone,
 //!   timer included, and `net_*`: the same minus the timer's median;
 //! - `batch_independent_ns`: one timed pass of `LOOKUPS` lookups / `LOOKUPS` (the CPU may overlap
 //!   consecutive lookups: a throughput figure);
@@ -26,9 +31,13 @@
 //! Environment: `PROFILES`, `LOOKUPS` (default 1M), `CPU` (default 1; -1 = no pinning),
 //! `FIFO_PRIO` (1–99: switch the timing thread to `SCHED_FIFO` at that priority for the timed
 //! phase only; needs root), `ROUNDS` (default 3), `VARIANTS`, `UPDATES` (0 = skip the updating
-//! case), `CALLGRIND=1` (one untimed pass per case and variant, for
+//! case), `COLLECT_MS` (the updater reclaims — an epoch advance with its `membarrier` — after
+//! every batch of updates, about every 0.2 ms, by default; at most every that many ms if set),
+//! `CALLGRIND=1` (one untimed pass per case and variant, for
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*batch_independent*'`).
-//! Run: `cargo bench -p helios-profile-cache --bench lookup_tail`.
+//! Run: `cargo bench -p helios-profile-cache --bench lookup_tail`. The bench uses only the public
+//! API that sessions 3 and 4 share, so the same source builds against either library for an A/B
+//! run of two builds (`benches/lookup_ab.sh`).
 
 use std::hint::black_box;
 
@@ -84,9 +93,45 @@ fn fifo(prio: i64) -> bool {
     unsafe { libc::sched_setscheduler(0, policy, &p) == 0 }
 }
 
+/// Ids to look up (each `ID_LEN` bytes, concatenated) and, per id, the segment whose weight the
+/// lookup reads: one of the profile's own segments (its 11th of 20) for ids that exist, so the
+/// lookup does what a targeting match does — a full binary search and the weight read — and
+/// reads every line a hit needs.
+struct Queries {
+    ids: String,
+    segs: Vec<u32>,
+}
+
+impl Queries {
+    fn with_capacity(n: usize) -> Self {
+        Queries {
+            ids: String::with_capacity(n * ID_LEN),
+            segs: Vec::with_capacity(n),
+        }
+    }
+    fn push(&mut self, id: &str, seg: u32) {
+        self.ids.push_str(id);
+        self.segs.push(seg);
+    }
+    fn len(&self) -> usize {
+        self.segs.len()
+    }
+    #[inline(always)]
+    fn get(&self, k: usize) -> (&str, u32) {
+        (&self.ids[k * ID_LEN..(k + 1) * ID_LEN], self.segs[k])
+    }
+}
+
+/// The `s`-th of the 20 segments of profile `i` (ascending ids; `fill` and `updater` write them).
+fn segment_of(i: u64, s: u32) -> u32 {
+    (i as u32).wrapping_mul(31) % 10_000 + s * 7
+}
+
 struct Case<'a> {
     name: &'static str,
-    queries: &'a str,
+    queries: &'a Queries,
+    /// Flush each looked-up record from the caches before its timed lookup.
+    cold: bool,
 }
 
 /// The TSC, read after every earlier instruction has completed (`lfence; rdtsc; lfence`).
@@ -140,13 +185,50 @@ fn hist() -> Histogram<u64> {
 }
 
 /// Each lookup timed alone, in TSC ticks (includes the timer's own cost, measured separately).
-fn per_lookup(reader: &Reader, q: &str) -> Histogram<u64> {
+fn per_lookup(reader: &Reader, q: &Queries) -> Histogram<u64> {
     let mut h = hist();
-    let n = q.len() / ID_LEN;
-    for k in 0..n {
-        let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
+    for k in 0..q.len() {
+        let (id, seg) = q.get(k);
         let t = tsc_start();
-        let w = reader.get(black_box(id)).map(|p| p.segment_weight(7));
+        let w = reader.get(black_box(id)).map(|p| p.segment_weight(seg));
+        black_box(w);
+        let e = tsc_end();
+        h.saturating_record(e.saturating_sub(t).max(1));
+    }
+    h
+}
+
+/// Evicts the record of `id` from every cache level (`clflush` of each of its lines; the lookup
+/// that finds it leaves the index slot cached), and waits until that is done.
+#[cfg(target_arch = "x86_64")]
+fn flush_record(reader: &Reader, id: &str) {
+    use std::arch::x86_64::{_mm_clflush, _mm_mfence};
+    if let Some(p) = reader.get(id) {
+        let b = p.as_bytes();
+        let end = b.as_ptr() as usize + b.len();
+        let mut line = b.as_ptr() as usize & !63;
+        while line < end {
+            // SAFETY: `line` is inside (or starts the line of) the record, which is mapped and
+            // kept alive by `p`; clflush only evicts, it changes no data.
+            unsafe { _mm_clflush(line as *const u8) };
+            line += 64;
+        }
+    }
+    // SAFETY: mfence has no memory effects beyond ordering; every x86-64 CPU has it.
+    unsafe { _mm_mfence() };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn flush_record(_reader: &Reader, _id: &str) {}
+
+/// [`per_lookup`] with each record flushed from the caches before its lookup.
+fn per_lookup_cold(reader: &Reader, q: &Queries) -> Histogram<u64> {
+    let mut h = hist();
+    for k in 0..q.len() {
+        let (id, seg) = q.get(k);
+        flush_record(reader, id);
+        let t = tsc_start();
+        let w = reader.get(black_box(id)).map(|p| p.segment_weight(seg));
         black_box(w);
         let e = tsc_end();
         h.saturating_record(e.saturating_sub(t).max(1));
@@ -166,25 +248,25 @@ fn timer_only(n: usize) -> Histogram<u64> {
 }
 
 #[inline(never)]
-fn batch_independent(reader: &Reader, q: &str) -> f64 {
-    let n = q.len() / ID_LEN;
+fn batch_independent(reader: &Reader, q: &Queries) -> f64 {
+    let n = q.len();
     let t = tsc_start();
     for k in 0..n {
-        let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
-        black_box(reader.get(id).map(|p| p.segment_weight(7)));
+        let (id, seg) = q.get(k);
+        black_box(reader.get(id).map(|p| p.segment_weight(seg)));
     }
     let e = tsc_end();
     (e - t) as f64 / n as f64
 }
 
-fn batch_dependent(reader: &Reader, q: &str) -> f64 {
-    let n = q.len() / ID_LEN;
+fn batch_dependent(reader: &Reader, q: &Queries) -> f64 {
+    let n = q.len();
     let t = tsc_start();
     let mut k = 0usize;
     for _ in 0..n {
-        let id = &q[k * ID_LEN..(k + 1) * ID_LEN];
+        let (id, seg) = q.get(k);
         let w = reader.get(id).map_or(0, |p| {
-            p.segment_weight(7).unwrap_or(0) as usize + p.segment_count()
+            p.segment_weight(seg).unwrap_or(0) as usize + p.segment_count()
         });
         // Weights are ≤ 1000 and counts ≤ 255: the shift is 0, but the compiler cannot know,
         // so the next query's address depends on this lookup's result.
@@ -203,6 +285,9 @@ fn updater(
     stop: &std::sync::atomic::AtomicBool,
 ) -> (Store, u64) {
     pin(cpu);
+    // Reclaim after every batch (0, the default), or at most every COLLECT_MS milliseconds.
+    let collect_every = std::time::Duration::from_millis(env("COLLECT_MS", 0).max(0) as u64);
+    let mut collected = std::time::Instant::now();
     let t0 = std::time::Instant::now();
     let mut p = ProfileData::default();
     let mut done = 0u64;
@@ -221,10 +306,13 @@ fn updater(
             p.clear();
             p.user_id.push_str(&id(i));
             p.segments
-                .extend((0..20u32).map(|s| ((i as u32).wrapping_mul(31) % 10_000 + s * 7, 500)));
+                .extend((0..20u32).map(|s| (segment_of(i, s), 500)));
             store.upsert(&mut p).expect("valid profile");
         }
-        store.collect();
+        if collected.elapsed() >= collect_every {
+            store.collect();
+            collected = std::time::Instant::now();
+        }
         done = due;
     }
     (store, done)
@@ -263,6 +351,16 @@ fn anon_huge_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Reserved huge pages mapped by this process, bytes (`Private_Hugetlb`; not part of the RSS).
+fn hugetlb_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Private_Hugetlb:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Resident set size of this process, bytes (`/proc/self/statm`, 4 KiB pages).
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -280,7 +378,7 @@ fn fill(n: u64, t: Tuning) -> (Store, Reader) {
         p.clear();
         p.user_id.push_str(&id(i));
         p.segments
-            .extend((0..20u32).map(|s| ((i as u32).wrapping_mul(31) % 10_000 + s * 7, 500)));
+            .extend((0..20u32).map(|s| (segment_of(i, s), 500)));
         store.upsert(&mut p).expect("valid profile");
     }
     store.collect();
@@ -308,22 +406,24 @@ fn main() {
     let mut variants = Vec::new();
     for name in names.split(',').filter(|s| !s.is_empty()) {
         let t = tuning(name).unwrap_or_else(|| panic!("VARIANTS: unknown variant {name:?}"));
-        let (huge0, rss0) = (anon_huge_bytes(), rss_bytes());
+        let (huge0, rss0, tlb0) = (anon_huge_bytes(), rss_bytes(), hugetlb_bytes());
         let (store, reader) = fill(n, t);
         let st = reader.stats();
         let huge = anon_huge_bytes().saturating_sub(huge0);
-        let rss = rss_bytes().saturating_sub(rss0);
+        let hugetlb = hugetlb_bytes().saturating_sub(tlb0);
+        // Memory the replica took: resident 4 KiB/THP pages plus reserved huge pages.
+        let rss = rss_bytes().saturating_sub(rss0) + hugetlb;
         // Huge pages over the bytes the replica touched (live blocks and the index; the unused
         // tail of the last chunk is never faulted in).
         println!(
-            "{{\"variant\":\"{name}\",\"tuning\":\"{t:?}\",\"reader_fence_in_effect\":\"{:?}\",\"index_max_probe\":{},\"record_bytes\":{},\"arena_bytes\":{},\"index_bytes\":{},\"rss_growth_bytes\":{rss},\"rss_bytes_per_profile\":{:.1},\"anon_huge_bytes\":{huge},\"huge_share_of_touched\":{:.3}}}",
+            "{{\"variant\":\"{name}\",\"tuning\":\"{t:?}\",\"reader_fence_in_effect\":\"{:?}\",\"index_max_probe\":{},\"record_bytes\":{},\"arena_bytes\":{},\"index_bytes\":{},\"rss_growth_bytes\":{rss},\"rss_bytes_per_profile\":{:.1},\"anon_huge_bytes\":{huge},\"hugetlb_bytes\":{hugetlb},\"huge_share_of_touched\":{:.3}}}",
             reader.reader_fence(),
             reader.index_max_probe(),
             st.record_bytes,
             st.arena_bytes,
             st.index_bytes,
             rss as f64 / n as f64,
-            huge as f64 / (st.record_bytes + st.index_bytes) as f64
+            (huge + hugetlb) as f64 / (st.record_bytes + st.index_bytes) as f64
         );
         variants.push((name.to_owned(), Some(store), reader));
     }
@@ -335,35 +435,52 @@ fn main() {
         x % m
     };
     let hot_ids: Vec<u64> = (0..10_000).map(|_| rnd(n)).collect();
-    let mut hot = String::with_capacity(lookups * ID_LEN);
-    let mut uni = String::with_capacity(lookups * ID_LEN);
-    let mut absent = String::with_capacity(lookups * ID_LEN);
+    let mut hot = Queries::with_capacity(lookups);
+    let mut uni = Queries::with_capacity(lookups);
+    let mut absent = Queries::with_capacity(lookups);
     for k in 0..lookups {
-        hot.push_str(&id(hot_ids[rnd(hot_ids.len() as u64) as usize]));
-        uni.push_str(&id(rnd(n)));
-        absent.push_str(&format!("absent-{k:029}"));
+        let h = hot_ids[rnd(hot_ids.len() as u64) as usize];
+        hot.push(&id(h), segment_of(h, 10));
+        let u = rnd(n);
+        uni.push(&id(u), segment_of(u, 10));
+        absent.push(&format!("absent-{k:029}"), 7);
     }
-    assert_eq!(hot.len(), lookups * ID_LEN, "ids are {ID_LEN} bytes");
-    assert_eq!(absent.len(), lookups * ID_LEN, "ids are {ID_LEN} bytes");
+    assert_eq!(hot.ids.len(), lookups * ID_LEN, "ids are {ID_LEN} bytes");
+    assert_eq!(absent.ids.len(), lookups * ID_LEN, "ids are {ID_LEN} bytes");
+    for (_, _, reader) in &variants {
+        for k in 0..1000.min(lookups) {
+            let (id, seg) = hot.get(k);
+            let w = reader.get(id).and_then(|p| p.segment_weight(seg));
+            assert_eq!(w, Some(500), "hot query {id} finds its segment {seg}");
+        }
+    }
     let cases = [
         Case {
             name: "hot_set_10k",
             queries: &hot,
+            cold: false,
         },
         Case {
             name: "uniform",
             queries: &uni,
+            cold: false,
         },
         Case {
             name: "absent",
             queries: &absent,
+            cold: false,
+        },
+        Case {
+            name: "record_cold",
+            queries: &hot,
+            cold: true,
         },
     ];
     if callgrind {
         // Instruction counts: run under `valgrind --tool=callgrind --collect-atstart=no
         // --toggle-collect='*batch_independent*'`, one variant per run; Ir / lookups per case.
         for (_, _, reader) in &variants {
-            for c in &cases {
+            for c in cases.iter().filter(|c| !c.cold) {
                 black_box(batch_independent(reader, c.queries));
             }
         }
@@ -390,9 +507,9 @@ fn main() {
             h.count_between((1000.0 * tpn) as u64, u64::MAX),
         )
     };
-    // (variant, case) -> per-round net p50 and p99, ns.
-    let mut p99s: std::collections::BTreeMap<(String, String), Vec<(f64, f64)>> =
-        Default::default();
+    // (variant, case) -> per-round net p50, p99 and p99.9, ns.
+    type Rounds = Vec<(f64, f64, f64)>;
+    let mut p99s: std::collections::BTreeMap<(String, String), Rounds> = Default::default();
     let mut out = Vec::new();
     let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     for round in 0..rounds {
@@ -406,15 +523,25 @@ fn main() {
                 let (name, _, reader) = &variants[v];
                 // Warm-up pass (fills caches and TLB with this variant's working set).
                 batch_independent(reader, c.queries);
-                let h = per_lookup(reader, c.queries);
-                let bi = batch_independent(reader, c.queries) / tpn;
-                let bd = batch_dependent(reader, c.queries) / tpn;
+                let h = if c.cold {
+                    per_lookup_cold(reader, c.queries)
+                } else {
+                    per_lookup(reader, c.queries)
+                };
                 let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
                 p99s.entry((name.clone(), c.name.to_owned()))
                     .or_default()
-                    .push((net(0.5), net(0.99)));
+                    .push((net(0.5), net(0.99), net(0.999)));
+                // Batch figures only for warm cases (a cold case's batch would run warm).
+                let batch = if c.cold {
+                    String::new()
+                } else {
+                    let bi = batch_independent(reader, c.queries) / tpn;
+                    let bd = batch_dependent(reader, c.queries) / tpn;
+                    format!(",\"batch_independent_ns\":{bi:.1},\"batch_dependent_ns\":{bd:.1}")
+                };
                 out.push(format!(
-                    "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"{}\",\"per_lookup_ns\":{},\"batch_independent_ns\":{bi:.1},\"batch_dependent_ns\":{bd:.1}}}",
+                    "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"{}\",\"per_lookup_ns\":{}{batch}}}",
                     c.name,
                     pct(&h)
                 ));
@@ -446,7 +573,7 @@ fn main() {
                 let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
                 p99s.entry((name.clone(), "hot_set_10k_while_updating".to_owned()))
                     .or_default()
-                    .push((net(0.5), net(0.99)));
+                    .push((net(0.5), net(0.99), net(0.999)));
                 out.push(format!(
                     "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"hot_set_10k_while_updating\",\"updates_done\":{done},\"per_lookup_ns\":{},\"batch_independent_ns\":{bi:.1}}}",
                     pct(&h)
@@ -470,15 +597,18 @@ fn main() {
     // Summary: per variant and case, the timer-subtracted p50 and p99 over the rounds.
     for ((v, c), mut r) in p99s {
         let mut p50: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let mut p999: Vec<f64> = r.iter().map(|x| x.2).collect();
         r.sort_by(|a, b| a.1.total_cmp(&b.1));
         let mut p99: Vec<f64> = r.iter().map(|x| x.1).collect();
         println!(
-            "{{\"summary\":\"{v}\",\"case\":\"{c}\",\"rounds\":{},\"net_p50_median\":{:.0},\"net_p99_median\":{:.0},\"net_p99_min\":{:.0},\"net_p99_max\":{:.0}}}",
+            "{{\"summary\":\"{v}\",\"case\":\"{c}\",\"rounds\":{},\"net_p50_median\":{:.0},\"net_p99_median\":{:.0},\"net_p99_min\":{:.0},\"net_p99_max\":{:.0},\"net_p999_median\":{:.0},\"loadavg_end\":\"{}\"}}",
             p99.len(),
             median(&mut p50),
             median(&mut p99),
             p99[0],
-            p99[p99.len() - 1]
+            p99[p99.len() - 1],
+            median(&mut p999),
+            load.trim()
         );
     }
     drop(variants);

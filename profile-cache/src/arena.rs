@@ -1,5 +1,6 @@
-//! Memory for records and the index: large anonymous mappings advised to use transparent huge
-//! pages, and a size-class allocator of record blocks inside them.
+//! Memory for records and the index: large anonymous mappings on huge pages — reserved ones
+//! (`MAP_HUGETLB`) when the node has a pool of them, else advised to use transparent huge pages —
+//! and a size-class allocator of record blocks inside them.
 //!
 //! Why: a lookup touches one index slot and one record at random addresses. With 4 KiB pages each
 //! of those is also a TLB miss, and in a virtual machine a page walk costs several memory
@@ -10,7 +11,12 @@
 //! multiple of 2 MiB and placed at a 2 MiB boundary (mapped 2 MiB larger, the unaligned head and
 //! tail unmapped), so the kernel can back all of it with huge pages, not only its aligned middle.
 //! Whether it does depends on free contiguous memory at fault time (`/proc/PID/smaps`
-//! `AnonHugePages`; `bench/RESULTS.md` gives what this machine granted).
+//! `AnonHugePages`; `bench/RESULTS.md` gives what this machine granted). Guaranteed huge pages
+//! come from the pool an operator reserves with `vm.nr_hugepages`: each mapping of whole 2 MiB
+//! pages first asks for `MAP_HUGETLB | MAP_HUGE_2MB` (reserved at `mmap` time for a private
+//! mapping, so no later fault can fail), and when the pool has too few free pages — or none is
+//! configured, the default — falls back to the THP path above. Start-up never fails for want of
+//! huge pages; [`Region::is_hugetlb`] says which path a mapping took.
 //!
 //! Blocks are aligned to the arena's grain: 64 bytes (a cache line) by default, so a record of
 //! `n` bytes spans the fewest lines it can (`ceil(n / 64)`: a 168-byte record 3 lines, not 3 or
@@ -39,6 +45,8 @@ pub(crate) const MIN_GRAIN: usize = 8;
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    /// Backed by reserved huge pages (`MAP_HUGETLB`), not transparent ones.
+    hugetlb: bool,
 }
 
 // SAFETY: the region is plain memory owned by this value; sharing or moving it between threads is
@@ -49,15 +57,26 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Maps at least `len` bytes of zeroed memory: mappings of 1 MiB or more are rounded up to a
-    /// multiple of 2 MiB and start on a 2 MiB boundary. Aborts like the global allocator if the
-    /// kernel refuses.
+    /// multiple of 2 MiB, start on a 2 MiB boundary and use reserved huge pages if the pool has
+    /// enough free ones. Aborts like the global allocator if the kernel refuses any mapping.
     pub(crate) fn new(len: usize) -> Region {
+        Self::with_hugetlb(len, true)
+    }
+
+    /// [`Region::new`], asking for reserved huge pages only if `try_hugetlb`.
+    pub(crate) fn with_hugetlb(len: usize, try_hugetlb: bool) -> Region {
         let len = len.max(1);
         let (len, align) = if len >= HUGE / 2 {
             (len.div_ceil(HUGE) * HUGE, HUGE)
         } else {
             (len, 1)
         };
+        if try_hugetlb
+            && align == HUGE
+            && let Some(r) = Self::hugetlb(len)
+        {
+            return r;
+        }
         let map_len = len + if align > 1 { align } else { 0 };
         // SAFETY: anonymous private mapping with no address hint: no existing memory is affected.
         let p = unsafe {
@@ -96,7 +115,52 @@ impl Region {
             libc::madvise(p, len, libc::MADV_HUGEPAGE);
         }
         let ptr = NonNull::new(p.cast::<u8>()).expect("mmap success is never null");
-        Region { ptr, len }
+        Region {
+            ptr,
+            len,
+            hugetlb: false,
+        }
+    }
+
+    /// `len` bytes (a multiple of 2 MiB) of reserved 2 MiB pages, or `None` if the pool cannot
+    /// supply them (the kernel reserves them for the whole mapping at `mmap`, or refuses).
+    #[cfg(target_os = "linux")]
+    fn hugetlb(len: usize) -> Option<Region> {
+        debug_assert_eq!(len % HUGE, 0);
+        // SAFETY: anonymous private mapping with no address hint: no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        debug_assert_eq!(
+            p as usize % HUGE,
+            0,
+            "hugetlb mappings are huge-page aligned"
+        );
+        Some(Region {
+            ptr: NonNull::new(p.cast::<u8>())?,
+            len,
+            hugetlb: true,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn hugetlb(_len: usize) -> Option<Region> {
+        None
+    }
+
+    /// Whether the mapping is on reserved huge pages (`MAP_HUGETLB`).
+    pub(crate) fn is_hugetlb(&self) -> bool {
+        self.hugetlb
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -209,6 +273,11 @@ impl Arena {
         self.chunks.len() * CHUNK
     }
 
+    /// Bytes mapped for records on reserved huge pages.
+    pub(crate) fn hugetlb_bytes(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_hugetlb()).count() * CHUNK
+    }
+
     /// Bytes in free lists (reusable for records of the same size class).
     pub(crate) fn free_bytes(&self) -> usize {
         self.free_bytes
@@ -289,5 +358,42 @@ mod tests {
         // SAFETY: reading within the fresh mapping.
         let s = unsafe { std::slice::from_raw_parts(r.as_ptr(), r.len()) };
         assert!(s.iter().all(|&b| b == 0));
+    }
+
+    /// Free pages of the reserved 2 MiB pool (`/proc/meminfo` `HugePages_Free`).
+    fn free_huge_pages() -> u64 {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("HugePages_Free:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn reserved_huge_pages_are_used_when_the_pool_has_them_and_never_needed() {
+        // Without asking: the THP path, always available.
+        let r = Region::with_hugetlb(4 << 20, false);
+        assert!(!r.is_hugetlb());
+        // Asking: reserved pages if the pool has 2 free (ours is the only reservation we can
+        // count on, so check both outcomes), and a working zeroed mapping either way.
+        let free = free_huge_pages();
+        let r = Region::with_hugetlb(4 << 20, true);
+        if free < 2 {
+            assert!(!r.is_hugetlb(), "no pool ({free} free): fell back to THP");
+        }
+        if r.is_hugetlb() {
+            assert!(free >= 2);
+        }
+        assert_eq!(r.as_ptr() as usize % HUGE, 0);
+        // SAFETY: writing and reading within the fresh mapping.
+        unsafe {
+            assert_eq!(r.as_ptr().add(r.len() - 1).read(), 0);
+            r.as_ptr().add(r.len() - 1).write(7);
+            assert_eq!(r.as_ptr().add(r.len() - 1).read(), 7);
+        }
+        println!("free huge pages {free}, hugetlb {}", r.is_hugetlb());
+        // Small mappings never ask.
+        assert!(!Region::with_hugetlb(8192, true).is_hugetlb());
     }
 }

@@ -28,6 +28,9 @@ pub enum IdHash {
     Seeded,
     /// `foldhash::fast::RandomState::hash_one(&[u8])` (before session 3).
     Foldhash,
+    /// Tests only: every id hashes to the same value (every id collides with every other).
+    #[cfg(test)]
+    Constant,
 }
 
 /// A hash function of ids with its per-replica random seed.
@@ -108,6 +111,8 @@ impl IdHasher {
         match self.kind {
             IdHash::Seeded => self.seeded(key),
             IdHash::Foldhash => self.fold.hash_one(key),
+            #[cfg(test)]
+            IdHash::Constant => 0xC011_1DE5_0000_0040,
         }
     }
 

@@ -27,22 +27,26 @@
 //! | last id | 16 | stream id `ms`, `seq` of the last entry applied |
 //! | read count | 8 | stream entries ever added up to and including that id (gap detection) |
 //! | namespace | 2 + n | length, then the key namespace's bytes |
-//! | records | … | each record's bytes as in memory (`record.rs`; its first 2 bytes are its length) |
+//! | records | … | each record's bytes as in memory (`record.rs`, layout version 2; its length follows from its 10-byte header) |
 //! | profiles | 8 | number of records |
 //! | checksum | 4 | CRC-32 (IEEE) of every byte before it |
+//!
+//! Version 2 (session 4) holds records of the 2-line layout; version 1 files (the 3-line layout of
+//! sessions 1–3) are refused by their version alone ([`SnapshotError::OldVersion`]): the replica
+//! logs why and copies everything from Redis, then writes a version-2 file.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::record::{HEADER_LEN, MAX_RECORD_LEN, RecordView};
+use crate::record::{HEADER_LEN, MAX_RECORD_LEN, RecordView, encoded_len};
 use crate::store::{Reader, Store};
 
 /// First bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"HELIOSPS";
-/// Format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// Format version this build writes and reads (2: the 2-line record layout of session 4).
+pub const VERSION: u32 = 2;
 /// Fixed header bytes before the namespace.
 const FIXED_HEADER: usize = 8 + 4 + 8 + 8 + 16 + 8;
 /// Trailer: profile count and checksum.
@@ -75,9 +79,20 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
-    /// Not a snapshot of this format (magic or version differ).
+    /// Not a snapshot of this format (magic differs, or a version this build does not know).
     #[error("snapshot {0}: not a Helios profile snapshot of format version {VERSION}")]
     Foreign(PathBuf),
+    /// A snapshot written by an earlier build, whose record layout this build does not read.
+    #[error(
+        "snapshot {path}: format version {found}, written by an earlier build with another record \
+         layout; this build reads version {VERSION} only (it will copy from Redis and write a new one)"
+    )]
+    OldVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+    },
     /// Written for another key namespace.
     #[error("snapshot {path}: written for namespace {found:?}, this replica uses {expected:?}")]
     Namespace {
@@ -242,8 +257,19 @@ pub fn load(
         });
     }
     file.read_exact(&mut head).map_err(io_err(path))?;
-    if &head[..8] != MAGIC || head[8..12] != VERSION.to_le_bytes() {
+    if &head[..8] != MAGIC {
         return Err(SnapshotError::Foreign(path.to_owned()));
+    }
+    let found = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if found != VERSION {
+        return Err(if (1..VERSION).contains(&found) {
+            SnapshotError::OldVersion {
+                path: path.to_owned(),
+                found,
+            }
+        } else {
+            SnapshotError::Foreign(path.to_owned())
+        });
     }
     // Pass 1: the checksum over everything but its own 4 bytes.
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
@@ -297,13 +323,16 @@ pub fn load(
             fail = Some("a record runs past the end");
             break;
         }
-        r.read_exact(&mut rec[..2]).map_err(io_err(path))?;
-        let rl = u16::from_le_bytes([rec[0], rec[1]]) as usize;
+        let mut header = [0u8; HEADER_LEN];
+        r.read_exact(&mut header).map_err(io_err(path))?;
+        let rl = encoded_len(&header);
         if !(HEADER_LEN..=MAX_RECORD_LEN).contains(&rl) || at + rl as u64 > records_end {
             fail = Some("a record length is out of bounds");
             break;
         }
-        r.read_exact(&mut rec[2..rl]).map_err(io_err(path))?;
+        rec[..HEADER_LEN].copy_from_slice(&header);
+        r.read_exact(&mut rec[HEADER_LEN..rl])
+            .map_err(io_err(path))?;
         if !store.load_record(&mut rec[..rl]) {
             fail = Some("a record is not well-formed");
             break;
@@ -402,7 +431,8 @@ mod tests {
     fn the_format_does_not_depend_on_the_hash_seed_or_the_block_alignment() {
         // Written by a replica with the session-2 tuning (foldhash, 8-byte blocks), loaded by
         // one with the default (seeded hash, 64-byte blocks): the file holds record bytes only,
-        // the index is rebuilt with the loading replica's hash, so the version stays 1.
+        // the index is rebuilt with the loading replica's hash (only the record layout sets the
+        // version).
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (dir.path().join("a.snap"), dir.path().join("b.snap"));
         let (mut old, old_reader) = Store::with_tuning(100, 1000, crate::Tuning::SESSION_2);
@@ -431,7 +461,7 @@ mod tests {
             let end = f.len() - TRAILER;
             let mut v = Vec::new();
             while at < end {
-                let n = u16::from_le_bytes([f[at], f[at + 1]]) as usize;
+                let n = encoded_len(f[at..at + HEADER_LEN].try_into().expect("header"));
                 let mut r = f[at..at + n].to_vec();
                 r[crate::record::GENERATION_BYTE] = 0;
                 v.push(r);
@@ -476,9 +506,12 @@ mod tests {
             try_load(b"something else entirely, not a snapshot", "ns"),
             SnapshotError::Foreign(_)
         ));
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        assert!(matches!(try_load(&v2, "ns"), SnapshotError::Foreign(_)));
+        let mut v3 = good.clone();
+        v3[8] = 3;
+        assert!(
+            matches!(try_load(&v3, "ns"), SnapshotError::Foreign(_)),
+            "a version from the future is foreign"
+        );
         assert!(matches!(
             try_load(&good, "other"),
             SnapshotError::Namespace { .. }
@@ -496,10 +529,10 @@ mod tests {
         let mut last = at;
         while at < end {
             last = at;
-            at += u16::from_le_bytes([bad[at], bad[at + 1]]) as usize;
+            at += encoded_len(bad[at..at + HEADER_LEN].try_into().expect("header"));
         }
         assert_eq!(at, end, "records tile the body");
-        bad[last + 2] = 200; // key length beyond the record
+        bad[last + HEADER_LEN] = 0xFF; // the id is no longer UTF-8
         let body = bad.len() - 4;
         let crc = crc32fast::hash(&bad[..body]);
         bad[body..].copy_from_slice(&crc.to_le_bytes());
@@ -513,5 +546,68 @@ mod tests {
             load(&missing, "ns", &mut s),
             Err(SnapshotError::Io { .. })
         ));
+    }
+
+    /// A snapshot as sessions 1–3 wrote it (format version 1): the same file frame around records
+    /// of the version-1 layout (12-byte header starting with the record's u16 length, id, segment
+    /// ids as u32 and weights, each part padded to 4 bytes).
+    fn v1_snapshot(ns: &str, ids: &[&str]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(MAGIC);
+        f.extend_from_slice(&1u32.to_le_bytes());
+        let p = pos();
+        for w in [
+            p.created_ms,
+            p.synced_at_ms,
+            p.last_id.0,
+            p.last_id.1,
+            p.read_count,
+        ] {
+            f.extend_from_slice(&w.to_le_bytes());
+        }
+        f.extend_from_slice(&(ns.len() as u16).to_le_bytes());
+        f.extend_from_slice(ns.as_bytes());
+        for id in ids {
+            let seg_off = (12 + id.len()).next_multiple_of(4);
+            let len = (seg_off + 6).next_multiple_of(4); // one segment
+            let mut r = vec![0u8; len];
+            r[0..2].copy_from_slice(&(len as u16).to_le_bytes());
+            r[2] = id.len() as u8;
+            r[3] = 1;
+            r[12..12 + id.len()].copy_from_slice(id.as_bytes());
+            r[seg_off..seg_off + 4].copy_from_slice(&42u32.to_le_bytes());
+            r[seg_off + 4..seg_off + 6].copy_from_slice(&500u16.to_le_bytes());
+            f.extend_from_slice(&r);
+        }
+        f.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+        let crc = crc32fast::hash(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_refused_as_old_and_loads_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.snap");
+        std::fs::write(&path, v1_snapshot("ns", &["user-1", "user-22", "user-333"])).expect("w");
+        let (mut store, reader) = Store::new(10, 1000);
+        let e = load(&path, "ns", &mut store).expect_err("refused");
+        assert!(
+            matches!(e, SnapshotError::OldVersion { found: 1, .. }),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("format version 1") && msg.contains("reads version 2"),
+            "{msg}"
+        );
+        assert!(store.is_empty());
+        assert!(reader.get("user-1").is_none());
+        // Writing over it gives a version-2 file that loads.
+        let (_s, full) = filled(10);
+        write(&path, "ns", &full, &pos()).expect("written");
+        let (mut s2, r2) = Store::new(10, 1000);
+        assert_eq!(load(&path, "ns", &mut s2).expect("loaded").1.profiles, 10);
+        assert!(r2.get("user-3").is_some());
     }
 }

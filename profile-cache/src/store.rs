@@ -9,11 +9,15 @@
 //! reader that could have seen them has moved on ([`crate::epoch`]).
 //!
 //! Index. A power-of-two array of `AtomicU64` slots, linear probing. A slot holds 0 (never used),
-//! 1 (tombstone) or `tag << 48 | record address`, where `tag` is the top 16 bits of the key's hash
-//! (so a probe rarely dereferences a record that is not the one sought) and the address is the
-//! record's (8-aligned, below 2^48 on x86-64 and AArch64 Linux). Readers stop at an empty slot or
-//! after the longest probe distance the writer ever used, so even a hostile id costs bounded time.
-//! The writer rebuilds the index (new table published by one pointer store, old one retired) when
+//! 1 (tombstone) or `tag << 48 | record address | extra lines`, where `tag` is the top 16 bits
+//! of the key's hash (so a probe rarely dereferences a record that is not the one sought: one
+//! probe in 65,536), the address is the record's (8-aligned — 64-aligned in the product —, below
+//! 2^48 on x86-64 and AArch64 Linux) and its 3 low bits say how many cache lines after the first
+//! the record's lookup part (header, id, segments) spans. A probe whose tag matches prefetches
+//! those lines before it reads the first, so a hit waits for the slot's line and then for the
+//! record's lines together, not one after the other. Readers stop at an empty slot or after the
+//! longest probe distance the writer ever used, so even a hostile id costs bounded time. The
+//! writer rebuilds the index (new table published by one pointer store, old one retired) when
 //! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
 //! fit 2^24 slots, 128 MiB).
 //!
@@ -30,13 +34,19 @@ use crate::arena::{Arena, LINE_GRAIN, MIN_GRAIN, Region};
 use crate::epoch::{Epochs, ReaderFence, ReaderSlot, Retired};
 use crate::idhash::{IdHash, IdHasher};
 use crate::record::{
-    EncodeError, GENERATION_BYTE, ProfileData, RecordView, Truncation, record_len,
+    EncodeError, GENERATION_BYTE, HEADER_LEN, ProfileData, RecordView, TWO_LINES, Truncation,
+    encoded_len,
 };
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
 const PTR_BITS: u32 = 48;
 const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
+/// The slot's low bits: lines of the record's lookup part after its first (records are at least
+/// 8-aligned, so these bits of the address are 0).
+const LINES_MASK: u64 = 7;
+/// Most lines after the first a reader prefetches (the rest of a long record is read on demand).
+const MAX_PREFETCH: u64 = 3;
 const MIN_SLOTS: usize = 1024;
 
 /// Slots for `live` profiles so the load stays at or below 5/8.
@@ -118,26 +128,32 @@ impl Table {
     #[inline]
     fn find<'a>(&'a self, hash: u64, key: &[u8]) -> Option<RecordView<'a>> {
         let tag = hash >> PTR_BITS;
+        let slots = self.slots();
         let mut i = hash as usize & self.mask;
-        let limit = self.max_probe.load(Ordering::Acquire);
-        for _ in 0..=limit {
-            let v = self.slots()[i].load(Ordering::Acquire);
+        // Probes left after this one (a counted loop: `for _ in 0..=limit` costs more per probe).
+        let mut left = self.max_probe.load(Ordering::Acquire);
+        loop {
+            let v = slots[i].load(Ordering::Acquire);
             if v == EMPTY {
                 return None;
             }
-            if v != TOMB && v >> PTR_BITS == tag {
+            if v >> PTR_BITS == tag && v != TOMB {
+                prefetch_record(v);
                 // SAFETY: a non-empty, non-tombstone slot holds the address of a live record
                 // written completely before the slot's Release store (Acquire above); the caller
                 // is pinned, so the record is not freed while the returned view lives ('a is
                 // bounded by the pin's borrow of the reader in `Reader::get`).
                 let rec = unsafe { record_at(v) };
-                if rec.user_id_bytes() == key {
+                if rec.has_id(key) {
                     return Some(rec);
                 }
             }
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
             i = (i + 1) & self.mask;
         }
-        None
     }
 }
 
@@ -148,11 +164,38 @@ impl Table {
 /// is not freed for the returned lifetime.
 #[inline]
 unsafe fn record_at<'a>(v: u64) -> RecordView<'a> {
-    let p = (v & PTR_MASK) as *const u8;
-    // SAFETY: per the contract, `p` points at a record whose first two bytes hold its length.
-    let len = record_len(unsafe { [*p, *p.add(1)] });
+    let p = (v & PTR_MASK & !LINES_MASK) as *const u8;
+    // SAFETY: per the contract, `p` points at a whole record, which starts with its header.
+    let len = encoded_len(unsafe { &*p.cast::<[u8; HEADER_LEN]>() });
     // SAFETY: the record spans `len` initialised bytes from `p`, alive for 'a (contract).
     RecordView::trusted(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Starts loading the lines after the first of the record a slot points to (the slot's low bits
+/// say how many its lookup part spans), so they arrive together with the first.
+#[inline(always)]
+fn prefetch_record(v: u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = (v & PTR_MASK & !LINES_MASK) as *const i8;
+        let extra = (v & LINES_MASK).min(MAX_PREFETCH) as usize;
+        for line in 1..=extra {
+            // SAFETY: a prefetch is a hint that never faults and has no architectural effect;
+            // the address is inside the record's block anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.wrapping_add(64 * line),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Whether a record's lookup part (header, id, segments) is longer than two cache lines.
+fn is_long(rec: RecordView<'_>) -> bool {
+    rec.lookup_len() > TWO_LINES
 }
 
 /// Retires the record a slot held until the writer just replaced or removed it.
@@ -162,14 +205,18 @@ fn retire_record(
     arena: &Arena,
     slot_value: u64,
 ) {
-    let Some(p) = NonNull::new((slot_value & PTR_MASK) as *mut u8) else {
+    let Some(p) = NonNull::new((slot_value & PTR_MASK & !LINES_MASK) as *mut u8) else {
         return;
     };
     // SAFETY: the record was linked until the store that unlinked it; the writer owns it.
-    let len = unsafe { record_at(slot_value) }.as_bytes().len();
+    let rec = unsafe { record_at(slot_value) };
+    let len = rec.as_bytes().len();
     let c = &shared.counters;
     c.record_bytes
         .fetch_sub(arena.block_size(len) as u64, Ordering::Relaxed);
+    if is_long(rec) {
+        c.long_records.fetch_sub(1, Ordering::Relaxed);
+    }
     let epoch = shared.epochs.current();
     garbage.push(Retired {
         epoch,
@@ -177,9 +224,13 @@ fn retire_record(
     });
 }
 
-fn slot_value(hash: u64, p: NonNull<u8>) -> Option<u64> {
+/// The slot value of the record at `p` (`lookup_len` bytes of it are its lookup part), or `None`
+/// if its address cannot be tagged.
+fn slot_value(hash: u64, p: NonNull<u8>, lookup_len: usize) -> Option<u64> {
     let addr = p.as_ptr() as usize as u64;
-    (addr & !PTR_MASK == 0).then_some((hash >> PTR_BITS) << PTR_BITS | addr)
+    debug_assert_eq!(addr & LINES_MASK, 0, "blocks are 8-aligned");
+    let extra = ((addr + lookup_len as u64 - 1) / 64 - addr / 64).min(LINES_MASK);
+    (addr & !PTR_MASK == 0).then_some((hash >> PTR_BITS) << PTR_BITS | addr | extra)
 }
 
 /// What the writer retires.
@@ -195,6 +246,8 @@ enum Garbage {
 pub(crate) struct Counters {
     pub(crate) profiles: AtomicU64,
     pub(crate) record_bytes: AtomicU64,
+    pub(crate) long_records: AtomicU64,
+    pub(crate) hugetlb_bytes: AtomicU64,
     pub(crate) arena_bytes: AtomicU64,
     pub(crate) arena_free_bytes: AtomicU64,
     pub(crate) index_bytes: AtomicU64,
@@ -222,6 +275,13 @@ pub struct Stats {
     pub profiles: u64,
     /// Bytes of live record blocks (each rounded up to 8).
     pub record_bytes: u64,
+    /// Live records whose lookup part (header, id, segments) spans more than two cache lines:
+    /// more than 20 segments with a 36-byte id, longer ids, or segment ids spread over more than
+    /// 65,535 (a lookup of such a profile reads more lines; the profile is complete all the same).
+    pub long_records: u64,
+    /// Bytes of the replica's memory (record chunks and index) on huge pages reserved through
+    /// `vm.nr_hugepages` (`MAP_HUGETLB`); the rest is advised to use transparent huge pages.
+    pub hugetlb_bytes: u64,
     /// Bytes mapped for records (live blocks, free blocks and the unused tail of the last chunk).
     pub arena_bytes: u64,
     /// Bytes of freed record blocks waiting for reuse by records of the same size class.
@@ -266,6 +326,8 @@ impl Counters {
         Stats {
             profiles: g(&self.profiles),
             record_bytes: g(&self.record_bytes),
+            long_records: g(&self.long_records),
+            hugetlb_bytes: g(&self.hugetlb_bytes),
             arena_bytes: g(&self.arena_bytes),
             arena_free_bytes: g(&self.arena_free_bytes),
             index_bytes: g(&self.index_bytes),
@@ -375,6 +437,11 @@ impl Store {
         counters
             .index_bytes
             .store(table.bytes() as u64, Ordering::Relaxed);
+        if table.region.is_hugetlb() {
+            counters
+                .hugetlb_bytes
+                .store(table.bytes() as u64, Ordering::Relaxed);
+        }
         let shared = Arc::new(Shared {
             hot: ReadMostly {
                 table: AtomicPtr::new(Box::into_raw(table)),
@@ -466,12 +533,13 @@ impl Store {
         if (self.live + self.tombs + 1) * 4 > self.table().slots().len() * 3 {
             self.rebuild(self.live + 1);
         }
-        let key = RecordView::trusted(rec).user_id_bytes();
+        let view = RecordView::trusted(rec);
+        let key = view.user_id_bytes();
         let hash = self.shared.hot.hasher.hash(key);
         let p = self.arena.alloc(rec.len());
         // SAFETY: `p` is a fresh block of at least `rec.len()` bytes, disjoint from `rec`.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), p.as_ptr(), rec.len()) };
-        let Some(v) = slot_value(hash, p) else {
+        let Some(v) = slot_value(hash, p, view.lookup_len()) else {
             // An address above 2^48 cannot be tagged; never seen on Linux without mmap hints.
             // SAFETY: `p` was just allocated and never published.
             unsafe { self.arena.free(p, rec.len()) };
@@ -497,7 +565,7 @@ impl Store {
                 free.get_or_insert(i);
             } else if cur >> PTR_BITS == hash >> PTR_BITS {
                 // SAFETY: the writer owns every linked record; none is freed while linked.
-                if unsafe { record_at(cur) }.user_id_bytes() == key {
+                if unsafe { record_at(cur) }.has_id(key) {
                     old = Some(cur);
                     free = Some(i);
                     break;
@@ -514,6 +582,9 @@ impl Store {
         let was = table.slots()[at].load(Ordering::Relaxed);
         table.slots()[at].store(v, Ordering::Release);
         c.record_bytes.fetch_add(size, Ordering::Relaxed);
+        if is_long(view) {
+            c.long_records.fetch_add(1, Ordering::Relaxed);
+        }
         match old {
             Some(o) => retire_record(&self.shared, &mut self.garbage, &self.arena, o),
             None => {
@@ -541,7 +612,7 @@ impl Store {
             if cur != TOMB
                 && cur >> PTR_BITS == hash >> PTR_BITS
                 // SAFETY: the writer owns every linked record.
-                && unsafe { record_at(cur) }.user_id_bytes() == key
+                && unsafe { record_at(cur) }.has_id(key)
             {
                 table.slots()[i].store(TOMB, Ordering::Release);
                 retire_record(&self.shared, &mut self.garbage, &self.arena, cur);
@@ -639,6 +710,12 @@ impl Store {
             .store(self.arena.mapped_bytes() as u64, Ordering::Relaxed);
         c.arena_free_bytes
             .store(self.arena.free_bytes() as u64, Ordering::Relaxed);
+        let t = self.table();
+        let index_huge = if t.region.is_hugetlb() { t.bytes() } else { 0 };
+        c.hugetlb_bytes.store(
+            (self.arena.hugetlb_bytes() + index_huge) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Marks the replica loaded and current as of `at_ms` (wall-clock milliseconds).
@@ -981,11 +1058,139 @@ mod tests {
                 Some(500)
             );
         }
-        // 8-byte grain: 2 segments and a 2–5 byte id take 12 + 8 + 12 = 32..36 bytes → 32 or 40.
-        assert!(reader.stats().record_bytes <= 3000 * 40);
+        // 8-byte grain: 2 segments and a 2–5 byte id take 10 + k + 6 + 4 = 22..25 bytes → 24 or 32.
+        assert!(reader.stats().record_bytes <= 3000 * 32);
         let (mut lined, r2) = Store::new(1000, 1000);
         lined.upsert(&mut profile("u1", 1)).expect("valid");
+        assert_eq!(
+            r2.get("u1").expect("present").as_bytes().len(),
+            10 + 2 + 6 + 4
+        );
         assert_eq!(r2.stats().record_bytes, 64, "line-aligned block");
+    }
+
+    #[test]
+    fn ids_with_the_same_64_bit_hash_are_told_apart_by_their_bytes() {
+        // Every id hashes alike: one probe chain, every tag matches, so only the id compare tells
+        // them apart. Ids differ in their last byte, their first, their length (prefixes).
+        let t = Tuning {
+            hash: IdHash::Constant,
+            ..Tuning::default()
+        };
+        let (mut store, reader) = Store::with_tuning(1000, 1000, t);
+        let mut ids: Vec<String> = (0..100u32)
+            .map(|i| format!("0b8f2c1e-7d9a-4c61-9a53-2f1e0c9b7a{i:02}"))
+            .collect();
+        ids.extend((1..=40).map(|n| "x".repeat(n)));
+        ids.extend((0..20u8).map(|b| format!("{}-same-tail", (b'a' + b) as char)));
+        for (i, id) in ids.iter().enumerate() {
+            store.upsert(&mut profile(id, i as u32)).expect("valid");
+        }
+        assert_eq!(
+            reader.index_max_probe() as usize,
+            ids.len() - 1,
+            "one chain"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let p = reader.get(id).unwrap_or_else(|| panic!("{id} present"));
+            assert_eq!(p.user_id(), id);
+            assert_eq!(p.segment_weight(i as u32), Some(500), "{id}");
+        }
+        for absent in [
+            "x".repeat(41),
+            "0b8f2c1e-7d9a-4c61-9a53-2f1e0c9b7a100".into(),
+            "".into(),
+        ] {
+            assert!(reader.get(&absent).is_none(), "{absent:?}");
+        }
+        // Replace and remove inside the chain: the others stay found.
+        store.upsert(&mut profile(&ids[50], 9000)).expect("valid");
+        assert!(store.remove(&ids[10]));
+        assert!(!store.remove("x".repeat(41).as_str()));
+        assert_eq!(store.len(), ids.len() - 1);
+        for (i, id) in ids.iter().enumerate() {
+            let want = match i {
+                10 => None,
+                50 => Some(9000),
+                _ => Some(i as u32),
+            };
+            assert_eq!(
+                reader.get(id).map(|p| p.segment(0).0),
+                want,
+                "{id} after replace/remove"
+            );
+        }
+    }
+
+    #[test]
+    fn slots_carry_the_lines_to_prefetch_and_long_records_are_counted() {
+        let (mut store, reader) = Store::new(100, 1000);
+        let uuid = "0b8f2c1e-7d9a-4c61-9a53-2f1e0c9b7a10";
+        let with = |n: u32, spread: u32| ProfileData {
+            user_id: uuid.into(),
+            segments: (0..n).map(|i| (i * spread, 100)).collect(),
+            ..Default::default()
+        };
+        let extra_of = |store: &Store| {
+            let t = store.table();
+            let v = t
+                .slots()
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .find(|&v| v != EMPTY && v != TOMB)
+                .expect("one slot used");
+            (v & LINES_MASK, v & PTR_MASK & !LINES_MASK)
+        };
+        // 20 segments and a UUID: exactly 2 lines from a line-aligned block → 1 extra line.
+        store.upsert(&mut with(20, 7)).expect("valid");
+        let (extra, addr) = extra_of(&store);
+        assert_eq!((extra, addr % 64), (1, 0));
+        assert_eq!(reader.stats().long_records, 0);
+        // A frequency bucket follows the lookup part: still 1 extra line to prefetch.
+        let mut p = with(20, 7);
+        p.freq.push(crate::record::FreqBucket {
+            campaign: 1,
+            hour: 2,
+            count: 3,
+        });
+        store.upsert(&mut p).expect("valid");
+        assert_eq!(extra_of(&store).0, 1);
+        assert_eq!(reader.stats().long_records, 0);
+        // 21 segments, or 20 spread over more than a u16 (wide ids): 3 lines, counted.
+        store.upsert(&mut with(21, 7)).expect("valid");
+        assert_eq!(extra_of(&store).0, 2);
+        assert_eq!(reader.stats().long_records, 1);
+        store.upsert(&mut with(20, 10_000)).expect("valid");
+        assert_eq!(extra_of(&store).0, 2);
+        assert_eq!(reader.stats().long_records, 1, "replaced, not added");
+        assert_eq!(
+            reader
+                .get(uuid)
+                .expect("present")
+                .segment_weight(19 * 10_000),
+            Some(100)
+        );
+        // The largest profile: capped hint, read whole.
+        store
+            .upsert(&mut ProfileData {
+                user_id: uuid.into(),
+                segments: (0..255).map(|i| (i << 24 | 1, 7)).collect(),
+                ..Default::default()
+            })
+            .expect("valid");
+        assert_eq!(extra_of(&store).0, LINES_MASK);
+        assert_eq!(
+            reader
+                .get(uuid)
+                .expect("present")
+                .segment_weight(254 << 24 | 1),
+            Some(7)
+        );
+        store.upsert(&mut with(20, 7)).expect("valid");
+        assert_eq!(reader.stats().long_records, 0, "back to two lines");
+        store.upsert(&mut with(30, 7)).expect("valid");
+        assert!(store.remove(uuid));
+        assert_eq!(reader.stats().long_records, 0, "removed");
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn packed_record_is_smaller_than_the_rkyv_archive_of_the_same_profile() {
         packed.len(),
         archived.len()
     );
-    assert_eq!(packed.len(), 168);
+    // Two cache lines (record layout version 2; 168 bytes in version 1).
+    assert_eq!(packed.len(), 128);
     assert!(
         archived.len() > packed.len(),
         "rkyv {} vs packed {}",
