@@ -580,6 +580,13 @@ mod tests {
         (store, rt)
     }
 
+    /// [`ticked`], then the first lease op answered by the store: the runtime holds its lease.
+    fn leased(c: &CCampaign, cfg: &PacingConfig, store_ttl_ms: u64) -> (MemoryBudget, Runtime) {
+        let (mut store, mut rt) = ticked(c, cfg, store_ttl_ms);
+        exchange(&mut rt, &mut store, "a:0", T0);
+        (store, rt)
+    }
+
     /// One exchange with the store at `now_ns`.
     fn exchange(rt: &mut Runtime, store: &mut MemoryBudget, holder: &str, now_ns: u64) -> bool {
         match rt.take_op() {
@@ -625,8 +632,7 @@ mod tests {
         let set = campaign();
         let c = &set.compiled[0];
         let cfg = long_ttl();
-        let (mut store, mut rt) = ticked(c, &cfg, 600_000);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let (mut store, mut rt) = leased(c, &cfg, 600_000);
         let lease = rt.lease;
         // A bid reserves 2,000; it is billed (1,500) on another node, which charges our lease.
         rt.reserve(2_000);
@@ -684,8 +690,7 @@ mod tests {
         let set = campaign();
         let c = &set.compiled[0];
         let cfg = long_ttl();
-        let (mut store, mut rt) = ticked(c, &cfg, 600_000);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let (mut store, mut rt) = leased(c, &cfg, 600_000);
         let lease = rt.lease;
         rt.reserve(2_000);
         rt.reserve(2_000);
@@ -713,8 +718,7 @@ mod tests {
             idle_return_ms: 2_000,
             ..long_ttl()
         };
-        let (mut store, mut rt) = ticked(c, &cfg, 4_000);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let (mut store, mut rt) = leased(c, &cfg, 4_000);
         assert!(rt.lease >= 64 * 2_000, "a cold core gets a burst's worth");
         rt.reserve(2_000);
         // Opportunities keep it: no give-back.
