@@ -41,31 +41,26 @@ fn check(reader: &Reader, n: u32, skip: &[u32]) {
     }
 }
 
-/// What each test starts from: its namespace (emptied) holding `n` preloaded profiles, and a
-/// snapshot file (in a directory removed on drop) written by a [`first_run`] over them.
-struct Snapshotted {
-    url: String,
-    ns: String,
-    con: redis::Connection,
-    snap: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// The [`Snapshotted`] set-up of `test`, or `None` when the test is skipped (no Redis).
-fn snapshotted(test: &str, n: u32) -> Option<Snapshotted> {
+/// What each test starts from, or `None` when it is skipped (no Redis): the Redis URL, the
+/// test's namespace (emptied) holding `n` preloaded profiles, a connection, and a snapshot file
+/// (in the returned directory, removed on drop) written by a [`first_run`] over them.
+fn snapshotted(
+    test: &str,
+    n: u32,
+) -> Option<(
+    String,
+    String,
+    redis::Connection,
+    PathBuf,
+    tempfile::TempDir,
+)> {
     let url = redis_url(test)?;
     let (ns, mut con) = fresh_namespace(&url, test);
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("profiles.snap");
     preload(&mut con, &ns, n);
     first_run(&url, &ns, &snap, &mut con);
-    Some(Snapshotted {
-        url,
-        ns,
-        con,
-        snap,
-        _dir: dir,
-    })
+    Some((url, ns, con, snap, dir))
 }
 
 /// Runs a replica until loaded, applies one change, stops it (writing the snapshot at stop).
@@ -92,14 +87,7 @@ fn first_run(url: &str, ns: &str, snap: &Path, con: &mut redis::Connection) {
 
 #[test]
 fn restart_from_the_snapshot_catches_up_with_changes_made_while_down() {
-    let Some(Snapshotted {
-        url,
-        ns,
-        mut con,
-        snap,
-        _dir,
-    }) = snapshotted("snap-restart", 2000)
-    else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-restart", 2000) else {
         return;
     };
 
@@ -138,14 +126,7 @@ fn restart_from_the_snapshot_catches_up_with_changes_made_while_down() {
 
 #[test]
 fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_replica_bootstraps() {
-    let Some(Snapshotted {
-        url,
-        ns,
-        mut con,
-        snap,
-        _dir,
-    }) = snapshotted("snap-corrupt", 1000)
-    else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-corrupt", 1000) else {
         return;
     };
 
@@ -177,14 +158,7 @@ fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_replica_bootstraps() {
 
 #[test]
 fn a_stream_trimmed_past_the_snapshot_forces_a_bootstrap_that_drops_deleted_profiles() {
-    let Some(Snapshotted {
-        url,
-        ns,
-        mut con,
-        snap,
-        _dir,
-    }) = snapshotted("snap-trim", 500)
-    else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-trim", 500) else {
         return;
     };
 
