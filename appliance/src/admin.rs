@@ -200,22 +200,20 @@ fn journal_metrics(out: &mut String, usage: &[(u16, u64, u64)]) {
     if usage.is_empty() {
         return;
     }
-    out.push_str(
-        "# HELP helios_pipeline_journal_bytes Journal bytes of events drained and not yet acknowledged by Kafka or the spool.\n# TYPE helios_pipeline_journal_bytes gauge\n",
+    crate::metrics::per_core_series(
+        out,
+        "helios_pipeline_journal_bytes",
+        "Journal bytes of events drained and not yet acknowledged by Kafka or the spool.",
+        "gauge",
+        usage.iter().map(|(core, used, _)| (core, used)),
     );
-    for (core, used, _) in usage {
-        out.push_str(&format!(
-            "helios_pipeline_journal_bytes{{core=\"{core}\"}} {used}\n"
-        ));
-    }
-    out.push_str(
-        "# HELP helios_pipeline_journal_capacity_bytes Size of each core's journal ring.\n# TYPE helios_pipeline_journal_capacity_bytes gauge\n",
+    crate::metrics::per_core_series(
+        out,
+        "helios_pipeline_journal_capacity_bytes",
+        "Size of each core's journal ring.",
+        "gauge",
+        usage.iter().map(|(core, _, cap)| (core, cap)),
     );
-    for (core, _, cap) in usage {
-        out.push_str(&format!(
-            "helios_pipeline_journal_capacity_bytes{{core=\"{core}\"}} {cap}\n"
-        ));
-    }
 }
 
 /// `url` with the password of its userinfo (`scheme://user:password@host…`) replaced by

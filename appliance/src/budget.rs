@@ -328,24 +328,11 @@ impl BudgetStatus {
                 |s| &s.reserved_micros,
             ),
         ];
-        for (name, help, get) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (i, s) in self.cores.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{i}\"}} {}",
-                    get(s).load(Ordering::Relaxed)
-                );
-            }
-        }
-        for (name, help, get) in per_core {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (i, s) in self.cores.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{i}\"}} {}",
-                    get(s).load(Ordering::Relaxed)
-                );
+        for (rows, kind) in [(&gauges[..], "gauge"), (&per_core[..], "counter")] {
+            for (name, help, get) in rows {
+                let values = self.cores.iter().enumerate();
+                let values = values.map(|(i, s)| (i, get(s).load(Ordering::Relaxed)));
+                crate::metrics::per_core_series(out, name, help, kind, values);
             }
         }
         let node: [(&str, &str, &AtomicU64); 6] = [

@@ -34,13 +34,13 @@ impl LiveStatus {
 
     /// Prometheus series: per-core version, sets installed/rejected by the control thread.
     pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP helios_campaign_set_version Version of the campaign set the core runs (from Redis).\n# TYPE helios_campaign_set_version gauge\n");
-        for (c, v) in self.versions.iter().enumerate() {
-            out.push_str(&format!(
-                "helios_campaign_set_version{{core=\"{c}\"}} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
+        crate::metrics::per_core_series(
+            out,
+            "helios_campaign_set_version",
+            "Version of the campaign set the core runs (from Redis).",
+            "gauge",
+            (self.versions.iter().enumerate()).map(|(c, v)| (c, v.load(Ordering::Relaxed))),
+        );
         let rows = [
             (
                 "helios_campaign_sets_installed_total",

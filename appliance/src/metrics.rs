@@ -8,7 +8,7 @@
 //! reuses the slot's memory (counters assigned, histogram `set_to`): publishing allocates nothing.
 //! [`render`] builds the Prometheus text at scrape time on the admin thread.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::Mutex;
 
 use codec::event::NoBidReason;
@@ -260,6 +260,22 @@ fn series(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// One per-core series: its `# HELP` / `# TYPE` lines, then `name{core="c"} value` for each
+/// `(c, value)`. The one renderer of the per-core series without other labels (these below, the
+/// budget's, the campaign feed's, the journal's); admin thread only.
+pub fn per_core_series<C: Display, V: Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    values: impl IntoIterator<Item = (C, V)>,
+) {
+    series(out, name, help, kind);
+    for (c, v) in values {
+        let _ = writeln!(out, "{name}{{core=\"{c}\"}} {v}");
+    }
+}
+
 /// Prometheus text for every core's latest published snapshot. Runs on the admin thread.
 pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
     // Copy each snapshot out first so no lock is held while formatting.
@@ -345,10 +361,7 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
         ),
     ];
     for (name, help, kind, f) in simple {
-        series(out, name, help, kind);
-        for (c, m) in &snaps {
-            let _ = writeln!(out, "{name}{{core=\"{c}\"}} {}", f(m));
-        }
+        per_core_series(out, name, help, kind, snaps.iter().map(|(c, m)| (c, f(m))));
     }
     series(
         out,
@@ -428,36 +441,27 @@ pub fn render(out: &mut String, cores: &[std::sync::Arc<Published>]) {
             );
         }
     }
-    series(
+    per_core_series(
         out,
         "helios_notices_late_total",
         "Accepted notices flagged late.",
         "counter",
+        snaps.iter().map(|(c, m)| (c, m.notices_late)),
     );
-    for (c, m) in &snaps {
-        let _ = writeln!(
-            out,
-            "helios_notices_late_total{{core=\"{c}\"}} {}",
-            m.notices_late
-        );
-    }
-    series(
+    per_core_series(
         out,
         "helios_profile_replica_lag_seconds",
         "Staleness of the profile replica as this core saw it (+Inf before the first load).",
         "gauge",
+        snaps.iter().map(|(c, m)| {
+            let v = if m.profile_lag_ms == u64::MAX {
+                "+Inf".to_owned()
+            } else {
+                (m.profile_lag_ms as f64 / 1000.0).to_string()
+            };
+            (c, v)
+        }),
     );
-    for (c, m) in &snaps {
-        let v = if m.profile_lag_ms == u64::MAX {
-            "+Inf".to_owned()
-        } else {
-            (m.profile_lag_ms as f64 / 1000.0).to_string()
-        };
-        let _ = writeln!(
-            out,
-            "helios_profile_replica_lag_seconds{{core=\"{c}\"}} {v}"
-        );
-    }
     series(
         out,
         "helios_connections_closed_total",
@@ -607,6 +611,16 @@ mod tests {
         // A held lock makes publish skip, not wait.
         let _g = p0.snapshot.lock().unwrap();
         assert!(!p0.publish(&m));
+    }
+
+    #[test]
+    fn a_per_core_series_is_its_header_then_one_line_per_core() {
+        let mut s = String::new();
+        per_core_series(&mut s, "x_total", "Xs.", "counter", [(0, 5u64), (1, 7)]);
+        assert_eq!(
+            s,
+            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{core=\"0\"} 5\nx_total{core=\"1\"} 7\n"
+        );
     }
 
     #[test]

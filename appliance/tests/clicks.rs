@@ -70,14 +70,8 @@ fn click_url_in_markup_is_signed_accepted_once_per_impression_and_emitted() {
         "uring",
         CAMPAIGNS_WITH_CLICK,
         &[],
-        &[
-            ("HELIOS_EVENTS_ENABLED", "true"),
-            // Nothing listens on port 1: events are spooled, read back below.
-            ("HELIOS_EVENTS_BROKERS", "127.0.0.1:1"),
-            ("HELIOS_EVENTS_STARTUP_TIMEOUT_MS", "200"),
-            ("HELIOS_EVENTS_SHUTDOWN_TIMEOUT_MS", "500"),
-            ("HELIOS_EVENTS_SPOOL_DIR", spool.to_str().unwrap()),
-        ],
+        // Events are spooled, read back below.
+        &spool_only_events(spool.to_str().unwrap()),
     );
     let mut c = s.client();
     let r = c.roundtrip(&post("/openrtb2/bid/adx", BID.as_bytes(), ""));

@@ -49,14 +49,8 @@ fn without_a_broker_events_are_spooled_and_flushed_at_shutdown() {
     let mut s = Server::start(
         "uring",
         &[],
-        &[
-            ("HELIOS_EVENTS_ENABLED", "true"),
-            // Nothing listens on port 1: the pipeline starts in spool mode.
-            ("HELIOS_EVENTS_BROKERS", "127.0.0.1:1"),
-            ("HELIOS_EVENTS_STARTUP_TIMEOUT_MS", "200"),
-            ("HELIOS_EVENTS_SHUTDOWN_TIMEOUT_MS", "500"),
-            ("HELIOS_EVENTS_SPOOL_DIR", spool.to_str().unwrap()),
-        ],
+        // No broker: the pipeline starts in spool mode.
+        &spool_only_events(spool.to_str().unwrap()),
     );
     send_bids(&s, 25);
     s.signal(libc::SIGTERM);

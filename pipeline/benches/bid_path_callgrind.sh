@@ -18,14 +18,10 @@
 # (helios, helios-load, helios-corpus; default $CARGO_TARGET_DIR/release), VARIANTS ("name=dir
 # …", as in bid_path_cpu.sh), OUT (raw reports).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export HELIOS_RUN=${HELIOS_RUN:-/var/cache/helios/run-pipeline}
-export HELIOS_REDIS_PORT=${HELIOS_REDIS_PORT:-6403}
-export HELIOS_KAFKA_PORT=${HELIOS_KAFKA_PORT:-9103}
-unset HELIOS_REDIS_URL HELIOS_KAFKA_BROKERS HELIOS_PG_URL
-# shellcheck source=/dev/null
-source scripts/env.sh
+BP_TAG=bid-path-callgrind
+BP_SERVER_STOP_S=10 # valgrind writes its profiles at exit
+# shellcheck source=pipeline/benches/bid_path_lib.sh
+source "$(dirname "$0")/bid_path_lib.sh"
 
 RATE=${RATE:-100}
 DURATION=${DURATION:-10}
@@ -38,52 +34,11 @@ PORT=${BID_PORT:-18690}
 ADMIN_PORT=$((PORT + 1))
 VARIANTS=${VARIANTS:-"new=$BIN"}
 mkdir -p "$OUT"
-log() { printf '[bid-path-callgrind %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-for b in helios-load helios-corpus; do
-  [[ -x $BIN/$b ]] || { echo "missing $BIN/$b" >&2; exit 1; }
-done
+bp_need_bins helios-load helios-corpus
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
   || { echo "valgrind (callgrind) is needed" >&2; exit 1; }
 
-vg_pid=""
-broker_pid=""
-redis_pid=""
-stop_pid() {
-  local p=$1
-  [[ -n $p ]] || return 0
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
-  wait "$p" 2>/dev/null || true
-}
-cleanup() {
-  stop_pid "$vg_pid"
-  stop_pid "$broker_pid"
-  stop_pid "$redis_pid"
-}
-trap cleanup EXIT
-wait_port() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-mkdir -p "$HELIOS_RUN/redis-bcg" "$HELIOS_RUN/kafka-bcg"
-redis-server --port "$HELIOS_REDIS_PORT" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis-bcg" --save "" \
-  --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 &
-redis_pid=$!
-wait_port "$HELIOS_REDIS_PORT" 10 || { echo "redis did not start" >&2; exit 1; }
-rm -rf "${HELIOS_RUN:?}/kafka-bcg"/*
-(cd "$HELIOS_RUN/kafka-bcg" && exec tansu broker --listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" --storage-engine "memory://tansu/" \
-  >"$OUT/tansu.log" 2>&1) &
-broker_pid=$!
-wait_port "$HELIOS_KAFKA_PORT" 30 || { echo "tansu did not start" >&2; exit 1; }
-"$BIN/helios-corpus" -n 20000 --seed 1 --users 100000 --user-ids plain -o "$OUT/corpus.jsonl" >/dev/null
+bp_start_services bcg "memory://tansu/"
 
 run_one() { # label events helios-dir [VAR=value …]
   local label=$1 events=$2 hdir=$3
@@ -97,20 +52,20 @@ run_one() { # label events helios-dir [VAR=value …]
     taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes \
     "$hdir/helios" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" --cores "$SERVER_CPU" \
     --campaigns "$root/bench/data/campaigns.json" >"$OUT/$label/valgrind.log" 2>&1) &
-  vg_pid=$!
+  server_pid=$!
   wait_port "$PORT" 120 || { echo "helios did not start under valgrind ($OUT/$label)" >&2; exit 1; }
   # Warm-up (connections, caches, first frames), not counted.
   "$BIN/helios-load" --url "http://127.0.0.1:$PORT/openrtb2/bid" --corpus "$OUT/corpus.jsonl" \
     -c 4 -d $(((WARMUP_REQS + RATE - 1) / RATE)) --warmup 0 --cpu "$GEN_CPU" --rate "$RATE" \
     >"$OUT/$label/warmup.txt" 2>&1 || true
-  callgrind_control -z "$vg_pid" >/dev/null 2>&1 || callgrind_control -z >/dev/null
+  callgrind_control -z "$server_pid" >/dev/null 2>&1 || callgrind_control -z >/dev/null
   "$BIN/helios-load" --url "http://127.0.0.1:$PORT/openrtb2/bid" --corpus "$OUT/corpus.jsonl" \
     -c 4 -d "$DURATION" --warmup 0 --cpu "$GEN_CPU" --rate "$RATE" --json "$OUT/$label/load.json" \
     >"$OUT/$label/load.txt" 2>&1
-  callgrind_control -d "$vg_pid" >/dev/null 2>&1 || callgrind_control -d >/dev/null
+  callgrind_control -d "$server_pid" >/dev/null 2>&1 || callgrind_control -d >/dev/null
   sleep 1
-  stop_pid "$vg_pid"
-  vg_pid=""
+  stop_pid "$server_pid" "$BP_SERVER_STOP_S"
+  server_pid=""
   python3 - "$OUT/$label" "$label" <<'PY'
 import glob, json, os, re, sys
 d, label = sys.argv[1], sys.argv[2]
@@ -160,12 +115,9 @@ names=""
 for v in $VARIANTS; do
   name=${v%%=*}
   names="$names $name"
-  d=${v#*=}
-  dir=${d%%,*}
-  extra=()
-  if [[ $d == *,* ]]; then IFS=',' read -r -a extra <<<"${d#*,}"; fi
-  run_one "$name-on" true "$dir" "${extra[@]}"
-  run_one "$name-off" false "$dir" "${extra[@]}"
+  bp_variant "$v"
+  run_one "$name-on" true "$BP_VDIR" "${BP_VENV[@]}"
+  run_one "$name-off" false "$BP_VDIR" "${BP_VENV[@]}"
 done
 log "done; load $(cut -d' ' -f1-3 /proc/loadavg); reports in $OUT"
 python3 - "$OUT" $names <<'PY'

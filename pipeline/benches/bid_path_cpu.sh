@@ -32,13 +32,9 @@
 # Binaries come from $CARGO_TARGET_DIR/release (build them first: helios, helios-load,
 # helios-corpus).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export HELIOS_RUN=${HELIOS_RUN:-/var/cache/helios/run-pipeline}
-export HELIOS_REDIS_PORT=${HELIOS_REDIS_PORT:-6403}
-export HELIOS_KAFKA_PORT=${HELIOS_KAFKA_PORT:-9103}
-unset HELIOS_REDIS_URL HELIOS_KAFKA_BROKERS HELIOS_PG_URL
-source scripts/env.sh
+BP_TAG=bid-path-cpu
+# shellcheck source=pipeline/benches/bid_path_lib.sh
+source "$(dirname "$0")/bid_path_lib.sh"
 
 RATE=${RATE:-4000}
 DURATION=${DURATION:-8}
@@ -55,64 +51,20 @@ OUT=${OUT:-$HELIOS_RUN/bid-path-cpu/$(date -u +%Y%m%dT%H%M%SZ)}
 PORT=${BID_PORT:-18680}
 ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))}
 mkdir -p "$OUT"
-log() { printf '[bid-path-cpu %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-for b in helios helios-load helios-corpus; do
-  [[ -x $BIN/$b ]] || { echo "missing $BIN/$b (cargo build --release --workspace --bins)" >&2; exit 1; }
-done
+bp_need_bins helios helios-load helios-corpus
 VARIANTS=${VARIANTS:-"new=$BIN"}
-vdir() { local d=${1#*=}; echo "${d%%,*}"; }
-venv() { local d=${1#*=}; [[ $d == *,* ]] && echo "${d#*,}" | tr ',' ' ' || true; }
 for v in $VARIANTS; do
-  [[ -x $(vdir "$v")/helios ]] || { echo "missing $(vdir "$v")/helios (variant ${v%%=*})" >&2; exit 1; }
+  bp_variant "$v"
+  [[ -x $BP_VDIR/helios ]] || { echo "missing $BP_VDIR/helios (variant ${v%%=*})" >&2; exit 1; }
 done
 
-server_pid=""
-broker_pid=""
-redis_pid=""
-stop_pid() { # pid
-  local p=$1
-  [[ -n $p ]] || return 0
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
-cleanup() {
-  stop_pid "$server_pid"
-  stop_pid "$broker_pid"
-  stop_pid "$redis_pid"
-}
-trap cleanup EXIT
-
-wait_port() { # port seconds
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-mkdir -p "$HELIOS_RUN/redis-bpc" "$HELIOS_RUN/kafka-bpc"
-redis-server --port "$HELIOS_REDIS_PORT" --bind 127.0.0.1 --dir "$HELIOS_RUN/redis-bpc" --save "" \
-  --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 &
-redis_pid=$!
-wait_port "$HELIOS_REDIS_PORT" 10 || { echo "redis did not start" >&2; exit 1; }
-rm -rf "$HELIOS_RUN/kafka-bpc"/*
 case $ENGINE in
   memory) storage="memory://tansu/" ;;
   sqlite) storage="sqlite://tansu.db" ;;
   *) echo "ENGINE must be memory or sqlite" >&2; exit 2 ;;
 esac
-(cd "$HELIOS_RUN/kafka-bpc" && exec tansu broker --listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$HELIOS_KAFKA_PORT" --storage-engine "$storage" \
-  >"$OUT/tansu.log" 2>&1) &
-broker_pid=$!
-wait_port "$HELIOS_KAFKA_PORT" 30 || { echo "tansu did not start" >&2; exit 1; }
-
-"$BIN/helios-corpus" -n 20000 --seed 1 --users 100000 --user-ids plain -o "$OUT/corpus.jsonl" >/dev/null
+bp_start_services bpc "$storage"
 
 # Thread CPU snapshot: "tid comm ticks" lines (ticks = utime + stime, in clock ticks).
 threads() { # pid
@@ -289,10 +241,9 @@ for r in $(seq 1 "$ROUNDS"); do
   for v in $VARIANTS; do
     name=${v%%=*}
     [[ " $names " == *" $name "* ]] || names="$names $name"
-    # shellcheck disable=SC2046
-    run_one "$name-on-$r" true "$(vdir "$v")" $(venv "$v")
-    # shellcheck disable=SC2046
-    run_one "$name-off-$r" false "$(vdir "$v")" $(venv "$v")
+    bp_variant "$v"
+    run_one "$name-on-$r" true "$BP_VDIR" "${BP_VENV[@]}"
+    run_one "$name-off-$r" false "$BP_VDIR" "${BP_VENV[@]}"
   done
 done
 log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw reports in $OUT"

@@ -8,35 +8,15 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use codec::event::{Event, EventKind, InlineStr};
 use criterion::{Criterion, criterion_group, criterion_main};
 use pipeline::{Pipeline, PipelineConfig};
 
-fn sample_event(i: u64) -> Event {
-    let mut e = Event::new(EventKind::Bid);
-    e.event_id[..8].copy_from_slice(&i.to_le_bytes());
-    e.node = InlineStr::new("bench-node");
-    e.exchange = InlineStr::new("adx");
-    e.request_id = InlineStr::new("0f8fad5b-d9cb-469f-a165-70867728950e");
-    e.imp_id = InlineStr::new("1");
-    e.site_or_app = InlineStr::new("news.example.com");
-    e.campaign_id = 1 + (i % 100) as u32;
-    e.bid_price_micros = 1_250_000;
-    e.ts_unix_ns = i;
-    e
-}
+mod common;
+use common::sample_event;
 
 fn config(tag: &str, capacity: usize, spool_max: u64) -> PipelineConfig {
-    PipelineConfig {
-        brokers: "127.0.0.1:1".into(),
-        node: "bench".into(),
-        spool_dir: std::env::temp_dir()
-            .join(format!("helios-emit-bench-{tag}-{}", std::process::id())),
-        queue_capacity_per_core: capacity,
-        spool_max_bytes: spool_max,
-        startup_timeout_ms: 200,
-        ..PipelineConfig::default()
-    }
+    let dir = std::env::temp_dir().join(format!("helios-emit-bench-{tag}-{}", std::process::id()));
+    common::unreachable_broker(dir, capacity, spool_max)
 }
 
 fn bench_emit(c: &mut Criterion) {

@@ -11,22 +11,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use codec::event::{Event, EventKind, InlineStr};
+use codec::event::Event;
 use pipeline::{CoreSink, Pipeline, PipelineConfig};
 
-fn sample_event(i: u64) -> Event {
-    let mut e = Event::new(EventKind::Bid);
-    e.event_id[..8].copy_from_slice(&i.to_le_bytes());
-    e.node = InlineStr::new("bench-node");
-    e.exchange = InlineStr::new("adx");
-    e.request_id = InlineStr::new("0f8fad5b-d9cb-469f-a165-70867728950e");
-    e.imp_id = InlineStr::new("1");
-    e.site_or_app = InlineStr::new("news.example.com");
-    e.campaign_id = 1 + (i % 100) as u32;
-    e.bid_price_micros = 1_250_000;
-    e.ts_unix_ns = i;
-    e
-}
+mod common;
+use common::sample_event;
 
 #[inline(never)]
 fn emit_many(s: &mut CoreSink, events: &[Event]) {
@@ -46,14 +35,8 @@ fn main() {
         .unwrap_or(50_000);
     let dir = std::env::temp_dir().join(format!("helios-emit-instr-{mode}-{}", std::process::id()));
     let cfg = PipelineConfig {
-        brokers: "127.0.0.1:1".into(),
-        node: "bench".into(),
-        spool_dir: dir.clone(),
-        queue_capacity_per_core: 1 << 17,
-        spool_max_bytes: 1 << 30,
-        startup_timeout_ms: 200,
         journal_bytes_per_core: if mode == "journal" { 64 << 20 } else { 0 },
-        ..PipelineConfig::default()
+        ..common::unreachable_broker(dir.clone(), 1 << 17, 1 << 30)
     };
     let (p, mut sinks) = Pipeline::start(&cfg, 1).expect("pipeline starts");
     let mut s = sinks.pop().expect("one sink");

@@ -3,50 +3,26 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use profile_cache::{Gender, Reader, ReplicaConfig, keys, start};
 use shards::ProfileView;
-
-fn config(url: &str, ns: &str) -> ReplicaConfig {
-    ReplicaConfig {
-        redis_url: url.into(),
-        namespace: ns.into(),
-        expected_profiles: 1000,
-        max_staleness: Duration::from_secs(1),
-        // SCAN walks the whole keyspace, not just the namespace: large steps keep the copy quick
-        // when the Redis under test also holds other data.
-        scan_batch: 1000,
-        stream_batch: 100,
-        block: Duration::from_millis(50),
-        io_timeout: Duration::from_millis(500),
-        backoff_min: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        ..Default::default()
-    }
-}
 
 fn seg_field(i: u32) -> String {
     format!("{}:{},{}:{}", i % 50, 100 + i % 900, 1000 + i, 7)
 }
 
-/// Writes `n` profiles `u{i}` straight into Redis (pipelined, no stream entries: a preloaded
-/// data set as a data pipeline would leave it).
+/// Profiles `u0..u{n}` with segments, year of birth and gender ([`check_preloaded`] reads them).
 fn preload(con: &mut redis::Connection, ns: &str, n: u32) {
-    let mut p = redis::pipe();
-    for i in 0..n {
-        p.cmd("HSET")
-            .arg(keys::profile_key(ns, &format!("u{i}")))
-            .arg(keys::FIELD_SEGMENTS)
-            .arg(seg_field(i))
-            .arg(keys::FIELD_BIRTH_YEAR)
-            .arg(1950 + i % 50)
-            .arg(keys::FIELD_GENDER)
-            .arg(["M", "F", "O"][i as usize % 3])
-            .ignore();
-    }
-    let _: () = p.query(con).expect("preload");
+    common::preload(con, ns, n, |i| {
+        vec![
+            (keys::FIELD_SEGMENTS, seg_field(i)),
+            (keys::FIELD_BIRTH_YEAR, (1950 + i % 50).to_string()),
+            (
+                keys::FIELD_GENDER,
+                ["M", "F", "O"][i as usize % 3].to_owned(),
+            ),
+        ]
+    });
 }
 
 fn check_preloaded(reader: &Reader, n: u32) {
@@ -73,14 +49,12 @@ fn bootstrap_copies_every_profile_and_changes_made_during_the_copy() {
     let Some(url) = redis_url("bootstrap") else {
         return;
     };
-    let ns = namespace("bootstrap");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
+    let (ns, mut con) = fresh_namespace(&url, "bootstrap");
     preload(&mut con, &ns, 3000);
     // A stream entry from before the replica starts: already reflected in the hash, harmless.
     write_profile(&mut con, &ns, "u0", &[("seg", &seg_field(0))]);
 
-    let (replicator, reader) = start(&config(&url, &ns)).expect("start");
+    let (replicator, reader) = start(&test_config(&url, &ns)).expect("start");
     // Changes while the copy may be running: they are in the stream after the recorded point.
     for i in 0..200u32 {
         write_profile(&mut con, &ns, &format!("late{i}"), &[("seg", "5:55")]);
@@ -143,13 +117,11 @@ fn thread_policy(name: &str) -> Option<u32> {
 #[test]
 fn live_updates_deletes_and_frequency_counters_reach_the_readers() {
     let Some(url) = redis_url("live") else { return };
-    let ns = namespace("live");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
+    let (ns, mut con) = fresh_namespace(&url, "live");
     // Following under SCHED_FIFO (as root; otherwise a warning and normal priority): same results.
     let cfg = ReplicaConfig {
         follow_fifo_priority: Some(1),
-        ..config(&url, &ns)
+        ..test_config(&url, &ns)
     };
     let (replicator, reader) = start(&cfg).expect("start");
     wait_for("replica loaded (empty)", 60, || reader.is_loaded());
@@ -242,7 +214,7 @@ fn redis_restart_mid_stream_keeps_serving_then_resumes_from_the_last_id() {
     let ns = namespace("restart");
     let mut con = connect(&own.url());
     preload(&mut con, &ns, 500);
-    let (replicator, reader) = start(&config(&own.url(), &ns)).expect("start");
+    let (replicator, reader) = start(&test_config(&own.url(), &ns)).expect("start");
     wait_for("loaded", 60, || reader.is_loaded());
     // Updates in flight when Redis goes down (persisted by the AOF, maybe not yet applied).
     for i in 0..300u32 {
@@ -287,9 +259,7 @@ fn redis_restart_mid_stream_keeps_serving_then_resumes_from_the_last_id() {
 #[test]
 fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profiles() {
     let Some(url) = redis_url("trim") else { return };
-    let ns = namespace("trim");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
+    let (ns, mut con) = fresh_namespace(&url, "trim");
     preload(&mut con, &ns, 200);
     let client = redis::Client::open(url.as_str()).expect("url");
     let db = client.get_connection_info().redis_settings().db();
@@ -302,7 +272,7 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
             .unwrap_or_else(|| panic!("resolvable Redis address: {addr}"))
     };
     let proxy = Proxy::start(target);
-    let (replicator, reader) = start(&config(&proxy.url(db), &ns)).expect("start");
+    let (replicator, reader) = start(&test_config(&proxy.url(db), &ns)).expect("start");
     wait_for("loaded", 60, || reader.is_loaded());
     write_profile(&mut con, &ns, "u1", &[("seg", "1:1")]);
     wait_for("followed", 5, || {
@@ -316,12 +286,7 @@ fn stream_trimmed_past_the_replica_forces_a_rebootstrap_that_drops_deleted_profi
     write_profile(&mut con, &ns, "u2", &[("seg", "2:2")]);
     delete_profile(&mut con, &ns, "u3");
     // A delete the stream will not tell about (entry trimmed): only a re-bootstrap's sweep finds it.
-    let _: () = redis::cmd("XTRIM")
-        .arg(keys::changes_stream(&ns))
-        .arg("MAXLEN")
-        .arg(0)
-        .query(&mut con)
-        .expect("XTRIM");
+    trim_stream(&mut con, &ns);
     assert!(reader.get("u3").is_some(), "cut off: still the old data");
     proxy.restore();
 
@@ -339,10 +304,8 @@ fn malformed_values_are_skipped_counted_and_never_stop_replication() {
     let Some(url) = redis_url("malformed") else {
         return;
     };
-    let ns = namespace("malformed");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
-    let (replicator, reader) = start(&config(&url, &ns)).expect("start");
+    let (ns, mut con) = fresh_namespace(&url, "malformed");
+    let (replicator, reader) = start(&test_config(&url, &ns)).expect("start");
     wait_for("loaded", 60, || reader.is_loaded());
 
     // Bad segment list and bad year: those fields skipped, the good ones kept.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -15,34 +15,21 @@ use shards::ProfileView;
 
 fn config(url: &str, ns: &str, snap: &Path) -> ReplicaConfig {
     ReplicaConfig {
-        redis_url: url.into(),
-        namespace: ns.into(),
-        expected_profiles: 1000,
-        max_staleness: Duration::from_secs(1),
-        scan_batch: 1000,
-        stream_batch: 100,
-        block: Duration::from_millis(50),
-        io_timeout: Duration::from_millis(500),
-        backoff_min: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
         snapshot_path: Some(snap.to_owned()),
         snapshot_interval: Duration::from_secs(3600),
-        ..Default::default()
+        ..test_config(url, ns)
     }
 }
 
+/// Profiles `u0..u{n}`: `u{i}` in segment `i` with weight 100 + i % 900, born 1950 + i % 50
+/// ([`check`] reads them).
 fn preload(con: &mut redis::Connection, ns: &str, n: u32) {
-    let mut p = redis::pipe();
-    for i in 0..n {
-        p.cmd("HSET")
-            .arg(keys::profile_key(ns, &format!("u{i}")))
-            .arg(keys::FIELD_SEGMENTS)
-            .arg(format!("{}:{}", i, 100 + i % 900))
-            .arg(keys::FIELD_BIRTH_YEAR)
-            .arg(1950 + i % 50)
-            .ignore();
-    }
-    let _: () = p.query(con).expect("preload");
+    common::preload(con, ns, n, |i| {
+        vec![
+            (keys::FIELD_SEGMENTS, format!("{}:{}", i, 100 + i % 900)),
+            (keys::FIELD_BIRTH_YEAR, (1950 + i % 50).to_string()),
+        ]
+    });
 }
 
 fn check(reader: &Reader, n: u32, skip: &[u32]) {
@@ -53,6 +40,28 @@ fn check(reader: &Reader, n: u32, skip: &[u32]) {
         assert_eq!(p.segment_weight(i), Some((100 + i % 900) as u16), "u{i}");
         assert_eq!(p.birth_year(), Some((1950 + i % 50) as u16), "u{i}");
     }
+}
+
+/// What each test starts from, or `None` when it is skipped (no Redis): the Redis URL, the
+/// test's namespace (emptied) holding `n` preloaded profiles, a connection, and a snapshot file
+/// (in the returned directory, removed on drop) written by a [`first_run`] over them.
+fn snapshotted(
+    test: &str,
+    n: u32,
+) -> Option<(
+    String,
+    String,
+    redis::Connection,
+    PathBuf,
+    tempfile::TempDir,
+)> {
+    let url = redis_url(test)?;
+    let (ns, mut con) = fresh_namespace(&url, test);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("profiles.snap");
+    preload(&mut con, &ns, n);
+    first_run(&url, &ns, &snap, &mut con);
+    Some((url, ns, con, snap, dir))
 }
 
 /// Runs a replica until loaded, applies one change, stops it (writing the snapshot at stop).
@@ -79,16 +88,9 @@ fn first_run(url: &str, ns: &str, snap: &Path, con: &mut redis::Connection) {
 
 #[test]
 fn restart_from_the_snapshot_catches_up_with_changes_made_while_down() {
-    let Some(url) = redis_url("snap-restart") else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-restart", 2000) else {
         return;
     };
-    let ns = namespace("snap-restart");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let snap = dir.path().join("profiles.snap");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
-    preload(&mut con, &ns, 2000);
-    first_run(&url, &ns, &snap, &mut con);
 
     // While the replica is down: an update, a delete, a new profile, each with its stream entry.
     write_profile(&mut con, &ns, "u1", &[("seg", "1:555")]);
@@ -125,16 +127,9 @@ fn restart_from_the_snapshot_catches_up_with_changes_made_while_down() {
 
 #[test]
 fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_replica_bootstraps() {
-    let Some(url) = redis_url("snap-corrupt") else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-corrupt", 1000) else {
         return;
     };
-    let ns = namespace("snap-corrupt");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let snap = dir.path().join("profiles.snap");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
-    preload(&mut con, &ns, 1000);
-    first_run(&url, &ns, &snap, &mut con);
 
     let good = std::fs::read(&snap).expect("snapshot");
     let mut bad = good.clone();
@@ -164,26 +159,14 @@ fn a_corrupt_or_foreign_snapshot_is_ignored_and_the_replica_bootstraps() {
 
 #[test]
 fn a_stream_trimmed_past_the_snapshot_forces_a_bootstrap_that_drops_deleted_profiles() {
-    let Some(url) = redis_url("snap-trim") else {
+    let Some((url, ns, mut con, snap, _dir)) = snapshotted("snap-trim", 500) else {
         return;
     };
-    let ns = namespace("snap-trim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let snap = dir.path().join("profiles.snap");
-    let mut con = connect(&url);
-    clean(&mut con, &ns);
-    preload(&mut con, &ns, 500);
-    first_run(&url, &ns, &snap, &mut con);
 
     // While down: a change and a delete, whose stream entries are then trimmed away.
     write_profile(&mut con, &ns, "u4", &[("seg", "4:444")]);
     delete_profile(&mut con, &ns, "u5");
-    let _: () = redis::cmd("XTRIM")
-        .arg(keys::changes_stream(&ns))
-        .arg("MAXLEN")
-        .arg(0)
-        .query(&mut con)
-        .expect("XTRIM");
+    trim_stream(&mut con, &ns);
 
     let (replicator, reader) = start(&config(&url, &ns, &snap)).expect("restart");
     wait_for("re-copied", 60, || replicator.stats().bootstraps >= 1);

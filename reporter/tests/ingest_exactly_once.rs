@@ -8,9 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::ingest::IngestRun;
 use common::*;
 use reporter::ingest::fold::FAMILIES;
-use reporter::synth::{Expected, RunConfig, generate};
 use tokio_postgres::Client;
 
 /// How long a restarted reporter may take to join the group and open a batch: the session
@@ -30,46 +30,13 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
     let Some((pg, Some(brokers))) = services("sigkill_mid_batch", true) else {
         return;
     };
-    let tdb = TestDb::create(&pg).await;
-    let suffix = format!(".{}", unique("t"));
-    let topics = create_topics(&brokers, &suffix, 3).await;
-    let group = unique("g");
-
     // 10 minutes of traffic ending now.
-    let cfg = RunConfig::small(42, 20_000, now_ns() - 600_000_000_000, 600_000_000_000);
-    let events = generate(&cfg);
-    let expected = Expected::of(&events);
-    produce(&brokers, &suffix, &events, 5);
-
-    let topics_arg = topics.join(",");
-    let args = |fault: &'static str| {
-        vec![
-            "--mode".to_owned(),
-            "ingest".into(),
-            "--pg-url".into(),
-            tdb.url.clone(),
-            "--kafka-brokers".into(),
-            brokers.clone(),
-            "--group-id".into(),
-            group.clone(),
-            "--topics".into(),
-            topics_arg.clone(),
-            "--create-partitions".into(),
-            "0".into(),
-            "--batch-max".into(),
-            "1500".into(),
-            "--batch-wait-ms".into(),
-            "50".into(),
-            "--fault-delay-ms".into(),
-            fault.into(),
-            "--log".into(),
-            "warn".into(),
-        ]
-    };
-    let run = |a: Vec<String>| Reporter::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let ingest = IngestRun::produce(&pg, &brokers, "t", 42, 5).await;
+    let (tdb, expected) = (&ingest.tdb, &ingest.expected);
+    let args = |fault: &str| ingest.reporter_args("ingest", "1500", fault);
 
     // Migrations are applied by the reporter; wait for the table.
-    let mut r = run(args("1500"));
+    let mut r = Reporter::start(&args("1500"));
     let db = wait_for(Duration::from_secs(30), || async {
         let c = tdb.client().await;
         (count(&c).await >= 0).then_some(c)
@@ -94,7 +61,7 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
     //    rebalance bound (max.poll.interval.ms, 15 s) for members that do not rejoin. Then a
     //    batch is read and held 1.5 s in its open transaction.
     let restarted = Instant::now();
-    let mut r = run(args("1500"));
+    let mut r = Reporter::start(&args("1500"));
     let in_tx = wait_for(REJOIN_BOUND, || async {
         let n: i64 = db
             .query_one(
@@ -122,7 +89,7 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
 
     // 3. Restart without delays and let it finish.
     let restarted = Instant::now();
-    let _r = run(args("0"));
+    let _r = Reporter::start(&args("0"));
     let done = wait_for(Duration::from_secs(120), || async {
         let n = count(&db).await;
         (n == expected.unique_events as i64).then_some(n)
@@ -215,17 +182,10 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
     }
 
     // Offsets recorded with the rows cover every message (events + 5 garbage).
-    let next: i64 = db
-        .query_one(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ingest_offsets WHERE group_id = $1",
-            &[&group],
-        )
-        .await
-        .expect("offsets")
-        .get(0);
-    assert_eq!(next, events.len() as i64 + 5);
+    let next = ingest.recorded_offsets(&db).await;
+    assert_eq!(next, ingest.events.len() as i64 + 5);
 
     drop(_r);
     drop(db);
-    tdb.drop_db().await;
+    ingest.tdb.drop_db().await;
 }

@@ -12,11 +12,11 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::own_pg::{OwnPg, count_events as count, free_port};
+use common::ingest::IngestRun;
+use common::own_pg::{OwnPg, count_events as count, first_batch, free_port, rows_reach};
 use common::*;
 use reporter::api::auth::{Auth, Role};
 use reporter::ingest::fold::FAMILIES;
-use reporter::synth::{Expected, RunConfig, generate};
 
 /// The value of an unlabelled metric in a Prometheus text body.
 fn metric(body: &str, name: &str) -> Option<f64> {
@@ -37,48 +37,15 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
     let Some(pg) = OwnPg::start("pg_reconnect", run, free_port()) else {
         return;
     };
-    let admin = pg.admin_url();
-
-    let tdb = TestDb::create(&admin).await;
-    let suffix = format!(".{}", unique("pgc"));
-    let topics = create_topics(&brokers, &suffix, 3).await;
-    let group = unique("g");
-    let cfg = RunConfig::small(17, 20_000, now_ns() - 600_000_000_000, 600_000_000_000);
-    let events = generate(&cfg);
-    let expected = Expected::of(&events);
-    produce(&brokers, &suffix, &events, 3);
+    let ingest = IngestRun::produce(&pg.admin_url(), &brokers, "pgc", 17, 3).await;
+    let (tdb, expected) = (&ingest.tdb, &ingest.expected);
 
     let secret = "reconnect-test-secret-reconnect-test-secret";
     let api_port = free_port().to_string();
     let listen = format!("127.0.0.1:{api_port}");
-    let topics_arg = topics.join(",");
-    let args = [
-        "--mode",
-        "all",
-        "--pg-url",
-        &tdb.url,
-        "--kafka-brokers",
-        &brokers,
-        "--group-id",
-        &group,
-        "--topics",
-        &topics_arg,
-        "--create-partitions",
-        "0",
-        "--batch-max",
-        "1000",
-        "--batch-wait-ms",
-        "50",
-        // Slow batches so the restart lands mid-ingest, with a batch transaction open.
-        "--fault-delay-ms",
-        "300",
-        "--listen",
-        &listen,
-        "--jwt-secret",
-        secret,
-        "--log",
-        "warn",
-    ];
+    // Slow batches so the restart lands mid-ingest, with a batch transaction open.
+    let mut args = ingest.reporter_args("all", "1000", "300");
+    args.extend(["--listen", &listen, "--jwt-secret", secret].map(String::from));
     let mut r = Reporter::start(&args);
     let token = Auth::new(secret.as_bytes())
         .expect("auth")
@@ -90,11 +57,9 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
         .expect("http client");
     let base = format!("http://{listen}");
 
-    let first = wait_for(Duration::from_secs(60), || async {
-        count(&tdb.url).await.filter(|n| *n > 0)
-    })
-    .await
-    .expect("a first batch committed");
+    let first = first_batch(&tdb.url)
+        .await
+        .expect("a first batch committed");
     assert!(
         first < expected.unique_events as i64,
         "the restart lands mid-ingest"
@@ -153,10 +118,7 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
     println!("PostgreSQL started again");
 
     let want = expected.unique_events as i64;
-    let done = wait_for(Duration::from_secs(180), || async {
-        count(&tdb.url).await.filter(|n| *n == want)
-    })
-    .await;
+    let done = rows_reach(&tdb.url, want, Duration::from_secs(180)).await;
     assert_eq!(done, Some(want), "every distinct event stored once");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count(&tdb.url).await, Some(want), "no late double insert");
@@ -166,20 +128,13 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
     );
 
     let db = tdb.client().await;
-    let next: i64 = db
-        .query_one(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ingest_offsets WHERE group_id = $1",
-            &[&group],
-        )
-        .await
-        .expect("offsets")
-        .get(0);
-    assert_eq!(next, events.len() as i64 + 3, "offsets cover every message");
-    let want_spend: i64 = expected
-        .campaigns
-        .values()
-        .map(|c| c.spend_cpm_micros)
-        .sum();
+    let next = ingest.recorded_offsets(&db).await;
+    assert_eq!(
+        next,
+        ingest.events.len() as i64 + 3,
+        "offsets cover every message"
+    );
+    let want_spend = ingest.spend_cpm_micros();
     let want_bids: i64 = expected.campaigns.values().map(|c| c.bids).sum();
     for &(gran, dim) in FAMILIES {
         let row = db
@@ -217,5 +172,5 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
 
     r.kill9();
     drop(db);
-    tdb.drop_db().await;
+    ingest.tdb.drop_db().await;
 }

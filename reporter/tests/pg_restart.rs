@@ -11,9 +11,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::own_pg::{OwnPg, count_events as count};
+use common::ingest::IngestRun;
+use common::own_pg::{OwnPg, count_events as count, first_batch, rows_reach};
 use common::*;
-use reporter::synth::{Expected, RunConfig, generate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_ingest_every_event_stored_once() {
@@ -32,52 +32,14 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
     let Some(pg) = OwnPg::start("pg_restart", run, port) else {
         return;
     };
-    let admin = pg.admin_url();
+    let ingest = IngestRun::produce(&pg.admin_url(), &brokers, "pgr", 7, 3).await;
+    let (tdb, expected) = (&ingest.tdb, &ingest.expected);
+    // Slow batches so the restart lands mid-ingest.
+    let mut r = Reporter::start(&ingest.reporter_args("ingest", "1000", "300"));
 
-    let tdb = TestDb::create(&admin).await;
-    let suffix = format!(".{}", unique("pgr"));
-    let topics = create_topics(&brokers, &suffix, 3).await;
-    let group = unique("g");
-    let cfg = RunConfig::small(7, 20_000, now_ns() - 600_000_000_000, 600_000_000_000);
-    let events = generate(&cfg);
-    let expected = Expected::of(&events);
-    produce(&brokers, &suffix, &events, 3);
-
-    let topics_arg = topics.join(",");
-    let args: Vec<String> = [
-        "--mode",
-        "ingest",
-        "--pg-url",
-        &tdb.url,
-        "--kafka-brokers",
-        &brokers,
-        "--group-id",
-        &group,
-        "--topics",
-        &topics_arg,
-        "--create-partitions",
-        "0",
-        "--batch-max",
-        "1000",
-        "--batch-wait-ms",
-        "50",
-        // Slow batches so the restart lands mid-ingest.
-        "--fault-delay-ms",
-        "300",
-        "--log",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let start = |a: &[String]| Reporter::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut r = start(&args);
-
-    let first = wait_for(Duration::from_secs(60), || async {
-        count(&tdb.url).await.filter(|n| *n > 0)
-    })
-    .await
-    .expect("a first batch committed");
+    let first = first_batch(&tdb.url)
+        .await
+        .expect("a first batch committed");
     assert!(
         first < expected.unique_events as i64,
         "restart lands mid-ingest"
@@ -92,56 +54,36 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let exited = r.child.try_wait().ok().flatten();
     println!("reporter after the restart: {exited:?} (None = still running)");
-    let no_delay: Vec<String> = args
-        .iter()
-        .map(|a| {
-            if a == "300" {
-                "0".to_owned()
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
+    let no_delay = ingest.reporter_args("ingest", "1000", "0");
     if exited.is_some() {
         assert!(
             !exited.is_some_and(|s| s.success()),
             "a reporter that lost PostgreSQL must not exit successfully"
         );
-        r = start(&no_delay);
+        r = Reporter::start(&no_delay);
     }
 
     let want = expected.unique_events as i64;
-    let done = wait_for(Duration::from_secs(120), || async {
-        count(&tdb.url).await.filter(|n| *n == want)
-    })
-    .await;
+    let done = rows_reach(&tdb.url, want, Duration::from_secs(120)).await;
     if done.is_none() && r.child.try_wait().ok().flatten().is_some() {
         // It exited later (e.g. on its next batch): restart once more and wait again.
-        r = start(&no_delay);
+        r = Reporter::start(&no_delay);
     }
     let done = match done {
         Some(n) => Some(n),
-        None => {
-            wait_for(Duration::from_secs(120), || async {
-                count(&tdb.url).await.filter(|n| *n == want)
-            })
-            .await
-        }
+        None => rows_reach(&tdb.url, want, Duration::from_secs(120)).await,
     };
     assert_eq!(done, Some(want), "every distinct event stored once");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count(&tdb.url).await, Some(want), "no late double insert");
 
     let db = tdb.client().await;
-    let next: i64 = db
-        .query_one(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ingest_offsets WHERE group_id = $1",
-            &[&group],
-        )
-        .await
-        .expect("offsets")
-        .get(0);
-    assert_eq!(next, events.len() as i64 + 3, "offsets cover every message");
+    let next = ingest.recorded_offsets(&db).await;
+    assert_eq!(
+        next,
+        ingest.events.len() as i64 + 3,
+        "offsets cover every message"
+    );
     let spend: i64 = db
         .query_one(
             "SELECT coalesce(sum(spend_cpm_micros), 0)::bigint FROM rollups WHERE gran = 1 AND dim = 0",
@@ -150,14 +92,10 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
         .await
         .expect("spend")
         .get(0);
-    let want_spend: i64 = expected
-        .campaigns
-        .values()
-        .map(|c| c.spend_cpm_micros)
-        .sum();
+    let want_spend = ingest.spend_cpm_micros();
     assert_eq!(spend, want_spend, "spend equals the sum of billing notices");
 
     r.kill9();
     drop(db);
-    tdb.drop_db().await;
+    ingest.tdb.drop_db().await;
 }

@@ -15,16 +15,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$root/scripts/env.sh"
-source "$root/scripts/deploy-lib.sh"
+source "$root/scripts/e2e-lib.sh"
 
 export HELIOS_NETNS_PREFIX=${HELIOS_NETNS_PREFIX:-hb$(($$ % 100000))}
 export HELIOS_NETNS_NET=${HELIOS_NETNS_NET:-10.214.$((($$ % 200) + 20))}
-netns=$root/scripts/netns-nodes.sh
-if [[ $EUID -ne 0 ]] || ! ip netns add "$HELIOS_NETNS_PREFIX-probe" 2>/dev/null; then
-  echo "skipped: network namespaces cannot be made here (needs root and CAP_SYS_ADMIN)"
-  exit 0
-fi
-ip netns del "$HELIOS_NETNS_PREFIX-probe"
+e2e_netns_or_skip
 # This tree's binaries: built here (fast after make test's build), so a stale build never runs.
 [[ -n "${HELIOS_BIN:-}" && -n "${HELIOS_EXCHANGE_BIN:-}" ]] || (cd "$root" && cargo build --workspace --bins --quiet)
 if ! helios=$(dl_find_helios); then
@@ -40,21 +35,7 @@ for t in redis-server haproxy jq; do
   command -v "$t" >/dev/null || { echo "skipped: $t is not installed"; exit 0; }
 done
 
-base=${HELIOS_BUDGET_TEST_RUN:-$HELIOS_CACHE/run-budget-test/three-nodes-$$}
-rm -rf "$base"
-mkdir -p "$base"
-eval "$("$netns" env 3)"
-HUB=$NETNS_HUB
-inhub() { ip netns exec "$HUB" "$@"; }
-cleanup() {
-  dl_stop_all
-  HELIOS_GW_RUN=$base/gateway "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
-  "$netns" down >/dev/null 2>&1 || true
-  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
-}
-trap cleanup EXIT
-"$netns" down >/dev/null 2>&1 || true
-"$netns" up 3 >/dev/null
+e2e_three_nodes_up "${HELIOS_BUDGET_TEST_RUN:-$HELIOS_CACHE/run-budget-test/three-nodes-$$}"
 
 CAMPAIGN=301
 BUDGET=2000000 # 2 USD: 800 impressions at the 2.50 CPM bid
@@ -71,9 +52,8 @@ cat >"$base/campaigns.json" <<EOF
 EOF
 
 echo "-- budget across three nodes: Redis and the gateway in the hub ($NETNS_HUB_ADDR)"
-dl_start redis "$base/redis.log" ip netns exec "$HUB" redis-server --port 6390 --bind "127.0.0.1 $NETNS_HUB_ADDR" \
-  --save "" --appendonly no --protected-mode no --dir "$base"
-inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 6390 10 $NETNS_HUB_ADDR"
+e2e_hub_redis
+e2e_hub_wait_port 6390 10 "$NETNS_HUB_ADDR"
 redis() { inhub redis-cli -p 6390 "$@"; }
 
 source "$root/scripts/deploy-appliance.sh"

@@ -6,33 +6,16 @@
 # runs the Playwright test in Debian's Chromium, and stops everything it started by PID.
 # Screenshots go to $HELIOS_CACHE/artifacts/. Exits non-zero on any failure.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
+cd "$(dirname "$0")/../.."
 export HELIOS_CACHE=${HELIOS_CACHE:-/var/cache/helios}
 export HELIOS_RUN=${CAMPAIGNS_E2E_RUN:-$HELIOS_CACHE/run-campaigns-e2e}
 export HELIOS_PG_PORT=${CAMPAIGNS_E2E_PG_PORT:-5448}
 export HELIOS_REDIS_PORT=${CAMPAIGNS_E2E_REDIS_PORT:-6398}
 api_port=${CAMPAIGNS_E2E_API_PORT:-8098}
-# Derived from the ports above (the caller's own service URLs must not leak in).
-export HELIOS_PG_URL="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios"
-export HELIOS_REDIS_URL="redis://127.0.0.1:$HELIOS_REDIS_PORT/"
-source scripts/env.sh
-artifacts="$HELIOS_CACHE/artifacts"
-mkdir -p "$HELIOS_RUN" "$artifacts"
-
-[[ -x /usr/bin/chromium ]] || { echo "campaigns-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
-
 source scripts/e2e-lib.sh
-cleanup() {
-  e2e_stop_reporter
-  scripts/services.sh stop postgres redis >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+e2e_setup campaigns-dashboard postgres redis
 
-echo "campaigns-dashboard: building the dashboard and the reporter"
-scripts/build-dashboard.sh --no-test
-cargo build --workspace --bins --quiet
+e2e_build campaigns-dashboard --no-test
 bin="$CARGO_TARGET_DIR/debug"
 
 scripts/services.sh start postgres redis

@@ -21,40 +21,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$root/scripts/env.sh"
-source "$root/scripts/deploy-lib.sh"
+source "$root/scripts/e2e-lib.sh"
 
 # Namespace names of this run only (several runs may share the machine; names ≤ 7 characters
 # so that interface names stay within 15).
 export HELIOS_NETNS_PREFIX=${HELIOS_NETNS_PREFIX:-hd$(($$ % 100000))}
-netns=$root/scripts/netns-nodes.sh
-if [[ $EUID -ne 0 ]] || ! ip netns add "$HELIOS_NETNS_PREFIX-probe" 2>/dev/null; then
-  echo "skipped: network namespaces cannot be made here (needs root and CAP_SYS_ADMIN)"
-  exit 0
-fi
-ip netns del "$HELIOS_NETNS_PREFIX-probe"
-
-base=${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/three-nodes-$$}
-rm -rf "$base"
-mkdir -p "$base"
-eval "$("$netns" env 3)"
-HUB=$NETNS_HUB
-inhub() { ip netns exec "$HUB" "$@"; }
-
-cleanup() {
-  dl_stop_all
-  HELIOS_GW_RUN=$base/gateway "$root/scripts/gateway.sh" stop >/dev/null 2>&1 || true
-  "$netns" down >/dev/null 2>&1 || true
-  # the run dir (logs) goes only when everything passed
-  if [[ -n "${clean_base:-}" ]]; then rm -rf "$base"; fi
-}
-trap cleanup EXIT
-"$netns" down >/dev/null 2>&1 || true
-"$netns" up 3 >/dev/null
+e2e_netns_or_skip
+e2e_three_nodes_up "${HELIOS_DEPLOY_TEST_RUN:-$HELIOS_CACHE/run-deploy-test/three-nodes-$$}"
 
 echo "-- three nodes: shared services in the hub ($NETNS_HUB_ADDR)"
-# The hub has its own port space: the default ports cannot collide with the machine's services.
-dl_start redis "$base/redis.log" ip netns exec "$HUB" redis-server --port 6390 --bind "127.0.0.1 $NETNS_HUB_ADDR" \
-  --save "" --appendonly no --protected-mode no --dir "$base"
+e2e_hub_redis
 kafka=0
 if command -v tansu >/dev/null; then
   mkdir -p "$base/kafka"
@@ -63,8 +39,8 @@ if command -v tansu >/dev/null; then
   DL_PIDS+=("$!")
   kafka=1
 fi
-inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 6390 10 $NETNS_HUB_ADDR"
-((kafka)) && inhub bash -c "$(declare -f dl_wait_port); dl_wait_port 9092 30 $NETNS_BROKER_ADDR"
+e2e_hub_wait_port 6390 10 "$NETNS_HUB_ADDR"
+((kafka)) && e2e_hub_wait_port 9092 30 "$NETNS_BROKER_ADDR"
 for k in 1 2 3; do
   ns_var=NETNS_N$k
   pong=$(ip netns exec "${!ns_var}" bash -c "exec 3<>/dev/tcp/$NETNS_HUB_ADDR/6390; printf 'PING\r\n' >&3; head -c 7 <&3" 2>/dev/null | tr -d '\r\n' || true)

@@ -6,33 +6,16 @@
 # Chromium, and stops everything it started by PID. Screenshots go to
 # $HELIOS_CACHE/artifacts/. Exits non-zero on any failure.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
+cd "$(dirname "$0")/../.."
 export HELIOS_CACHE=${HELIOS_CACHE:-/var/cache/helios}
 export HELIOS_RUN=${REPORTER_E2E_RUN:-$HELIOS_CACHE/run-reporter-e2e}
 export HELIOS_PG_PORT=${REPORTER_E2E_PG_PORT:-5447}
 export HELIOS_KAFKA_PORT=${REPORTER_E2E_KAFKA_PORT:-9097}
 api_port=${REPORTER_E2E_API_PORT:-8097}
-# Derived from the ports above (the caller's own service URLs must not leak in).
-export HELIOS_PG_URL="postgres://helios:helios@127.0.0.1:$HELIOS_PG_PORT/helios"
-export HELIOS_KAFKA_BROKERS="127.0.0.1:$HELIOS_KAFKA_PORT"
-source scripts/env.sh
-artifacts="$HELIOS_CACHE/artifacts"
-mkdir -p "$HELIOS_RUN" "$artifacts"
-
-[[ -x /usr/bin/chromium ]] || { echo "reporter-dashboard: /usr/bin/chromium missing (scripts/deps.sh installs it)" >&2; exit 1; }
-
 source scripts/e2e-lib.sh
-cleanup() {
-  e2e_stop_reporter
-  scripts/services.sh stop postgres kafka >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+e2e_setup reporter-dashboard postgres kafka
 
-echo "reporter-dashboard: building the dashboard and the reporter"
-scripts/build-dashboard.sh
-cargo build --workspace --bins --quiet
+e2e_build reporter-dashboard
 bin="$CARGO_TARGET_DIR/debug"
 
 scripts/services.sh start postgres kafka

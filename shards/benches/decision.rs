@@ -4,8 +4,7 @@
 //! `cargo bench -p helios-shards --bench decision`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use shards::pacing::LeaseGrant;
-use shards::{CompiledSet, Decision, Shard, ShardConfig};
+use shards::{Decision, Shard};
 
 const NOW: u64 = 1_795_435_200_000_000_000;
 
@@ -14,27 +13,7 @@ fn shard(n: usize) -> Shard {
 }
 
 fn shard_with(n: usize, enforce_budget: bool) -> Shard {
-    let set = CompiledSet::parse(shards::synth::campaigns_json(n, 7).as_bytes())
-        .expect("synthetic set is valid");
-    let mut s = Shard::with_config(
-        0,
-        set,
-        ShardConfig {
-            enforce_budget,
-            ..ShardConfig::default()
-        },
-    );
-    s.tick(NOW);
-    let ids: Vec<u32> = s.set().compiled.iter().map(|c| c.id).collect();
-    for id in ids {
-        s.lease_granted(&LeaseGrant {
-            campaign_id: id,
-            granted: 1 << 50,
-            balance: 1 << 50,
-            remote_spent: 0,
-        });
-    }
-    s
+    shards::synth::leased_shard(n, enforce_budget, 1 << 50, NOW).expect("synthetic set is valid")
 }
 
 fn bench(c: &mut Criterion) {

@@ -680,6 +680,32 @@ mod tests {
         }
     }
 
+    /// [`cfg`] with leases that outlive the test (10 minutes): only what the test does expires.
+    fn long_ttl() -> PacingConfig {
+        PacingConfig {
+            lease_ttl_ms: 600_000,
+            ..cfg()
+        }
+    }
+
+    /// The fixture most tests start from: a store seeded with campaign 9's budget (1,000,000)
+    /// whose leases live `store_ttl_ms`, and a core's runtime for `c` after its first tick at
+    /// [`T0`] (its first lease op pending).
+    fn ticked(c: &CCampaign, cfg: &PacingConfig, store_ttl_ms: u64) -> (MemoryBudget, Runtime) {
+        let mut store = MemoryBudget::new(store_ttl_ms);
+        store.init(9, 1_000_000);
+        let mut rt = Runtime::new(c, cfg);
+        rt.tick(c, cfg, T0);
+        (store, rt)
+    }
+
+    /// [`ticked`], then the first lease op answered by the store: the runtime holds its lease.
+    fn leased(c: &CCampaign, cfg: &PacingConfig, store_ttl_ms: u64) -> (MemoryBudget, Runtime) {
+        let (mut store, mut rt) = ticked(c, cfg, store_ttl_ms);
+        exchange(&mut rt, &mut store, "a:0", T0);
+        (store, rt)
+    }
+
     /// One exchange with the store at `now_ns`.
     fn exchange(rt: &mut Runtime, store: &mut MemoryBudget, holder: &str, now_ns: u64) -> bool {
         match rt.take_op() {
@@ -696,10 +722,8 @@ mod tests {
     fn renews_every_quarter_ttl_and_distrusts_an_unanswered_lease() {
         let set = campaign();
         let c = &set.compiled[0];
-        let (cfg, mut store) = (cfg(), MemoryBudget::new(4_000));
-        store.init(9, 1_000_000);
-        let mut rt = Runtime::new(c, &cfg);
-        rt.tick(c, &cfg, T0);
+        let cfg = cfg();
+        let (mut store, mut rt) = ticked(c, &cfg, 4_000);
         assert!(exchange(&mut rt, &mut store, "a:0", T0));
         let lease = rt.lease;
         assert!(lease > 0);
@@ -726,15 +750,8 @@ mod tests {
     fn expired_reservations_wait_for_the_store_and_remote_spend_counts() {
         let set = campaign();
         let c = &set.compiled[0];
-        let cfg = PacingConfig {
-            lease_ttl_ms: 600_000,
-            ..cfg()
-        };
-        let mut store = MemoryBudget::new(600_000);
-        store.init(9, 1_000_000);
-        let mut rt = Runtime::new(c, &cfg);
-        rt.tick(c, &cfg, T0);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let cfg = long_ttl();
+        let (mut store, mut rt) = leased(c, &cfg, 600_000);
         let lease = rt.lease;
         // A bid reserves 2,000; it is billed (1,500) on another node, which charges our lease.
         rt.reserve(2_000);
@@ -1007,15 +1024,8 @@ mod tests {
     fn a_remote_release_frees_the_reservation_after_the_store_answers() {
         let set = campaign();
         let c = &set.compiled[0];
-        let cfg = PacingConfig {
-            lease_ttl_ms: 600_000,
-            ..cfg()
-        };
-        let mut store = MemoryBudget::new(600_000);
-        store.init(9, 1_000_000);
-        let mut rt = Runtime::new(c, &cfg);
-        rt.tick(c, &cfg, T0);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let cfg = long_ttl();
+        let (mut store, mut rt) = leased(c, &cfg, 600_000);
         let lease = rt.lease;
         rt.reserve(2_000);
         rt.reserve(2_000);
@@ -1041,14 +1051,9 @@ mod tests {
         let c = &set.compiled[0];
         let cfg = PacingConfig {
             idle_return_ms: 2_000,
-            lease_ttl_ms: 600_000,
-            ..cfg()
+            ..long_ttl()
         };
-        let mut store = MemoryBudget::new(4_000);
-        store.init(9, 1_000_000);
-        let mut rt = Runtime::new(c, &cfg);
-        rt.tick(c, &cfg, T0);
-        exchange(&mut rt, &mut store, "a:0", T0);
+        let (mut store, mut rt) = leased(c, &cfg, 4_000);
         assert!(rt.lease >= 64 * 2_000, "a cold core gets a burst's worth");
         rt.reserve(2_000);
         // Opportunities keep it: no give-back.
@@ -1073,10 +1078,7 @@ mod tests {
     fn a_bid_made_past_an_epoch_boundary_before_the_tick_settles() {
         let set = campaign();
         let c = &set.compiled[0];
-        let cfg = PacingConfig {
-            lease_ttl_ms: 600_000,
-            ..cfg()
-        };
+        let cfg = long_ttl();
         let mut rt = Runtime::new(c, &cfg);
         rt.tick(c, &cfg, T0 + EPOCH_NS - S / 10);
         rt.lease = 10_000;

@@ -4,6 +4,8 @@
 //! one to three of twenty countries, some target device types, OS, domains, segments, deals and
 //! day-parts; creatives use the common IAB sizes. Not used on the bidding path.
 
+use crate::{CompiledSet, LeaseGrant, LoadError, Shard, ShardConfig};
+
 /// A tiny deterministic generator (xorshift64).
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);
@@ -175,4 +177,33 @@ pub fn requests(k: usize, seed: u64) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Core 0's shard over `n` synthetic campaigns ([`campaigns_json`] with seed 7), ticked at `now_ns`,
+/// budgets enforced or not, and every campaign granted a lease of `lease` micros: the set-up of
+/// the decision benches, the allocation test and `helios-owntime`. Errs only if the synthetic
+/// set does not compile.
+pub fn leased_shard(
+    n: usize,
+    enforce_budget: bool,
+    lease: i64,
+    now_ns: u64,
+) -> Result<Shard, LoadError> {
+    let set = CompiledSet::parse(campaigns_json(n, 7).as_bytes())?;
+    let cfg = ShardConfig {
+        enforce_budget,
+        ..ShardConfig::default()
+    };
+    let mut s = Shard::with_config(0, set, cfg);
+    s.tick(now_ns);
+    let ids: Vec<u32> = s.set().compiled.iter().map(|c| c.id).collect();
+    for id in ids {
+        s.lease_granted(&LeaseGrant {
+            campaign_id: id,
+            granted: lease,
+            balance: lease,
+            remote_spent: 0,
+        });
+    }
+    Ok(s)
 }

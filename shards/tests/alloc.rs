@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // fixed test data
 
-use shards::pacing::LeaseGrant;
-use shards::{CompiledSet, Decision, ProfileView, Shard, ShardConfig};
+use shards::{CompiledSet, Decision, ProfileView, Shard};
 
 #[global_allocator]
 static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
@@ -27,23 +26,8 @@ fn zero_allocations_per_decision_once_warm() {
         alloc_count::installed(),
         "the counting allocator must be installed"
     );
-    let set = CompiledSet::parse(shards::synth::campaigns_json(1000, 7).as_bytes()).unwrap();
-    let cfg = ShardConfig {
-        enforce_budget: true,
-        ..ShardConfig::default()
-    };
-    let mut shard = Shard::with_config(0, set, cfg);
     let now = 1_795_435_200_000_000_000u64;
-    shard.tick(now);
-    let ids: Vec<u32> = shard.set().compiled.iter().map(|c| c.id).collect();
-    for id in ids {
-        shard.lease_granted(&LeaseGrant {
-            campaign_id: id,
-            granted: 1 << 40,
-            balance: 1 << 40,
-            remote_spent: 0,
-        });
-    }
+    let mut shard = shards::synth::leased_shard(1000, true, 1 << 40, now).unwrap();
     let bodies = shards::synth::requests(2000, 11);
     let reqs: Vec<_> = bodies
         .iter()

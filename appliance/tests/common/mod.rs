@@ -193,18 +193,6 @@ impl Server {
         (code, body)
     }
 
-    /// Polls `f` until it returns true, at most 5 s.
-    pub fn eventually(f: impl Fn() -> bool) -> bool {
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
     /// Values of a metric (exact series text before the value, e.g.
     /// `helios_bids_total{core="0"}`), summed when `name` is a prefix of several lines.
     pub fn metric_sum(&self, prefix: &str) -> u64 {
@@ -422,6 +410,18 @@ fn parse(b: &[u8]) -> Option<(Resp, usize)> {
         },
         n + len,
     ))
+}
+
+/// Settings for events on with no broker: nothing listens on port 1, so the pipeline starts in
+/// spool mode and spools into `spool` (read back by the test); short start-up and shutdown waits.
+pub fn spool_only_events(spool: &str) -> [(&'static str, &str); 5] {
+    [
+        ("HELIOS_EVENTS_ENABLED", "true"),
+        ("HELIOS_EVENTS_BROKERS", "127.0.0.1:1"),
+        ("HELIOS_EVENTS_STARTUP_TIMEOUT_MS", "200"),
+        ("HELIOS_EVENTS_SHUTDOWN_TIMEOUT_MS", "500"),
+        ("HELIOS_EVENTS_SPOOL_DIR", spool),
+    ]
 }
 
 /// Polls `f` until it returns true, at most 5 s.

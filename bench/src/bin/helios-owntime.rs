@@ -27,8 +27,7 @@ use appliance::server::{NoticeSetup, core_config};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use shards::pacing::LeaseGrant;
-use shards::{CompiledSet, Decision, Shard, ShardConfig};
+use shards::CompiledSet;
 
 #[global_allocator]
 static ALLOC: appliance::alloc_count::CountingAlloc = appliance::alloc_count::CountingAlloc;
@@ -220,54 +219,16 @@ fn read_corpus(path: &PathBuf, limit: usize) -> Result<Vec<Vec<u8>>> {
 }
 
 /// p50/p99/p99.9 of one `Shard::decide` (each timed alone) over `n` synthetic campaigns and
-/// 4,096 synthetic requests, budgets enforced with leases granted (as shards/benches/decide_latency.rs).
+/// 4,096 synthetic requests, budgets enforced with leases granted ([`bench::decide`], the harness
+/// of the `decide_latency` bench, here on the TSC clock).
 fn decision_latency(n: usize, rounds: usize) -> Result<serde_json::Value> {
-    const NOW: u64 = 1_795_435_200_000_000_000;
-    let bodies = shards::synth::requests(4096, 11);
-    let mut reqs = Vec::with_capacity(bodies.len());
-    for b in &bodies {
-        reqs.push(
-            codec::decode_valid(b.as_bytes())
-                .map_err(|e| anyhow::anyhow!("synthetic request: {e}"))?,
-        );
-    }
-    let set = CompiledSet::parse(shards::synth::campaigns_json(n, 7).as_bytes())
-        .context("synthetic campaign set")?;
-    let mut s = Shard::with_config(
-        0,
-        set,
-        ShardConfig {
-            enforce_budget: true,
-            ..ShardConfig::default()
-        },
-    );
-    s.tick(NOW);
-    let ids: Vec<u32> = s.set().compiled.iter().map(|c| c.id).collect();
-    for id in ids {
-        s.lease_granted(&LeaseGrant {
-            campaign_id: id,
-            granted: 1 << 50,
-            balance: 1 << 50,
-            remote_spent: 0,
-        });
-    }
-    let clock = quanta::Clock::new();
-    let mut d = Decision::default();
-    for r in &reqs {
-        s.decide(r, None, NOW, &mut d);
-    }
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("histogram bounds")?;
     let mut bids = 0usize;
-    for _ in 0..rounds {
-        for r in &reqs {
-            let t0 = clock.raw();
-            s.decide(r, None, NOW, &mut d);
-            let t1 = clock.raw();
-            hist.saturating_record(clock.delta_as_nanos(t0, t1).max(1));
-            bids += d.bids.len();
-        }
-    }
+    bench::decide::time_decisions(n, rounds, &quanta::Clock::new(), |ns, b| {
+        hist.saturating_record(ns.max(1));
+        bids += b;
+    })?;
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     eprintln!(
         "decision, {n} campaigns, {} decisions: p50 {:.2} µs  p99 {:.2}  p99.9 {:.2}",

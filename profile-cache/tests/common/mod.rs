@@ -1,6 +1,7 @@
 //! Shared helpers of the profile-cache integration tests: where the real Redis is (or why the
-//! test is skipped), a writer that follows the documented contract, polling with a deadline, a
-//! TCP proxy that can cut the replica off from Redis, and a private Redis server to restart.
+//! test is skipped), the tests' replica settings, a namespace of a test's own, a writer that
+//! follows the documented contract, a preloaded data set, polling with a deadline, a TCP proxy
+//! that can cut the replica off from Redis, and a private Redis server to restart.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use profile_cache::keys;
+use profile_cache::{ReplicaConfig, keys};
 
 /// The Redis URL from `HELIOS_REDIS_URL`, or `None` (test skipped) — unless
 /// `HELIOS_REQUIRE_SERVICES=1`, in which case a missing Redis fails the test.
@@ -32,6 +33,34 @@ pub fn redis_url(test: &str) -> Option<String> {
 /// A namespace of its own for one test, so tests share one Redis without colliding.
 pub fn namespace(test: &str) -> String {
     format!("test-{}-{test}", std::process::id())
+}
+
+/// The replica settings the tests share, for namespace `ns` of the Redis at `url`: 1,000
+/// profiles expected, stale after 1 s, short blocking reads, timeouts and backoff.
+pub fn test_config(url: &str, ns: &str) -> ReplicaConfig {
+    ReplicaConfig {
+        redis_url: url.into(),
+        namespace: ns.into(),
+        expected_profiles: 1000,
+        max_staleness: Duration::from_secs(1),
+        // SCAN walks the whole keyspace, not just the namespace: large steps keep the copy quick
+        // when the Redis under test also holds other data.
+        scan_batch: 1000,
+        stream_batch: 100,
+        block: Duration::from_millis(50),
+        io_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// The namespace of `test` ([`namespace`]), emptied ([`clean`]), and a connection to `url`.
+pub fn fresh_namespace(url: &str, test: &str) -> (String, redis::Connection) {
+    let ns = namespace(test);
+    let mut con = connect(url);
+    clean(&mut con, &ns);
+    (ns, con)
 }
 
 pub fn connect(url: &str) -> redis::Connection {
@@ -83,6 +112,35 @@ pub fn delete_profile(con: &mut redis::Connection, ns: &str, id: &str) {
         .arg(id)
         .ignore();
     let _: () = p.query(con).expect("DEL+XADD");
+}
+
+/// Writes `n` profiles `u{i}` with the fields `fields(i)` straight into Redis (pipelined, no
+/// stream entries: a preloaded data set as a data pipeline would leave it).
+pub fn preload(
+    con: &mut redis::Connection,
+    ns: &str,
+    n: u32,
+    fields: impl Fn(u32) -> Vec<(&'static str, String)>,
+) {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        let h = p.cmd("HSET").arg(keys::profile_key(ns, &format!("u{i}")));
+        for (f, v) in fields(i) {
+            h.arg(f).arg(v);
+        }
+        h.ignore();
+    }
+    let _: () = p.query(con).expect("preload");
+}
+
+/// Trims the change stream of `ns` to nothing: entries a replica that was away never reads.
+pub fn trim_stream(con: &mut redis::Connection, ns: &str) {
+    let _: () = redis::cmd("XTRIM")
+        .arg(keys::changes_stream(ns))
+        .arg("MAXLEN")
+        .arg(0)
+        .query(con)
+        .expect("XTRIM");
 }
 
 /// Polls `f` until it holds or `secs` pass; panics with `what` on timeout.

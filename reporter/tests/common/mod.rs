@@ -1,7 +1,9 @@
 //! Shared helpers of the reporter's integration tests: the services check (skip or fail), a
-//! throw-away database per test, unique topics, an event producer, and the reporter process.
+//! throw-away database per test, unique topics, an event producer, the reporter process, and a
+//! generated run to ingest ([`ingest::IngestRun`]).
 #![allow(dead_code)]
 
+pub mod ingest;
 pub mod own_pg;
 
 use std::process::{Child, Command, Stdio};
@@ -168,7 +170,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn start(args: &[&str]) -> Reporter {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Reporter {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios-reporter"));
         cmd.args(args)
             .env_remove("HELIOS_REPORTER_FAULT_DELAY_MS")

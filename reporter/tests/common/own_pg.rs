@@ -101,3 +101,20 @@ pub async fn count_events(url: &str) -> Option<i64> {
         .ok()
         .map(|r| r.get(0))
 }
+
+/// Waits (at most 60 s) for the first batch in `url`'s raw table: the rows it stored, or `None`.
+pub async fn first_batch(url: &str) -> Option<i64> {
+    super::wait_for(Duration::from_secs(60), || async {
+        count_events(url).await.filter(|n| *n > 0)
+    })
+    .await
+}
+
+/// Waits (at most `timeout`) until `url`'s raw table holds exactly `want` rows: `Some(want)`, or
+/// `None` when it did not within `timeout`.
+pub async fn rows_reach(url: &str, want: i64, timeout: Duration) -> Option<i64> {
+    super::wait_for(timeout, || async {
+        count_events(url).await.filter(|n| *n == want)
+    })
+    .await
+}
