@@ -7,6 +7,10 @@
 //! ([`UserIds::Profiles`]), so requests find the profiles that tool loaded. Owned by the calling
 //! thread. Must never: read the clock or the environment (determinism).
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::Context;
 use serde_json::{Map, Value, json};
 
 use crate::rng::{Rng, Zipf};
@@ -72,6 +76,25 @@ impl Default for CorpusConfig {
             max_imps: 5,
         }
     }
+}
+
+/// The request bodies of a corpus file (JSON lines, one bid request body per line, as
+/// `helios-corpus` writes it), blank lines skipped, at most `limit` of them (0 = all). A file
+/// without a request is an error.
+pub fn read_file(path: &Path, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if !line.trim().is_empty() {
+            out.push(line.into_bytes());
+        }
+        if limit > 0 && out.len() >= limit {
+            break;
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "{} holds no requests", path.display());
+    Ok(out)
 }
 
 /// Generates request `index` of the corpus `cfg` as compact JSON (keys sorted, so stable).
@@ -402,6 +425,28 @@ const DESKTOP_UAS: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corpus_file_reads_its_non_blank_lines_up_to_the_limit() {
+        let path =
+            std::env::temp_dir().join(format!("helios-corpus-read-{}.jsonl", std::process::id()));
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\"}\n\n  \n{\"id\":\"b\"}\n{\"id\":\"c\"}\n",
+        )
+        .expect("write corpus");
+        let all = read_file(&path, 0).expect("read");
+        assert_eq!(
+            all,
+            [&b"{\"id\":\"a\"}"[..], b"{\"id\":\"b\"}", b"{\"id\":\"c\"}"]
+        );
+        assert_eq!(read_file(&path, 2).expect("read").len(), 2);
+        std::fs::write(&path, "\n \n").expect("write corpus");
+        let err = read_file(&path, 0).expect_err("no requests");
+        assert!(err.to_string().contains("holds no requests"), "{err}");
+        std::fs::remove_file(&path).expect("remove corpus");
+        assert!(read_file(&path, 0).is_err(), "a missing file is an error");
+    }
 
     #[test]
     fn same_seed_gives_the_same_bytes_in_any_order() {

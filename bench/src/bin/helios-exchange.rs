@@ -163,7 +163,7 @@ struct Shared {
     bidders: Vec<HttpUrl>,
     rules: Rules,
     pool: Pool,
-    corpus_lines: Vec<String>,
+    corpus_lines: Vec<Vec<u8>>,
     corpus_cfg: CorpusConfig,
     summary: RefCell<Summary>,
     bidder_lat: RefCell<Vec<Recorder>>,
@@ -211,19 +211,7 @@ fn main() -> anyhow::Result<()> {
     };
     let corpus_lines = match &a.corpus {
         None => Vec::new(),
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect();
-            if lines.is_empty() {
-                bail!("{} holds no requests", p.display());
-            }
-            lines
-        }
+        Some(p) => corpus::read_file(p, 0)?,
     };
     let summary = Summary {
         bidders: a
@@ -364,7 +352,7 @@ fn request_of(s: &Shared, seq: u64) -> Option<(String, Vec<ImpSlot>, Option<u32>
         corpus::request(&s.corpus_cfg, seq)
     } else {
         let line = &s.corpus_lines[(seq % s.corpus_lines.len() as u64) as usize];
-        let mut v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
         let id = format!("{}-{seq}", v["id"].as_str().unwrap_or("r"));
         v["id"] = id.into();
         serde_json::to_string(&v).ok()?

@@ -3,7 +3,6 @@
 //! One pinned thread drives every connection (see `bench::load`). Must never: measure latency
 //! from the actual send time in open-loop mode (coordinated omission).
 
-use std::io::{BufRead, BufReader};
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,16 +162,7 @@ fn load_bodies(a: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
             .map(|i| corpus::request(&cfg, i).into_bytes())
             .collect());
     };
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if !line.trim().is_empty() {
-            out.push(line.into_bytes());
-        }
-    }
-    anyhow::ensure!(!out.is_empty(), "{} holds no requests", path.display());
-    Ok(out)
+    corpus::read_file(path, 0)
 }
 
 fn summary(label: &str, r: &LoadReport) -> String {

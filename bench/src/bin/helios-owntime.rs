@@ -14,7 +14,6 @@
 //!
 //! Single-threaded, pinned with `--cpu`. Writes one JSON object (`--json`).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -72,7 +71,7 @@ fn main() -> Result<()> {
     if let Some(cpu) = cli.cpu {
         bench::sys::pin_to_cpu(cpu)?;
     }
-    let bodies = read_corpus(&cli.corpus, cli.limit)?;
+    let bodies = bench::corpus::read_file(&cli.corpus, cli.limit)?;
     let set = {
         let b = std::fs::read(&cli.campaigns)
             .with_context(|| format!("reading {}", cli.campaigns.display()))?;
@@ -200,22 +199,6 @@ fn main() -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
-}
-
-fn read_corpus(path: &PathBuf, limit: usize) -> Result<Vec<Vec<u8>>> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if !line.trim().is_empty() {
-            out.push(line.into_bytes());
-        }
-        if limit > 0 && out.len() >= limit {
-            break;
-        }
-    }
-    anyhow::ensure!(!out.is_empty(), "{} holds no requests", path.display());
-    Ok(out)
 }
 
 /// p50/p99/p99.9 of one `Shard::decide` (each timed alone) over `n` synthetic campaigns and
