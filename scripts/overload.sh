@@ -102,6 +102,9 @@ for p in "$bid_port" "$admin_port"; do
     exit 1
   fi
 done
+# --shed-cost: a decision is a decision — no standing-queue or turn-budget shedding — so the
+# corpus alone says which requests are shed (expired: `tmax` 1 ms).
+((shed_cost)) && events+=(HELIOS_BIDDING_SHED_QUEUE_PCT=0 HELIOS_BIDDING_TURN_BUDGET_US=0)
 env "${events[@]}" "$bin/helios" --cores "$server_cpu" --listen "127.0.0.1:$bid_port" \
   --admin "127.0.0.1:$admin_port" --campaigns bench/data/campaigns.json --node overload \
   >"$run/helios.log" 2>&1 &
@@ -180,13 +183,19 @@ if ((shed_cost)); then
   # (≤ the network margin: a zero budget, so every request is shed 204 `deadline` before its
   # decode), at the same open-loop rate, alternated OVERLOAD_SHED_COST_ROUNDS (2) times.
   # Per answer: the core thread's CPU (schedstat run time), its syscalls and io_uring
-  # submissions (perf tracepoints on the thread).
+  # submissions (perf tracepoints on the thread). With HELIOS_SERVER_NULL=true both kinds are
+  # answered 204 undecoded by the null server: the HTTP stack's floor, for reference.
+  # OVERLOAD_SHED_COST_RATE=closed: closed loop instead (the core saturated, as under overload:
+  # big turns), over OVERLOAD_SHED_COST_CONNECTIONS (64).
   rate=${OVERLOAD_SHED_COST_RATE:-20000}
+  cc=${OVERLOAD_SHED_COST_CONNECTIONS:-64}
+  mode=(--rate "$rate")
+  [[ "$rate" == closed ]] && mode=(--closed)
   d=${OVERLOAD_SHED_COST_SECONDS:-5}
   "$bin/helios-corpus" -n 10000 --out "$run/decided.jsonl" 2>/dev/null
   sed -E 's/"tmax":[0-9]+/"tmax":1/g' "$run/decided.jsonl" >"$run/shed.jsonl"
   tid=${core_tids[0]}
-  say "shed cost: open loop at $rate req/s, 64 connections, ${d} s per run; load $load_before"
+  say "shed cost: ${mode[*]}, $cc connections, ${d} s per run; load $load_before"
   for round in $(seq 1 "${OVERLOAD_SHED_COST_ROUNDS:-2}"); do
     for kind in decided shed; do
       out=$run/cost-$kind-$round
@@ -195,7 +204,7 @@ if ((shed_cost)); then
       ppid=$!
       pids+=("$ppid")
       run0=$(cut -d' ' -f1 "/proc/$hpid/task/$tid/schedstat")
-      load "cost-$kind" "$out.json" --corpus "$run/$kind.jsonl" --rate "$rate" -c 64 --warmup 0 -d "$d" >/dev/null
+      load "cost-$kind" "$out.json" --corpus "$run/$kind.jsonl" "${mode[@]}" -c "$cc" --warmup 0 -d "$d" >/dev/null
       run_ns=$(($(cut -d' ' -f1 "/proc/$hpid/task/$tid/schedstat") - run0))
       wait "$ppid" || true
       n=$(jq .completed "$out.json")

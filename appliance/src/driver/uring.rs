@@ -657,6 +657,7 @@ impl Loop {
     fn process_dirty(&mut self) -> io::Result<()> {
         let now = self.clock.now();
         if self.core.shedding() && !self.dirty.is_empty() {
+            let (mut shed, mut left) = (false, false);
             for k in 0..self.dirty.len() {
                 let i = self.dirty[k];
                 let s = &mut self.slots[i as usize];
@@ -664,14 +665,19 @@ impl Loop {
                     continue;
                 }
                 self.core.shed_input(&mut s.conn);
+                shed |= !s.conn.out.is_empty();
+                left |= s.conn.has_pending_input();
                 self.flush(i)?;
             }
-            // The shed answers leave now, not after the turn's decisions (a full queue or a busy
-            // ring leaves them for the turn's end, as before).
-            match self.r.ring.submit() {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EINTR)) => {}
-                Err(e) => return Err(e),
+            // The shed answers leave now, not after the turn's decisions — when there are
+            // decisions to wait for (a full queue or a busy ring leaves them for the turn's end).
+            if shed && left {
+                match self.r.ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EINTR)) => {
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             freshest_first(&mut self.dirty, |i| self.slots[i as usize].conn.rx_stamp());
         }
