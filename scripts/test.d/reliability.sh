@@ -24,8 +24,11 @@ echo "reliability: overload (short form)"
 # A debug build runs a loop turn ~10× slower than release: its per-turn time budget (5 ms by
 # default, made for release builds) is widened so that recovery is judged, not the debug build;
 # for the same reason the debug build may take up to 1 s (release: 250 ms) to drain the ~1,024
-# requests the overload leaves in the kernel's buffers before it stops shedding.
+# requests the overload leaves in the kernel's buffers before it stops shedding, and its queueing
+# target is widened as much (50 ms: a debug decision takes ~0.45 ms, so 64 connections alone
+# queue ~30 ms and the 5 ms default would shed the capacity and baseline phases themselves).
 HELIOS_BIDDING_TURN_BUDGET_US=${HELIOS_BIDDING_TURN_BUDGET_US:-50000} \
+  HELIOS_BIDDING_QUEUE_TARGET_US=${HELIOS_BIDDING_QUEUE_TARGET_US:-50000} \
   OVERLOAD_RECOVERY_SHED_MS=${OVERLOAD_RECOVERY_SHED_MS:-1000} \
   OVERLOAD_XFAIL=${OVERLOAD_XFAIL-tmax} OVERLOAD_PROFILE=${OVERLOAD_PROFILE:-debug} scripts/overload.sh --short || fail=1
 echo "reliability: hostile HTTP"
