@@ -5,10 +5,11 @@
 #      restarted, PostgreSQL restarted, reporter SIGKILLed mid-batch (×3), appliance SIGKILLed
 #      with the broker up and while spooling (both strict: zero answered events lost — every
 #      event is in its core's write-ahead journal before its answer leaves);
-#   2. overload (scripts/overload.sh --short): 3 × measured capacity for 10 s, debug build; the
-#      appliance now counts kernel queueing time and sheds by age, but p99 within tmax at 3× is not
-#      met on this 2-core machine (docs/RELIABILITY.md §2): the two tmax checks report XFAIL here,
-#      strict in `make soak`;
+#   2. overload (scripts/overload.sh --short): 3 × measured capacity for 10 s, debug build, the
+#      generator and the core thread SCHED_FIFO (OVERLOAD_RT=1, the default); the release build
+#      meets the tmax checks (strict in `make soak`), the debug build cannot (a debug shed alone
+#      costs ~48 µs: ~50 ms to go round 1,024 connections), so the two report XFAIL here
+#      (docs/RELIABILITY.md §2);
 #   3. hostile HTTP through the real binary (scripts/hostile.py).
 # The long forms run in `make soak` (scripts/soak.sh). Exits non-zero on any failure.
 set -euo pipefail
