@@ -37,6 +37,7 @@ fn core(null_mode: bool) -> (Core, Conn) {
         margin_ms: 10,
         shed_queue_pct: 0,
         shed_interval: Duration::from_millis(100),
+        queue_target: Duration::ZERO,
         turn_budget: Duration::ZERO,
         out_high_water: 256 * 1024,
         seat: "helios".into(),

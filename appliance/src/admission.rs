@@ -6,14 +6,19 @@
 //!
 //! 1. **Expired**: the age already passes the request's budget (`tmax − network margin`): 204
 //!    `deadline` — nobody is waiting for the answer any more.
-//! 2. **Standing queue** (CoDel-like, the "adaptive" variant used by RPC servers): per interval
-//!    (`bidding.shed_interval_ms`, 100 ms) the core tracks the smallest age seen, as a share of
-//!    each request's budget. If even the freshest request of a whole interval had waited more
-//!    than `bidding.shed_queue_pct` (25%) of its budget, the queue did not drain once: during
-//!    the next interval every request older than that share is answered 204 `overloaded` at
-//!    once. The shed path costs a parse and a 204, far less than a decision, so the queue
-//!    drains and the requests that are decided are young. An interval in which a fresh request
-//!    is seen ends the shedding.
+//! 2. **Standing queue** (CoDel-like, the "adaptive" variant used by RPC servers): each request
+//!    has a queueing **target**: `bidding.queue_target_us` (5 ms, CoDel's) or
+//!    `bidding.shed_queue_pct` (25%) of its budget, whichever is smaller. Per interval
+//!    (`bidding.shed_interval_ms`, 100 ms) the core tracks the smallest age seen as a share of
+//!    each request's target. If even the freshest request of a whole interval had waited more
+//!    than its target, the queue did not drain once: during the next interval every request
+//!    older than its target is answered 204 `overloaded` at once. The shed path costs a parse
+//!    and a 204, less than a decision, so the queue drains and the requests that are decided
+//!    are young. An interval in which a fresh request is seen ends the shedding. The absolute
+//!    target makes the rule decisive: a core that cannot keep up sheds most of what it reads
+//!    instead of deciding requests that waited a quarter of their budget (at 3× capacity over
+//!    1,024 connections the queue stays under the budget share but holds the core to deciding
+//!    at capacity, leaving two thirds of the offered requests unsent at the exchange).
 //! 3. The per-turn time budget (`bidding.turn_budget_us`, in [`crate::core`]) keeps one turn from
 //!    delaying the requests read with it.
 //!
@@ -41,6 +46,9 @@ pub struct AdmissionConfig {
     /// Share of a request's budget (percent) a request may have waited while a queue stands;
     /// 0 turns the standing-queue rule off (expired requests are still shed).
     pub queue_pct: u32,
+    /// Queueing target: the longest a request may have waited while a queue stands, whatever
+    /// its budget (the smaller of this and `queue_pct` applies); zero: `queue_pct` alone.
+    pub target: Duration,
     /// Window over which the smallest age is taken.
     pub interval: Duration,
 }
@@ -50,7 +58,7 @@ pub struct AdmissionConfig {
 pub struct Admission {
     cfg: AdmissionConfig,
     interval_end: Option<Instant>,
-    /// Smallest age ÷ budget seen this interval, in per mille (`u32::MAX`: none seen).
+    /// Smallest age ÷ target seen this interval, in per mille (`u32::MAX`: none seen).
     min_permille: u32,
     shedding: bool,
     /// Intervals that ended with a standing queue (exported for the tests and metrics).
@@ -75,7 +83,7 @@ impl Admission {
             Some(_) => {
                 let standing = self.cfg.queue_pct > 0
                     && self.min_permille != u32::MAX
-                    && self.min_permille > self.cfg.queue_pct * 10;
+                    && self.min_permille > 1000;
                 if standing {
                     self.standing_intervals += 1;
                 }
@@ -92,17 +100,28 @@ impl Admission {
         self.shedding
     }
 
+    /// The queueing target of a request whose budget is `budget` (see the module documentation).
+    pub fn target(&self, budget: Duration) -> Duration {
+        let share = budget * self.cfg.queue_pct / 100;
+        if self.cfg.target.is_zero() {
+            share
+        } else {
+            share.min(self.cfg.target)
+        }
+    }
+
     /// The verdict for a request `age` old (kernel stamp to now) whose budget is `budget`.
     pub fn admit(&mut self, age: Duration, budget: Duration) -> Verdict {
-        let permille = if budget.is_zero() {
+        let target = self.target(budget);
+        let permille = if target.is_zero() {
             u32::MAX - 1
         } else {
-            (age.as_nanos() * 1000 / budget.as_nanos()).min(u128::from(u32::MAX - 1)) as u32
+            (age.as_nanos() * 1000 / target.as_nanos()).min(u128::from(u32::MAX - 1)) as u32
         };
         self.min_permille = self.min_permille.min(permille);
         if age >= budget {
             Verdict::Expired
-        } else if self.shedding && permille > self.cfg.queue_pct * 10 {
+        } else if self.shedding && permille > 1000 {
             Verdict::Queue
         } else {
             Verdict::Admit
@@ -152,12 +171,76 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn adm(pct: u32) -> (Admission, quanta::Clock, std::sync::Arc<quanta::Mock>) {
+        adm_target(pct, Duration::ZERO)
+    }
+
+    fn adm_target(
+        pct: u32,
+        target: Duration,
+    ) -> (Admission, quanta::Clock, std::sync::Arc<quanta::Mock>) {
         let (clock, mock) = quanta::Clock::mock();
         let a = Admission::new(AdmissionConfig {
             queue_pct: pct,
+            target,
             interval: 100 * MS,
         });
         (a, clock, mock)
+    }
+
+    #[test]
+    fn the_target_is_the_smaller_of_the_absolute_one_and_the_budget_share() {
+        let (a, _, _) = adm_target(25, 5 * MS);
+        assert_eq!(a.target(80 * MS), 5 * MS);
+        assert_eq!(a.target(230 * MS), 5 * MS);
+        assert_eq!(
+            a.target(12 * MS),
+            3 * MS,
+            "a short budget's share is smaller"
+        );
+        let (a, _, _) = adm(25);
+        assert_eq!(
+            a.target(80 * MS),
+            20 * MS,
+            "no absolute target: the share alone"
+        );
+        let (a, _, _) = adm_target(0, 5 * MS);
+        assert_eq!(a.target(80 * MS), Duration::ZERO);
+    }
+
+    #[test]
+    fn with_an_absolute_target_a_queue_under_the_budget_share_still_stands_and_is_shed() {
+        let (mut a, clock, m) = adm_target(25, 5 * MS);
+        a.begin_turn(clock.now());
+        // A core that cannot keep up: every request of the interval waited 6–15 ms of an
+        // 80 ms budget — under the 25% share (20 ms), over the 5 ms target.
+        for age in [6u32, 9, 12, 15] {
+            assert_eq!(
+                a.admit(age * MS, 80 * MS),
+                Verdict::Admit,
+                "not yet shedding"
+            );
+        }
+        m.increment(100 * MS);
+        a.begin_turn(clock.now());
+        assert!(a.shedding());
+        // Everything older than 5 ms is answered 204 at once, whatever its budget...
+        assert_eq!(a.admit(6 * MS, 80 * MS), Verdict::Queue);
+        assert_eq!(a.admit(6 * MS, 230 * MS), Verdict::Queue);
+        // ...the young are decided, and show the queue drained.
+        assert_eq!(a.admit(4 * MS, 80 * MS), Verdict::Admit);
+        m.increment(100 * MS);
+        a.begin_turn(clock.now());
+        assert!(!a.shedding());
+        assert_eq!(a.admit(12 * MS, 80 * MS), Verdict::Admit);
+        // Without the absolute target the same queue never counts as standing.
+        let (mut b, clock, m) = adm(25);
+        b.begin_turn(clock.now());
+        for age in [6u32, 9, 12, 15] {
+            b.admit(age * MS, 80 * MS);
+        }
+        m.increment(100 * MS);
+        b.begin_turn(clock.now());
+        assert!(!b.shedding());
     }
 
     #[test]

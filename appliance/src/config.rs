@@ -87,6 +87,12 @@ pub struct Bidding {
     /// interval answers every request older than that share 204 `overloaded` before decoding
     /// it. 0 = off (requests already past their deadline are still shed, 204 `deadline`).
     pub shed_queue_pct: u32,
+    /// Queueing target of standing-queue shedding, µs: a request's target is this or
+    /// `shed_queue_pct` of its budget, whichever is smaller (0 = the share alone). The default,
+    /// 5 ms (CoDel's), makes a core that cannot keep up shed most of what it reads at once,
+    /// so that it answers as many requests as it can; a node that would rather decide more and
+    /// answer fewer under overload raises it.
+    pub queue_target_us: u64,
     /// Window over which a standing queue is judged, ms.
     pub shed_interval_ms: u64,
     /// Count each bid request's age from the kernel's receive stamp (`SO_TIMESTAMPNS`; the
@@ -342,6 +348,7 @@ impl Default for Bidding {
             default_tmax_ms: 100,
             network_margin_ms: 20,
             shed_queue_pct: 25,
+            queue_target_us: 5_000,
             shed_interval_ms: 100,
             rx_timestamps: true,
             turn_budget_us: 5_000,
@@ -702,6 +709,7 @@ impl Config {
         )?;
         range("bidding.shed_queue_pct", u64::from(b.shed_queue_pct), 0, 99)?;
         range("bidding.shed_interval_ms", b.shed_interval_ms, 1, 60_000)?;
+        range("bidding.queue_target_us", b.queue_target_us, 0, 10_000_000)?;
         for x in b.trace_exchanges.split(',').map(str::trim) {
             let ok = x.is_empty()
                 || x == "*"

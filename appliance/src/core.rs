@@ -73,6 +73,9 @@ pub struct CoreConfig {
     pub shed_queue_pct: u32,
     /// Interval over which a standing queue is judged.
     pub shed_interval: Duration,
+    /// Queueing target of the standing-queue rule (zero: `shed_queue_pct` alone), see
+    /// [`crate::admission`].
+    pub queue_target: Duration,
     /// Time since the turn began past which its further bid requests are answered 204
     /// `overloaded` (zero: no time bound). At least one request per turn is always decided.
     pub turn_budget: Duration,
@@ -142,6 +145,12 @@ impl Conn {
         self.close = false;
         self.close_reason = CloseReason::Client;
         self.rx_unix_ns = 0;
+    }
+
+    /// The kernel's receive stamp of the last bytes pushed (Unix ns; 0: none): drivers order
+    /// connections freshest first by it while a queue stands.
+    pub fn rx_stamp(&self) -> u64 {
+        self.rx_unix_ns
     }
 
     /// The kernel's receive stamp (Unix ns, [`crate::rxtime`]) of the bytes just pushed; 0 when
@@ -352,6 +361,7 @@ impl Core {
                 req_start: turn_start,
                 admission: Admission::new(AdmissionConfig {
                     queue_pct: cfg.shed_queue_pct,
+                    target: cfg.queue_target,
                     interval: cfg.shed_interval,
                 }),
                 ready: true,
@@ -471,6 +481,66 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// A standing queue was seen over the last whole interval ([`crate::admission`]): the
+    /// drivers then answer what is shed first ([`Core::shed_input`]) and decide the freshest
+    /// requests first.
+    pub fn shedding(&self) -> bool {
+        self.b.admission.shedding()
+    }
+
+    /// The shed pass of a turn while a queue stands: answers at once the complete bid requests
+    /// at the front of `conn`'s input that admission sheds (expired, or older than their
+    /// target), without decoding them, and stops at the first request it would not shed (or
+    /// that is not a plain bid request), which [`Core::on_input`] handles as usual. The driver
+    /// sends these 204s before the turn's decisions start, so a shed answer does not wait for
+    /// them. Counted exactly as when [`Core::on_input`] sheds.
+    pub fn shed_input(&mut self, conn: &mut Conn) {
+        self.b.rx_unix_ns = conn.rx_unix_ns;
+        while !conn.close && conn.out.len() < self.b.cfg.out_high_water {
+            let input = &conn.buf[conn.start..];
+            if input.is_empty() {
+                break;
+            }
+            let Parsed::Complete(req) = http::parse(input, self.b.cfg.limits) else {
+                break;
+            };
+            let close = !req.keep_alive || self.draining;
+            if !self.try_shed(&req, &mut conn.out, close) {
+                break;
+            }
+            conn.start += req.len;
+            conn.continue_sent = false;
+            if close {
+                conn.set_close(if self.draining {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::Client
+                });
+            }
+        }
+        conn.compact();
+    }
+
+    /// Answers `req` 204 if it is a bid request admission sheds; `false` (nothing written) for
+    /// anything else.
+    fn try_shed(&mut self, req: &http::Request<'_>, out: &mut Vec<u8>, close: bool) -> bool {
+        if req.method != Method::Post
+            || req.gzip
+            || self.b.cfg.null_mode
+            || !self.b.ready
+            || !matches!(route::route(req.path), Route::Bid { .. })
+        {
+            return false;
+        }
+        let v = self.b.admission_verdict(req.body);
+        if v == Verdict::Admit {
+            return false;
+        }
+        self.b.metrics.bid_requests += 1;
+        self.b.shed(v, out, close);
+        true
     }
 
     /// Handles every complete request in `conn`'s input, appending the answers to `conn.out`.
@@ -664,6 +734,27 @@ impl Bidder {
         }
     }
 
+    /// Admission by age for the bid request `body` about to be handled (sets its arrival time
+    /// from the connection's receive stamp): only `tmax` is looked for, nothing is decoded.
+    fn admission_verdict(&mut self, body: &[u8]) -> Verdict {
+        let age = Duration::from_nanos(crate::rxtime::age_ns(self.rx_unix_ns, self.turn_unix_ns));
+        self.req_start = self.turn_start.checked_sub(age).unwrap_or(self.turn_start);
+        let tmax = crate::admission::scan_tmax(body).unwrap_or(self.cfg.default_tmax_ms);
+        self.admission.admit(self.age(), self.budget(tmax))
+    }
+
+    /// The 204 of a request admission sheds (`v` is not [`Verdict::Admit`]).
+    fn shed(&mut self, v: Verdict, out: &mut Vec<u8>, close: bool) {
+        debug_assert!(v != Verdict::Admit);
+        if v == Verdict::Expired {
+            self.metrics.shed(ShedReason::Expired);
+            self.no_bid(out, close, NoBidReason::Deadline, "");
+        } else {
+            self.metrics.shed(ShedReason::Queue);
+            self.no_bid(out, close, NoBidReason::Overloaded, "");
+        }
+    }
+
     fn bid(
         &mut self,
         body: &[u8],
@@ -676,19 +767,9 @@ impl Bidder {
             return self.no_bid(out, close, NoBidReason::NotReady, "");
         }
         // Admission by age, before decoding (only `tmax` is looked for): crate::admission.
-        let age = Duration::from_nanos(crate::rxtime::age_ns(self.rx_unix_ns, self.turn_unix_ns));
-        self.req_start = self.turn_start.checked_sub(age).unwrap_or(self.turn_start);
-        let tmax = crate::admission::scan_tmax(body).unwrap_or(self.cfg.default_tmax_ms);
-        match self.admission.admit(self.age(), self.budget(tmax)) {
-            Verdict::Admit => {}
-            Verdict::Expired => {
-                self.metrics.shed(ShedReason::Expired);
-                return self.no_bid(out, close, NoBidReason::Deadline, "");
-            }
-            Verdict::Queue => {
-                self.metrics.shed(ShedReason::Queue);
-                return self.no_bid(out, close, NoBidReason::Overloaded, "");
-            }
+        let v = self.admission_verdict(body);
+        if v != Verdict::Admit {
+            return self.shed(v, out, close);
         }
         if self.admitted > 0
             && !self.cfg.turn_budget.is_zero()

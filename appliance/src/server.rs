@@ -63,6 +63,7 @@ pub fn core_config(cfg: &Config, core_id: u16, node: &str, notice: &NoticeSetup)
         margin_ms: cfg.bidding.network_margin_ms,
         shed_queue_pct: cfg.bidding.shed_queue_pct,
         shed_interval: Duration::from_millis(cfg.bidding.shed_interval_ms),
+        queue_target: Duration::from_micros(cfg.bidding.queue_target_us),
         turn_budget: Duration::from_micros(cfg.bidding.turn_budget_us),
         out_high_water: cfg.http.out_high_water_bytes,
         seat: cfg.bidding.seat.clone(),

@@ -132,6 +132,18 @@ pub struct LoadReport {
     /// The server's CPU time per completed request, µs, by thread name (`/proc/<pid>/task`):
     /// where `server_cpu_us_per_req` goes (event loops, Kafka producer, replicator, …).
     pub server_threads_cpu_us_per_req: BTreeMap<String, f64>,
+    /// The server's CPU use over the window by thread name (1.0 = one full core): the share of
+    /// a CPU each thread got.
+    pub server_threads_cpu_util: BTreeMap<String, f64>,
+    /// Share of the window the generator's thread was runnable but waiting for its CPU (run
+    /// delay, `/proc/thread-self/schedstat`): > a few % means another task took its CPU and
+    /// the latencies include the generator's own lateness. `None`: the kernel keeps no schedstat.
+    pub generator_wait_util: Option<f64>,
+    /// The same for each server thread (by name, `/proc/<pid>/task/*/schedstat`): a server core
+    /// thread that waited runnable was starved by another task, not idle.
+    pub server_threads_wait_util: BTreeMap<String, f64>,
+    /// The generator thread's scheduling policy ("SCHED_OTHER", "SCHED_FIFO 50", …).
+    pub generator_policy: String,
 }
 
 /// The pre-rendered requests of a run, sent round-robin.
@@ -276,6 +288,8 @@ impl Engine<'_> {
         let mut stopped_ns = end; // when sending stopped (end of the window or the request bound)
         let mut window_open: Option<(u64, u64, Option<u64>)> = None; // (gen cpu, wall, server cpu)
         let mut threads0: Option<BTreeMap<String, u64>> = None; // server CPU by thread name
+        let mut waits0: Option<BTreeMap<String, u64>> = None; // server run delay by thread name
+        let mut gen_sched0: Option<sys::SchedStat> = None;
         let mut next_scan = start + 1_000_000;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
 
@@ -290,14 +304,18 @@ impl Engine<'_> {
                     .cfg
                     .server_pid
                     .and_then(|p| sys::process_threads_cpu_ns(p).ok());
+                waits0 = self
+                    .cfg
+                    .server_pid
+                    .and_then(|p| sys::process_threads_wait_ns(p).ok());
+                gen_sched0 = sys::thread_schedstat();
                 window_open = Some((sys::thread_cpu_ns(), now, server));
             }
             // Decide what is due.
             if scheduling {
-                if now >= end || measured_scheduled >= limit {
-                    scheduling = false;
-                    stopped_ns = now.min(end);
-                } else if let Some(s) = &sched {
+                // Open loop: everything due by now, in order — the loop may have slept past
+                // several due times (even past the end) while no connection was idle.
+                if let Some(s) = &sched {
                     let due = s.due_by(now);
                     while next_i < due {
                         let t = s.due(next_i);
@@ -318,6 +336,10 @@ impl Engine<'_> {
                         }
                         next_i += 1;
                     }
+                }
+                if scheduling && (now >= end || measured_scheduled >= limit) {
+                    scheduling = false;
+                    stopped_ns = now.min(end);
                 }
             }
             // Hand due work to idle connections.
@@ -357,7 +379,12 @@ impl Engine<'_> {
             // Sleep until the next due request, the next scan, or I/O.
             let mut wake = next_scan.min(hard_end);
             if scheduling {
-                if let Some(s) = &sched {
+                // Wake for the next due request only if a connection could take it: with none
+                // idle it can only join the backlog (or overflow it), which the catch-up at the
+                // next I/O wake-up does the same way — only I/O frees a connection. Under
+                // overload this saves a timer wake-up per offered request (at 3× capacity, most
+                // of the generator's core).
+                if let (Some(s), false) = (&sched, self.idle.is_empty()) {
                     wake = wake.min(s.due(next_i));
                 }
                 if window_open.is_none() {
@@ -394,6 +421,23 @@ impl Engine<'_> {
         let server_cpu = match (self.cfg.server_pid, server0) {
             (Some(p), Some(s0)) => sys::process_cpu_ns(p).ok().map(|s1| s1.saturating_sub(s0)),
             _ => None,
+        };
+        let gen_wait = match (gen_sched0, sys::thread_schedstat()) {
+            (Some(a), Some(b)) => Some(b.wait_ns.saturating_sub(a.wait_ns)),
+            _ => None,
+        };
+        let waits: BTreeMap<String, u64> = match (self.cfg.server_pid, waits0) {
+            (Some(p), Some(w0)) => sys::process_threads_wait_ns(p)
+                .map(|w1| {
+                    w1.into_iter()
+                        .map(|(k, v)| {
+                            let d = v.saturating_sub(w0.get(&k).copied().unwrap_or(0));
+                            (k, d)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => BTreeMap::new(),
         };
         let threads_cpu: BTreeMap<String, u64> = match (self.cfg.server_pid, threads0) {
             (Some(p), Some(t0)) => sys::process_threads_cpu_ns(p)
@@ -447,9 +491,19 @@ impl Engine<'_> {
             server_cpu_us_per_req: server_cpu.map(per_req),
             server_cpu_util: server_cpu.map(|s| s as f64 / wall as f64),
             server_threads_cpu_us_per_req: threads_cpu
-                .into_iter()
-                .map(|(k, v)| (k, per_req(v)))
+                .iter()
+                .map(|(k, &v)| (k.clone(), per_req(v)))
                 .collect(),
+            server_threads_cpu_util: threads_cpu
+                .into_iter()
+                .map(|(k, v)| (k, v as f64 / wall as f64))
+                .collect(),
+            generator_wait_util: gen_wait.map(|w| w as f64 / wall as f64),
+            server_threads_wait_util: waits
+                .into_iter()
+                .map(|(k, v)| (k, v as f64 / wall as f64))
+                .collect(),
+            generator_policy: sys::thread_policy(),
         })
     }
 

@@ -94,6 +94,69 @@ pub fn process_threads_cpu_ns(pid: u32) -> anyhow::Result<std::collections::BTre
     Ok(out)
 }
 
+/// Scheduler figures of one thread (`/proc/.../schedstat`): CPU time run and time spent
+/// **runnable but waiting** for a CPU (run delay), ns — the second says whether the thread was
+/// starved (another task held its CPU) rather than idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+}
+
+/// The calling thread's [`SchedStat`] (`/proc/thread-self/schedstat`); `None` when the kernel
+/// does not keep it (no `CONFIG_SCHED_INFO`).
+pub fn thread_schedstat() -> Option<SchedStat> {
+    parse_schedstat(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+}
+
+/// Run delay (ns) of each thread of process `pid`, summed by thread name
+/// (`/proc/<pid>/task/*/schedstat`). Threads that ended are missing.
+pub fn process_threads_wait_ns(
+    pid: u32,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = format!("/proc/{pid}/task");
+    for t in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let p = t?.path();
+        let (Ok(st), Ok(comm)) = (
+            std::fs::read_to_string(p.join("schedstat")),
+            std::fs::read_to_string(p.join("comm")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if let Some(s) = parse_schedstat(&st) {
+            *out.entry(comm.trim().to_owned()).or_insert(0) += s.wait_ns;
+        }
+    }
+    Ok(out)
+}
+
+/// The calling thread's scheduling policy, as `chrt` names it ("SCHED_FIFO 50", "SCHED_OTHER").
+pub fn thread_policy() -> String {
+    // SAFETY: sched_getscheduler/getparam on the calling thread (0) write only `p`.
+    let (pol, prio) = unsafe {
+        let mut p: libc::sched_param = std::mem::zeroed();
+        let pol = libc::sched_getscheduler(0);
+        libc::sched_getparam(0, &mut p);
+        (pol, p.sched_priority)
+    };
+    match pol {
+        libc::SCHED_FIFO => format!("SCHED_FIFO {prio}"),
+        libc::SCHED_RR => format!("SCHED_RR {prio}"),
+        libc::SCHED_BATCH => "SCHED_BATCH".into(),
+        libc::SCHED_IDLE => "SCHED_IDLE".into(),
+        _ => "SCHED_OTHER".into(),
+    }
+}
+
+/// `run_ns wait_ns timeslices` (the format of `/proc/.../schedstat`).
+fn parse_schedstat(s: &str) -> Option<SchedStat> {
+    let mut f = s.split_whitespace();
+    let run_ns = f.next()?.parse().ok()?;
+    let wait_ns = f.next()?.parse().ok()?;
+    Some(SchedStat { run_ns, wait_ns })
+}
+
 fn clock_ticks_per_s() -> u64 {
     // SAFETY: sysconf reads a constant of the system.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -143,6 +206,31 @@ mod tests {
         let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0";
         assert_eq!(parse_stat_cpu_ticks(line), Some(325));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn schedstat_lines_parse_and_this_thread_has_one() {
+        assert_eq!(
+            parse_schedstat("135572 1748074 2\n"),
+            Some(SchedStat {
+                run_ns: 135_572,
+                wait_ns: 1_748_074
+            })
+        );
+        assert_eq!(parse_schedstat("12"), None);
+        assert_eq!(parse_schedstat("x y z"), None);
+        if let Some(s) = thread_schedstat() {
+            let mut x = 0u64;
+            for i in 0..5_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            let s2 = thread_schedstat().expect("present once");
+            assert!(s2.run_ns > s.run_ns && s2.wait_ns >= s.wait_ns);
+            let me = process_threads_wait_ns(std::process::id()).expect("own threads");
+            assert!(!me.is_empty());
+        }
+        assert!(thread_policy().starts_with("SCHED_"));
     }
 
     #[test]

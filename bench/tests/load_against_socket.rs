@@ -19,6 +19,8 @@ enum Behaviour {
     OkClosingEvery(u64),
     /// `204`, but request number `n` is never answered.
     SwallowNth(u64),
+    /// `204` after sleeping this long (a server slower than the offered rate).
+    SlowNoContent(Duration),
 }
 
 struct Server {
@@ -70,6 +72,10 @@ fn handle(s: TcpStream, b: Behaviour, served: &AtomicU64) {
             Behaviour::NoContent => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
             Behaviour::SwallowNth(k) if n == k => continue,
             Behaviour::SwallowNth(_) => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            Behaviour::SlowNoContent(d) => {
+                std::thread::sleep(d);
+                b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+            }
             Behaviour::OkClosingEvery(k) => {
                 let close = n.is_multiple_of(k);
                 let body = br#"{"id":"x","seatbid":[]}"#;
@@ -169,4 +175,35 @@ fn an_unanswered_request_is_a_timeout_and_the_run_goes_on() {
     assert_eq!(r.sent, 2000);
     assert_eq!(r.completed, 1999);
     assert!(r.reconnects >= 1);
+}
+
+#[test]
+fn an_overloaded_server_sees_the_backlog_and_the_overflow_is_counted_exactly() {
+    // 2 connections, each answered after 5 ms (≤ 400/s together), offered 2000/s with a
+    // backlog of 8: most due requests find no connection and overflow.
+    let srv = serve(Behaviour::SlowNoContent(Duration::from_millis(5)));
+    let mut c = cfg(srv.addr, Mode::Open { rate: 2000 });
+    c.connections = 2;
+    c.warmup = Duration::ZERO;
+    c.max_backlog = 8;
+    let r = load::run(&c, &requests()).expect("run");
+    // Every scheduled request is accounted for once: sent, dropped at the backlog, or still
+    // waiting at the end — whether the generator woke for each due time or caught up later.
+    assert_eq!(
+        r.sent + r.errors.backlog_overflow + r.errors.unsent,
+        4000,
+        "{r:?}"
+    );
+    assert!(r.errors.backlog_overflow > 2000, "{:?}", r.errors);
+    assert_eq!(r.completed, r.sent);
+    assert!(r.completed <= 2 * 2 * 200 + 2, "{}", r.completed);
+    // Latency counts from the intended time: at least the 5 ms service time.
+    assert!(r.latency.p50_us >= 5000.0, "{:?}", r.latency);
+    // Scheduler figures of the generator and the (in-process) server threads.
+    assert!(r.generator_policy.starts_with("SCHED_"));
+    assert!(
+        r.generator_wait_util
+            .is_none_or(|w| (0.0..=1.0).contains(&w))
+    );
+    assert!(!r.server_threads_cpu_util.is_empty());
 }

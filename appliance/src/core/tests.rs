@@ -41,6 +41,7 @@ fn cfg() -> CoreConfig {
         margin_ms: 10,
         shed_queue_pct: 25,
         shed_interval: Duration::from_millis(100),
+        queue_target: Duration::ZERO,
         turn_budget: Duration::ZERO,
         out_high_water: 256 * 1024,
         seat: "helios".into(),
@@ -852,4 +853,118 @@ fn a_billing_notice_counts_towards_the_frequency_cap_on_this_core_at_once() {
         responses(&t.send(&post("/openrtb2/bid", other.as_bytes(), "")))[0].0,
         200
     );
+}
+
+/// A core whose standing-queue rule has CoDel's absolute 5 ms target (the default), after one
+/// whole interval in which every request had waited `age` (decided: not yet shedding).
+fn standing_after(age: Duration) -> T {
+    let mut c = cfg();
+    c.queue_target = Duration::from_millis(5);
+    let mut t = with(c);
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    for _ in 0..3 {
+        let out = t.send_aged(&req, age);
+        assert_eq!(responses(&out)[0].0, 200);
+        t.mock.increment(Duration::from_millis(40));
+    }
+    t
+}
+
+#[test]
+fn with_the_absolute_target_a_queue_of_young_requests_is_shed_decisively() {
+    // Every request of the interval waited 8 ms of a 90 ms budget: under the 25% share, but
+    // the core did not drain its queue once.
+    let mut t = standing_after(Duration::from_millis(8));
+    t.core.begin_turn();
+    assert!(t.core.shedding());
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    let out = t.send_aged(&req, Duration::from_millis(6));
+    assert_eq!(out, b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(t.shed(ShedReason::Queue), 1);
+    // A request under the target is still decided.
+    let out = t.send_aged(&req, Duration::from_millis(3));
+    assert_eq!(responses(&out)[0].0, 200);
+}
+
+#[test]
+fn the_shed_pass_answers_shed_requests_at_once_and_leaves_the_rest_for_the_turn() {
+    let mut t = standing_after(Duration::from_millis(8));
+    t.core.begin_turn();
+    assert!(t.core.shedding());
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    // Two old requests, then a fresh one, pipelined on one connection (one stamp: the last
+    // segment's; here all three arrived 7 ms ago, so all are old).
+    let mut three = req.repeat(3);
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 7_000_000);
+    assert!(t.conn.push(&three));
+    t.core.shed_input(&mut t.conn);
+    assert_eq!(
+        std::mem::take(&mut t.conn.out),
+        b"HTTP/1.1 204 No Content\r\n\r\n".repeat(3)
+    );
+    assert!(!t.conn.has_pending_input());
+    assert_eq!(t.shed(ShedReason::Queue), 3);
+    assert_eq!(t.core.metrics().bid_requests, 3 + 3);
+    // A young request is left alone (nothing written, nothing consumed)...
+    three.truncate(req.len());
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 1_000_000);
+    assert!(t.conn.push(&three));
+    t.core.shed_input(&mut t.conn);
+    assert!(t.conn.out.is_empty());
+    assert!(t.conn.has_pending_input());
+    // ...and decided by the turn's normal pass.
+    t.core.on_input(&mut t.conn);
+    assert_eq!(responses(&std::mem::take(&mut t.conn.out))[0].0, 200);
+    // Notices, gzip bodies and partial requests are never touched by the shed pass.
+    let notice = b"GET /notice/win?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 7_000_000);
+    assert!(t.conn.push(notice));
+    t.core.shed_input(&mut t.conn);
+    assert!(t.conn.out.is_empty() && t.conn.has_pending_input());
+    t.core.on_input(&mut t.conn);
+    assert_eq!(responses(&std::mem::take(&mut t.conn.out))[0].0, 400);
+    let gz = post(
+        "/openrtb2/bid",
+        &gz(BID.as_bytes()),
+        "Content-Encoding: gzip\r\n",
+    );
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 7_000_000);
+    assert!(t.conn.push(&gz));
+    t.core.shed_input(&mut t.conn);
+    assert!(t.conn.out.is_empty() && t.conn.has_pending_input());
+    t.core.on_input(&mut t.conn);
+    assert_eq!(responses(&std::mem::take(&mut t.conn.out))[0].0, 204);
+    assert!(t.conn.push(&req[..req.len() - 3]));
+    t.core.shed_input(&mut t.conn);
+    assert!(t.conn.out.is_empty() && t.conn.has_pending_input());
+}
+
+#[test]
+fn without_a_standing_queue_the_shed_pass_sheds_only_expired_requests() {
+    let mut c = cfg();
+    c.queue_target = Duration::from_millis(5);
+    let mut t = with(c);
+    t.core.begin_turn();
+    assert!(!t.core.shedding());
+    let req = post("/openrtb2/bid", BID.as_bytes(), "");
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 30_000_000);
+    assert!(t.conn.push(&req));
+    t.core.shed_input(&mut t.conn);
+    assert!(t.conn.out.is_empty(), "30 ms old, no queue: decided later");
+    t.core.on_input(&mut t.conn);
+    assert_eq!(responses(&std::mem::take(&mut t.conn.out))[0].0, 200);
+    t.core.begin_turn();
+    t.conn.set_rx_stamp(unix_ns() - 95_000_000);
+    assert!(t.conn.push(&req));
+    t.core.shed_input(&mut t.conn);
+    assert_eq!(
+        std::mem::take(&mut t.conn.out),
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    );
+    assert_eq!(t.shed(ShedReason::Expired), 1);
 }

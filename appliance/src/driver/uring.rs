@@ -650,8 +650,37 @@ impl Loop {
     }
 
     /// Hands every connection that got bytes this turn to the core, then queues the answers.
+    /// While a queue stands ([`Core::shedding`]): first the shed pass — every request admission
+    /// sheds is answered 204 and its send submitted at once, before any decision — then the
+    /// rest freshest first (by the kernel's receive stamp), so that the requests decided before
+    /// the turn budget runs out are the ones with the most time left.
     fn process_dirty(&mut self) -> io::Result<()> {
         let now = self.clock.now();
+        if self.core.shedding() && !self.dirty.is_empty() {
+            let (mut shed, mut left) = (false, false);
+            for k in 0..self.dirty.len() {
+                let i = self.dirty[k];
+                let s = &mut self.slots[i as usize];
+                if s.state != State::Open {
+                    continue;
+                }
+                self.core.shed_input(&mut s.conn);
+                shed |= !s.conn.out.is_empty();
+                left |= s.conn.has_pending_input();
+                self.flush(i)?;
+            }
+            // The shed answers leave now, not after the turn's decisions — when there are
+            // decisions to wait for (a full queue or a busy ring leaves them for the turn's end).
+            if shed && left {
+                match self.r.ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EINTR)) => {
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            freshest_first(&mut self.dirty, |i| self.slots[i as usize].conn.rx_stamp());
+        }
         for k in 0..self.dirty.len() {
             let i = self.dirty[k];
             let s = &mut self.slots[i as usize];
@@ -791,10 +820,24 @@ impl Loop {
     }
 }
 
+/// Orders connection slots by their receive stamp, newest first (no stamp, 0, last). In place,
+/// no allocation.
+fn freshest_first(slots: &mut [u32], stamp: impl Fn(u32) -> u64) {
+    slots.sort_unstable_by_key(|&i| std::cmp::Reverse(stamp(i)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn freshest_first_orders_by_stamp_newest_first_unstamped_last() {
+        let stamps = [300u64, 0, 900, 100, 500];
+        let mut slots = vec![0u32, 1, 2, 3, 4];
+        freshest_first(&mut slots, |i| stamps[i as usize]);
+        assert_eq!(slots, [2, 4, 0, 3, 1]);
+    }
     use std::net::TcpStream;
     use std::time::Duration;
 

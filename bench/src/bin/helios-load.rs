@@ -175,7 +175,7 @@ fn summary(label: &str, r: &LoadReport) -> String {
         "{label}{}{mode}, {} connections, {:.2} s measured\n  \
          throughput {:.0} req/s ({} completed, {} sent, {} in warm-up)\n  \
          latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n  \
-         generator CPU {:.2} µs/req ({:.0}% of a core)\n",
+         generator CPU {:.2} µs/req ({:.0}% of a core{}), {}\n",
         if label.is_empty() { "" } else { ": " },
         r.connections,
         r.window_s,
@@ -189,7 +189,12 @@ fn summary(label: &str, r: &LoadReport) -> String {
         l.p999_us,
         l.max_us,
         r.generator_cpu_us_per_req,
-        r.generator_cpu_util * 100.0
+        r.generator_cpu_util * 100.0,
+        match r.generator_wait_util {
+            Some(w) => format!(", waited runnable {:.1}% of the window", w * 100.0),
+            None => String::new(),
+        },
+        r.generator_policy
     );
     if let (Some(us), Some(u)) = (r.server_cpu_us_per_req, r.server_cpu_util) {
         s += &format!(
@@ -201,6 +206,20 @@ fn summary(label: &str, r: &LoadReport) -> String {
         s += "  server CPU by thread, µs/req:";
         for (name, us) in &r.server_threads_cpu_us_per_req {
             s += &format!("  {name} {us:.2}");
+        }
+        s += "\n";
+    }
+    // The share of a CPU each server thread got, and of the window it waited runnable (starved).
+    let wait_of = |name: &str| r.server_threads_wait_util.get(name).copied().unwrap_or(0.0);
+    let busy: Vec<_> = r
+        .server_threads_cpu_util
+        .iter()
+        .filter(|(name, u)| **u >= 0.01 || wait_of(name) >= 0.01)
+        .collect();
+    if !busy.is_empty() {
+        s += "  server threads, % of a core run / waited runnable:";
+        for (name, u) in busy {
+            s += &format!("  {name} {:.0}/{:.1}", u * 100.0, wait_of(name) * 100.0);
         }
         s += "\n";
     }
