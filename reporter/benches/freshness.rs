@@ -93,6 +93,7 @@ async fn main() {
         retention_days: 30,
         create_partitions: 4,
         fault_delay: Duration::ZERO,
+        async_commit: false,
         kafka_options: Vec::new(),
     };
     reporter::ingest::consumer::ensure_topics(&cfg)

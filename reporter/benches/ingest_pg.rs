@@ -6,9 +6,10 @@
 //! Variants (`BENCH_VARIANTS`, comma-separated `plan:connections`, default
 //! `conflict:1,plain:1,plain:2`): `conflict` writes every row with `INSERT … ON CONFLICT DO
 //! NOTHING` (session 2's writer), `plain` bids and no-bids with a plain insert and notices with
-//! `ON CONFLICT` (see `reporter::ingest::writer::InsertPlan`); `connections` parts written in
-//! parallel; a third field `no0005` drops both covering indexes of migration 0005 first,
-//! `nosites` only `rollups_sites` (what they cost the ingest). Every variant of one (ids, batch)
+//! `ON CONFLICT`, `copy` bids and no-bids with a `COPY` straight into the raw table (see
+//! `reporter::ingest::writer::InsertPlan`); `connections` parts written in parallel; further
+//! fields: `no0005` drops both covering indexes of migration 0005 first, `nosites` only
+//! `rollups_sites` (what they cost the ingest), `async` commits asynchronously. Every variant of one (ids, batch)
 //! case must end with the same raw rows and rollup sums; the bench checks it.
 //!
 //! Ids (`BENCH_IDS`, default `random,realistic`): `random` as the generator makes them (16
@@ -18,7 +19,10 @@
 //! SHA-256 of the notice).
 //!
 //! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench ingest_pg` (BENCH_EVENTS to change the
-//! run size, default 1,000,000; BENCH_BATCHES, comma-separated batch sizes, default 50000).
+//! run size, default 1,000,000; BENCH_BATCHES, comma-separated batch sizes, default 50000;
+//! BENCH_SPAN_S, the seconds of traffic the events are spread over, default 21600 — at 200,000
+//! events/s a million events are 5 s of traffic, so rollup keys repeat across batches far more
+//! than over 6 h; BENCH_REPLAY=0 skips the replay pass).
 
 mod common;
 
@@ -41,7 +45,8 @@ async fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_nanos() as u64;
-    let span = 6 * 3600 * 1_000_000_000u64;
+    let span_s = env_or("BENCH_SPAN_S", 6 * 3600);
+    let span = span_s * 1_000_000_000u64;
     // ~1.9 events per request with the default mix.
     let mut cfg = RunConfig::small(11, target * 10 / 19, now - span, span);
     cfg.advertisers = 20;
@@ -53,7 +58,7 @@ async fn main() {
         .filter(|e| matches!(e.kind, EventKind::Bid | EventKind::NoBid))
         .count();
     println!(
-        "run: {} events ({} requests; {bids} bids and no-bids) over 6 h, 200 campaigns, 2000 sites",
+        "run: {} events ({} requests; {bids} bids and no-bids) over {span_s} s, 200 campaigns, 2000 sites",
         events.len(),
         cfg.requests
     );
@@ -126,6 +131,8 @@ struct Variant {
     connections: usize,
     /// Indexes of migration 0005 dropped before the run (to measure what they cost the ingest).
     drop: Option<&'static str>,
+    /// `synchronous_commit = off` for the batch transactions.
+    async_commit: bool,
 }
 
 impl Variant {
@@ -133,33 +140,40 @@ impl Variant {
         let mut parts = s.split(':');
         let plan = parts.next().unwrap_or("plain");
         let n = parts.next().unwrap_or("1");
-        let drop = match parts.next() {
-            None => None,
-            Some("no0005") => Some("rollups_minutes, rollups_sites"),
-            Some("nosites") => Some("rollups_sites"),
-            Some(other) => panic!("BENCH_VARIANTS: unknown option {other:?}"),
-        };
-        Variant {
-            drop,
+        let mut v = Variant {
+            drop: None,
+            async_commit: false,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
+                "copy" => InsertPlan::CopyBids,
                 other => panic!("BENCH_VARIANTS: unknown plan {other:?}"),
             },
             connections: n.parse().expect("BENCH_VARIANTS: connections"),
+        };
+        for opt in parts {
+            match opt {
+                "no0005" => v.drop = Some("rollups_minutes, rollups_sites"),
+                "nosites" => v.drop = Some("rollups_sites"),
+                "async" => v.async_commit = true,
+                other => panic!("BENCH_VARIANTS: unknown option {other:?}"),
+            }
         }
+        v
     }
     fn label(&self) -> String {
         let plan = match self.plan {
             InsertPlan::AllOnConflict => "conflict",
             InsertPlan::PlainBids => "plain",
+            InsertPlan::CopyBids => "copy",
         };
         let extra = match self.drop {
             None => "",
             Some(i) if i.contains(',') => ":no0005",
             Some(_) => ":nosites",
         };
-        format!("{plan}:{}{extra}", self.connections)
+        let commit = if self.async_commit { ":async" } else { "" };
+        format!("{plan}:{}{extra}{commit}", self.connections)
     }
 }
 
@@ -225,6 +239,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         std::sync::Arc::new(IngestStats::default()),
     )
     .with_plan(v.plan)
+    .with_async_commit(v.async_commit)
     .with_connections(v.connections);
     let backends = w.backend_pids().await.expect("backend pids");
     let pg_cpu = || -> f64 {
@@ -245,7 +260,12 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let (pg1, me1) = (pg_cpu(), cpu_secs("/proc/self/stat"));
     let t = Instant::now();
     let mut dup = 0;
-    for chunk in rows.chunks(batch) {
+    let replays = if env_or("BENCH_REPLAY", 1) == 0 {
+        0
+    } else {
+        rows.len()
+    };
+    for chunk in rows[..replays].chunks(batch) {
         dup += w
             .write(chunk, &Vec::new())
             .await
@@ -282,15 +302,24 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         rows.len() as f64 / (pg1 - pg0).max(1e-9),
         per(me1 - me0),
     );
-    println!(
-        "{label}: replay {:>8.0} events/s wall ({dup} duplicates, PostgreSQL {:.2} µs/event); \
+    if replays == 0 {
+        println!(
+            "{label}: {} raw rows, {} rollup rows; load average {}",
+            totals.events,
+            totals.rollup_rows,
+            load()
+        );
+    } else {
+        println!(
+            "{label}: replay {:>8.0} events/s wall ({dup} duplicates, PostgreSQL {:.2} µs/event); \
          {} raw rows, {} rollup rows; load average {}",
-        rows.len() as f64 / replay.as_secs_f64(),
-        per(pg2 - pg1),
-        totals.events,
-        totals.rollup_rows,
-        load()
-    );
+            rows.len() as f64 / replay.as_secs_f64(),
+            per(pg2 - pg1),
+            totals.events,
+            totals.rollup_rows,
+            load()
+        );
+    }
     drop(w);
     drop(check);
     db.drop_db().await;

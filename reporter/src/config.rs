@@ -138,6 +138,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HELIOS_REPORTER_PG_WRITERS", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=8))]
     pub pg_writers: u32,
+    /// Commit each batch transaction asynchronously (`synchronous_commit = off`; `true` or
+    /// `false`): PostgreSQL answers before the commit is on its disk — the next batch is written
+    /// while the WAL of the last one is flushed — and the batch's Kafka offsets are committed
+    /// only once it is on disk (the WAL flush position has passed the commit), so a PostgreSQL
+    /// crash loses whole batches that are then read again: exactly once holds. With
+    /// --pg-writers > 1 the parts commit asynchronously and the offsets statement after them
+    /// synchronously.
+    #[arg(long, env = "HELIOS_REPORTER_PG_ASYNC_COMMIT", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub pg_async_commit: bool,
     /// Longest time a batch waits for more events after its first one, milliseconds.
     #[arg(long, env = "HELIOS_REPORTER_BATCH_WAIT_MS", default_value_t = 250)]
     pub batch_wait_ms: u64,
@@ -188,6 +198,7 @@ impl ServeArgs {
             retention_days: self.retention_days,
             create_partitions: self.create_partitions,
             fault_delay: Duration::from_millis(self.fault_delay_ms),
+            async_commit: self.pg_async_commit,
             kafka_options: self
                 .kafka_options
                 .iter()

@@ -1,5 +1,6 @@
-//! The writer against the real PostgreSQL: plain inserts for bids and no-bids with the
-//! `ON CONFLICT` fallback, and batches split over several connections — each case must store
+//! The writer against the real PostgreSQL: bids and no-bids by plain insert (session 3) or by
+//! `COPY` straight into the raw table (the default), with the `ON CONFLICT` fallback, batches
+//! split over several connections, synchronous or asynchronous commit — each case must store
 //! every distinct event once and add it once to the rollups, whatever was stored before.
 
 mod common;
@@ -102,6 +103,15 @@ fn route_is_by_campaign_then_exchange_and_within_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_inserts_fall_back_on_replays_and_parts_store_each_event_once() {
+    falls_back_on_replays_and_stores_each_event_once(InsertPlan::PlainBids, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_bids_fall_back_on_replays_and_parts_store_each_event_once_async_commit() {
+    falls_back_on_replays_and_stores_each_event_once(InsertPlan::CopyBids, true).await;
+}
+
+async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, async_commit: bool) {
     let Some((pg, _)) = services("writer_parts", false) else {
         return;
     };
@@ -120,23 +130,40 @@ async fn plain_inserts_fall_back_on_replays_and_parts_store_each_event_once() {
         "the run has bids and notices"
     );
 
-    // 1. The first half on one connection, plain inserts: no fallback (nothing stored yet,
-    //    exchange-repeated notices go through ON CONFLICT).
+    // 1. The first half on one connection: no fallback (nothing stored yet, exchange-repeated
+    //    notices go through ON CONFLICT). Committed asynchronously, each batch answers the WAL
+    //    position its commit needs on disk, which the server reaches soon after.
     let half = rows.len() / 2;
-    let mut one = writer(&tdb.url, 1, InsertPlan::PlainBids);
+    let mut one = writer(&tdb.url, 1, plan).with_async_commit(async_commit);
     let mut fallbacks = 0;
+    let mut last_commit = None;
     for chunk in rows[..half].chunks(1_000) {
-        fallbacks += one
-            .write(chunk, &Vec::new())
+        let o = one
+            .write(chunk, &vec![("t".to_owned(), 0, 1)])
             .await
-            .expect("write")
-            .fallbacks;
+            .expect("write");
+        fallbacks += o.fallbacks;
+        assert_eq!(o.commit_lsn.is_some(), async_commit, "{o:?}");
+        last_commit = o.commit_lsn.or(last_commit);
     }
     assert_eq!(fallbacks, 0, "fresh bids need no fallback");
+    if let Some((lsn, started)) = last_commit {
+        // A synchronous commit of the writer's own flushes the WAL past every earlier commit
+        // (what the ingest does when a batch has waited too long).
+        one.force_flush(&vec![("t".to_owned(), 0, 1)])
+            .await
+            .expect("force a flush");
+        let (flushed, now_started) = one.flushed_position().await.expect("flush position");
+        assert_eq!(now_started, started, "same server");
+        assert!(
+            flushed >= lsn,
+            "the last commit is on disk: {flushed} < {lsn}"
+        );
+    }
 
     // 2. Everything, on three connections in 1,500-event batches: the first half comes again
     //    (a replay: plain inserts meet stored ids and fall back), the rest is new.
-    let mut three = writer(&tdb.url, 3, InsertPlan::PlainBids);
+    let mut three = writer(&tdb.url, 3, plan).with_async_commit(async_commit);
     assert_eq!(three.connections(), 3);
     let (mut inserted, mut duplicates, mut fallbacks) = (0, 0, 0);
     for chunk in rows.chunks(1_500) {
@@ -144,6 +171,8 @@ async fn plain_inserts_fall_back_on_replays_and_parts_store_each_event_once() {
             .write(chunk, &vec![("t".to_owned(), 0, 1)])
             .await
             .expect("write");
+        // Several parts: the synchronous offsets statement flushes every part with it.
+        assert_eq!(o.commit_lsn, None);
         inserted += o.inserted;
         duplicates += o.duplicates;
         fallbacks += o.fallbacks;
@@ -156,6 +185,8 @@ async fn plain_inserts_fall_back_on_replays_and_parts_store_each_event_once() {
     for (n, plan) in [
         (1, InsertPlan::PlainBids),
         (2, InsertPlan::PlainBids),
+        (1, InsertPlan::CopyBids),
+        (2, InsertPlan::CopyBids),
         (1, InsertPlan::AllOnConflict),
     ] {
         let mut w = writer(&tdb.url, n, plan);

@@ -1,10 +1,12 @@
 //! The ingest tasks: a consumer task reads both topics (consumer group, auto-commit off) and cuts
 //! batches of at most `batch_max` messages or `batch_wait` after the first message; a writer
-//! task writes each batch ([`super::writer`]) and only then commits its offsets to Kafka. A
-//! bounded channel of [`CHANNEL_BATCHES`] batches between them gives back-pressure: when
-//! PostgreSQL is slow the consumer stops reading.
+//! task writes each batch ([`super::writer`]) and only then commits its offsets to Kafka — with
+//! `--pg-async-commit`, only once the batch's commit is on PostgreSQL's disk
+//! ([`super::durable`]). A bounded channel of [`CHANNEL_BATCHES`] batches between them gives
+//! back-pressure: when PostgreSQL is slow the consumer stops reading.
 //!
-//! Must never: commit an offset before the rows it covers are committed in PostgreSQL.
+//! Must never: commit an offset before the rows it covers are committed in PostgreSQL (and, with
+//! asynchronous commit, flushed to its disk).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,12 +24,21 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
+use super::durable::{Pending, Restarted};
 use super::row::Row;
 use super::stats::IngestStats;
 use super::writer::{FaultDelay, Offsets, Stopped, Writer};
 
 /// Batches in flight between the consumer task and the writer task.
 pub const CHANNEL_BATCHES: usize = 2;
+
+/// With asynchronous commit: how often the writer task asks PostgreSQL how far its WAL is on
+/// disk while batches wait for it.
+pub const DURABLE_POLL: Duration = Duration::from_millis(100);
+
+/// On shutdown with asynchronous commit, how long the writer task waits for the last batches to
+/// reach the disk before it exits without committing their offsets (they are read again).
+pub const DURABLE_DRAIN: Duration = Duration::from_secs(5);
 
 /// What the ingest needs to know.
 #[derive(Debug, Clone)]
@@ -43,6 +54,8 @@ pub struct IngestConfig {
     /// Partitions for topics the reporter creates when they are missing (0: do not create).
     pub create_partitions: i32,
     pub fault_delay: Duration,
+    /// Commit batch transactions asynchronously (see [`super::durable`]).
+    pub async_commit: bool,
     /// Extra librdkafka consumer settings.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -169,15 +182,16 @@ pub fn consumer(cfg: &IngestConfig) -> Result<GroupConsumer> {
 ///
 /// PostgreSQL going away does not end it: the writer reconnects with a bounded backoff and
 /// writes the batch in hand again, while the consumer task, blocked on the full channel,
-/// stops reading (see [`super::writer`]).
+/// stops reading (see [`super::writer`]). With asynchronous commit, a PostgreSQL restart while
+/// batches wait for the disk ([`Restarted`]) starts the consumer over from the offsets committed
+/// to Kafka, which re-reads those batches.
 pub async fn run(
     cfg: IngestConfig,
     pg_url: String,
     stats: Arc<IngestStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     ensure_topics(&cfg).await?;
-    let consumer = Arc::new(consumer(&cfg)?);
     let mut writer = Writer::new(
         &pg_url,
         &cfg.group_id,
@@ -186,13 +200,36 @@ pub async fn run(
         stats.clone(),
     )
     .with_shutdown(shutdown.clone())
-    .with_connections(cfg.pg_writers);
+    .with_connections(cfg.pg_writers)
+    .with_async_commit(cfg.async_commit);
     match writer.apply_retention().await {
         Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
         Ok(_) => {}
         Err(e) if e.is::<Stopped>() => return Ok(()),
         Err(e) => tracing::warn!(error = %e, "retention failed"),
     }
+    loop {
+        match session(&cfg, &mut writer, &stats, shutdown.clone()).await {
+            Err(e) if e.is::<Restarted>() => {
+                tracing::warn!(error = %e, "ingest starts over from the offsets committed to Kafka");
+            }
+            Err(e) if e.is::<Stopped>() => {
+                tracing::warn!("{e}");
+                return Ok(());
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One consumer's life: from joining the group to shutdown, a fatal error, or [`Restarted`].
+async fn session(
+    cfg: &IngestConfig,
+    writer: &mut Writer,
+    stats: &Arc<IngestStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let consumer = Arc::new(consumer(cfg)?);
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
 
     let reader = {
@@ -216,9 +253,18 @@ pub async fn run(
     let lag = tokio::spawn(watch_lag(consumer.clone(), stats.clone()));
     let mut retention_tick = tokio::time::interval(Duration::from_secs(3600));
     retention_tick.tick().await;
+    let mut durable_tick = tokio::time::interval(DURABLE_POLL);
+    durable_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = Pending::default();
     let result = loop {
         let batch = tokio::select! {
-            b = rx.recv() => match b { Some(b) => b, None => break Ok(()) },
+            b = rx.recv(), if !pending.full() => match b { Some(b) => b, None => break Ok(()) },
+            _ = durable_tick.tick(), if !pending.is_empty() => {
+                if let Err(e) = release_durable(writer, &consumer, &mut pending, stats).await {
+                    break Err(e);
+                }
+                continue;
+            }
             _ = retention_tick.tick() => {
                 match writer.apply_retention().await {
                     Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
@@ -232,27 +278,89 @@ pub async fn run(
                 rx.close();
                 let mut drained = Ok(());
                 while let Some(b) = rx.recv().await {
-                    if let Err(e) = write_and_commit(&mut writer, &consumer, &b, &stats, &cfg).await {
+                    if let Err(e) = write_and_commit(writer, &consumer, &b, stats, cfg, &mut pending).await {
                         drained = Err(e);
                         break;
                     }
                 }
+                if drained.is_ok() {
+                    drained = drain_durable(writer, &consumer, &mut pending, stats).await;
+                }
                 break drained;
             }
         };
-        if let Err(e) = write_and_commit(&mut writer, &consumer, &batch, &stats, &cfg).await {
+        if let Err(e) = write_and_commit(writer, &consumer, &batch, stats, cfg, &mut pending).await
+        {
             break Err(e);
         }
     };
     reader.abort();
     lag.abort();
-    match result {
-        Err(e) if e.is::<Stopped>() => {
-            tracing::warn!("{e}");
-            Ok(())
+    result
+}
+
+/// Commits to Kafka the offsets of the waiting batches PostgreSQL has flushed to disk; when the
+/// oldest has waited too long ([`super::durable::FORCE_FLUSH_AFTER`]), forces a flush first.
+async fn release_durable(
+    writer: &mut Writer,
+    consumer: &GroupConsumer,
+    pending: &mut Pending,
+    stats: &IngestStats,
+) -> Result<()> {
+    let mut forced = false;
+    while !pending.is_empty() {
+        let (flushed, started) = match writer.flushed_position().await {
+            Ok(p) => p,
+            Err(e) if e.is::<Stopped>() => return Err(e),
+            Err(e) => {
+                // Asked again at the next tick (a lost connection reconnects then).
+                tracing::warn!(error = %format!("{e:#}"), "WAL flush position not read");
+                return Ok(());
+            }
+        };
+        for offsets in pending.release(flushed, started)? {
+            commit_offsets(consumer, &offsets, stats)?;
         }
-        r => r,
+        if pending.is_empty() || forced || !pending.overdue() {
+            break;
+        }
+        let newest = pending.newest().cloned().unwrap_or_default();
+        match writer.force_flush(&newest).await {
+            Ok(()) => forced = true,
+            Err(e) if e.is::<Stopped>() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "WAL flush not forced");
+                break;
+            }
+        }
     }
+    Ok(())
+}
+
+/// On shutdown: waits (at most [`DURABLE_DRAIN`]) for the waiting batches to reach the disk and
+/// commits their offsets; what is still waiting then is read again by the next reporter.
+async fn drain_durable(
+    writer: &mut Writer,
+    consumer: &GroupConsumer,
+    pending: &mut Pending,
+    stats: &IngestStats,
+) -> Result<()> {
+    let until = tokio::time::Instant::now() + DURABLE_DRAIN;
+    while !pending.is_empty() && tokio::time::Instant::now() < until {
+        match release_durable(writer, consumer, pending, stats).await {
+            Err(e) if e.is::<Restarted>() => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(()) if pending.is_empty() => break,
+            Ok(()) => tokio::time::sleep(DURABLE_POLL / 2).await,
+        }
+    }
+    if !pending.is_empty() {
+        tracing::warn!(
+            batches = pending.len(),
+            "shutdown before the last batches were known to be on disk; they will be read again"
+        );
+    }
+    Ok(())
 }
 
 /// Every [`super::stats::LAG_INTERVAL_SECS`], fetches the high watermark of each assigned
@@ -289,6 +397,7 @@ async fn write_and_commit(
     batch: &Batch,
     stats: &IngestStats,
     cfg: &IngestConfig,
+    pending: &mut Pending,
 ) -> Result<()> {
     let offsets = &batch.offsets;
     let o = writer.write(&batch.rows, offsets).await?;
@@ -311,19 +420,32 @@ async fn write_and_commit(
         // Testing hook: a window between the PostgreSQL commit and the Kafka commit.
         tokio::time::sleep(cfg.fault_delay).await;
     }
+    match o.commit_lsn {
+        // Asynchronous commit: the offsets wait until the commit is on disk.
+        Some((lsn, started)) if !offsets.is_empty() => {
+            pending.push(lsn, started, offsets.clone());
+            Ok(())
+        }
+        _ => commit_offsets(consumer, offsets, stats),
+    }
+}
+
+/// Commits `offsets` to Kafka (asynchronously; a failed commit is not fatal: the batch is
+/// redelivered later and inserts nothing).
+fn commit_offsets(consumer: &GroupConsumer, offsets: &Offsets, stats: &IngestStats) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
     let mut tpl = TopicPartitionList::new();
     for (t, p, next) in offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*next))
             .context("building the offset list")?;
     }
-    if !offsets.is_empty() {
-        // A failed commit is not fatal: the batch is redelivered later and inserts nothing.
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, "offset commit failed");
-        }
-        for (t, p, next) in offsets {
-            stats.note_committed(t, *p, *next);
-        }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(error = %e, "offset commit failed");
+    }
+    for (t, p, next) in offsets {
+        stats.note_committed(t, *p, *next);
     }
     Ok(())
 }

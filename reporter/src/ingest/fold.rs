@@ -67,10 +67,17 @@ pub enum Val {
 
 impl Val {
     pub fn render(&self) -> String {
+        let mut s = String::new();
+        self.render_into(&mut s);
+        s
+    }
+
+    /// Appends the rendered value to `out` (no allocation once `out` has room).
+    pub fn render_into(&self, out: &mut String) {
         match self {
-            Val::Empty => String::new(),
-            Val::Num(n) => n.to_string(),
-            Val::Text(s) => s.clone(),
+            Val::Empty => {}
+            Val::Num(n) => out.push_str(itoa::Buffer::new().format(*n)),
+            Val::Text(s) => out.push_str(s),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`writer`]: one batch in one transaction: `COPY` into a staging table, insert into the raw
 //!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups;
 //!   reconnects with a bounded backoff when PostgreSQL goes away.
+//! - [`copy_bin`]: PostgreSQL's binary `COPY` format, encoded by hand.
+//! - [`durable`]: with asynchronous commit, Kafka offsets held until their batch is on disk.
 //! - [`fold`]: a batch's rollup deltas, aggregated in memory (one per rollup key).
 //! - [`consumer`]: the consumer task (batches messages) and the writer task (writes, then commits
 //!   the Kafka offsets).
@@ -15,6 +17,8 @@
 //! (nothing is counted twice).
 
 pub mod consumer;
+pub mod copy_bin;
+pub mod durable;
 pub mod fold;
 pub mod partitions;
 pub mod row;

@@ -8,22 +8,28 @@
 //! campaign, else the exchange, so two parts seldom touch the same rollup row) and the parts are
 //! written in parallel, each in its own transaction:
 //!
-//! 1. `COPY … FROM STDIN (FORMAT binary)` into a temporary staging table (emptied on commit);
-//! 2. bids and no-bids (ids minted once by the appliance: only a replay repeats them) go in with
-//!    a plain `INSERT … SELECT`, which the primary key still guards but without `ON CONFLICT`'s
-//!    speculative insertion (measured ~40 % cheaper per row); notices (wins, billing, losses,
-//!    clicks: the exchange may repeat one, across batches) with `INSERT … ON CONFLICT DO
-//!    NOTHING`, answering only the rows it skipped (already stored) — usually none. When the
-//!    plain insert meets a stored id (a replayed batch: a crash, a rebalance, a producer retry)
-//!    it fails with `unique_violation`; the transaction is rolled back and the same part is
-//!    written again with `ON CONFLICT` for every row ([`InsertPlan::AllOnConflict`]);
+//! 1. bids and no-bids (ids minted once by the appliance: only a replay repeats them) go with a
+//!    binary `COPY … FROM STDIN (FORMAT binary)` straight into the raw table
+//!    ([`InsertPlan::CopyBids`], the default): the primary key still guards them, without
+//!    `ON CONFLICT`'s speculative insertion, a staging copy or an `INSERT … SELECT`;
+//! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches) are
+//!    copied into a temporary staging table (emptied on commit) and inserted with `INSERT … ON
+//!    CONFLICT DO NOTHING`, answering only the rows it skipped (already stored) — usually none.
+//!    When the `COPY` of the bids meets a stored id (a replayed batch: a crash, a rebalance, a
+//!    producer retry) it fails with `unique_violation`; the transaction is rolled back and the
+//!    same part is written again with `ON CONFLICT` for every row
+//!    ([`InsertPlan::AllOnConflict`]). (Session 3's [`InsertPlan::PlainBids`] staged every row
+//!    and inserted the bids with a plain `INSERT … SELECT`; kept for the benchmark.) Every
+//!    `COPY` is encoded by hand ([`super::copy_bin`]);
 //! 3. the rows actually inserted are folded in memory ([`super::fold`]: one delta per rollup
 //!    key), the deltas sent with binary `COPY` into a second staging table and applied with one
 //!    `INSERT … ON CONFLICT DO UPDATE` per rollup table, in key order (so two writers lock rollup
 //!    rows in the same order);
 //! 4. the next offsets per partition into `ingest_offsets` — in the batch's transaction with one
 //!    connection; with several, in a statement of its own once every part has committed;
-//! 5. `COMMIT`. Only when every part has committed may the caller commit the Kafka offsets.
+//! 5. `COMMIT` — asynchronous with [`Writer::with_async_commit`]. Only when every part has
+//!    committed (and, asynchronously committed, is on disk: [`super::durable`]) may the caller
+//!    commit the Kafka offsets.
 //!
 //! A batch (or a part) replayed after a crash inserts nothing and so adds nothing (exactly once
 //! rests on the event id; see [`super`]): a part that committed before the crash is skipped
@@ -42,16 +48,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use futures_util::pin_mut;
+use futures_util::{SinkExt, pin_mut};
 use tokio::sync::watch;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use codec::event::EventKind;
 
-use super::fold::Fold;
+use super::copy_bin::CopyBuf;
+use super::fold::{Counters, Fold, RollupKey};
 use super::partitions::{Partitions, Window};
 use super::row::Row;
 use super::stats::IngestStats;
@@ -66,34 +71,30 @@ const SESSION: &str = "SET temp_buffers = '128MB'; SET work_mem = '64MB'; SET ji
     CREATE TEMP TABLE IF NOT EXISTS staging (LIKE events) ON COMMIT DELETE ROWS; \
     CREATE TEMP TABLE IF NOT EXISTS rollup_delta (LIKE rollups) ON COMMIT DELETE ROWS";
 
-const COPY: &str = "COPY staging (day, event_id, kind, flags, reason, core, ts, bid_ts, trace_id, node, \
-    exchange, request_id, imp_id, advertiser_id, campaign_id, creative_id, bid_price_micros, \
-    clear_price_micros, currency, country, device_type, site_or_app) FROM STDIN (FORMAT binary)";
+/// The raw table's columns in the order [`encode_row`] writes them.
+macro_rules! raw_columns {
+    () => {
+        "(day, event_id, kind, flags, reason, core, ts, bid_ts, trace_id, node, exchange, \
+         request_id, imp_id, advertiser_id, campaign_id, creative_id, bid_price_micros, \
+         clear_price_micros, currency, country, device_type, site_or_app)"
+    };
+}
+const RAW_FIELDS: i16 = 22;
 
-const COPY_TYPES: &[Type] = &[
-    Type::INT4,
-    Type::BYTEA,
-    Type::INT2,
-    Type::INT2,
-    Type::INT4,
-    Type::INT4,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::BYTEA,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT2,
-    Type::TEXT,
-];
+/// Rows into the staging table (then into the raw table with an `INSERT … SELECT`).
+const COPY: &str = concat!(
+    "COPY staging ",
+    raw_columns!(),
+    " FROM STDIN (FORMAT binary)"
+);
+
+/// Bids and no-bids straight into the raw table ([`InsertPlan::CopyBids`]): a stored id fails
+/// the `COPY` (`unique_violation`) like the plain insert does.
+const COPY_RAW: &str = concat!(
+    "COPY events ",
+    raw_columns!(),
+    " FROM STDIN (FORMAT binary)"
+);
 
 /// Inserts the staged rows of the kinds an [`InsertPlan`] sends through `ON CONFLICT` (`$1`:
 /// every kind, or notices only); answers the ones skipped because they were already stored.
@@ -110,28 +111,11 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
+const DELTA_FIELDS: i16 = 16;
+
 const COPY_DELTA: &str = "COPY rollup_delta (gran, advertiser_id, campaign_id, dim, bucket, val, bids, \
     nobids, wins, losses, impressions, clicks, bid_cpm_micros, win_cpm_micros, spend_cpm_micros, \
     last_ts) FROM STDIN (FORMAT binary)";
-
-const DELTA_TYPES: &[Type] = &[
-    Type::INT2,
-    Type::INT8,
-    Type::INT8,
-    Type::INT2,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-];
 
 /// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
 /// that order).
@@ -150,6 +134,16 @@ const UPSERT_NOBIDS: &str = "
 INSERT INTO nobid_rollups AS n (gran, bucket, exchange, reason, nobids)
 SELECT * FROM unnest($1::smallint[], $2::timestamptz[], $3::text[], $4::int[], $5::bigint[])
 ON CONFLICT (gran, bucket, exchange, reason) DO UPDATE SET nobids = n.nobids + excluded.nobids";
+
+/// The batch transaction's commit returns before its WAL record is on disk (see
+/// [`super::durable`] for why exactly once still holds).
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
+/// The WAL insert (`$1` false) or flush (`$1` true) position and the server's start time
+/// (microseconds since the Unix epoch).
+const POSITION: &str = "SELECT (CASE WHEN $1 THEN pg_current_wal_flush_lsn() \
+    ELSE pg_current_wal_insert_lsn() END)::text, \
+    (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::bigint";
 
 const OFFSETS: &str = "
 INSERT INTO ingest_offsets (group_id, topic, partition, next_offset, updated_at)
@@ -177,6 +171,10 @@ pub struct BatchOutcome {
     /// Parts whose plain insert met a stored id and were written again with `ON CONFLICT`.
     pub fallbacks: u64,
     pub elapsed: Duration,
+    /// With asynchronous commit: the WAL position the batch's commit needs flushed before its
+    /// Kafka offsets may be committed, and the server's start time then (see
+    /// [`super::durable`]). `None`: the batch is on disk already (synchronous commit).
+    pub commit_lsn: Option<(u64, i64)>,
 }
 
 /// Next offsets (last offset + 1) per (topic, partition) covered by a batch.
@@ -196,13 +194,17 @@ pub struct Stopped;
 /// How a part's rows go into the raw table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertPlan {
-    /// Bids and no-bids with a plain insert, notices with `ON CONFLICT DO NOTHING` (the default;
-    /// falls back to [`InsertPlan::AllOnConflict`] for a part whose plain insert meets a stored
-    /// id).
+    /// Every row staged; bids and no-bids inserted with a plain `INSERT … SELECT`, notices with
+    /// `ON CONFLICT DO NOTHING` (session 3's default; falls back to
+    /// [`InsertPlan::AllOnConflict`] for a part whose plain insert meets a stored id).
     PlainBids,
     /// Every row with `ON CONFLICT DO NOTHING` (session 2's writer; kept as the fallback and so
     /// that benchmarks can compare).
     AllOnConflict,
+    /// Bids and no-bids with a binary `COPY` straight into the raw table (no staging copy, no
+    /// `INSERT … SELECT`; the server batches the heap inserts), notices staged and inserted
+    /// with `ON CONFLICT DO NOTHING` (the default; falls back like [`InsertPlan::PlainBids`]).
+    CopyBids,
 }
 
 /// Most PostgreSQL connections one writer uses in parallel.
@@ -244,6 +246,7 @@ struct PartCtx<'a> {
     group_id: &'a str,
     fault: FaultDelay,
     plan: InsertPlan,
+    async_commit: bool,
 }
 
 #[derive(Debug)]
@@ -253,11 +256,12 @@ pub struct Writer {
     retention_days: u32,
     fault: FaultDelay,
     plan: InsertPlan,
+    async_commit: bool,
 }
 
 impl Writer {
-    /// A writer for `url` with one connection and [`InsertPlan::PlainBids`]; it connects on
-    /// first use (see [`Writer::connect`]).
+    /// A writer for `url` with one connection, [`InsertPlan::CopyBids`] and synchronous commit;
+    /// it connects on first use (see [`Writer::connect`]).
     pub fn new(
         url: &str,
         group_id: &str,
@@ -270,7 +274,8 @@ impl Writer {
             group_id: group_id.to_owned(),
             retention_days,
             fault,
-            plan: InsertPlan::PlainBids,
+            plan: InsertPlan::CopyBids,
+            async_commit: false,
         }
     }
 
@@ -296,6 +301,33 @@ impl Writer {
     pub fn with_plan(mut self, plan: InsertPlan) -> Writer {
         self.plan = plan;
         self
+    }
+
+    /// Commits batch transactions asynchronously (`synchronous_commit = off`); each outcome then
+    /// carries the position its commit needs flushed ([`BatchOutcome::commit_lsn`]) and the
+    /// caller must hold the Kafka offsets until [`Writer::flushed_position`] passes it (see
+    /// [`super::durable`]). With several connections the parts commit asynchronously and the
+    /// offsets statement after them synchronously, which flushes every part with it.
+    pub fn with_async_commit(mut self, on: bool) -> Writer {
+        self.async_commit = on;
+        self
+    }
+
+    /// The WAL position flushed to disk now, and the server's start time (first connection).
+    pub async fn flushed_position(&mut self) -> Result<(u64, i64)> {
+        let c = self.connect().await?;
+        let r = c.query_one(POSITION, &[&true]).await?;
+        let lsn = super::durable::parse_lsn(r.get(0)).context("unreadable WAL position")?;
+        Ok((lsn, r.get(1)))
+    }
+
+    /// Flushes the WAL to disk now, past every commit so far: records `offsets` (already
+    /// recorded by their batch; `greatest` keeps them) in a statement of its own, committed
+    /// synchronously (the session's default). It must write WAL: a commit that wrote none is
+    /// never waited for, whatever `synchronous_commit` says.
+    pub async fn force_flush(&mut self, offsets: &Offsets) -> Result<()> {
+        let group_id = self.group_id.clone();
+        self.conns[0].record_offsets(&group_id, offsets).await
     }
 
     /// Makes reconnection waits end (with [`Stopped`]) when `rx` turns true.
@@ -380,6 +412,7 @@ impl Writer {
             group_id: &self.group_id,
             fault: self.fault,
             plan: self.plan,
+            async_commit: self.async_commit,
         };
         let mut o = if self.conns.len() == 1 {
             self.conns[0].write_part(ctx, &keep, offsets).await?
@@ -397,6 +430,8 @@ impl Writer {
                     .map(|(c, part)| c.write_part(ctx, part, &none)),
             )
             .await;
+            // `commit_lsn` stays `None`: the synchronous offsets statement below flushes the
+            // WAL past every part's commit record.
             let mut sum = BatchOutcome::default();
             for r in results {
                 let p = r?;
@@ -506,7 +541,7 @@ impl Conn {
             self.connect().await?;
             let client = self.client.as_mut().expect("connected just above");
             let result = match self.partitions.ensure(client, &days).await {
-                Ok(()) => write_once(client, ctx.group_id, ctx.fault, plan, rows, offsets)
+                Ok(()) => write_once(client, ctx, plan, rows, offsets)
                     .await
                     .map_err(anyhow::Error::from),
                 Err(e) => Err(e),
@@ -520,7 +555,7 @@ impl Conn {
                     self.stats.retries.fetch_add(1, Relaxed);
                     self.lost(&format!("{e:#}"));
                 }
-                Err(e) if plan == InsertPlan::PlainBids && stored_already(&e) => {
+                Err(e) if plan != InsertPlan::AllOnConflict && stored_already(&e) => {
                     // A replay (or a producer retry): some bid or no-bid is stored already.
                     plan = InsertPlan::AllOnConflict;
                     fallbacks += 1;
@@ -588,6 +623,104 @@ async fn open(url: &str) -> Result<Client> {
     Ok(c)
 }
 
+/// Sends `rows` in the binary `COPY` of `sql` (the raw table's columns).
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    sql: &str,
+    rows: &[&Row],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(sql).await?;
+    pin_mut!(sink);
+    let mut b = CopyBuf::new(RAW_FIELDS);
+    for r in rows {
+        encode_row(&mut b, r);
+        if let Some(chunk) = b.take_chunk() {
+            sink.as_mut().send(chunk).await?;
+        }
+    }
+    sink.as_mut().send(b.finish()).await?;
+    sink.finish().await
+}
+
+/// One raw row in the column order of [`raw_columns`].
+fn encode_row(b: &mut CopyBuf, r: &Row) {
+    b.start_row();
+    b.i32(r.day);
+    b.bytes(&r.event_id);
+    b.i16(r.kind);
+    b.i16(r.flags);
+    b.i32(r.reason);
+    b.i32(r.core);
+    b.ts(r.ts);
+    b.ts_opt(r.bid_ts);
+    b.bytes(&r.trace_id);
+    b.text(&r.node);
+    b.text(&r.exchange);
+    b.text(&r.request_id);
+    b.text(&r.imp_id);
+    b.i64(r.advertiser_id);
+    b.i64(r.campaign_id);
+    b.i64(r.creative_id);
+    b.i64(r.bid_price_micros);
+    b.i64(r.clear_price_micros);
+    b.text(&r.currency);
+    b.text(&r.country);
+    b.i16(r.device_type);
+    b.text(&r.site_or_app);
+    b.end_row();
+}
+
+/// Sends the rollup deltas (in key order) into `rollup_delta`.
+async fn copy_deltas(
+    tx: &Transaction<'_>,
+    deltas: &[(&RollupKey, &Counters)],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx
+        .copy_in::<_, std::io::Cursor<Vec<u8>>>(COPY_DELTA)
+        .await?;
+    pin_mut!(sink);
+    let mut b = CopyBuf::new(DELTA_FIELDS);
+    let mut val = String::new();
+    for (k, c) in deltas {
+        b.start_row();
+        b.i16(k.gran);
+        b.i64(k.advertiser_id);
+        b.i64(k.campaign_id);
+        b.i16(k.dim);
+        b.ts(secs(k.bucket));
+        val.clear();
+        k.val.render_into(&mut val);
+        b.text(&val);
+        b.i64(c.bids);
+        b.i64(c.nobids);
+        b.i64(c.wins);
+        b.i64(c.losses);
+        b.i64(c.impressions);
+        b.i64(c.clicks);
+        b.i64(c.bid_cpm_micros);
+        b.i64(c.win_cpm_micros);
+        b.i64(c.spend_cpm_micros);
+        b.ts(ts(c.last_ts_ns));
+        b.end_row();
+        if let Some(chunk) = b.take_chunk() {
+            sink.as_mut().send(chunk).await?;
+        }
+    }
+    sink.as_mut().send(b.finish()).await?;
+    sink.finish().await
+}
+
+/// The `(day, event_id)` rows [`INSERT_RAW`] answered (already stored).
+fn skipped_of(rows: Vec<tokio_postgres::Row>) -> HashSet<(i32, [u8; 16])> {
+    rows.iter()
+        .map(|r| {
+            let id: &[u8] = r.get(1);
+            // Staged from `Row::event_id`: always 16 bytes.
+            (r.get(0), id.try_into().unwrap_or([0; 16]))
+        })
+        .collect()
+}
+
 fn ts(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
@@ -598,18 +731,21 @@ fn secs(s: i64) -> SystemTime {
 
 async fn write_once(
     client: &mut Client,
-    group_id: &str,
-    fault: FaultDelay,
+    ctx: PartCtx<'_>,
     plan: InsertPlan,
     rows: &[&Row],
     offsets: &Offsets,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
+    let (group_id, fault) = (ctx.group_id, ctx.fault);
     let started = Instant::now();
     if rows.is_empty() && offsets.is_empty() {
         // A part that got no rows (several connections, few campaigns).
         return Ok(BatchOutcome::default());
     }
     let tx = client.transaction().await?;
+    if ctx.async_commit {
+        tx.batch_execute(ASYNC_COMMIT).await?;
+    }
     if rows.is_empty() {
         if !offsets.is_empty() {
             write_offsets(&tx, group_id, offsets).await?;
@@ -617,60 +753,34 @@ async fn write_once(
         tx.commit().await?;
         return Ok(BatchOutcome::default());
     }
-    let sink = tx.copy_in(COPY).await?;
-    let w = BinaryCopyInWriter::new(sink, COPY_TYPES);
-    pin_mut!(w);
-    for r in rows {
-        w.as_mut()
-            .write(&[
-                &r.day,
-                &r.event_id.as_slice(),
-                &r.kind,
-                &r.flags,
-                &r.reason,
-                &r.core,
-                &r.ts,
-                &r.bid_ts,
-                &r.trace_id.as_slice(),
-                &r.node,
-                &r.exchange,
-                &r.request_id,
-                &r.imp_id,
-                &r.advertiser_id,
-                &r.campaign_id,
-                &r.creative_id,
-                &r.bid_price_micros,
-                &r.clear_price_micros,
-                &r.currency,
-                &r.country,
-                &r.device_type,
-                &r.site_or_app,
-            ])
-            .await?;
-    }
-    w.finish().await?;
-
     let all_on_conflict = plan == InsertPlan::AllOnConflict;
-    let mut bids_plain = false;
-    if !all_on_conflict && rows.iter().any(|r| is_bid_or_nobid(r)) {
-        tx.execute(INSERT_PLAIN, &[]).await?;
-        bids_plain = true;
-    }
-    // Rows already stored (usually none): everything else was inserted now and is folded.
-    let skipped: HashSet<(i32, [u8; 16])> =
+    let skipped: HashSet<(i32, [u8; 16])> = if plan == InsertPlan::CopyBids {
+        // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT`.
+        let (bids, notices): (Vec<&Row>, Vec<&Row>) =
+            rows.iter().copied().partition(|r| is_bid_or_nobid(r));
+        if !bids.is_empty() {
+            copy_rows(&tx, COPY_RAW, &bids).await?;
+        }
+        if notices.is_empty() {
+            HashSet::new()
+        } else {
+            copy_rows(&tx, COPY, &notices).await?;
+            skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
+        }
+    } else {
+        copy_rows(&tx, COPY, rows).await?;
+        let mut bids_plain = false;
+        if !all_on_conflict && rows.iter().any(|r| is_bid_or_nobid(r)) {
+            tx.execute(INSERT_PLAIN, &[]).await?;
+            bids_plain = true;
+        }
+        // Rows already stored (usually none): everything else was inserted now and is folded.
         if all_on_conflict || !bids_plain || rows.iter().any(|r| !is_bid_or_nobid(r)) {
-            tx.query(INSERT_RAW, &[&all_on_conflict])
-                .await?
-                .iter()
-                .map(|r| {
-                    let id: &[u8] = r.get(1);
-                    // Staged from `Row::event_id`: always 16 bytes.
-                    (r.get(0), id.try_into().unwrap_or([0; 16]))
-                })
-                .collect()
+            skipped_of(tx.query(INSERT_RAW, &[&all_on_conflict]).await?)
         } else {
             HashSet::new()
-        };
+        }
+    };
     let mut fold = Fold::with_capacity(rows.len());
     for r in rows {
         if skipped.is_empty() || !skipped.contains(&(r.day, r.event_id)) {
@@ -681,34 +791,7 @@ async fn write_once(
 
     let deltas = fold.rollups();
     if !deltas.is_empty() {
-        let sink = tx.copy_in(COPY_DELTA).await?;
-        let w = BinaryCopyInWriter::new(sink, DELTA_TYPES);
-        pin_mut!(w);
-        for (k, c) in &deltas {
-            let bucket = secs(k.bucket);
-            let val = k.val.render();
-            let last = ts(c.last_ts_ns);
-            let row: [&(dyn ToSql + Sync); 16] = [
-                &k.gran,
-                &k.advertiser_id,
-                &k.campaign_id,
-                &k.dim,
-                &bucket,
-                &val,
-                &c.bids,
-                &c.nobids,
-                &c.wins,
-                &c.losses,
-                &c.impressions,
-                &c.clicks,
-                &c.bid_cpm_micros,
-                &c.win_cpm_micros,
-                &c.spend_cpm_micros,
-                &last,
-            ];
-            w.as_mut().write(&row).await?;
-        }
-        w.finish().await?;
+        copy_deltas(&tx, &deltas).await?;
         tx.execute(UPSERT_ROLLUPS, &[]).await?;
     }
     let nb = fold.nobids();
@@ -731,7 +814,13 @@ async fn write_once(
         tokio::time::sleep(fault.0).await;
     }
     tx.commit().await?;
+    let commit_lsn = if ctx.async_commit {
+        Some(commit_position(client).await?)
+    } else {
+        None
+    };
     Ok(BatchOutcome {
+        commit_lsn,
         rows: 0,
         inserted: inserted as u64,
         duplicates: 0,
@@ -740,6 +829,16 @@ async fn write_once(
         fallbacks: 0,
         elapsed: started.elapsed(),
     })
+}
+
+/// The WAL insert position right after a commit (at or past its commit record) and the
+/// server's start time (a crash restart changes it; see [`super::durable`]).
+async fn commit_position(client: &Client) -> Result<(u64, i64), tokio_postgres::Error> {
+    let r = client.query_one(POSITION, &[&false]).await?;
+    Ok((
+        super::durable::parse_lsn(r.get(0)).unwrap_or(u64::MAX),
+        r.get(1),
+    ))
 }
 
 /// Bids and no-bids carry ids the appliance minted once (see [`InsertPlan::PlainBids`]).

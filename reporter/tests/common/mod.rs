@@ -156,6 +156,7 @@ pub async fn create_topics(brokers: &str, suffix: &str, partitions: i32) -> Vec<
         retention_days: 30,
         create_partitions: partitions,
         fault_delay: Duration::ZERO,
+        async_commit: false,
         kafka_options: Vec::new(),
     };
     reporter::ingest::consumer::ensure_topics(&cfg)
@@ -170,8 +171,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// Starts the `helios-reporter` cargo built for this test, or `HELIOS_TEST_REPORTER_BIN`
+    /// when set (the shared target directory's `debug/helios-reporter` is overwritten by every
+    /// worktree's build; a copy of one's own keeps a test run on its own binary).
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Reporter {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios-reporter"));
+        let bin = std::env::var("HELIOS_TEST_REPORTER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_helios-reporter").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("HELIOS_REPORTER_FAULT_DELAY_MS")
             .stdout(Stdio::null())

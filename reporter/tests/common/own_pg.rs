@@ -74,6 +74,36 @@ impl OwnPg {
     }
 }
 
+impl OwnPg {
+    /// Immediate shutdown (SIGQUIT to the postmaster): every process exits at once without
+    /// writing anything more — WAL still in PostgreSQL's buffers is lost, as in a crash; the
+    /// next start runs crash recovery. Then waits for the processes to be gone.
+    pub fn stop_immediate(&self) {
+        let pidfile = self.run.join("postgres/postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .expect("postmaster.pid of our own PostgreSQL");
+        let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+        for _ in 0..200 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                // scripts/services.sh keeps the PID of the `runuser` that started the
+                // postmaster, which may outlive it for a moment (or stay a zombie): forget it,
+                // so that `start` starts PostgreSQL again.
+                let _ = std::fs::remove_file(self.run.join("postgres.pid"));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("our PostgreSQL (pid {pid}) did not stop within 10 s");
+    }
+
+    /// The superuser's URL of the `helios` database (trust over loopback).
+    pub fn superuser_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/helios", self.port)
+    }
+}
+
 impl Drop for OwnPg {
     fn drop(&mut self) {
         self.services("stop");
