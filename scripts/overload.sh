@@ -277,13 +277,13 @@ check() { # name ok detail [gap]: a failing check whose gap is listed in OVERLOA
     xfails=$((xfails + 1))
   else say "FAIL $1 ($3)"; fails=$((fails + 1)); fi
 }
-# Neither the core threads nor the generator spin: idle, a core thread ran < 2% of the second;
-# at 200 req/s each stays under half its core (a spinning RT thread takes ~95%; a debug build's
-# core thread needs ~10% for 200 decisions a second).
+# Neither the core threads nor the generator spin: idle, a core thread ran < 5% of the second
+# (its 10 ms loop timer: ~0.5% release, ~1.8% debug); at 200 req/s each stays under half its
+# core (a spinning RT thread takes ~95%; a debug core thread needs ~14% for 200 decisions).
 i_gen=$(jq '.generator_cpu_util * 100 | round' "$run/idle.json")
 i_srv=$(jq '[.server_threads_cpu_util | to_entries[] | select(.key | startswith("helios-core")) | .value] | max * 100 | round' "$run/idle.json")
 check "idle: the core threads and the generator block when there is nothing to do" \
-  "$([[ $((idle_ns / 10000000)) -lt 2 && "$i_gen" -lt 50 && "$i_srv" -lt 50 ]] && echo 1 || echo 0)" \
+  "$([[ $((idle_ns / 10000000)) -lt 5 && "$i_gen" -lt 50 && "$i_srv" -lt 50 ]] && echo 1 || echo 0)" \
   "idle second: core threads ran $((idle_ns / 1000)) µs; at 200 req/s: generator $i_gen%, busiest core thread $i_srv% of a core"
 # The CPU each got and how long it waited runnable, per phase (from helios-load's report).
 for ph in capacity baseline overload recovery; do
