@@ -14,8 +14,8 @@
 # from /metrics are reported: no-bids `deadline`/`overloaded`, and `helios_shed_total` by why —
 # expired, queue, turn_budget before decoding, late after; reads without a kernel stamp); RSS grows by less than OVERLOAD_RSS_MAX_MIB (96 KiB per connection;
 # the peaks of the two halves of the overload are reported); in
-# recovery p99 ≤ max(100 ms, 2 × the baseline's) and shedding stops within 250 ms (at most a
-# quarter second's worth of the recovery rate's requests answered 204 beyond the baseline's: the standing-queue rule sheds for
+# recovery p99 ≤ max(100 ms, 2 × the baseline's) and requests shed as `overloaded` stop within
+# 250 ms (at most a quarter second's worth of the recovery rate: the standing-queue rule sheds for
 # at most the interval after the overload's last one, `bidding.shed_interval_ms` = 100 ms).
 # OVERLOAD_XFAIL="tmax" turns the two tmax checks into XFAIL (reported, not failing): `make
 # test`'s debug form sets it (docs/RELIABILITY.md §2), `make soak` does not.
@@ -105,6 +105,10 @@ done
 # --shed-cost: a decision is a decision — no standing-queue or turn-budget shedding — so the
 # corpus alone says which requests are shed (expired: `tmax` 1 ms).
 ((shed_cost)) && events+=(HELIOS_BIDDING_SHED_QUEUE_PCT=0 HELIOS_BIDDING_TURN_BUDGET_US=0)
+# The shed counts on /metrics are copies the core publishes on its loop timer: every 10 ms here
+# (default 250 ms), so the count read right after the overload is at most 10 ms behind — after
+# an overload shedding ~100k/s a quarter second of lag would be charged to the recovery.
+events+=(HELIOS_ADMIN_PUBLISH_MS="${HELIOS_ADMIN_PUBLISH_MS:-10}" HELIOS_URING_TICK_MS="${HELIOS_URING_TICK_MS:-10}")
 env "${events[@]}" "$bin/helios" --cores "$server_cpu" --listen "127.0.0.1:$bid_port" \
   --admin "127.0.0.1:$admin_port" --campaigns bench/data/campaigns.json --node overload \
   >"$run/helios.log" 2>&1 &
@@ -247,10 +251,12 @@ t_ovl0=$(date +%s.%N)
 load overload "$run/overload.json.part" --rate "$offered" -c "$conns" --warmup 0 -d "$secs" \
   --timeout-ms 250 --max-reconnects 100000 --max-backlog 64
 t_ovl1=$(date +%s.%N)
+sleep 0.03 # two publication periods
 ovl_mid=$(nobids overloaded)
 dl_mid=$(nobids deadline)
 read -r sx1 sq1 st1 sl1 su1 < <(sheds)
 load recovery "$run/recovery.json.part" --rate $((cap / 2)) -c 64 --warmup 0 -d 5 --timeout-ms 250
+sleep 0.03
 ovl_after=$(nobids overloaded)
 kill -TERM "$sampler" 2>/dev/null || true
 rss_peak=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {print m}' "$run/rss.samples")
@@ -271,13 +277,13 @@ check() { # name ok detail [gap]: a failing check whose gap is listed in OVERLOA
     xfails=$((xfails + 1))
   else say "FAIL $1 ($3)"; fails=$((fails + 1)); fi
 }
-# Neither the core threads nor the generator spin: idle, a core thread ran < 2% of the second;
-# at 200 req/s each stays under half its core (a spinning RT thread takes ~95%; a debug build's
-# core thread needs ~10% for 200 decisions a second).
+# Neither the core threads nor the generator spin: idle, a core thread ran < 5% of the second
+# (its 10 ms loop timer: ~0.5% release, ~1.8% debug); at 200 req/s each stays under half its
+# core (a spinning RT thread takes ~95%; a debug core thread needs ~14% for 200 decisions).
 i_gen=$(jq '.generator_cpu_util * 100 | round' "$run/idle.json")
 i_srv=$(jq '[.server_threads_cpu_util | to_entries[] | select(.key | startswith("helios-core")) | .value] | max * 100 | round' "$run/idle.json")
 check "idle: the core threads and the generator block when there is nothing to do" \
-  "$([[ $((idle_ns / 10000000)) -lt 2 && "$i_gen" -lt 50 && "$i_srv" -lt 50 ]] && echo 1 || echo 0)" \
+  "$([[ $((idle_ns / 10000000)) -lt 5 && "$i_gen" -lt 50 && "$i_srv" -lt 50 ]] && echo 1 || echo 0)" \
   "idle second: core threads ran $((idle_ns / 1000)) µs; at 200 req/s: generator $i_gen%, busiest core thread $i_srv% of a core"
 # The CPU each got and how long it waited runnable, per phase (from helios-load's report).
 for ph in capacity baseline overload recovery; do
@@ -314,18 +320,16 @@ r_p99=$(jq '.latency.p99_us' "$r")
 # drained (shed) first, and fresh ones queued behind them may be shed meanwhile.
 shed_ms=${OVERLOAD_RECOVERY_SHED_MS:-250}
 ovl_allowed=$((cap / 2 * shed_ms / 1000))
-# Recovery requests shed, counted per request: the recovery sends the same corpus in the same
-# order at the same rate for as long as the baseline, whose 204s are the shard's own no-bids, so
-# every 204 beyond the baseline's is a shed. (The /metrics count is reported too, but it is
-# published every admin.publish_ms, 250 ms: after an overload shedding ~100k/s it still carries
-# up to a quarter second of the overload's own sheds.)
+# Shed as overloaded after the overload, from /metrics (published every 10 ms here, read 30 ms
+# after each phase). Cross-check, per request: the recovery sends the same corpus in the same
+# order at the same rate as the baseline, so in a release build (whose decisions do not depend
+# on timing) every 204 beyond the baseline's is a shed recovery request.
+r_shed=$((ovl_after - ovl_mid))
 b_204=$(jq '.statuses["204"] // 0' "$b")
 r_204=$(jq '.statuses["204"] // 0' "$r")
-r_shed=$((r_204 > b_204 ? r_204 - b_204 : 0))
-[[ "$(jq .completed "$r")" == "$(jq .completed "$b")" ]] || r_shed=$((ovl_after - ovl_mid))
-check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within $shed_ms ms (≤ $ovl_allowed recovery requests shed)" \
+check "recovery at once: p99 right after ≤ max(100 ms, 2 × before), shedding over within $shed_ms ms (≤ $ovl_allowed shed as overloaded)" \
   "$([[ "$(awk -v p="$r_p99" -v b="$b_p99" 'BEGIN {print (p < 100000 || p <= 2 * b) ? 1 : 0}')" == 1 && "$(errs "$r")" == 0 && "$r_shed" -le "$ovl_allowed" ]] && echo 1 || echo 0)" \
-  "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$b") µs p99 $b_p99 µs, statuses $(jq -c .statuses "$b"); right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"): $r_shed recovery requests shed; overloaded +$((ovl_after - ovl_mid)) on /metrics (publication lag included)"
+  "at $((cap / 2)) req/s: before p50 $(jq .latency.p50_us "$b") µs p99 $b_p99 µs, statuses $(jq -c .statuses "$b"); right after p50 $(jq .latency.p50_us "$r") µs, p99 $r_p99 µs, max $(jq .latency.max_us "$r") µs, statuses $(jq -c .statuses "$r"); overloaded +$r_shed on /metrics; 204s beyond the baseline's: $((r_204 - b_204))"
 
 jq -n --slurpfile c "$run/capacity.json" --slurpfile b "$run/baseline.json.part" --slurpfile o "$o" --slurpfile r "$r" \
   --arg at "$(date -u +%FT%TZ)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --argjson rt "$rt" --arg load_before "$load_before" \
