@@ -510,17 +510,24 @@ impl Core {
             if !self.try_shed(&req, &mut conn.out, close) {
                 break;
             }
-            conn.start += req.len;
-            conn.continue_sent = false;
-            if close {
-                conn.set_close(if self.draining {
-                    CloseReason::Shutdown
-                } else {
-                    CloseReason::Client
-                });
-            }
+            let len = req.len;
+            self.answered(conn, len, close);
         }
         conn.compact();
+    }
+
+    /// Moves `conn` past a request of `len` bytes that has been answered, and marks the
+    /// connection to close after its output when `close` (the client's wish, or draining).
+    fn answered(&self, conn: &mut Conn, len: usize, close: bool) {
+        conn.start += len;
+        conn.continue_sent = false;
+        if close {
+            conn.set_close(if self.draining {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Client
+            });
+        }
     }
 
     /// Answers `req` 204 if it is a bid request admission sheds; `false` (nothing written) for
@@ -569,15 +576,8 @@ impl Core {
                 Parsed::Complete(req) => {
                     let close = !req.keep_alive || self.draining;
                     self.handle(&req, &mut conn.out, close);
-                    conn.start += req.len;
-                    conn.continue_sent = false;
-                    if close {
-                        conn.set_close(if self.draining {
-                            CloseReason::Shutdown
-                        } else {
-                            CloseReason::Client
-                        });
-                    }
+                    let len = req.len;
+                    self.answered(conn, len, close);
                 }
             }
         }
