@@ -548,41 +548,24 @@ mod tests {
         ));
     }
 
-    /// A snapshot as sessions 1–3 wrote it (format version 1): the same file frame around records
-    /// of the version-1 layout (12-byte header starting with the record's u16 length, id, segment
-    /// ids as u32 and weights, each part padded to 4 bytes).
+    mod v1 {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/v1_snapshot.rs"
+        ));
+    }
+
+    /// A snapshot as sessions 1–3 wrote it (format version 1), at this module's test position.
     fn v1_snapshot(ns: &str, ids: &[&str]) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(MAGIC);
-        f.extend_from_slice(&1u32.to_le_bytes());
         let p = pos();
-        for w in [
+        let position = [
             p.created_ms,
             p.synced_at_ms,
             p.last_id.0,
             p.last_id.1,
             p.read_count,
-        ] {
-            f.extend_from_slice(&w.to_le_bytes());
-        }
-        f.extend_from_slice(&(ns.len() as u16).to_le_bytes());
-        f.extend_from_slice(ns.as_bytes());
-        for id in ids {
-            let seg_off = (12 + id.len()).next_multiple_of(4);
-            let len = (seg_off + 6).next_multiple_of(4); // one segment
-            let mut r = vec![0u8; len];
-            r[0..2].copy_from_slice(&(len as u16).to_le_bytes());
-            r[2] = id.len() as u8;
-            r[3] = 1;
-            r[12..12 + id.len()].copy_from_slice(id.as_bytes());
-            r[seg_off..seg_off + 4].copy_from_slice(&42u32.to_le_bytes());
-            r[seg_off + 4..seg_off + 6].copy_from_slice(&500u16.to_le_bytes());
-            f.extend_from_slice(&r);
-        }
-        f.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-        let crc = crc32fast::hash(&f);
-        f.extend_from_slice(&crc.to_le_bytes());
-        f
+        ];
+        v1::version_1_snapshot(position, ns, ids)
     }
 
     #[test]

@@ -185,36 +185,6 @@ fn a_stream_trimmed_past_the_snapshot_forces_a_bootstrap_that_drops_deleted_prof
     clean(&mut con, &ns);
 }
 
-/// A snapshot file as sessions 1–3 wrote it (format version 1, records of the 3-line layout:
-/// a 12-byte header starting with the record's u16 length, the id, u32 segment ids and u16
-/// weights, parts padded to 4), holding `ids` with one segment (42, weight 500) each.
-fn version_1_snapshot(ns: &str, ids: &[String]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(b"HELIOSPS");
-    f.extend_from_slice(&1u32.to_le_bytes());
-    for w in [1u64, 1, 1, 0, 1] {
-        f.extend_from_slice(&w.to_le_bytes()); // created, synced at, last id (ms, seq), count
-    }
-    f.extend_from_slice(&(ns.len() as u16).to_le_bytes());
-    f.extend_from_slice(ns.as_bytes());
-    for id in ids {
-        let seg_off = (12 + id.len()).next_multiple_of(4);
-        let len = (seg_off + 6).next_multiple_of(4);
-        let mut r = vec![0u8; len];
-        r[0..2].copy_from_slice(&(len as u16).to_le_bytes());
-        r[2] = id.len() as u8;
-        r[3] = 1;
-        r[12..12 + id.len()].copy_from_slice(id.as_bytes());
-        r[seg_off..seg_off + 4].copy_from_slice(&42u32.to_le_bytes());
-        r[seg_off + 4..seg_off + 6].copy_from_slice(&500u16.to_le_bytes());
-        f.extend_from_slice(&r);
-    }
-    f.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&f);
-    f.extend_from_slice(&crc.to_le_bytes());
-    f
-}
-
 #[test]
 fn a_snapshot_of_the_earlier_format_is_refused_then_replaced_after_a_full_copy() {
     let Some(url) = redis_url("snap-v1") else {
@@ -228,7 +198,11 @@ fn a_snapshot_of_the_earlier_format_is_refused_then_replaced_after_a_full_copy()
     preload(&mut con, &ns, 300);
     // Stale ids only the old file holds: none may appear (nothing of the file is loaded).
     let stale: Vec<String> = (0..50).map(|i| format!("only-in-v1-{i}")).collect();
-    std::fs::write(&snap, version_1_snapshot(&ns, &stale)).expect("write v1");
+    std::fs::write(
+        &snap,
+        v1_snapshot::version_1_snapshot([1, 1, 1, 0, 1], &ns, &stale),
+    )
+    .expect("write v1");
 
     let (replicator, reader) = start(&config(&url, &ns, &snap)).expect("start");
     wait_for("loaded", 60, || {

@@ -4,6 +4,8 @@
 //! that can cut the replica off from Redis, and a private Redis server to restart.
 #![allow(dead_code)]
 
+pub mod v1_snapshot;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
