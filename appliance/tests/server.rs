@@ -154,6 +154,33 @@ macro_rules! driver_tests {
             }
 
             #[test]
+            fn a_head_far_past_its_limit_in_one_burst_is_answered_431() {
+                // 1 MiB of head written as fast as the socket takes it: the server may read
+                // more than its input bound before it parses any of it; the client must still
+                // get its 431 (never a bare close, `input_overflow`). Many times, since it is a
+                // race between reads and parsing.
+                let s = Server::start(D, &[], &[]);
+                let mut head = b"POST /openrtb2/bid HTTP/1.1\r\nHost: h\r\nX-Huge: ".to_vec();
+                head.resize(1 << 20, b'a');
+                head.extend(b"\r\n\r\n");
+                let head = std::sync::Arc::new(head);
+                for round in 0..40 {
+                    let mut c = s.client();
+                    let mut w = c.s.try_clone().unwrap();
+                    let h = head.clone();
+                    // The server stops reading after its linger time: a reset then is fine.
+                    let writer = std::thread::spawn(move || {
+                        let _ = std::io::Write::write_all(&mut w, &h);
+                    });
+                    let r = c.recv();
+                    assert_eq!(r.status, 431, "round {round}: {r:?}");
+                    assert!(r.closes(), "round {round}");
+                    writer.join().unwrap();
+                }
+                assert_eq!(s.metric_with("helios_connections_closed_total", "reason=\"input_overflow\""), 0);
+            }
+
+            #[test]
             fn idle_and_slow_client_timeouts() {
                 let s = Server::start(
                     D,

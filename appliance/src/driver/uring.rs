@@ -538,18 +538,29 @@ impl Loop {
                     }
                 }
                 let s = &mut self.slots[i as usize];
-                if s.state == State::Open && res > 0 {
+                if s.state == State::Open && res > 0 && !s.conn.wants_close() {
                     s.last = now;
                     s.conn.set_rx_stamp(rx.unwrap_or(0));
-                    if s.conn.push(data) {
+                    // A multishot recv can hand over more than the input bound in one turn,
+                    // before the core has looked at any of it: let the core see what is there
+                    // first, so that a head past its limit gets its 431 (and a complete request
+                    // its answer) rather than a bare close.
+                    let pushed = s.conn.push(data) || {
+                        self.core.on_input(&mut s.conn);
+                        s.conn.wants_close() || s.conn.push(data)
+                    };
+                    if pushed {
                         if !s.dirty {
                             s.dirty = true;
                             self.dirty.push(i);
                         }
                     } else {
+                        // Still full: requests held back by backpressure fill it (pipelining
+                        // past the output high-water mark), the decided bound.
                         self.abort(i, CloseReason::InputOverflow);
                     }
                 }
+                // Bytes after an answer that closes the connection are read and dropped.
                 if res > 0 {
                     self.core.metrics_mut().bytes_in += res as u64;
                 }
