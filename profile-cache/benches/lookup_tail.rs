@@ -28,21 +28,34 @@
 //! - a `summary` line per variant and case: median of the per-round net p50, and median, min and
 //!   max of the per-round net p99.
 //!
-//! Environment: `PROFILES`, `LOOKUPS` (default 1M), `CPU` (default 1; -1 = no pinning),
+//! Lookup in the appliance's order (`ORDERS`, default `bare,work,prefetch,prefetch2`): besides
+//! the bare lookup (`bare`: the cases above as they always ran), each of the hot, uniform and
+//! record_cold cases runs as the appliance does it, the timed lookup coming after `WORK_NS`
+//! nanoseconds (default 250) of other work — a stand-in calibrated at start: reads over a 16 KiB
+//! L1/L2-resident buffer (the request and the campaign index) mixed into an arithmetic chain —
+//! with case names suffixed by the order: `:work` (the work, then `get`: no prefetch, the
+//! control), `:prefetch` (`Reader::prefetch`, the work, then the timed `get_prefetched`) and
+//! `:prefetch2` (`prefetch`, half the work, `prefetch_record`, the other half, the timed
+//! `get_prefetched`). Only the lookup is timed (the prefetch calls are not: a timer's fences
+//! would wait for their loads); what the prefetch call itself costs is printed per variant as
+//! `prefetch_call_ns` (a batch of calls / calls) and counted by callgrind.
+//!
+//! Environment: `PROFILES`, `LOOKUPS` (default 1M), `WORK_NS`, `ORDERS`, `CPU` (default 1; -1 =
+//! no pinning),
 //! `FIFO_PRIO` (1–99: switch the timing thread to `SCHED_FIFO` at that priority for the timed
 //! phase only; needs root), `ROUNDS` (default 3), `VARIANTS`, `UPDATES` (0 = skip the updating
 //! case), `COLLECT_MS` (the updater reclaims — an epoch advance with its `membarrier` — after
 //! every batch of updates, about every 0.2 ms, by default; at most every that many ms if set),
 //! `CALLGRIND=1` (one untimed pass per case and variant, for
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*batch_independent*'`).
-//! Run: `cargo bench -p helios-profile-cache --bench lookup_tail`. The bench uses only the public
-//! API that sessions 3 and 4 share, so the same source builds against either library for an A/B
-//! run of two builds (`benches/lookup_ab.sh`).
+//! Run: `cargo bench -p helios-profile-cache --bench lookup_tail`. Builds of two libraries can
+//! also run alternately (`benches/lookup_ab.sh`); since session 5 the bench uses the prefetch API,
+//! which libraries before session 5 lack.
 
 use std::hint::black_box;
 
 use hdrhistogram::Histogram;
-use profile_cache::{ProfileData, Reader, Store, Tuning};
+use profile_cache::{Prefetch, ProfileData, Reader, Store, Tuning};
 use shards::ProfileView;
 
 const ID_LEN: usize = 36;
@@ -236,6 +249,141 @@ fn per_lookup_cold(reader: &Reader, q: &Queries) -> Histogram<u64> {
     h
 }
 
+/// How the timed lookup is reached (see the module docs, `ORDERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The lookup alone, back to back with the previous one.
+    Bare,
+    /// The work, then `get`.
+    Work,
+    /// `prefetch`, the work, then `get_prefetched`.
+    Prefetch,
+    /// `prefetch`, half the work, `prefetch_record`, the other half, then `get_prefetched`.
+    Prefetch2,
+}
+
+impl Order {
+    fn parse(s: &str) -> Option<Order> {
+        Some(match s {
+            "bare" => Order::Bare,
+            "work" => Order::Work,
+            "prefetch" => Order::Prefetch,
+            "prefetch2" => Order::Prefetch2,
+            _ => return None,
+        })
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Order::Bare => "",
+            Order::Work => ":work",
+            Order::Prefetch => ":prefetch",
+            Order::Prefetch2 => ":prefetch2",
+        }
+    }
+}
+
+/// The stand-in for the appliance's work between decoding a request and looking its user up:
+/// `iters` steps, each a read from `buf` (16 KiB: L1/L2-resident, like the request and the
+/// campaign index) folded into a multiply chain. Returns the chain so nothing is optimised out.
+#[inline(never)]
+fn work(buf: &[u64], iters: usize) -> u64 {
+    let mask = buf.len() - 1;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..iters {
+        x = (x ^ buf[(i * 7) & mask]).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        x ^= x >> 29;
+    }
+    x
+}
+
+/// Steps of [`work`] per nanosecond on this core (best of 5 timed runs of 1M steps).
+fn work_steps_per_ns(buf: &[u64], tpn: f64) -> f64 {
+    let steps = 1_000_000;
+    (0..5)
+        .map(|_| {
+            let t = tsc_start();
+            black_box(work(buf, black_box(steps)));
+            let e = tsc_end();
+            steps as f64 / ((e - t) as f64 / tpn)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Each lookup timed alone after the work (and the prefetches `order` asks for, untimed).
+fn per_lookup_ordered(
+    reader: &Reader,
+    q: &Queries,
+    order: Order,
+    buf: &[u64],
+    steps: usize,
+    cold: bool,
+) -> Histogram<u64> {
+    let mut h = hist();
+    let mut acc = 0u64;
+    for k in 0..q.len() {
+        let (id, seg) = q.get(k);
+        if cold {
+            flush_record(reader, id);
+        }
+        let w = match order {
+            Order::Bare | Order::Work => {
+                if order == Order::Work {
+                    acc ^= work(buf, steps);
+                }
+                let t = tsc_start();
+                let w = reader.get(black_box(id)).map(|p| p.segment_weight(seg));
+                black_box(w);
+                let e = tsc_end();
+                h.saturating_record(e.saturating_sub(t).max(1));
+                continue;
+            }
+            Order::Prefetch => {
+                let p: Prefetch<'_> = reader.prefetch(black_box(id));
+                acc ^= work(buf, steps);
+                p
+            }
+            Order::Prefetch2 => {
+                let p = reader.prefetch(black_box(id));
+                acc ^= work(buf, steps / 2);
+                reader.prefetch_record(&p);
+                acc ^= work(buf, steps - steps / 2);
+                p
+            }
+        };
+        let t = tsc_start();
+        let r = reader.get_prefetched(w).map(|p| p.segment_weight(seg));
+        black_box(r);
+        let e = tsc_end();
+        h.saturating_record(e.saturating_sub(t).max(1));
+    }
+    black_box(acc);
+    h
+}
+
+/// `get_prefetched` of tokens made beforehand, in a batch (callgrind: its instructions).
+#[inline(never)]
+fn batch_get_prefetched(reader: &Reader, tokens: &[Prefetch<'_>], q: &Queries) -> f64 {
+    let t = tsc_start();
+    for (k, p) in tokens.iter().enumerate() {
+        let seg = q.segs[k];
+        black_box(reader.get_prefetched(*p).map(|p| p.segment_weight(seg)));
+    }
+    let e = tsc_end();
+    (e - t) as f64 / tokens.len().max(1) as f64
+}
+
+/// `prefetch` calls alone, in a batch: what the call costs the core (ns per call).
+#[inline(never)]
+fn batch_prefetch(reader: &Reader, q: &Queries) -> f64 {
+    let n = q.len();
+    let t = tsc_start();
+    for k in 0..n {
+        black_box(reader.prefetch(q.get(k).0));
+    }
+    let e = tsc_end();
+    (e - t) as f64 / n as f64
+}
+
 /// The timer alone: the same two reads around nothing.
 fn timer_only(n: usize) -> Histogram<u64> {
     let mut h = hist();
@@ -401,6 +549,15 @@ fn main() {
     let cpu_w = env("CPU_W", 0);
     let callgrind = env("CALLGRIND", 0) == 1;
     let names = std::env::var("VARIANTS").unwrap_or_else(|_| "old,new".into());
+    let work_ns = env("WORK_NS", 250).max(0) as f64;
+    let orders: Vec<Order> = std::env::var("ORDERS")
+        .unwrap_or_else(|_| "bare,work,prefetch,prefetch2".into())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| Order::parse(s).unwrap_or_else(|| panic!("ORDERS: unknown order {s:?}")))
+        .collect();
+    // The work's memory: 16 KiB, the size of a request plus the index words a decision reads.
+    let work_buf: Vec<u64> = (0..2048u64).map(|i| i.wrapping_mul(0x9E37)).collect();
     pin(cpu);
 
     let mut variants = Vec::new();
@@ -482,12 +639,21 @@ fn main() {
         for (_, _, reader) in &variants {
             for c in cases.iter().filter(|c| !c.cold) {
                 black_box(batch_independent(reader, c.queries));
+                // `--toggle-collect='*batch_prefetch*'` / `'*batch_get_prefetched*'`: the
+                // prefetch call, and the lookup by token.
+                black_box(batch_prefetch(reader, c.queries));
+                let tokens: Vec<Prefetch<'_>> = (0..c.queries.len())
+                    .map(|k| reader.prefetch(c.queries.get(k).0))
+                    .collect();
+                black_box(batch_get_prefetched(reader, &tokens, c.queries));
             }
         }
         return;
     }
     let tpn = ticks_per_ns(200);
     let ns = |ticks: u64| ticks as f64 / tpn;
+    let steps_per_ns = work_steps_per_ns(&work_buf, tpn);
+    let steps = (work_ns * steps_per_ns).round() as usize;
     let fifo_on = prio > 0 && fifo(prio);
     let over = timer_only(1_000_000);
     let over_p50 = over.value_at_quantile(0.5);
@@ -521,6 +687,33 @@ fn main() {
             }
             for &v in &order {
                 let (name, _, reader) = &variants[v];
+                // The lookup in the appliance's order (the bare lookup follows, as before).
+                let mut ords: Vec<Order> = orders
+                    .iter()
+                    .copied()
+                    .filter(|o| *o != Order::Bare)
+                    .collect();
+                if round % 2 == 1 {
+                    ords.reverse();
+                }
+                for o in ords {
+                    batch_independent(reader, c.queries);
+                    let h = per_lookup_ordered(reader, c.queries, o, &work_buf, steps, c.cold);
+                    let case = format!("{}{}", c.name, o.suffix());
+                    let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
+                    p99s.entry((name.clone(), case.clone())).or_default().push((
+                        net(0.5),
+                        net(0.99),
+                        net(0.999),
+                    ));
+                    out.push(format!(
+                        "{{\"round\":{round},\"variant\":\"{name}\",\"case\":\"{case}\",\"work_ns\":{work_ns},\"per_lookup_ns\":{}}}",
+                        pct(&h)
+                    ));
+                }
+                if !orders.contains(&Order::Bare) {
+                    continue;
+                }
                 // Warm-up pass (fills caches and TLB with this variant's working set).
                 batch_independent(reader, c.queries);
                 let h = if c.cold {
@@ -585,8 +778,16 @@ fn main() {
         fifo(0);
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    for (name, _, reader) in &variants {
+        batch_prefetch(reader, &hot);
+        let hot_ns = batch_prefetch(reader, &hot) / tpn;
+        let uni_ns = batch_prefetch(reader, &uni) / tpn;
+        println!(
+            "{{\"variant\":\"{name}\",\"prefetch_call_ns\":{{\"hot_set_10k\":{hot_ns:.1},\"uniform\":{uni_ns:.1}}}}}"
+        );
+    }
     println!(
-        "{{\"profiles\":{n},\"lookups\":{lookups},\"rounds\":{rounds},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"fifo_requested\":{prio},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"timer_overhead\":{}}}",
+        "{{\"profiles\":{n},\"lookups\":{lookups},\"rounds\":{rounds},\"work_ns\":{work_ns},\"work_steps\":{steps},\"work_steps_per_ns\":{steps_per_ns:.3},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"fifo_requested\":{prio},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"timer_overhead\":{}}}",
         load0.trim(),
         load.trim(),
         pct(&over)

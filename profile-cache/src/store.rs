@@ -21,6 +21,14 @@
 //! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
 //! fit 2^24 slots, 128 MiB).
 //!
+//! Early lookups. [`Reader::prefetch`] hashes an id and prefetches its home slot's line,
+//! [`Reader::prefetch_record`] later reads that slot (and its probe sequence up to the first tag
+//! match) and prefetches the record's lines, and [`Reader::get_prefetched`] finishes with the
+//! ordinary probe, reusing the hash. The prefetch steps pin the reader only for their own
+//! duration and dereference no record, so a slot rewritten, a record freed or the whole index
+//! replaced between them costs at most a useless prefetch; the lookup reads the replica as it is
+//! then, exactly like `get`.
+//!
 //! Must never: let a reader see a freed record, allocate or lock on a lookup, or block a reader.
 
 use std::cell::Cell;
@@ -155,6 +163,56 @@ impl Table {
             i = (i + 1) & self.mask;
         }
     }
+}
+
+impl Table {
+    /// Starts loading the cache line of `hash`'s home slot (reader side, pinned). Never waits.
+    #[inline(always)]
+    fn prefetch_slot(&self, hash: u64) {
+        let i = hash as usize & self.mask;
+        prefetch_line(self.slots().as_ptr().wrapping_add(i).cast());
+    }
+
+    /// Reads `hash`'s probe sequence up to its first slot whose tag matches and starts loading
+    /// every line of that record's lookup part (first line included). Reader side, pinned. Only
+    /// prefetches: the record is not dereferenced, so a slot the writer changes meanwhile costs
+    /// at most a useless prefetch. Waits only for the slot's own line if it has not arrived.
+    #[inline]
+    fn prefetch_match(&self, hash: u64) {
+        let tag = hash >> PTR_BITS;
+        let slots = self.slots();
+        let mut i = hash as usize & self.mask;
+        let mut left = self.max_probe.load(Ordering::Relaxed);
+        loop {
+            let v = slots[i].load(Ordering::Relaxed);
+            if v == EMPTY {
+                return;
+            }
+            if v >> PTR_BITS == tag && v != TOMB {
+                prefetch_line((v & PTR_MASK & !LINES_MASK) as *const i8);
+                prefetch_record(v);
+                return;
+            }
+            if left == 0 {
+                return;
+            }
+            left -= 1;
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
+/// Starts loading the cache line at `p` into every cache level (a hint: never faults, whatever
+/// `p` is, and has no architectural effect).
+#[inline(always)]
+fn prefetch_line(p: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and has no architectural effect.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Views the record a slot value points to.
@@ -753,6 +811,26 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A lookup begun early ([`Reader::prefetch`]): the id and its hash in the replica's index, so
+/// that [`Reader::prefetch_record`] and [`Reader::get_prefetched`] find its slot without hashing
+/// the id again. `Copy`, a few words, holds no pin: keeping it costs the replica nothing, and a
+/// profile replaced or removed after the prefetch is simply found as it is at the lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefetch<'a> {
+    id: &'a str,
+    hash: u64,
+    /// The replica whose hasher made `hash` (the address of its shared state): a token used with
+    /// a reader of another replica is hashed again there, never trusted.
+    replica: usize,
+}
+
+impl<'a> Prefetch<'a> {
+    /// The id the lookup is for.
+    pub fn user_id(&self) -> &'a str {
+        self.id
+    }
+}
+
 /// A bidding core's handle on the replica: lock-free, allocation-free lookups.
 ///
 /// `Clone` registers a new reader (takes a lock once); give each core its own clone. `Send` but not
@@ -818,14 +896,75 @@ impl Reader {
     /// lives, memory of profiles replaced since cannot be reclaimed.
     #[inline]
     pub fn get(&self, user_id: &str) -> Option<ProfileRef<'_>> {
-        let pin = self.pin();
         let key = user_id.as_bytes();
-        let hash = self.shared.hot.hasher.hash(key);
-        // SAFETY: the table pointer is always valid; a table replaced by the writer is retired
-        // under the epoch protocol and this reader is pinned, so it outlives the borrow.
-        let table: &Table = unsafe { &*self.shared.hot.table.load(Ordering::Acquire) };
-        let view = table.find(hash, key)?;
+        self.get_hashed(self.shared.hot.hasher.hash(key), key)
+    }
+
+    /// Starts a lookup early: hashes `user_id` and starts loading its index slot's cache line,
+    /// then returns at once (it never waits for memory). Do other work, then finish with
+    /// [`Reader::get_prefetched`], which finds the slot cached and does not hash the id again;
+    /// optionally call [`Reader::prefetch_record`] in between, once the slot has had time to
+    /// arrive, so that the record's lines are on their way too. No lock, no allocation; like
+    /// `get`, the only write is to this reader's own epoch slot (pinned for the call only).
+    #[inline]
+    pub fn prefetch<'a>(&self, user_id: &'a str) -> Prefetch<'a> {
+        let hash = self.shared.hot.hasher.hash(user_id.as_bytes());
+        let _pin = self.pin();
+        self.table().prefetch_slot(hash);
+        Prefetch {
+            id: user_id,
+            hash,
+            replica: self.replica(),
+        }
+    }
+
+    /// The second step of an early lookup: reads the slot [`Reader::prefetch`] asked for (waiting
+    /// for its line only if it has not arrived yet) and starts loading the lines of the record it
+    /// points to, so that [`Reader::get_prefetched`] finds slot and record cached. Dereferences
+    /// no record: safe whatever the writer does meanwhile. No lock, no allocation.
+    #[inline]
+    pub fn prefetch_record(&self, p: &Prefetch<'_>) {
+        if p.replica != self.replica() {
+            return;
+        }
+        let _pin = self.pin();
+        self.table().prefetch_match(p.hash);
+    }
+
+    /// [`Reader::get`] of the id `p` was made for, reusing its hash. The result is the same as
+    /// `get(p.user_id())` at this moment (the replica is read now, not at the prefetch).
+    #[inline]
+    pub fn get_prefetched(&self, p: Prefetch<'_>) -> Option<ProfileRef<'_>> {
+        let key = p.id.as_bytes();
+        let hash = if p.replica == self.replica() {
+            debug_assert_eq!(p.hash, self.shared.hot.hasher.hash(key));
+            p.hash
+        } else {
+            self.shared.hot.hasher.hash(key)
+        };
+        self.get_hashed(hash, key)
+    }
+
+    #[inline]
+    fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<ProfileRef<'_>> {
+        let pin = self.pin();
+        let view = self.table().find(hash, key)?;
         Some(ProfileRef { view, _pin: pin })
+    }
+
+    /// The current index. The caller must hold a pin for as long as it uses the borrow.
+    #[inline(always)]
+    fn table(&self) -> &Table {
+        debug_assert!(self.pins.get() > 0, "pinned");
+        // SAFETY: the table pointer is always valid; a table replaced by the writer is retired
+        // under the epoch protocol and the caller is pinned, so it outlives the borrow.
+        unsafe { &*self.shared.hot.table.load(Ordering::Acquire) }
+    }
+
+    /// Identifies this reader's replica (the address of its shared state).
+    #[inline(always)]
+    fn replica(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Calls `f` with the bytes of every record in the index, pinned once for the whole walk
@@ -1263,6 +1402,186 @@ mod tests {
         assert_eq!(reader.reader_count(), 2);
         drop(r2);
         assert_eq!(reader.reader_count(), 1);
+    }
+
+    /// What a lookup returns, comparable: (id, first segment) or None.
+    fn seen(p: Option<ProfileRef<'_>>) -> Option<(String, (u32, u16))> {
+        p.map(|p| (p.user_id().to_owned(), p.segment(0)))
+    }
+
+    #[test]
+    fn a_prefetched_lookup_finds_what_get_finds() {
+        let (mut store, reader) = Store::new(5000, 1000);
+        for i in 0..5000u32 {
+            store
+                .upsert(&mut profile(&format!("user-{i}"), i))
+                .expect("valid");
+        }
+        let ids: Vec<String> = (0..5000u32)
+            .map(|i| format!("user-{i}"))
+            .chain((0..2000u32).map(|i| format!("absent-{i}")))
+            .chain(["".to_owned(), "x".repeat(255)])
+            .collect();
+        let mut found = 0;
+        for id in &ids {
+            let want = seen(reader.get(id));
+            // Slot only, then the lookup.
+            let p = reader.prefetch(id);
+            assert_eq!(p.user_id(), id);
+            assert_eq!(seen(reader.get_prefetched(p)), want, "{id}");
+            // Both steps, then the lookup; the token is Copy and can be used again.
+            reader.prefetch_record(&p);
+            assert_eq!(seen(reader.get_prefetched(p)), want, "{id}");
+            assert_eq!(seen(reader.get_prefetched(p)), want, "{id} again");
+            found += usize::from(want.is_some());
+        }
+        assert_eq!(found, 5000, "every stored id found, no absent one");
+        // Prefetching pins only for the call: nothing is held back.
+        store.upsert(&mut profile("user-1", 77)).expect("valid");
+        store.collect();
+        assert_eq!(reader.stats().retired_pending, 0);
+    }
+
+    #[test]
+    fn a_prefetched_lookup_sees_changes_made_after_the_prefetch() {
+        let (mut store, reader) = Store::new(16, 1000);
+        store.upsert(&mut profile("a", 1)).expect("valid");
+        store.upsert(&mut profile("b", 1)).expect("valid");
+        let pa = reader.prefetch("a");
+        let pb = reader.prefetch("b");
+        let pc = reader.prefetch("c");
+        reader.prefetch_record(&pa);
+        reader.prefetch_record(&pc);
+        // Replaced, removed and inserted between the prefetch and the lookup...
+        store.upsert(&mut profile("a", 2)).expect("valid");
+        assert!(store.remove("b"));
+        store.upsert(&mut profile("c", 3)).expect("valid");
+        // ... and the index rebuilt (grown) and the old table and records freed.
+        for i in 0..5000u32 {
+            store
+                .upsert(&mut profile(&format!("more-{i}"), i))
+                .expect("valid");
+        }
+        store.collect();
+        assert_eq!(reader.stats().retired_pending, 0, "old table freed");
+        reader.prefetch_record(&pb);
+        assert_eq!(seen(reader.get_prefetched(pa)), seen(reader.get("a")));
+        assert_eq!(reader.get_prefetched(pa).expect("a").segment(0).0, 2);
+        assert!(
+            reader.get_prefetched(pb).is_none(),
+            "removed after the prefetch"
+        );
+        assert_eq!(reader.get_prefetched(pc).expect("c").segment(0).0, 3);
+    }
+
+    #[test]
+    fn a_token_from_another_replica_is_hashed_again() {
+        let (mut s1, r1) = Store::new(16, 1000);
+        let (mut s2, r2) = Store::new(16, 1000);
+        for i in 0..100u32 {
+            s1.upsert(&mut profile(&format!("u{i}"), i)).expect("valid");
+            s2.upsert(&mut profile(&format!("u{i}"), i + 1000))
+                .expect("valid");
+        }
+        for i in 0..100u32 {
+            let id = format!("u{i}");
+            let p1 = r1.prefetch(&id);
+            r2.prefetch_record(&p1); // another replica's token: a no-op, not a wrong prefetch
+            assert_eq!(
+                r2.get_prefetched(p1).expect("present").segment(0).0,
+                i + 1000,
+                "r2 answers for its own replica"
+            );
+            assert_eq!(r1.get_prefetched(p1).expect("present").segment(0).0, i);
+        }
+    }
+
+    #[test]
+    fn prefetching_along_one_long_probe_chain() {
+        // Every id hashes alike (one chain, every tag matches): the record prefetched is the
+        // chain's first, the lookup still compares ids and finds the right one or none.
+        let t = Tuning {
+            hash: IdHash::Constant,
+            ..Tuning::default()
+        };
+        let (mut store, reader) = Store::with_tuning(1000, 1000, t);
+        for i in 0..64u32 {
+            store
+                .upsert(&mut profile(&format!("c{i}"), i))
+                .expect("valid");
+        }
+        assert!(store.remove("c5"));
+        for i in 0..70u32 {
+            let id = format!("c{i}");
+            let p = reader.prefetch(&id);
+            reader.prefetch_record(&p);
+            let want = (i < 64 && i != 5).then_some(i);
+            assert_eq!(reader.get_prefetched(p).map(|p| p.segment(0).0), want);
+        }
+    }
+
+    #[test]
+    fn prefetched_lookups_on_other_threads_stay_consistent_under_churn() {
+        let (mut store, reader) = Store::new(1000, 1000);
+        for i in 0..1000u32 {
+            store
+                .upsert(&mut profile(&format!("k{i}"), i * 10))
+                .expect("valid");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let r = reader.clone();
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let ids: Vec<String> = (0..1000u32).map(|i| format!("k{i}")).collect();
+                    let (mut seen, mut missing) = (0u64, 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        for id in &ids {
+                            let p = r.prefetch(id);
+                            if t == 0 {
+                                r.prefetch_record(&p);
+                            }
+                            std::hint::black_box(id.len());
+                            match r.get_prefetched(p) {
+                                Some(p) => {
+                                    let (s0, w0) = p.segment(0);
+                                    assert_eq!(p.user_id(), id);
+                                    assert_eq!(w0, 500);
+                                    assert_eq!(p.segment_weight(s0 + 1), Some(10));
+                                    assert_eq!(s0 % 10, 0);
+                                    seen += 1;
+                                }
+                                None => missing += 1,
+                            }
+                        }
+                    }
+                    (seen, missing)
+                })
+            })
+            .collect();
+        for round in 1..200u32 {
+            for i in 0..1000u32 {
+                store
+                    .upsert(&mut profile(&format!("k{i}"), (i + round) * 10))
+                    .expect("valid");
+            }
+            // Grow the index now and then: a rebuild between a prefetch and its lookup.
+            if round % 50 == 0 {
+                for i in 0..2000u32 {
+                    store
+                        .upsert(&mut profile(&format!("g{round}-{i}"), i * 10))
+                        .expect("valid");
+                }
+            }
+            store.collect();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let (seen, missing) = t.join().expect("reader thread");
+            assert!(seen > 0);
+            assert_eq!(missing, 0, "every id stays present while it is replaced");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A lookup allocates nothing: a counting global allocator watches this thread while it reads
-//! profiles (hits, misses, every ProfileView method) from a filled replica.
+//! profiles (hits, misses, every ProfileView method; plain and prefetched lookups) from a filled
+//! replica.
 
 use profile_cache::{FreqBucket, ProfileData, Store};
 use shards::ProfileView;
@@ -44,6 +45,14 @@ fn lookups_and_profile_reads_never_allocate() {
         }
         for id in &absent {
             sum += u64::from(r.get(id).is_some());
+        }
+        // The early lookup (prefetch, record prefetch, lookup by token), hits and misses.
+        for id in ids.iter().step_by(3).chain(absent.iter()) {
+            let t = r.prefetch(id);
+            r.prefetch_record(&t);
+            sum += r
+                .get_prefetched(t)
+                .map_or(1, |p| u64::from(p.segment_weight(3).unwrap_or(0)));
         }
         sum += u64::from(r.is_fresh_at(2)) + u64::from(r.is_loaded());
     }
