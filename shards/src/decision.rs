@@ -7,10 +7,12 @@
 //! `decide` (the opt-in [`Shard::decide_traced`] allocates its trace).
 //!
 //! Order of work per request: privacy verdict → request-level index restriction (status,
-//! geo country, device type, OS, site/app allow and deny, site/app categories, segment targeting
-//! without a profile) → per imp: format, secure, deals/private auction → per surviving candidate:
-//! flight, day-part, region/city, segments, creative (format, `battr`, `bcat`, `badv`, `bapp`),
-//! frequency cap, price (strategy, floor, currency), pacing, lease → best price wins the imp.
+//! geo country, device type, OS, site/app allow and deny, site/app categories) → the profile,
+//! asked of its [`ProfileSource`] only now (so an early fetch of its memory overlaps the work
+//! before) → segment targeting without a profile → per imp: format, secure, deals/private
+//! auction → per surviving candidate: flight, day-part, region/city, segments, creative
+//! (format, `battr`, `bcat`, `badv`, `bapp`), frequency cap, price (strategy, floor, currency),
+//! pacing, lease → best price wins the imp.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use crate::freq::LocalWins;
 use crate::index::{CCampaign, CompiledSet, and, and_not, and_or, cat_keys, or_into, size_key};
 use crate::pacing::{LeaseGrant, LeaseOp, PPM, Runtime, impression_cost};
 use crate::privacy::{GppCache, Privacy};
-use crate::profile::ProfileView;
+use crate::profile::{ProfileSource, ProfileView};
 use crate::shade::{self, Shader};
 
 /// One bid on one imp. Indices point into the shard's current [`CompiledSet`].
@@ -391,7 +393,22 @@ impl Shard {
         out: &mut Decision,
     ) {
         self.w
-            .decide_inner(req, profile, now_unix_ns, out, &mut NoTrace, &self.set);
+            .decide_inner(req, &profile, now_unix_ns, out, &mut NoTrace, &self.set);
+    }
+
+    /// [`Self::decide`] with the profile asked of `source` only when the decision first needs
+    /// it: after the request-level pre-filters (see [`ProfileSource`]), and not at all when the
+    /// privacy signals forbid personal data or the request is refused before (seat, currency).
+    /// The decision is the same as `decide` given what `source` returns.
+    pub fn decide_from<S: ProfileSource>(
+        &mut self,
+        req: &ValidRequest<'_>,
+        source: &S,
+        now_unix_ns: u64,
+        out: &mut Decision,
+    ) {
+        self.w
+            .decide_inner(req, source, now_unix_ns, out, &mut NoTrace, &self.set);
     }
 
     /// [`Self::decide`] with a trace of every campaign considered (allocates; opt-in). The
@@ -405,7 +422,7 @@ impl Shard {
     ) -> Trace {
         let mut t = Trace::default();
         self.w
-            .decide_inner(req, profile, now_unix_ns, out, &mut t, &self.set);
+            .decide_inner(req, &profile, now_unix_ns, out, &mut t, &self.set);
         t
     }
 
@@ -515,10 +532,10 @@ impl Work {
         self.stats.no_bid[(r.code() as usize).min(15)] += 1;
     }
 
-    fn decide_inner<T: Tracer>(
+    fn decide_inner<T: Tracer, S: ProfileSource>(
         &mut self,
         req: &ValidRequest<'_>,
-        profile: Option<&dyn ProfileView>,
+        source: &S,
         now_ns: u64,
         out: &mut Decision,
         trace: &mut T,
@@ -533,7 +550,9 @@ impl Work {
         if !personalized {
             self.stats.contextual_only += 1;
         }
-        let profile = if personalized { profile } else { None };
+        if personalized {
+            source.prepare();
+        }
         out.personalized = personalized;
         out.test = req.is_test();
 
@@ -588,6 +607,10 @@ impl Work {
         for k in &keys.cats {
             ix.cat_deny.restrict(&mut cand, Some(*k));
         }
+        // The profile, asked for now that the request-level pre-filters are done (an early
+        // fetch had their time to arrive), and only with consent.
+        let fetched = if personalized { source.fetch() } else { None };
+        let profile: Option<&dyn ProfileView> = fetched.as_ref().map(|p| p as &dyn ProfileView);
         let mut best_drop: Option<Drop> = None;
         if profile.is_none() {
             let before = cand.iter().any(|w| *w != 0);

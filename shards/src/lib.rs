@@ -28,4 +28,4 @@ pub use decision::{
 pub use index::CompiledSet;
 pub use pacing::{BudgetStore, LeaseGrant, LeaseOp, MemoryBudget};
 pub use privacy::{Privacy, PrivacyConfig};
-pub use profile::ProfileView;
+pub use profile::{ProfileSource, ProfileView};

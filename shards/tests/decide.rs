@@ -10,7 +10,9 @@ use codec::event::NoBidReason;
 use codec::{Currency, Micros};
 use shards::pacing::LeaseGrant;
 use shards::privacy::Restriction;
-use shards::{CompiledSet, Decision, Drop, Privacy, ProfileView, RateTable, Shard, ShardConfig};
+use shards::{
+    CompiledSet, Decision, Drop, Privacy, ProfileSource, ProfileView, RateTable, Shard, ShardConfig,
+};
 
 /// 2026-11-23 was a Monday; 12:00 UTC.
 const MONDAY_NOON: u64 = 1_795_435_200 * 1_000_000_000;
@@ -403,6 +405,90 @@ fn without_consent_the_bid_is_contextual() {
         only.privacy(&r),
         Privacy::Contextual(Restriction::UsPrivacy)
     );
+}
+
+/// A source that hands out a profile (or none) and counts when it is prepared and asked.
+struct Lazy<'p> {
+    profile: Option<&'p Profile>,
+    prepared: Cell<u32>,
+    fetched: Cell<u32>,
+}
+impl<'p> Lazy<'p> {
+    fn new(profile: Option<&'p Profile>) -> Self {
+        Lazy {
+            profile,
+            prepared: Cell::new(0),
+            fetched: Cell::new(0),
+        }
+    }
+}
+impl<'p> ProfileSource for Lazy<'p> {
+    type Profile<'s>
+        = &'p Profile
+    where
+        Self: 's;
+    fn prepare(&self) {
+        self.prepared.set(self.prepared.get() + 1);
+    }
+    fn fetch(&self) -> Option<&'p Profile> {
+        self.fetched.set(self.fetched.get() + 1);
+        self.profile
+    }
+}
+
+#[test]
+fn a_profile_asked_for_late_decides_like_one_passed_in() {
+    let seg = r#","targeting":{"segments":[9]}"#;
+    let capped = r#","frequency_cap":{"impressions":2,"window_s":3600}"#;
+    let s = set(&[
+        campaign(1, 5_000_000, seg, BANNER),
+        campaign(2, 1_000_000, "", BANNER),
+        campaign(3, 4_000_000, &format!("{seg}{capped}"), BANNER),
+        campaign(
+            4,
+            3_000_000,
+            r#","targeting":{"countries":["FRA"]}"#,
+            BANNER,
+        ),
+    ]);
+    let (mut eager, mut late) = (Shard::new(0, s.clone()), Shard::new(0, s));
+    let in_seg = Profile::with_segment(9, 800);
+    let out_seg = Profile::with_segment(8, 800);
+    let capped_out = Profile::with_segment(9, 800);
+    capped_out.replicated.set(5);
+    let reqs = [
+        req(r#","user":{"id":"u1"}"#),
+        req(r#","user":{"id":"u1"},"device":{"geo":{"country":"FRA"}}"#),
+        req(r#","user":{"id":"u1"},"regs":{"gdpr":1}"#),
+        req(r#","regs":{"coppa":1}"#),
+        req(r#","user":{"id":"u1"},"wseat":["someone-else"]"#),
+    ];
+    for (k, body) in reqs.iter().enumerate() {
+        for p in [None, Some(&in_seg), Some(&out_seg), Some(&capped_out)] {
+            let want = run(
+                &mut eager,
+                body,
+                p.map(|p| p as &dyn ProfileView),
+                MONDAY_NOON,
+            );
+            let r = codec::decode_valid(body.as_bytes()).unwrap();
+            let src = Lazy::new(p);
+            let mut got = Decision::default();
+            late.decide_from(&r, &src, MONDAY_NOON, &mut got);
+            assert_eq!(got.bids, want.bids, "request {k}, profile {}", p.is_some());
+            assert_eq!(got.no_bid, want.no_bid, "request {k}");
+            assert_eq!(got.personalized, want.personalized, "request {k}");
+            // Asked once with consent; never without it, nor for a request refused first.
+            let asked = u32::from(want.personalized && k != 4);
+            assert_eq!(src.fetched.get(), asked, "request {k}");
+            assert_eq!(
+                src.prepared.get(),
+                u32::from(want.personalized),
+                "request {k}"
+            );
+        }
+    }
+    assert_eq!(eager.stats().decisions, late.stats().decisions);
 }
 
 /// A profile whose replicated impression count and replication point the test controls.
