@@ -17,6 +17,12 @@
 //! answered 204 `overloaded` at once, so a turn stays short. Every shed is also counted by why
 //! ([`crate::metrics::ShedReason`]).
 //!
+//! Profiles: with consent (the shard's privacy verdict, first) and a replica, the user's index
+//! slot is prefetched as soon as the verdict is in ([`profile_cache::Reader::prefetch`]), the
+//! record's lines when the decision starts, and the lookup itself happens inside the decision
+//! after its request-level pre-filters ([`shards::ProfileSource`]), so the memory arrives while
+//! that work runs ([`ProfileOrder`]; the decision is the same in every order).
+//!
 //! Must never: allocate on the warm path, lock, block, panic on input, or touch another core's
 //! state.
 
@@ -39,8 +45,8 @@ use crate::http::{self, HttpError, Limits, Method, Parsed};
 use crate::metrics::{CloseReason, CoreMetrics, Published, ShedReason};
 use crate::route::{self, NoticeKind, Route};
 use pipeline::notice::{BidParams, NoticeKind as PNoticeKind, NoticeSigner};
-use profile_cache::Reader;
-use shards::ProfileView;
+use profile_cache::{Prefetch, ProfileRef, Reader};
+use shards::{ProfileSource, ProfileView};
 
 /// Most `adomain` entries copied into one bid.
 const MAX_ADOMAIN: usize = 8;
@@ -52,6 +58,56 @@ const MAX_ADOMAIN: usize = 8;
 pub const MAX_NOTICE_PARAMS: usize = 2048;
 /// Bytes a notice URL adds to its route and parameters: `?`, `&k=K&s=` + 32 hex, the macros.
 const NOTICE_URL_EXTRA: usize = 160;
+
+/// When a bid request's profile is looked up in the replica, relative to the rest of its work.
+/// The decision is the same in every order (tested); only where the lookup's memory latency
+/// falls differs. Benchmarks compare them in one process (`Core::set_profile_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProfileOrder {
+    /// Before the decision, right after the privacy verdict (sessions 1–4).
+    Eager,
+    /// Inside the decision, after its request-level pre-filters, without a prefetch.
+    Late,
+    /// The index slot prefetched right after the privacy verdict, the record's lines once the
+    /// decision starts, the lookup after the pre-filters (the default).
+    #[default]
+    Prefetch,
+    /// As `Prefetch`, but only the slot is prefetched (the record's lines are fetched by the
+    /// lookup itself).
+    PrefetchSlot,
+}
+
+/// The decision's [`ProfileSource`] in the late orders: the replica and the user's id, or the
+/// lookup begun early by [`Reader::prefetch`].
+struct LateProfile<'r> {
+    reader: &'r Reader,
+    user: &'r str,
+    early: Option<Prefetch<'r>>,
+    /// Advance the early lookup to the record's lines when the decision starts.
+    record_too: bool,
+}
+
+impl<'r> ProfileSource for LateProfile<'r> {
+    type Profile<'s>
+        = ProfileRef<'r>
+    where
+        Self: 's;
+
+    #[inline]
+    fn prepare(&self) {
+        if let (Some(p), true) = (&self.early, self.record_too) {
+            self.reader.prefetch_record(p);
+        }
+    }
+
+    #[inline]
+    fn fetch(&self) -> Option<ProfileRef<'r>> {
+        match self.early {
+            Some(p) => self.reader.get_prefetched(p),
+            None => self.reader.get(self.user),
+        }
+    }
+}
 
 /// Everything a core needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -250,6 +306,8 @@ struct Bidder {
     /// Body of a traced answer (grows only when a trace is asked for: not the normal path).
     trace_body: Vec<u8>,
     profiles: Option<Reader>,
+    /// Where in a request the profile is looked up.
+    profile_order: ProfileOrder,
     shard: Shard,
     enc: ResponseEncoder,
     decision: Decision,
@@ -333,6 +391,7 @@ impl Core {
                 adms: Vec::with_capacity(16 * 1024),
                 trace_body: Vec::new(),
                 profiles,
+                profile_order: ProfileOrder::default(),
                 shard: Shard::with_config(
                     cfg.core_id,
                     campaigns,
@@ -395,6 +454,12 @@ impl Core {
     /// bid requests are answered 204 `not_ready`.
     pub fn set_ready(&mut self, ready: bool) {
         self.b.ready = ready;
+    }
+
+    /// Where in a bid request the profile is looked up from now on (benchmarks and tests
+    /// compare the orders; the default is [`ProfileOrder::Prefetch`]).
+    pub fn set_profile_order(&mut self, order: ProfileOrder) {
+        self.b.profile_order = order;
     }
 
     /// Takes live campaign sets from Redis from now on (polled in [`Core::publish`]).
@@ -816,6 +881,19 @@ impl Bidder {
         } else {
             None
         };
+        // Start the profile's memory on its way now: hash the id and prefetch its index slot
+        // (a hint that reads no profile data, issued only with consent). The lookup comes after
+        // the decision's pre-filters; by then the slot — and, once the decision starts and reads
+        // the slot, the record's lines — are cached (`ProfileOrder`).
+        let order = self.profile_order;
+        let early = match (&self.profiles, user) {
+            (Some(r), Some(k))
+                if matches!(order, ProfileOrder::Prefetch | ProfileOrder::PrefetchSlot) =>
+            {
+                Some(r.prefetch(k))
+            }
+            _ => None,
+        };
         let ctx = Context::of(req, if personal { user } else { None });
         // The notice URLs of a bid must fit the buffers sized at start: refuse, before any
         // budget is reserved, a request whose ids could make them longer.
@@ -829,9 +907,29 @@ impl Bidder {
             .profiles
             .as_ref()
             .is_some_and(|r| r.is_fresh_at(self.turn_unix_ns / 1_000_000));
-        let trace = {
+        let late = match (&self.profiles, user) {
+            (Some(reader), Some(user)) if fresh && order != ProfileOrder::Eager && !traced => {
+                Some(LateProfile {
+                    reader,
+                    user,
+                    early,
+                    record_too: order == ProfileOrder::Prefetch,
+                })
+            }
+            _ => None,
+        };
+        let trace = if let Some(source) = &late {
+            // The lookup inside the decision, after its pre-filters.
+            self.shard
+                .decide_from(req, source, self.turn_unix_ns, &mut self.decision);
+            None
+        } else {
+            // Looked up first (the eager order, or the opt-in trace, which reports the lookup).
             let profile = match (&self.profiles, user) {
-                (Some(r), Some(k)) if fresh => r.get(k),
+                (Some(r), Some(k)) if fresh => match early {
+                    Some(p) => r.get_prefetched(p),
+                    None => r.get(k),
+                },
                 _ => None,
             };
             let view = profile.as_ref().map(|p| p as &dyn ProfileView);

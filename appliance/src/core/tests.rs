@@ -968,3 +968,137 @@ fn without_a_standing_queue_the_shed_pass_sheds_only_expired_requests() {
     );
     assert_eq!(t.shed(ShedReason::Expired), 1);
 }
+
+/// Campaigns whose outcome depends on the profile: segment targeting (with a minimum weight),
+/// a multiplier price, a frequency cap, and a contextual fallback.
+const PROFILE_SET: &str = r#"{"version":1,"campaigns":[
+  {"id":20,"advertiser_id":2,"status":"active","bid_cpm_micros":6000000,"total_budget_micros":1000000000,
+   "targeting":{"segments":[42],"min_segment_weight":500},
+   "creatives":[{"id":201,"format":{"type":"banner","w":300,"h":250},"adm":"<a>20</a>"}]},
+  {"id":21,"advertiser_id":2,"status":"active","bid_cpm_micros":2000000,"max_cpm_micros":5000000,
+   "segment_multipliers":[{"segment":43,"multiplier_bp":20000}],"total_budget_micros":1000000000,
+   "creatives":[{"id":211,"format":{"type":"banner","w":300,"h":250},"adm":"<a>21</a>"}]},
+  {"id":22,"advertiser_id":2,"status":"active","bid_cpm_micros":5500000,"total_budget_micros":1000000000,
+   "targeting":{"segments":[44]},"frequency_cap":{"impressions":2,"window_s":86400},
+   "creatives":[{"id":221,"format":{"type":"banner","w":300,"h":250},"adm":"<a>22</a>"}]},
+  {"id":23,"advertiser_id":2,"status":"active","bid_cpm_micros":1000000,"total_budget_micros":1000000000,
+   "targeting":{"countries":["FRA"]},
+   "creatives":[{"id":231,"format":{"type":"banner","w":300,"h":250},"adm":"<a>23</a>"}]}]}"#;
+
+/// What a decision said, from its event: kind, reason, campaign, price, user, flags.
+fn outcome(e: &Event) -> (EventKind, u16, u32, i64, String, u8) {
+    (
+        e.kind,
+        e.reason,
+        e.campaign_id,
+        e.bid_price_micros,
+        e.user_id.as_str().to_owned(),
+        e.flags,
+    )
+}
+
+#[test]
+fn every_profile_order_makes_the_same_decisions() {
+    // 300 users: in or out of each segment, with weights around the thresholds, some with
+    // impressions of the capped campaign in the current hour.
+    let (mut store, reader) = profile_cache::Store::new(300, 60_000);
+    let hour = (unix_ns() / 1_000_000_000 / 3600) as u32;
+    for i in 0..300u32 {
+        let mut p = profile_cache::ProfileData {
+            user_id: format!("user-{i}"),
+            ..Default::default()
+        };
+        if i % 2 == 0 {
+            p.segments.push((42, (i * 7 % 1001) as u16));
+        }
+        if i % 3 == 0 {
+            p.segments.push((43, (i * 13 % 1001) as u16));
+        }
+        if i % 5 == 0 {
+            p.segments.push((44, 100));
+            p.freq.push(profile_cache::FreqBucket {
+                campaign: 22,
+                hour,
+                count: i % 4,
+            });
+        }
+        store.upsert(&mut p).unwrap();
+    }
+    store.mark_synced(unix_ns() / 1_000_000);
+    let orders = [
+        ProfileOrder::Eager,
+        ProfileOrder::Late,
+        ProfileOrder::Prefetch,
+        ProfileOrder::PrefetchSlot,
+    ];
+    let mut cores: Vec<T> = orders
+        .iter()
+        .map(|o| {
+            let mut t = with_profiles(cfg(), Some(reader.clone()));
+            t.core
+                .install(CompiledSet::parse(PROFILE_SET.as_bytes()).unwrap());
+            t.core.set_profile_order(*o);
+            t
+        })
+        .collect();
+    // Users present and absent, by user.id, buyeruid and device.ifa, with and without consent,
+    // in and out of the country, one with a refused seat.
+    let mut bodies = Vec::new();
+    for i in 0..330u32 {
+        let who = match i % 4 {
+            0 => format!(r#""user":{{"id":"user-{i}"}}"#),
+            1 => format!(r#""user":{{"buyeruid":"user-{i}"}}"#),
+            2 => format!(r#""device":{{"ifa":"user-{i}","geo":{{"country":"FRA"}}}}"#),
+            _ => format!(r#""user":{{"id":"user-{i}"}},"device":{{"geo":{{"country":"FRA"}}}}"#),
+        };
+        let regs = match i % 11 {
+            3 => r#","regs":{"coppa":1}"#,
+            7 => r#","regs":{"gdpr":1}"#,
+            _ => "",
+        };
+        let seat = if i % 17 == 5 {
+            r#","wseat":["other"]"#
+        } else {
+            ""
+        };
+        bodies.push(format!(
+            r#"{{"id":"r-{i}","imp":[{{"id":"1","banner":{{"w":300,"h":250}}}}],"tmax":100,{who}{regs}{seat}}}"#
+        ));
+    }
+    let mut statuses = Vec::new();
+    for t in &mut cores {
+        let mut s = Vec::new();
+        for b in &bodies {
+            let r = t.send(&post("/openrtb2/bid", b.as_bytes(), ""));
+            s.push(responses(&r)[0].0);
+        }
+        statuses.push(s);
+    }
+    let events: Vec<Vec<_>> = cores
+        .iter()
+        .map(|t| t.events.0.lock().unwrap().iter().map(outcome).collect())
+        .collect();
+    assert_eq!(events[0].len(), bodies.len(), "one event per request");
+    for (k, o) in orders.iter().enumerate().skip(1) {
+        assert_eq!(statuses[k], statuses[0], "{o:?}: statuses");
+        assert_eq!(events[k], events[0], "{o:?}: decisions");
+    }
+    // The profiles mattered: segment bids, multiplied prices, capped users and no-bids.
+    let bids_of = |c: u32| events[0].iter().filter(|e| e.2 == c).count();
+    assert!(bids_of(20) > 10 && bids_of(21) > 10 && bids_of(22) > 0);
+    let prices: std::collections::BTreeSet<i64> = events[0]
+        .iter()
+        .filter(|e| e.2 == 21)
+        .map(|e| e.3)
+        .collect();
+    assert!(
+        prices.len() > 5,
+        "multiplied prices differ per user: {prices:?}"
+    );
+    assert!(statuses[0].contains(&204));
+    assert!(
+        events[0].iter().any(|e| e.4.is_empty()),
+        "some without consent"
+    );
+    drop(store);
+}

@@ -1,0 +1,446 @@
+//! Where the profile lookup goes in a bid request, end to end on the sans-IO core: the same
+//! requests through one [`Core`] per [`ProfileOrder`] (eager: looked up before the decision, as
+//! in sessions 1–4; late: inside the decision after its pre-filters; prefetch: the index slot
+//! prefetched right after the privacy verdict, the record's lines when the decision starts, the
+//! lookup after the pre-filters; prefetch_slot: the slot only), side by side in one process,
+//! interleaved per round (order reversed every other round).
+//!
+//! Set-up: a replica of `PROFILES` (default 1M) profiles (36-byte ids, 20 segments out of the
+//! synthetic campaigns' 50), the synthetic set of `CAMPAIGNS` (default 1,000) campaigns
+//! (`shards::synth`, 15% target segments, 20% price by segment multipliers), and the 4,096
+//! synthetic requests (`shards::synth::requests`, seed 11) whose `user.id` (70% of them) is
+//! replaced by a replica id: from a hot set of 10,000 (`hot_set_10k`) or uniform over every
+//! profile (`uniform`). Each request goes through `Core::on_input` alone (HTTP parse, decode,
+//! privacy, decision, encoding, notice URLs, event) and is timed alone with the TSC
+//! (`lfence; rdtsc; lfence` … `rdtscp; lfence`). Reports per order and case p50/p90/p99/p99.9
+//! (ns, timer included) per round and a summary (median over rounds).
+//!
+//! Also, the window the prefetch has to land in, measured in the real decision code: a
+//! [`ProfileSource`] that reads the TSC when the decision calls `prepare` (its start, with
+//! consent) and `fetch` (after the pre-filters), over the same requests with the synthetic
+//! campaigns (`window_ns`), and the appliance's work between the privacy verdict and the decision
+//! (`shard.privacy`, the user key: timed as `privacy_ns`).
+//!
+//! Environment: `PROFILES`, `CAMPAIGNS`, `ROUNDS` (default 5), `PASSES` (timed passes over the
+//! 4,096 requests per round, order and case; default 5), `CPU` (default 1; -1: no pinning),
+//! `FIFO_PRIO` (SCHED_FIFO for the timed phase, needs root), `ORDERS` (default
+//! `eager,late,prefetch,prefetch_slot`).
+//! Run: `cargo bench -p helios-appliance --bench profile_order`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appliance::core::{Conn, Core, CoreConfig, ProfileOrder};
+use appliance::events::CountingSink;
+use appliance::http::Limits;
+use appliance::metrics::Published;
+use hdrhistogram::Histogram;
+use profile_cache::{ProfileData, Reader, Store};
+use shards::{CompiledSet, Decision, ProfileSource, ProfileView};
+
+fn env(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pin(cpu: i64) {
+    if cpu < 0 {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Switches this thread to SCHED_FIFO at `prio` (0 = back to SCHED_OTHER). Returns success.
+fn fifo(prio: i64) -> bool {
+    let policy = if prio > 0 {
+        libc::SCHED_FIFO
+    } else {
+        libc::SCHED_OTHER
+    };
+    let p = libc::sched_param {
+        sched_priority: prio.clamp(0, 99) as i32,
+    };
+    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
+    unsafe { libc::sched_setscheduler(0, policy, &p) == 0 }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tsc_start() -> u64 {
+    use std::arch::x86_64::{_mm_lfence, _rdtsc};
+    // SAFETY: lfence and rdtsc have no memory effects; every x86-64 CPU has both.
+    unsafe {
+        _mm_lfence();
+        let t = _rdtsc();
+        _mm_lfence();
+        t
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tsc_end() -> u64 {
+    use std::arch::x86_64::{__rdtscp, _mm_lfence};
+    let mut aux = 0u32;
+    // SAFETY: rdtscp writes `aux` only; lfence has no memory effects.
+    unsafe {
+        let t = __rdtscp(&mut aux);
+        _mm_lfence();
+        t
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc_start() -> u64 {
+    quanta::Clock::new().raw()
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc_end() -> u64 {
+    tsc_start()
+}
+
+/// A reading of the TSC without fences (the window probe must not serialise the decision).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tsc_raw() -> u64 {
+    // SAFETY: rdtsc has no memory effects.
+    unsafe { std::arch::x86_64::_rdtsc() }
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc_raw() -> u64 {
+    tsc_start()
+}
+
+fn ticks_per_ns(ms: u64) -> f64 {
+    let t = std::time::Instant::now();
+    let a = tsc_start();
+    while t.elapsed() < Duration::from_millis(ms) {}
+    let b = tsc_end();
+    (b - a) as f64 / t.elapsed().as_nanos() as f64
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds")
+}
+
+/// The ids of `lookup_tail` (36-byte UUID-shaped strings).
+fn id(i: u64) -> String {
+    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let b = a.rotate_left(29) ^ 0x5555_AAAA_5555_AAAA;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0xffff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A replica of `n` profiles: 20 of the synthetic campaigns' 50 segments each, weights 0–1000.
+fn replica(n: u64) -> (Store, Reader) {
+    let (mut store, reader) = Store::new(n as usize, 3_600_000);
+    let mut p = ProfileData::default();
+    for i in 0..n {
+        p.clear();
+        p.user_id.push_str(&id(i));
+        let start = (i % 31) as u32;
+        p.segments
+            .extend((0..20u32).map(|s| (start + s, ((i * 7 + u64::from(s) * 131) % 1001) as u16)));
+        store.upsert(&mut p).expect("valid profile");
+    }
+    store.collect();
+    store.mark_synced(now_ms());
+    (store, reader)
+}
+
+/// The synthetic requests with their `user.id` replaced by the replica ids `pick` chooses,
+/// framed as HTTP requests.
+fn requests(bodies: &[String], mut pick: impl FnMut() -> u64) -> Vec<Vec<u8>> {
+    const AT: &str = r#""user":{"id":"user-"#;
+    bodies
+        .iter()
+        .map(|b| {
+            let body = match b.find(AT) {
+                Some(at) => {
+                    let from = at + AT.len() - "user-".len();
+                    let to = from + b[from..].find('"').expect("closing quote");
+                    format!("{}{}{}", &b[..from], id(pick()), &b[to..])
+                }
+                None => b.clone(),
+            };
+            let mut v = format!(
+                "POST /openrtb2/bid/bench HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            v.extend_from_slice(body.as_bytes());
+            v
+        })
+        .collect()
+}
+
+fn core(set: &Arc<CompiledSet>, reader: &Reader, order: ProfileOrder) -> (Core, Conn) {
+    let cfg = CoreConfig {
+        core_id: 0,
+        node: "bench".into(),
+        limits: Limits {
+            max_header: 8192,
+            max_body: 65536,
+        },
+        max_inflated_body: 256 * 1024,
+        null_mode: false,
+        default_tmax_ms: 100,
+        margin_ms: 10,
+        shed_queue_pct: 0,
+        shed_interval: Duration::from_millis(100),
+        queue_target: Duration::ZERO,
+        turn_budget: Duration::ZERO,
+        out_high_water: 256 * 1024,
+        seat: "helios".into(),
+        vendor_id: 1,
+        conn_in_capacity: 16 * 1024,
+        conn_out_capacity: 64 * 1024,
+        notice_key: b"bench".to_vec(),
+        notice_base: "http://127.0.0.1:8080".into(),
+        notice_late_window: Duration::from_secs(3600),
+        trace_exchanges: Vec::new(),
+    };
+    let mut core = Core::new(
+        cfg,
+        Arc::clone(set),
+        Box::new(CountingSink::default()),
+        quanta::Clock::new(),
+        Arc::new(Published::new(0)),
+        Some(reader.clone()),
+    );
+    core.set_profile_order(order);
+    let conn = core.new_conn();
+    (core, conn)
+}
+
+/// One pass over `reqs`, each request timed alone (ticks); returns the bids made.
+fn pass(core: &mut Core, conn: &mut Conn, reqs: &[Vec<u8>], h: Option<&mut Histogram<u64>>) {
+    let mut h = h;
+    for r in reqs {
+        core.begin_turn();
+        assert!(conn.push(r));
+        let t = tsc_start();
+        core.on_input(conn);
+        let e = tsc_end();
+        debug_assert!(!conn.out.is_empty());
+        conn.out.clear();
+        if let Some(h) = h.as_deref_mut() {
+            h.saturating_record(e.saturating_sub(t).max(1));
+        }
+    }
+}
+
+/// The decision's window: TSC at `prepare` (decision start) and at `fetch` (after the
+/// pre-filters). Hands out no profile (the decision then drops segment campaigns, as for a user
+/// with no profile; the pre-filters before `fetch` do the same work either way).
+struct Stamps {
+    prepared: std::cell::Cell<u64>,
+    fetched: std::cell::Cell<u64>,
+}
+
+impl ProfileSource for Stamps {
+    type Profile<'s>
+        = &'s dyn ProfileView
+    where
+        Self: 's;
+    fn prepare(&self) {
+        self.prepared.set(tsc_raw());
+    }
+    fn fetch(&self) -> Option<&dyn ProfileView> {
+        self.fetched.set(tsc_raw());
+        None
+    }
+}
+
+fn order_name(o: ProfileOrder) -> &'static str {
+    match o {
+        ProfileOrder::Eager => "eager",
+        ProfileOrder::Late => "late",
+        ProfileOrder::Prefetch => "prefetch",
+        ProfileOrder::PrefetchSlot => "prefetch_slot",
+    }
+}
+
+fn main() {
+    let n = env("PROFILES", 1_000_000).max(10_000) as u64;
+    let campaigns = env("CAMPAIGNS", 1000).max(1) as usize;
+    let rounds = env("ROUNDS", 5).max(1);
+    let passes = env("PASSES", 5).max(1);
+    let cpu = env("CPU", 1);
+    let prio = env("FIFO_PRIO", 0);
+    let orders: Vec<ProfileOrder> = std::env::var("ORDERS")
+        .unwrap_or_else(|_| "eager,late,prefetch,prefetch_slot".into())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "eager" => ProfileOrder::Eager,
+            "late" => ProfileOrder::Late,
+            "prefetch" => ProfileOrder::Prefetch,
+            "prefetch_slot" => ProfileOrder::PrefetchSlot,
+            _ => panic!("ORDERS: unknown order {s:?}"),
+        })
+        .collect();
+    pin(cpu);
+
+    let set = CompiledSet::parse(shards::synth::campaigns_json(campaigns, 7).as_bytes())
+        .expect("synthetic campaigns compile");
+    let bodies = shards::synth::requests(4096, 11);
+    let (store, reader) = replica(n);
+    let mut x = 0x1234_5678u64;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let hot_ids: Vec<u64> = (0..10_000).map(|_| rnd(n)).collect();
+    let hot = requests(&bodies, || hot_ids[rnd(10_000) as usize]);
+    let uniform = requests(&bodies, || rnd(n));
+    let cases: [(&str, &Vec<Vec<u8>>); 2] = [("hot_set_10k", &hot), ("uniform", &uniform)];
+
+    let tpn = ticks_per_ns(200);
+    let ns = |t: u64| t as f64 / tpn;
+
+    // The window, in the real decision over the synthetic campaigns (no profile handed out).
+    let (window, privacy) = {
+        let mut shard = shards::Shard::new(0, Arc::clone(&set));
+        let reqs: Vec<_> = bodies
+            .iter()
+            .map(|b| codec::decode_valid(b.as_bytes()).expect("synthetic request"))
+            .collect();
+        let mut d = Decision::default();
+        let now = now_ms() * 1_000_000;
+        let (mut w, mut p) = (hist(), hist());
+        for round in 0..3 {
+            for r in &reqs {
+                let s = Stamps {
+                    prepared: Default::default(),
+                    fetched: Default::default(),
+                };
+                let t = tsc_start();
+                let personal = shard.privacy(r).personalized();
+                let user = shards::user_key(r.req()).filter(|k| personal && k.len() <= 64);
+                black_box(user);
+                let e = tsc_end();
+                shard.decide_from(r, &s, now, &mut d);
+                if round > 0 && s.fetched.get() > 0 {
+                    w.saturating_record((s.fetched.get() - s.prepared.get()).max(1));
+                    p.saturating_record(e.saturating_sub(t).max(1));
+                }
+            }
+        }
+        (w, p)
+    };
+    let q = |h: &Histogram<u64>, p: f64| ns(h.value_at_quantile(p));
+    println!(
+        "{{\"window_ns\":{{\"what\":\"decision start (prepare) to the lookup (fetch), personalised requests\",\"campaigns\":{campaigns},\"count\":{},\"p10\":{:.0},\"p50\":{:.0},\"p90\":{:.0},\"p99\":{:.0}}},\"privacy_ns\":{{\"what\":\"shard.privacy + user key, timer included\",\"p50\":{:.0},\"p90\":{:.0}}}}}",
+        window.len(),
+        q(&window, 0.1),
+        q(&window, 0.5),
+        q(&window, 0.9),
+        q(&window, 0.99),
+        q(&privacy, 0.5),
+        q(&privacy, 0.9),
+    );
+
+    let mut cores: Vec<(ProfileOrder, Core, Conn)> = orders
+        .iter()
+        .map(|o| {
+            let (c, k) = core(&set, &reader, *o);
+            (*o, c, k)
+        })
+        .collect();
+    let fifo_on = prio > 0 && fifo(prio);
+    let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    type Rounds = Vec<(f64, f64, f64)>;
+    let mut summary: std::collections::BTreeMap<(String, &str), Rounds> = Default::default();
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        for (case, reqs) in &cases {
+            let mut idx: Vec<usize> = (0..cores.len()).collect();
+            if round % 2 == 1 {
+                idx.reverse();
+            }
+            for &i in &idx {
+                let (o, core, conn) = &mut cores[i];
+                // Warm-up pass: caches, TLB and branch predictors on this core's data.
+                pass(core, conn, reqs, None);
+                let mut h = hist();
+                for _ in 0..passes {
+                    pass(core, conn, reqs, Some(&mut h));
+                }
+                let name = order_name(*o);
+                summary.entry((name.to_owned(), case)).or_default().push((
+                    q(&h, 0.5),
+                    q(&h, 0.99),
+                    q(&h, 0.999),
+                ));
+                out.push(format!(
+                    "{{\"round\":{round},\"order\":\"{name}\",\"case\":\"{case}\",\"requests\":{},\"p50\":{:.0},\"p90\":{:.0},\"p99\":{:.0},\"p999\":{:.0},\"mean\":{:.0}}}",
+                    h.len(),
+                    q(&h, 0.5),
+                    q(&h, 0.9),
+                    q(&h, 0.99),
+                    q(&h, 0.999),
+                    h.mean() / tpn
+                ));
+            }
+        }
+    }
+    if fifo_on {
+        fifo(0);
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let bids: Vec<String> = cores
+        .iter()
+        .map(|(o, c, _)| format!("\"{}\":{}", order_name(*o), c.metrics().bids))
+        .collect();
+    println!(
+        "{{\"profiles\":{n},\"campaigns\":{campaigns},\"rounds\":{rounds},\"passes\":{passes},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"bids\":{{{}}}}}",
+        load0.trim(),
+        load.trim(),
+        bids.join(",")
+    );
+    for l in out {
+        println!("{l}");
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for ((o, c), r) in summary {
+        println!(
+            "{{\"summary\":\"{o}\",\"case\":\"{c}\",\"rounds\":{},\"p50_median\":{:.0},\"p99_median\":{:.0},\"p99_min\":{:.0},\"p99_max\":{:.0},\"p999_median\":{:.0},\"loadavg_end\":\"{}\"}}",
+            r.len(),
+            median(r.iter().map(|x| x.0).collect()),
+            median(r.iter().map(|x| x.1).collect()),
+            r.iter().map(|x| x.1).fold(f64::INFINITY, f64::min),
+            r.iter().map(|x| x.1).fold(0.0, f64::max),
+            median(r.iter().map(|x| x.2).collect()),
+            load.trim()
+        );
+    }
+    drop(cores);
+    drop(store);
+}
