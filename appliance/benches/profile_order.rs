@@ -9,17 +9,19 @@
 //! synthetic campaigns' 50), the synthetic set of `CAMPAIGNS` (default 1,000) campaigns
 //! (`shards::synth`, 15% target segments, 20% price by segment multipliers), and the 4,096
 //! synthetic requests (`shards::synth::requests`, seed 11) whose `user.id` (70% of them) is
-//! replaced by a replica id: from a hot set of 10,000 (`hot_set_10k`) or uniform over every
-//! profile (`uniform`). Each request goes through `Core::on_input` alone (HTTP parse, decode,
+//! replaced, before each request of each pass (untimed), by a replica id: from a hot set of
+//! 10,000 (`hot_set_10k`) or uniform over every profile (`uniform`); every order gets the same
+//! id sequence. Each request goes through `Core::on_input` alone (HTTP parse, decode,
 //! privacy, decision, encoding, notice URLs, event) and is timed alone with the TSC
 //! (`lfence; rdtsc; lfence` … `rdtscp; lfence`). Reports per order and case p50/p90/p99/p99.9
 //! (ns, timer included) per round and a summary (median over rounds).
 //!
-//! Also, the window the prefetch has to land in, measured in the real decision code: a
-//! [`ProfileSource`] that reads the TSC when the decision calls `prepare` (its start, with
-//! consent) and `fetch` (after the pre-filters), over the same requests with the synthetic
-//! campaigns (`window_ns`), and the appliance's work between the privacy verdict and the decision
-//! (`shard.privacy`, the user key: timed as `privacy_ns`).
+//! Also, the window the prefetch has to land in, measured in the real decision code: the TSC
+//! read just before `Shard::decide_from` and by a [`ProfileSource`] when the decision calls
+//! `prepare` (midway, with consent) and `fetch` (after the pre-filters), over the same requests
+//! with the synthetic campaigns (`window_ns`: decision start → fetch; `prepare_to_fetch_ns`),
+//! and the appliance's work between the privacy verdict and the decision (`shard.privacy`, the
+//! user key: timed as `privacy_ns`).
 //!
 //! Environment: `PROFILES`, `CAMPAIGNS`, `ROUNDS` (default 5), `PASSES` (timed passes over the
 //! 4,096 requests per round, order and case; default 5), `CPU` (default 1; -1: no pinning),
@@ -131,6 +133,8 @@ fn hist() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds")
 }
 
+const ID_LEN: usize = 36;
+
 /// The ids of `lookup_tail` (36-byte UUID-shaped strings).
 fn id(i: u64) -> String {
     let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -169,30 +173,43 @@ fn replica(n: u64) -> (Store, Reader) {
     (store, reader)
 }
 
-/// The synthetic requests with their `user.id` replaced by the replica ids `pick` chooses,
-/// framed as HTTP requests.
-fn requests(bodies: &[String], mut pick: impl FnMut() -> u64) -> Vec<Vec<u8>> {
+/// The synthetic requests framed as HTTP requests, with their `user.id` (when they have one)
+/// replaced by a placeholder of a replica id's length; `at` is where each placeholder starts, so
+/// every pass can write the ids it picks into it (a fresh id per request: the uniform case reads
+/// the whole replica, not 4,096 ids that end up cached).
+struct Requests {
+    bytes: Vec<Vec<u8>>,
+    at: Vec<Option<usize>>,
+}
+
+fn requests(bodies: &[String]) -> Requests {
     const AT: &str = r#""user":{"id":"user-"#;
-    bodies
-        .iter()
-        .map(|b| {
-            let body = match b.find(AT) {
-                Some(at) => {
-                    let from = at + AT.len() - "user-".len();
-                    let to = from + b[from..].find('"').expect("closing quote");
-                    format!("{}{}{}", &b[..from], id(pick()), &b[to..])
-                }
-                None => b.clone(),
-            };
-            let mut v = format!(
-                "POST /openrtb2/bid/bench HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            v.extend_from_slice(body.as_bytes());
-            v
-        })
-        .collect()
+    let placeholder = id(0);
+    let mut bytes = Vec::with_capacity(bodies.len());
+    let mut ats = Vec::with_capacity(bodies.len());
+    for b in bodies {
+        let (body, at) = match b.find(AT) {
+            Some(at) => {
+                let from = at + AT.len() - "user-".len();
+                let to = from + b[from..].find('"').expect("closing quote");
+                (
+                    format!("{}{placeholder}{}", &b[..from], &b[to..]),
+                    Some(from),
+                )
+            }
+            None => (b.clone(), None),
+        };
+        let mut v = format!(
+            "POST /openrtb2/bid/bench HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        let head = v.len();
+        v.extend_from_slice(body.as_bytes());
+        bytes.push(v);
+        ats.push(at.map(|a| head + a));
+    }
+    Requests { bytes, at: ats }
 }
 
 fn core(set: &Arc<CompiledSet>, reader: &Reader, order: ProfileOrder) -> (Core, Conn) {
@@ -234,10 +251,20 @@ fn core(set: &Arc<CompiledSet>, reader: &Reader, order: ProfileOrder) -> (Core, 
     (core, conn)
 }
 
-/// One pass over `reqs`, each request timed alone (ticks); returns the bids made.
-fn pass(core: &mut Core, conn: &mut Conn, reqs: &[Vec<u8>], h: Option<&mut Histogram<u64>>) {
+/// One pass over `reqs`, each request with the next id `pick` gives written in (untimed), then
+/// timed alone (ticks).
+fn pass(
+    core: &mut Core,
+    conn: &mut Conn,
+    reqs: &mut Requests,
+    pick: &mut dyn FnMut() -> u64,
+    h: Option<&mut Histogram<u64>>,
+) {
     let mut h = h;
-    for r in reqs {
+    for (r, at) in reqs.bytes.iter_mut().zip(&reqs.at) {
+        if let Some(at) = *at {
+            r[at..at + ID_LEN].copy_from_slice(id(pick()).as_bytes());
+        }
         core.begin_turn();
         assert!(conn.push(r));
         let t = tsc_start();
@@ -251,8 +278,7 @@ fn pass(core: &mut Core, conn: &mut Conn, reqs: &[Vec<u8>], h: Option<&mut Histo
     }
 }
 
-/// The decision's window: TSC at `prepare` (decision start) and at `fetch` (after the
-/// pre-filters). Hands out no profile (the decision then drops segment campaigns, as for a user
+/// The decision's window: TSC at `prepare` (midway) and at `fetch` (after the pre-filters). Hands out no profile (the decision then drops segment campaigns, as for a user
 /// with no profile; the pre-filters before `fetch` do the same work either way).
 struct Stamps {
     prepared: std::cell::Cell<u64>,
@@ -307,23 +333,26 @@ fn main() {
         .expect("synthetic campaigns compile");
     let bodies = shards::synth::requests(4096, 11);
     let (store, reader) = replica(n);
-    let mut x = 0x1234_5678u64;
-    let mut rnd = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
-    let hot_ids: Vec<u64> = (0..10_000).map(|_| rnd(n)).collect();
-    let hot = requests(&bodies, || hot_ids[rnd(10_000) as usize]);
-    let uniform = requests(&bodies, || rnd(n));
-    let cases: [(&str, &Vec<Vec<u8>>); 2] = [("hot_set_10k", &hot), ("uniform", &uniform)];
+    /// xorshift64 from a seed: every order gets the same ids in the same pass.
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed | 1;
+        move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        }
+    }
+    let mut r0 = rng(0x1234_5678);
+    let hot_ids: Vec<u64> = (0..10_000).map(|_| r0(n)).collect();
+    let mut reqs = requests(&bodies);
+    let cases = ["hot_set_10k", "uniform"];
 
     let tpn = ticks_per_ns(200);
     let ns = |t: u64| t as f64 / tpn;
 
     // The window, in the real decision over the synthetic campaigns (no profile handed out).
-    let (window, privacy) = {
+    let (window, privacy, half) = {
         let mut shard = shards::Shard::new(0, Arc::clone(&set));
         let reqs: Vec<_> = bodies
             .iter()
@@ -331,7 +360,7 @@ fn main() {
             .collect();
         let mut d = Decision::default();
         let now = now_ms() * 1_000_000;
-        let (mut w, mut p) = (hist(), hist());
+        let (mut w, mut p, mut half) = (hist(), hist(), hist());
         for round in 0..3 {
             for r in &reqs {
                 let s = Stamps {
@@ -343,23 +372,28 @@ fn main() {
                 let user = shards::user_key(r.req()).filter(|k| personal && k.len() <= 64);
                 black_box(user);
                 let e = tsc_end();
+                let t0 = tsc_raw();
                 shard.decide_from(r, &s, now, &mut d);
                 if round > 0 && s.fetched.get() > 0 {
-                    w.saturating_record((s.fetched.get() - s.prepared.get()).max(1));
+                    w.saturating_record(s.fetched.get().saturating_sub(t0).max(1));
+                    half.saturating_record(s.fetched.get().saturating_sub(s.prepared.get()).max(1));
                     p.saturating_record(e.saturating_sub(t).max(1));
                 }
             }
         }
-        (w, p)
+        (w, p, half)
     };
     let q = |h: &Histogram<u64>, p: f64| ns(h.value_at_quantile(p));
     println!(
-        "{{\"window_ns\":{{\"what\":\"decision start (prepare) to the lookup (fetch), personalised requests\",\"campaigns\":{campaigns},\"count\":{},\"p10\":{:.0},\"p50\":{:.0},\"p90\":{:.0},\"p99\":{:.0}}},\"privacy_ns\":{{\"what\":\"shard.privacy + user key, timer included\",\"p50\":{:.0},\"p90\":{:.0}}}}}",
+        "{{\"window_ns\":{{\"what\":\"decision start to the lookup (fetch), personalised requests\",\"campaigns\":{campaigns},\"count\":{},\"p10\":{:.0},\"p50\":{:.0},\"p90\":{:.0},\"p99\":{:.0}}},\"prepare_to_fetch_ns\":{{\"p10\":{:.0},\"p50\":{:.0},\"p90\":{:.0}}},\"privacy_ns\":{{\"what\":\"shard.privacy + user key, timer included\",\"p50\":{:.0},\"p90\":{:.0}}}}}",
         window.len(),
         q(&window, 0.1),
         q(&window, 0.5),
         q(&window, 0.9),
         q(&window, 0.99),
+        q(&half, 0.1),
+        q(&half, 0.5),
+        q(&half, 0.9),
         q(&privacy, 0.5),
         q(&privacy, 0.9),
     );
@@ -377,21 +411,33 @@ fn main() {
     let mut summary: std::collections::BTreeMap<(String, &str), Rounds> = Default::default();
     let mut out = Vec::new();
     for round in 0..rounds {
-        for (case, reqs) in &cases {
+        for (ci, case) in cases.iter().enumerate() {
             let mut idx: Vec<usize> = (0..cores.len()).collect();
             if round % 2 == 1 {
                 idx.reverse();
             }
             for &i in &idx {
                 let (o, core, conn) = &mut cores[i];
+                // The same id sequence for every order: seeded by round, case and pass.
+                let picker = |p: i64| {
+                    let mut r = rng(((round as u64) << 32) ^ ((ci as u64) << 16) ^ p as u64);
+                    let hot = &hot_ids;
+                    move || {
+                        if ci == 0 {
+                            hot[r(10_000) as usize]
+                        } else {
+                            r(n)
+                        }
+                    }
+                };
                 // Warm-up pass: caches, TLB and branch predictors on this core's data.
-                pass(core, conn, reqs, None);
+                pass(core, conn, &mut reqs, &mut picker(-1), None);
                 let mut h = hist();
-                for _ in 0..passes {
-                    pass(core, conn, reqs, Some(&mut h));
+                for p in 0..passes {
+                    pass(core, conn, &mut reqs, &mut picker(p), Some(&mut h));
                 }
                 let name = order_name(*o);
-                summary.entry((name.to_owned(), case)).or_default().push((
+                summary.entry((name.to_owned(), *case)).or_default().push((
                     q(&h, 0.5),
                     q(&h, 0.99),
                     q(&h, 0.999),

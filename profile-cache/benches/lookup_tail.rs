@@ -31,17 +31,18 @@
 //! Lookup in the appliance's order (`ORDERS`, default `bare,work,prefetch,prefetch2`): besides
 //! the bare lookup (`bare`: the cases above as they always ran), each of the hot, uniform and
 //! record_cold cases runs as the appliance does it, the timed lookup coming after `WORK_NS`
-//! nanoseconds (default 250) of other work — a stand-in calibrated at start: reads over a 16 KiB
+//! nanoseconds (default 300: the appliance's measured median, `appliance/benches/profile_order.rs`)
+//! of other work — a stand-in calibrated at start: reads over a 16 KiB
 //! L1/L2-resident buffer (the request and the campaign index) mixed into an arithmetic chain —
 //! with case names suffixed by the order: `:work` (the work, then `get`: no prefetch, the
 //! control), `:prefetch` (`Reader::prefetch`, the work, then the timed `get_prefetched`) and
-//! `:prefetch2` (`prefetch`, half the work, `prefetch_record`, the other half, the timed
-//! `get_prefetched`). Only the lookup is timed (the prefetch calls are not: a timer's fences
+//! `:prefetch2` (`prefetch`, `SPLIT_NS` of the work — default half —, `prefetch_record`, the
+//! rest, the timed `get_prefetched`). Only the lookup is timed (the prefetch calls are not: a timer's fences
 //! would wait for their loads); what the prefetch call itself costs is printed per variant as
 //! `prefetch_call_ns` (a batch of calls / calls) and counted by callgrind.
 //!
-//! Environment: `PROFILES`, `LOOKUPS` (default 1M), `WORK_NS`, `ORDERS`, `CPU` (default 1; -1 =
-//! no pinning),
+//! Environment: `PROFILES`, `LOOKUPS` (default 1M), `WORK_NS`, `SPLIT_NS`, `ORDERS`, `CPU`
+//! (default 1; -1 = no pinning),
 //! `FIFO_PRIO` (1–99: switch the timing thread to `SCHED_FIFO` at that priority for the timed
 //! phase only; needs root), `ROUNDS` (default 3), `VARIANTS`, `UPDATES` (0 = skip the updating
 //! case), `COLLECT_MS` (the updater reclaims — an epoch advance with its `membarrier` — after
@@ -315,7 +316,7 @@ fn per_lookup_ordered(
     q: &Queries,
     order: Order,
     buf: &[u64],
-    steps: usize,
+    (steps, split): (usize, usize),
     cold: bool,
 ) -> Histogram<u64> {
     let mut h = hist();
@@ -344,9 +345,9 @@ fn per_lookup_ordered(
             }
             Order::Prefetch2 => {
                 let p = reader.prefetch(black_box(id));
-                acc ^= work(buf, steps / 2);
+                acc ^= work(buf, split);
                 reader.prefetch_record(&p);
-                acc ^= work(buf, steps - steps / 2);
+                acc ^= work(buf, steps - split);
                 p
             }
         };
@@ -549,7 +550,9 @@ fn main() {
     let cpu_w = env("CPU_W", 0);
     let callgrind = env("CALLGRIND", 0) == 1;
     let names = std::env::var("VARIANTS").unwrap_or_else(|_| "old,new".into());
-    let work_ns = env("WORK_NS", 250).max(0) as f64;
+    let work_ns = env("WORK_NS", 300).max(0) as f64;
+    // Where `prefetch2` reads the slot: this many ns of the work after the prefetch.
+    let split_ns = env("SPLIT_NS", (work_ns / 2.0) as i64).max(0) as f64;
     let orders: Vec<Order> = std::env::var("ORDERS")
         .unwrap_or_else(|_| "bare,work,prefetch,prefetch2".into())
         .split(',')
@@ -654,6 +657,7 @@ fn main() {
     let ns = |ticks: u64| ticks as f64 / tpn;
     let steps_per_ns = work_steps_per_ns(&work_buf, tpn);
     let steps = (work_ns * steps_per_ns).round() as usize;
+    let split = ((split_ns.min(work_ns) * steps_per_ns).round() as usize).min(steps);
     let fifo_on = prio > 0 && fifo(prio);
     let over = timer_only(1_000_000);
     let over_p50 = over.value_at_quantile(0.5);
@@ -698,7 +702,8 @@ fn main() {
                 }
                 for o in ords {
                     batch_independent(reader, c.queries);
-                    let h = per_lookup_ordered(reader, c.queries, o, &work_buf, steps, c.cold);
+                    let h =
+                        per_lookup_ordered(reader, c.queries, o, &work_buf, (steps, split), c.cold);
                     let case = format!("{}{}", c.name, o.suffix());
                     let net = |p: f64| ns(h.value_at_quantile(p).saturating_sub(over_p50));
                     p99s.entry((name.clone(), case.clone())).or_default().push((
@@ -787,7 +792,7 @@ fn main() {
         );
     }
     println!(
-        "{{\"profiles\":{n},\"lookups\":{lookups},\"rounds\":{rounds},\"work_ns\":{work_ns},\"work_steps\":{steps},\"work_steps_per_ns\":{steps_per_ns:.3},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"fifo_requested\":{prio},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"timer_overhead\":{}}}",
+        "{{\"profiles\":{n},\"lookups\":{lookups},\"rounds\":{rounds},\"work_ns\":{work_ns},\"split_ns\":{split_ns},\"work_steps\":{steps},\"work_steps_per_ns\":{steps_per_ns:.3},\"cpu\":{cpu},\"sched_fifo\":{fifo_on},\"fifo_requested\":{prio},\"tsc_ticks_per_ns\":{tpn:.4},\"loadavg_start\":\"{}\",\"loadavg_end\":\"{}\",\"timer_overhead\":{}}}",
         load0.trim(),
         load.trim(),
         pct(&over)

@@ -64,9 +64,11 @@ pub trait ProfileSource {
     type Profile<'s>: ProfileView + 's
     where
         Self: 's;
-    /// Called once at the start of a decision that may use personal data, before its
-    /// pre-filters: the place to advance an early fetch (e.g. from the index slot to the
-    /// record). The default does nothing.
+    /// Called once in a decision that may use personal data, after it has hashed the
+    /// request's keys (country, device, inventory, categories: most of the time before the
+    /// lookup) and before the index restriction — the place to advance an early fetch (e.g.
+    /// from the index slot, which has had time to arrive, to the record). Not called for a
+    /// request refused first (seat, currency). The default does nothing.
     #[inline]
     fn prepare(&self) {}
     /// The user's profile, or `None` (no profile). Called at most once per decision.
