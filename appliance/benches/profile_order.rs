@@ -1,8 +1,8 @@
 //! Where the profile lookup goes in a bid request, end to end on the sans-IO core: the same
 //! requests through one [`Core`] per [`ProfileOrder`] (eager: looked up before the decision, as
 //! in sessions 1–4; late: inside the decision after its pre-filters; prefetch: the index slot
-//! prefetched right after the privacy verdict, the record's lines when the decision starts, the
-//! lookup after the pre-filters; prefetch_slot: the slot only), side by side in one process,
+//! prefetched right after the privacy verdict, the record's lines once the decision has hashed
+//! the request's keys, the lookup after the pre-filters; prefetch_slot: the slot only), side by side in one process,
 //! interleaved per round (order reversed every other round).
 //!
 //! Set-up: a replica of `PROFILES` (default 1M) profiles (36-byte ids, 20 segments out of the

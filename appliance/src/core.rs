@@ -19,8 +19,8 @@
 //!
 //! Profiles: with consent (the shard's privacy verdict, first) and a replica, the user's index
 //! slot is prefetched as soon as the verdict is in ([`profile_cache::Reader::prefetch`]), the
-//! record's lines when the decision starts, and the lookup itself happens inside the decision
-//! after its request-level pre-filters ([`shards::ProfileSource`]), so the memory arrives while
+//! record's lines once the decision has hashed the request's keys, and the lookup itself happens
+//! inside the decision after its request-level pre-filters ([`shards::ProfileSource`]), so the memory arrives while
 //! that work runs ([`ProfileOrder`]; the decision is the same in every order).
 //!
 //! Must never: allocate on the warm path, lock, block, panic on input, or touch another core's
@@ -69,7 +69,7 @@ pub enum ProfileOrder {
     /// Inside the decision, after its request-level pre-filters, without a prefetch.
     Late,
     /// The index slot prefetched right after the privacy verdict, the record's lines once the
-    /// decision starts, the lookup after the pre-filters (the default).
+    /// decision has hashed the request's keys, the lookup after the pre-filters (the default).
     #[default]
     Prefetch,
     /// As `Prefetch`, but only the slot is prefetched (the record's lines are fetched by the
@@ -83,7 +83,7 @@ struct LateProfile<'r> {
     reader: &'r Reader,
     user: &'r str,
     early: Option<Prefetch<'r>>,
-    /// Advance the early lookup to the record's lines when the decision starts.
+    /// Advance the early lookup to the record's lines when the decision calls `prepare`.
     record_too: bool,
 }
 
@@ -883,8 +883,8 @@ impl Bidder {
         };
         // Start the profile's memory on its way now: hash the id and prefetch its index slot
         // (a hint that reads no profile data, issued only with consent). The lookup comes after
-        // the decision's pre-filters; by then the slot — and, once the decision starts and reads
-        // the slot, the record's lines — are cached (`ProfileOrder`).
+        // the decision's pre-filters; by then the slot — and, once the decision has hashed the
+        // request's keys and read the slot, the record's lines — are cached (`ProfileOrder`).
         let order = self.profile_order;
         let early = match (&self.profiles, user) {
             (Some(r), Some(k))
