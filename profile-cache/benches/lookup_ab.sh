@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B run of two or more builds of the `lookup_tail` bench (benches/lookup_tail.rs built against
-# different versions of the library), run alternately as separate processes on one machine, so
-# every build sees the same spells of load from other tenants.
+# different versions of the library — since session 5 the bench uses the prefetch API, so the
+# library must have it), run alternately as separate processes on one machine, so every build
+# sees the same spells of load from other tenants.
 #
 # Usage: lookup_ab.sh RUNS LABEL=BINARY [LABEL=BINARY ...]
 #   RUNS     how many times each build runs (the order of builds reverses every other run)
@@ -15,7 +16,7 @@
 # Every process is bounded by AB_TIMEOUT seconds (default 600).
 set -euo pipefail
 if (($# < 2)); then
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
 fi
 runs=$1
