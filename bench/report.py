@@ -18,7 +18,7 @@ KEYS = [
     "conventional_rps", "glommio_null_rps", "tokio_null_rps", "haproxy_204_rps",
     "helios_p99_us_at_50pct", "conventional_p99_us_at_50pct", "own_time_p99_us",
     "allocs_per_request", "syscalls_per_request", "decision_p99_us_1000_campaigns",
-    "profile_lookup_p99_ns", "profile_bytes_each_10m", "replication_lag_p99_ms",
+    "profile_lookup_p99_ns", "profile_lookup_prefetched_p99_ns", "profile_bytes_each_10m", "replication_lag_p99_ms",
     "pipeline_events_per_s", "reporter_ingest_events_per_s", "api_p95_ms_100m_events",
 ]
 SERVERS = ["null", "null-epoll", "null-glommio", "haproxy", "helios", "helios-noevents",
