@@ -235,7 +235,8 @@ mod tests {
         });
         assert_eq!(inner.0, vec![last]);
         assert_eq!(inner.1, libc::SCHED_BATCH);
-        assert_eq!(inner.2, 7);
+        // Nice is only ever raised: under a nicer parent (`nice cargo test`) it stays as nice.
+        assert_eq!(inner.2, before.2.max(7));
         // The caller is untouched.
         assert_eq!(current_thread_placement().unwrap(), before);
     }
