@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::durable::{Pending, Restarted};
+use super::rollup_fold::{self, RollupFolder};
 use super::row::Row;
 use super::stats::IngestStats;
 use super::writer::{FaultDelay, Offsets, Stopped, Writer};
@@ -56,6 +57,12 @@ pub struct IngestConfig {
     pub fault_delay: Duration,
     /// Commit batch transactions asynchronously (see [`super::durable`]).
     pub async_commit: bool,
+    /// Append the fine-grained rollup deltas (dim > 0) to `rollup_pending` instead of upserting
+    /// them in the batch (see [`super::rollup_fold`]).
+    pub defer_rollups: bool,
+    /// How often the folder task folds the pending deltas into `rollups` (it runs whether or
+    /// not this reporter defers: pending deltas of an earlier run are folded too).
+    pub rollup_fold_every: Duration,
     /// Extra librdkafka consumer settings.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -201,7 +208,26 @@ pub async fn run(
     )
     .with_shutdown(shutdown.clone())
     .with_connections(cfg.pg_writers)
-    .with_async_commit(cfg.async_commit);
+    .with_async_commit(cfg.async_commit)
+    .with_deferred_rollups(cfg.defer_rollups);
+    let folder = tokio::spawn(rollup_fold::run(
+        RollupFolder::new(&pg_url),
+        cfg.rollup_fold_every,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let r = ingest(&cfg, &mut writer, &stats, shutdown).await;
+    folder.abort();
+    r
+}
+
+/// [`run`]'s batch writing, beside the folder task.
+async fn ingest(
+    cfg: &IngestConfig,
+    writer: &mut Writer,
+    stats: &Arc<IngestStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     match writer.apply_retention().await {
         Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
         Ok(_) => {}
@@ -209,7 +235,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "retention failed"),
     }
     loop {
-        match session(&cfg, &mut writer, &stats, shutdown.clone()).await {
+        match session(cfg, writer, stats, shutdown.clone()).await {
             Err(e) if e.is::<Restarted>() => {
                 tracing::warn!(error = %e, "ingest starts over from the offsets committed to Kafka");
             }
