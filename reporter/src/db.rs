@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup_pending",
         include_str!("../migrations/0006_rollup_pending.sql"),
     ),
+    (
+        7,
+        "drop_rollups_sites",
+        include_str!("../migrations/0007_drop_rollups_sites.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

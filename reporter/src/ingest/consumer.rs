@@ -60,9 +60,13 @@ pub struct IngestConfig {
     /// Append the fine-grained rollup deltas (dim > 0) to `rollup_pending` instead of upserting
     /// them in the batch (see [`super::rollup_fold`]).
     pub defer_rollups: bool,
-    /// How often the folder task folds the pending deltas into `rollups` (it runs whether or
-    /// not this reporter defers: pending deltas of an earlier run are folded too).
+    /// Longest time between two folds of the pending deltas into `rollups` (the folder task
+    /// runs whether or not this reporter defers: pending deltas of an earlier run are folded
+    /// too).
     pub rollup_fold_every: Duration,
+    /// Fold sooner, once this reporter has appended this many deltas since the last fold (bounds
+    /// what the API adds up from the unindexed pending table).
+    pub rollup_fold_rows: u64,
     /// Extra librdkafka consumer settings.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -212,7 +216,10 @@ pub async fn run(
     .with_deferred_rollups(cfg.defer_rollups);
     let folder = tokio::spawn(rollup_fold::run(
         RollupFolder::new(&pg_url),
-        cfg.rollup_fold_every,
+        rollup_fold::Schedule {
+            every: cfg.rollup_fold_every,
+            rows: cfg.rollup_fold_rows,
+        },
         stats.clone(),
         shutdown.clone(),
     ));
@@ -428,6 +435,7 @@ async fn write_and_commit(
     let offsets = &batch.offsets;
     let o = writer.write(&batch.rows, offsets).await?;
     stats.inserted.fetch_add(o.inserted, Relaxed);
+    stats.rollup_deferred.fetch_add(o.pending_rows, Relaxed);
     stats.duplicates.fetch_add(o.duplicates, Relaxed);
     stats.out_of_range.fetch_add(o.out_of_range, Relaxed);
     stats.batches.fetch_add(1, Relaxed);

@@ -45,9 +45,6 @@ pub const MAX_FOLD_BLOCKS: i64 = 8192;
 /// Most fold transactions in a row per turn of [`run`] (then it sleeps its interval).
 pub const MAX_FOLDS_PER_TURN: u32 = 8;
 
-/// Longest interval between folds, milliseconds (`--rollup-fold-ms`).
-pub const MAX_INTERVAL_MS: u64 = 60_000;
-
 /// Arbitrary constant naming the fold lock (one fold at a time over every reporter).
 pub const FOLD_LOCK: i64 = 0x4845_4c49_4f53_0002;
 
@@ -224,22 +221,44 @@ impl RollupFolder {
     }
 }
 
-/// The folder task: a fold every `interval` until `shutdown` turns true. Failures (PostgreSQL
-/// away, a deadlock with an older reporter that still upserts these rows) are logged and
-/// counted; the deltas stay pending (still read by the API) and the next turn tries again.
+/// When the folder task folds: every `every` at the latest, sooner once this reporter has
+/// appended `rows` deltas since the last fold (counted in [`IngestStats::rollup_deferred`]).
+/// A longer wait merges more batches per key (fewer upserts: measured in bench/RESULTS.md);
+/// fewer pending rows keep the API's scan of them short.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub every: Duration,
+    pub rows: u64,
+}
+
+/// How often the folder task looks at the appended count.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// The folder task: folds as [`Schedule`] says until `shutdown` turns true. Failures
+/// (PostgreSQL away, a deadlock with an older reporter that still upserts these rows) are
+/// logged and counted; the deltas stay pending (still read by the API) and the next turn tries
+/// again.
 pub async fn run(
     mut folder: RollupFolder,
-    interval: Duration,
+    schedule: Schedule,
     stats: Arc<IngestStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(POLL.min(schedule.every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
+    let mut appended_then = stats.rollup_deferred.load(Relaxed);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|v| *v) => return,
         }
+        let appended = stats.rollup_deferred.load(Relaxed);
+        if last.elapsed() < schedule.every && appended - appended_then < schedule.rows {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        appended_then = appended;
         match folder.fold().await {
             Ok(o) => {
                 if o.moved > 0 {

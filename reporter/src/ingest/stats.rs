@@ -32,6 +32,9 @@ pub struct IngestStats {
     pub pg_lost: AtomicU64,
     /// Writer reconnections after a loss (or after PostgreSQL was down at start).
     pub pg_reconnects: AtomicU64,
+    /// Deferred rollup deltas this reporter appended to `rollup_pending` (the folder task folds
+    /// early once enough were appended since its last fold).
+    pub rollup_deferred: AtomicU64,
     /// Fold transactions committed (deferred rollup deltas moved into `rollups`).
     pub rollup_folds: AtomicU64,
     /// Deferred rollup deltas folded into `rollups`.
