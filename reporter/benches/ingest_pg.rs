@@ -12,7 +12,8 @@
 //! `rollups_sites` (what they cost the ingest), `async` commits asynchronously, `foldK` defers
 //! the fine-grained rollups (dim > 0) to `rollup_pending` and folds them on a connection of its
 //! own every K batches and once at the end (its backend's CPU is counted with the writer's and
-//! shown apart), `nokey` drops the raw table's primary key first (what the key costs; repeated
+//! shown apart), `sites` re-creates `rollups_sites` (dropped by migration 0007; with it and
+//! without `foldK` the schema and writer are main's before session 5), `nokey` drops the raw table's primary key first (what the key costs; repeated
 //! notices are then stored twice, so that variant is not compared). Every other variant of one
 //! (ids, batch) case must end with the same raw rows and rollup sums; the bench checks it.
 //!
@@ -148,6 +149,9 @@ struct Variant {
     fold_every: usize,
     /// The raw table's primary key dropped first.
     nokey: bool,
+    /// `rollups_sites` (migration 0005, dropped by 0007) re-created first: main's schema until
+    /// session 5.
+    sites: bool,
 }
 
 impl Variant {
@@ -160,6 +164,7 @@ impl Variant {
             async_commit: false,
             fold_every: 0,
             nokey: false,
+            sites: false,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
@@ -174,6 +179,7 @@ impl Variant {
                 "nosites" => v.drop = Some("rollups_sites"),
                 "async" => v.async_commit = true,
                 "nokey" => v.nokey = true,
+                "sites" => v.sites = true,
                 f if f.starts_with("fold") => {
                     v.fold_every = f[4..].parse().expect("BENCH_VARIANTS: foldK");
                     assert!(v.fold_every > 0, "BENCH_VARIANTS: foldK with K > 0");
@@ -201,7 +207,11 @@ impl Variant {
             String::new()
         };
         let key = if self.nokey { ":nokey" } else { "" };
-        format!("{plan}:{}{extra}{commit}{fold}{key}", self.connections)
+        let sites = if self.sites { ":sites" } else { "" };
+        format!(
+            "{plan}:{}{extra}{sites}{commit}{fold}{key}",
+            self.connections
+        )
     }
 }
 
@@ -261,9 +271,18 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let mut c = reporter::db::connect(&db.url).await.expect("connect");
     reporter::db::migrate(&mut c).await.expect("migrate");
     if let Some(indexes) = v.drop {
-        c.batch_execute(&format!("DROP INDEX {indexes}"))
+        c.batch_execute(&format!("DROP INDEX IF EXISTS {indexes}"))
             .await
             .expect("drop indexes of migration 0005");
+    }
+    if v.sites {
+        c.batch_execute(
+            "CREATE INDEX rollups_sites ON rollups (advertiser_id, campaign_id, bucket)
+             INCLUDE (val, bids, nobids, wins, losses, impressions, clicks, bid_cpm_micros,
+                      spend_cpm_micros) WHERE gran = 2 AND dim = 2",
+        )
+        .await
+        .expect("re-create rollups_sites");
     }
     if v.nokey {
         c.batch_execute("ALTER TABLE events DROP CONSTRAINT events_pkey")
