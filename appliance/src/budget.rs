@@ -160,18 +160,19 @@ impl CoreBudget {
             spent,
         };
         self.counters.spent_micros += spent as u64;
+        // The notice's charge to the control thread, with the reservation it releases.
+        let charge = |reserved: i64| Charge {
+            node: v.node,
+            core: v.core,
+            campaign_id: v.campaign_id,
+            spent,
+            bid_ts_unix_ns: v.bid_ts_unix_ns,
+            reserved,
+        };
         if v.node == self.node && v.bid_ts_unix_ns < self.started_unix_ns {
             // The previous incarnation's bid: its lease was forfeited (counted as spent), so the
             // spend is charged to that forfeit; no reservation of this process to release.
-            let c = Charge {
-                node: v.node,
-                core: v.core,
-                campaign_id: v.campaign_id,
-                spent,
-                bid_ts_unix_ns: v.bid_ts_unix_ns,
-                reserved: 0,
-            };
-            if spent == 0 || self.charger.charge(c) {
+            if spent == 0 || self.charger.charge(charge(0)) {
                 self.counters.predecessor += 1;
             } else {
                 self.counters.dropped += 1;
@@ -191,15 +192,7 @@ impl CoreBudget {
                 return;
             }
         }
-        let c = Charge {
-            node: v.node,
-            core: v.core,
-            campaign_id: v.campaign_id,
-            spent,
-            bid_ts_unix_ns: v.bid_ts_unix_ns,
-            reserved: v.reserved.0,
-        };
-        if self.charger.charge(c) {
+        if self.charger.charge(charge(v.reserved.0)) {
             self.counters.charged_remote += 1;
         } else {
             self.counters.dropped += 1;

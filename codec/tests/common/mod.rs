@@ -4,8 +4,13 @@
 use std::path::PathBuf;
 
 /// `tests/corpus/<kind>/`, where kind is `valid` or `malformed`.
+///
+/// The crate's directory is read when the test runs (cargo and nextest set
+/// `CARGO_MANIFEST_DIR`): a test binary built from another checkout of the same sources (a CI
+/// clone sharing the target dir) must read this checkout's corpus, not the path it was built at.
 pub fn corpus_dir(kind: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/corpus")
         .join(kind)
 }

@@ -46,9 +46,17 @@ impl OwnPg {
 
     /// Runs `scripts/services.sh <what> postgres` for this instance.
     pub fn services(&self, what: &str) -> bool {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+        // Read when the test runs, not when it was built: a binary built from another checkout
+        // (a CI clone sharing the target dir) must run this checkout's script.
+        let script = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(
+                || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+                std::path::PathBuf::from,
+            )
+            .join("../scripts/services.sh");
         Command::new("bash")
-            .args([script, what, "postgres"])
+            .arg(script)
+            .args([what, "postgres"])
             .env("HELIOS_RUN", &self.run)
             .env("HELIOS_PG_PORT", self.port.to_string())
             .status()
