@@ -14,7 +14,11 @@
 //! put the older binary first, as the newer one's migrations stay applied; BENCH_DB_URL to reuse
 //! an already generated database (not dropped) instead of generating one; BENCH_WITHOUT_INDEX=1
 //! to measure every shape also without the series index of migration 0004, BENCH_DROP_INDEXES
-//! (comma-separated names) also without those indexes.
+//! (comma-separated names) also without those indexes; BENCH_PENDING=N to measure with N
+//! not-yet-folded deltas in `rollup_pending` (session 5: the per-creative/site/country/device
+//! rows the ingest defers; 90 % per-site, 10 % per-country, in the current hour, spread over
+//! every campaign — what a few seconds of a 200,000 events/s stream leave between folds), which
+//! the API adds to the folded rows (binaries with migration 0006 only; removed after).
 
 mod common;
 
@@ -230,6 +234,61 @@ async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
         names.push("rollups_totals".to_owned());
     }
     let db = reporter::db::connect(url).await.expect("connect");
+    let has_pending = db
+        .query_one("SELECT to_regclass('rollup_pending') IS NOT NULL", &[])
+        .await
+        .is_ok_and(|r| r.get::<_, bool>(0));
+    let pendings: Vec<i64> = std::env::var("BENCH_PENDING")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    for pending in if pendings.is_empty() {
+        vec![0]
+    } else {
+        pendings
+    } {
+        let ctx = (label, names.as_slice(), &db, has_pending);
+        measure_with_pending(ctx, pending, &shapes, &http, &base, &auth, requests).await;
+    }
+    println!(
+        "   load average after {label}: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Every shape with `pending` deltas in `rollup_pending` (removed after), with and without the
+/// indexes named by BENCH_DROP_INDEXES / BENCH_WITHOUT_INDEX.
+async fn measure_with_pending(
+    (label, names, db, has_pending): (&str, &[String], &tokio_postgres::Client, bool),
+    pending: i64,
+    shapes: &[(&str, String)],
+    http: &reqwest::Client,
+    base: &str,
+    auth: &Auth,
+    requests: usize,
+) {
+    if pending > 0 && has_pending {
+        db.batch_execute(&format!(
+            "INSERT INTO rollup_pending
+             SELECT 2, (c / 100), c, d, date_trunc('hour', now()),
+                    CASE WHEN d = 2 THEN 'site' || (i % 2000) || '.example' ELSE 'USA' END,
+                    1, 0, 0, 1, 0, 0, 2500000, 0, 0, now()
+             FROM generate_series(1, {pending}) i,
+                  LATERAL (SELECT ((i % 20) + 1) * 100 + (i / 20) % 10 + 1 AS c,
+                                  (CASE WHEN i % 10 = 0 THEN 3 ELSE 2 END)::smallint AS d) x;
+             ANALYZE rollup_pending"
+        ))
+        .await
+        .expect("pending deltas");
+        println!("-- {label}: with {pending} pending rollup deltas");
+    } else if pending > 0 {
+        println!("-- {label}: no rollup_pending table (binary before migration 0006)");
+    }
     let mut defs: Vec<(String, String)> = Vec::new();
     for n in names.iter().filter(|n| !n.is_empty()) {
         if let Ok(Some(r)) = db
@@ -256,25 +315,22 @@ async fn measure(label: &str, bin: &str, url: &str, requests: usize) {
                     .await
                     .expect("drop index");
             }
-            println!("-- {label}, without {what}:");
+            println!("-- {label}, {pending} pending, without {what}:");
         } else if !defs.is_empty() {
-            println!("-- {label}, with {what}:");
+            println!("-- {label}, {pending} pending, with {what}:");
         }
-        run_shapes(&shapes, &http, &base, &auth, requests).await;
+        run_shapes(shapes, http, base, auth, requests).await;
         if !with_index {
             for (_, def) in &defs {
                 db.batch_execute(def).await.expect("re-create index");
             }
         }
     }
-    println!(
-        "   load average after {label}: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    if pending > 0 && has_pending {
+        db.batch_execute("TRUNCATE rollup_pending")
+            .await
+            .expect("remove the pending deltas");
+    }
 }
 
 async fn run_shapes(

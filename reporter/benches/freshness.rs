@@ -1,7 +1,8 @@
 //! Through the real broker: (1) Kafka → PostgreSQL ingest rate of a reporter started on a topic
 //! that already holds a run; (2) end-to-end freshness under a steady background load: a probe
-//! event produced now → visible in the API (`/api/v1/campaigns/{id}` shows its impression),
-//! p50/p99/max.
+//! event produced now → visible in the API (`/api/v1/campaigns/{id}` shows its impression, and
+//! so does its per-site row in `/api/v1/top-sites?campaign_id=…`, a deferred rollup family that
+//! may still be pending), p50/p99/max.
 //!
 //! `HELIOS_PG_URL=… HELIOS_KAFKA_BROKERS=… cargo bench -p helios-reporter --bench freshness`
 //! (BENCH_EVENTS run size, default 300,000; BENCH_RATE background events/s, default 5,000;
@@ -94,6 +95,9 @@ async fn main() {
         create_partitions: 4,
         fault_delay: Duration::ZERO,
         async_commit: false,
+        defer_rollups: true,
+        rollup_fold_every: Duration::from_secs(5),
+        rollup_fold_rows: 250_000,
         kafka_options: Vec::new(),
     };
     reporter::ingest::consumer::ensure_topics(&cfg)
@@ -240,15 +244,31 @@ async fn main() {
         e.bid_ts_unix_ns = e.ts_unix_ns;
         send(&p, &suffix, &e);
         p.flush(Duration::from_secs(10)).expect("flush");
+        // Visible = the campaign's figures (campaign totals, written in the batch) and its
+        // per-site figures (a deferred rollup family: pending until folded) both show it.
         let url = format!("http://127.0.0.1:{port}/api/v1/campaigns/{cid}");
+        let sites = format!("http://127.0.0.1:{port}/api/v1/top-sites?campaign_id={cid}");
+        let mut total_seen = false;
         loop {
-            let r = http.get(&url).bearer_auth(&token).send().await;
-            if let Ok(r) = r
-                && r.status().is_success()
-                && let Ok(v) = r.json::<serde_json::Value>().await
-                && v["campaign"]["figures"]["impressions"] == 1
-            {
-                break;
+            if !total_seen {
+                let r = http.get(&url).bearer_auth(&token).send().await;
+                if let Ok(r) = r
+                    && r.status().is_success()
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                {
+                    total_seen = v["campaign"]["figures"]["impressions"] == 1;
+                }
+            }
+            if total_seen {
+                let r = http.get(&sites).bearer_auth(&token).send().await;
+                if let Ok(r) = r
+                    && r.status().is_success()
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                    && v["items"][0]["site_or_app"] == "probe.example"
+                    && v["items"][0]["figures"]["impressions"] == 1
+                {
+                    break;
+                }
             }
             if t0.elapsed() > Duration::from_secs(60) {
                 panic!("probe {i} not visible after 60 s");

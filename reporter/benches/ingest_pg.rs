@@ -9,14 +9,21 @@
 //! `ON CONFLICT`, `copy` bids and no-bids with a `COPY` straight into the raw table (see
 //! `reporter::ingest::writer::InsertPlan`); `connections` parts written in parallel; further
 //! fields: `no0005` drops both covering indexes of migration 0005 first, `nosites` only
-//! `rollups_sites` (what they cost the ingest), `async` commits asynchronously. Every variant of one (ids, batch)
-//! case must end with the same raw rows and rollup sums; the bench checks it.
+//! `rollups_sites` (what they cost the ingest), `async` commits asynchronously, `foldK` defers
+//! the fine-grained rollups (dim > 0) to `rollup_pending` and folds them on a connection of its
+//! own every K batches and once at the end (its backend's CPU is counted with the writer's and
+//! shown apart), `sites` re-creates `rollups_sites` (dropped by migration 0007; with it and
+//! without `foldK` the schema and writer are main's before session 5), `nokey` drops the raw table's primary key first (what the key costs; repeated
+//! notices are then stored twice, so that variant is not compared). Every other variant of one
+//! (ids, batch) case must end with the same raw rows and rollup sums; the bench checks it.
 //!
 //! Ids (`BENCH_IDS`, default `random,realistic`): `random` as the generator makes them (16
 //! random bytes for every event: the worst case for the primary-key index); `realistic` gives
 //! bids and no-bids the appliance's layout (8-byte per-process prefix, core, 48-bit counter:
-//! near-sequential per process) and keeps notices random (the pipeline derives them from a
-//! SHA-256 of the notice).
+//! near-sequential per process) and keeps notices random (the pipeline derived them from a
+//! SHA-256 of the notice until session 5); `timed` is `realistic` with notice ids as the
+//! pipeline makes them since session 5: the bid time (8 bytes, big-endian nanoseconds), then 8
+//! bytes of the hash — near-sequential in the raw key.
 //!
 //! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench ingest_pg` (BENCH_EVENTS to change the
 //! run size, default 1,000,000; BENCH_BATCHES, comma-separated batch sizes, default 50000;
@@ -30,6 +37,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use codec::event::{Event, EventKind};
+use reporter::ingest::rollup_fold::RollupFolder;
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
 use reporter::ingest::writer::{FaultDelay, InsertPlan, Writer};
@@ -89,13 +97,17 @@ async fn main() {
     for ids in list("BENCH_IDS", "random,realistic") {
         let rows = match ids.as_str() {
             "random" => rows.clone(),
-            "realistic" => realistic_ids(&rows),
+            "realistic" => realistic_ids(&rows, false),
+            "timed" => realistic_ids(&rows, true),
             other => panic!("BENCH_IDS: unknown id layout {other:?}"),
         };
         for &batch in &batches {
             let mut first: Option<(String, Totals)> = None;
             for v in &variants {
                 let totals = run_one(&pg, &rows, batch, &ids, v).await;
+                if v.nokey {
+                    continue;
+                }
                 match &first {
                     None => first = Some((v.label(), totals)),
                     Some((label, t)) => assert_eq!(
@@ -133,6 +145,13 @@ struct Variant {
     drop: Option<&'static str>,
     /// `synchronous_commit = off` for the batch transactions.
     async_commit: bool,
+    /// Defer the fine-grained rollups and fold them every this many batches (0: not deferred).
+    fold_every: usize,
+    /// The raw table's primary key dropped first.
+    nokey: bool,
+    /// `rollups_sites` (migration 0005, dropped by 0007) re-created first: main's schema until
+    /// session 5.
+    sites: bool,
 }
 
 impl Variant {
@@ -143,6 +162,9 @@ impl Variant {
         let mut v = Variant {
             drop: None,
             async_commit: false,
+            fold_every: 0,
+            nokey: false,
+            sites: false,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
@@ -156,6 +178,12 @@ impl Variant {
                 "no0005" => v.drop = Some("rollups_minutes, rollups_sites"),
                 "nosites" => v.drop = Some("rollups_sites"),
                 "async" => v.async_commit = true,
+                "nokey" => v.nokey = true,
+                "sites" => v.sites = true,
+                f if f.starts_with("fold") => {
+                    v.fold_every = f[4..].parse().expect("BENCH_VARIANTS: foldK");
+                    assert!(v.fold_every > 0, "BENCH_VARIANTS: foldK with K > 0");
+                }
                 other => panic!("BENCH_VARIANTS: unknown option {other:?}"),
             }
         }
@@ -173,13 +201,25 @@ impl Variant {
             Some(_) => ":nosites",
         };
         let commit = if self.async_commit { ":async" } else { "" };
-        format!("{plan}:{}{extra}{commit}", self.connections)
+        let fold = if self.fold_every > 0 {
+            format!(":fold{}", self.fold_every)
+        } else {
+            String::new()
+        };
+        let key = if self.nokey { ":nokey" } else { "" };
+        let sites = if self.sites { ":sites" } else { "" };
+        format!(
+            "{plan}:{}{extra}{sites}{commit}{fold}{key}",
+            self.connections
+        )
     }
 }
 
 /// Bids and no-bids re-numbered as the appliance numbers them: per (node, core) an 8-byte
-/// prefix, the core and a counter in the order the events were made.
-fn realistic_ids(rows: &[Row]) -> Vec<Row> {
+/// prefix, the core and a counter in the order the events were made; with `timed_notices`,
+/// notices as the pipeline numbers them since session 5 (bid time, then 8 bytes of the hash —
+/// here of the generator's random id, so a repeated notice keeps its id).
+fn realistic_ids(rows: &[Row], timed_notices: bool) -> Vec<Row> {
     let mut counters: HashMap<(String, i32), u64> = HashMap::new();
     rows.iter()
         .cloned()
@@ -197,6 +237,11 @@ fn realistic_ids(rows: &[Row]) -> Vec<Row> {
                 r.event_id[..8].copy_from_slice(&prefix);
                 r.event_id[8..10].copy_from_slice(&(r.core as u16).to_be_bytes());
                 r.event_id[10..].copy_from_slice(&n.to_be_bytes()[2..]);
+            } else if timed_notices && let Some(bid_ts) = r.bid_ts {
+                let ns = bid_ts
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                r.event_id[..8].copy_from_slice(&ns.to_be_bytes());
             }
             r
         })
@@ -226,9 +271,23 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let mut c = reporter::db::connect(&db.url).await.expect("connect");
     reporter::db::migrate(&mut c).await.expect("migrate");
     if let Some(indexes) = v.drop {
-        c.batch_execute(&format!("DROP INDEX {indexes}"))
+        c.batch_execute(&format!("DROP INDEX IF EXISTS {indexes}"))
             .await
             .expect("drop indexes of migration 0005");
+    }
+    if v.sites {
+        c.batch_execute(
+            "CREATE INDEX rollups_sites ON rollups (advertiser_id, campaign_id, bucket)
+             INCLUDE (val, bids, nobids, wins, losses, impressions, clicks, bid_cpm_micros,
+                      spend_cpm_micros) WHERE gran = 2 AND dim = 2",
+        )
+        .await
+        .expect("re-create rollups_sites");
+    }
+    if v.nokey {
+        c.batch_execute("ALTER TABLE events DROP CONSTRAINT events_pkey")
+            .await
+            .expect("drop the raw key");
     }
     drop(c);
     let mut w = Writer::new(
@@ -240,7 +299,10 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     )
     .with_plan(v.plan)
     .with_async_commit(v.async_commit)
-    .with_connections(v.connections);
+    .with_connections(v.connections)
+    .with_deferred_rollups(v.fold_every > 0);
+    let mut folder = RollupFolder::new(&db.url);
+    let folder_pid = folder.backend_pid().await.expect("folder pid");
     let backends = w.backend_pids().await.expect("backend pids");
     let pg_cpu = || -> f64 {
         backends
@@ -248,16 +310,24 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
             .map(|p| cpu_secs(&format!("/proc/{p}/stat")))
             .sum()
     };
-    let (pg0, me0) = (pg_cpu(), cpu_secs("/proc/self/stat"));
+    let fold_cpu = || cpu_secs(&format!("/proc/{folder_pid}/stat"));
+    let (pg0, me0, f0) = (pg_cpu(), cpu_secs("/proc/self/stat"), fold_cpu());
     let t = Instant::now();
-    let (mut inserted, mut fallbacks) = (0, 0);
-    for chunk in rows.chunks(batch) {
+    let (mut inserted, mut fallbacks, mut pending, mut folded, mut upserted) = (0, 0, 0, 0, 0);
+    for (i, chunk) in rows.chunks(batch).enumerate() {
         let o = w.write(chunk, &Vec::new()).await.expect("write");
         inserted += o.inserted;
         fallbacks += o.fallbacks;
+        pending += o.pending_rows;
+        if v.fold_every > 0 && (i + 1) % v.fold_every == 0 {
+            fold(&mut folder, &mut folded, &mut upserted).await;
+        }
+    }
+    if v.fold_every > 0 {
+        fold(&mut folder, &mut folded, &mut upserted).await;
     }
     let fresh = t.elapsed();
-    let (pg1, me1) = (pg_cpu(), cpu_secs("/proc/self/stat"));
+    let (pg1, me1, f1) = (pg_cpu(), cpu_secs("/proc/self/stat"), fold_cpu());
     let t = Instant::now();
     let mut dup = 0;
     let replays = if env_or("BENCH_REPLAY", 1) == 0 {
@@ -273,7 +343,10 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
             .duplicates;
     }
     let replay = t.elapsed();
-    let pg2 = pg_cpu();
+    if v.fold_every > 0 {
+        fold(&mut folder, &mut folded, &mut upserted).await;
+    }
+    let pg2 = pg_cpu() + fold_cpu() - f1;
     let check = reporter::db::connect(&db.url).await.expect("connect");
     let r = check
         .query_one(
@@ -292,14 +365,18 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         sums: (2..11).map(|i| r.get::<_, i64>(i)).collect(),
     };
     let per = |cpu: f64| cpu * 1e6 / rows.len() as f64;
+    let pg_all = (pg1 - pg0) + (f1 - f0);
     println!(
         "{label}: fresh {:>8.0} events/s wall ({inserted} rows in {:.2} s, {fallbacks} fallbacks); \
-         CPU per event: PostgreSQL {:.2} µs (all backends; ⇒ {:.0} events/s per PostgreSQL core), \
-         this process {:.2} µs",
+         CPU per event: PostgreSQL {:.2} µs (all backends; ⇒ {:.0} events/s per PostgreSQL core; \
+         writer backends {:.2} µs, folder backend {:.2} µs), this process {:.2} µs; \
+         {pending} deltas deferred, {folded} folded into {upserted} upserts",
         rows.len() as f64 / fresh.as_secs_f64(),
         fresh.as_secs_f64(),
+        per(pg_all),
+        rows.len() as f64 / pg_all.max(1e-9),
         per(pg1 - pg0),
-        rows.len() as f64 / (pg1 - pg0).max(1e-9),
+        per(f1 - f0),
         per(me1 - me0),
     );
     if replays == 0 {
@@ -321,9 +398,22 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         );
     }
     drop(w);
+    drop(folder);
     drop(check);
     db.drop_db().await;
     totals
+}
+
+/// Folds every pending delta (the bench's folder runs between batches, not concurrently).
+async fn fold(folder: &mut RollupFolder, folded: &mut u64, upserted: &mut u64) {
+    loop {
+        let o = folder.fold().await.expect("fold");
+        *folded += o.moved;
+        *upserted += o.upserted;
+        if !o.more {
+            break;
+        }
+    }
 }
 
 /// utime + stime of a process, seconds (from /proc/<pid>/stat; clock ticks of 1/100 s).

@@ -45,6 +45,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups_minute_site_index",
         include_str!("../migrations/0005_rollups_minute_site_index.sql"),
     ),
+    (
+        6,
+        "rollup_pending",
+        include_str!("../migrations/0006_rollup_pending.sql"),
+    ),
+    (
+        7,
+        "drop_rollups_sites",
+        include_str!("../migrations/0007_drop_rollups_sites.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::ingest::IngestRun;
 use common::*;
 use reporter::ingest::fold::FAMILIES;
+use reporter::synth::Expected;
 use tokio_postgres::Client;
 
 /// How long a restarted reporter may take to join the group and open a batch: the session
@@ -109,10 +110,11 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
     assert_eq!(count(&db).await, expected.unique_events as i64);
 
     // Rollups: every kept (granularity, dimension) family adds up to the expected campaign
-    // totals, and no other family is written.
+    // totals — folded and still pending deltas together (`rollups_all`, what the API reads;
+    // the reporter was killed twice, mid-fold perhaps) — and no other family is written.
     let stray: i64 = db
         .query_one(
-            "SELECT count(*) FROM rollups
+            "SELECT count(*) FROM rollups_all
              WHERE (gran, dim) NOT IN (SELECT * FROM unnest($1::smallint[], $2::smallint[]))",
             &[
                 &FAMILIES.iter().map(|f| f.0).collect::<Vec<i16>>(),
@@ -123,13 +125,63 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
         .expect("stray rollups")
         .get(0);
     assert_eq!(stray, 0, "rows only in the kept families");
+    check_families(&db, expected, "rollups_all").await;
+    // The folder task empties `rollup_pending` within a few seconds; then the folded rows
+    // alone hold every family exactly (each pending delta folded once, none lost).
+    let t = Instant::now();
+    loop {
+        let pending: i64 = db
+            .query_one("SELECT count(*) FROM rollup_pending", &[])
+            .await
+            .expect("pending")
+            .get(0);
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{pending} rollup deltas still pending after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check_families(&db, expected, "rollups").await;
+    for gran in [1i16, 2, 3] {
+        let rows = db
+            .query(
+                "SELECT reason, sum(nobids)::bigint FROM nobid_rollups WHERE gran = $1 GROUP BY 1 ORDER BY 1",
+                &[&gran],
+            )
+            .await
+            .expect("nobid rollups");
+        let got: Vec<(u16, i64)> = rows
+            .iter()
+            .map(|r| (r.get::<_, i32>(0) as u16, r.get(1)))
+            .collect();
+        let want: Vec<(u16, i64)> = expected.nobids.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(got, want, "no-bids by reason, gran {gran}");
+    }
+
+    // Offsets recorded with the rows cover every message (events + 5 garbage).
+    let next = ingest.recorded_offsets(&db).await;
+    assert_eq!(next, ingest.events.len() as i64 + 5);
+
+    drop(_r);
+    drop(db);
+    ingest.tdb.drop_db().await;
+}
+
+/// Every kept (granularity, dimension) family of `table` adds up to the expected campaign
+/// totals.
+async fn check_families(db: &tokio_postgres::Client, expected: &Expected, table: &str) {
     for &(gran, dim) in FAMILIES {
         let rows = db
             .query(
-                "SELECT campaign_id, advertiser_id, sum(bids)::bigint, sum(wins)::bigint,
+                &format!(
+                    "SELECT campaign_id, advertiser_id, sum(bids)::bigint, sum(wins)::bigint,
                         sum(losses)::bigint, sum(impressions)::bigint, sum(clicks)::bigint,
                         sum(bid_cpm_micros)::bigint, sum(spend_cpm_micros)::bigint
-                 FROM rollups WHERE gran = $1 AND dim = $2 GROUP BY 1, 2 ORDER BY 1",
+                 FROM {table} WHERE gran = $1 AND dim = $2 GROUP BY 1, 2 ORDER BY 1"
+                ),
                 &[&gran, &dim],
             )
             .await
@@ -137,7 +189,7 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
         assert_eq!(
             rows.len(),
             expected.campaigns.len(),
-            "gran {gran} dim {dim}"
+            "{table}: gran {gran} dim {dim}"
         );
         for row in rows {
             let cid: i64 = row.get(0);
@@ -162,30 +214,7 @@ async fn sigkill_mid_batch_neither_loses_nor_double_counts() {
                 want.bid_cpm_micros,
                 want.spend_cpm_micros,
             );
-            assert_eq!(got, exp, "campaign {cid} gran {gran} dim {dim}");
+            assert_eq!(got, exp, "{table}: campaign {cid} gran {gran} dim {dim}");
         }
     }
-    for gran in [1i16, 2, 3] {
-        let rows = db
-            .query(
-                "SELECT reason, sum(nobids)::bigint FROM nobid_rollups WHERE gran = $1 GROUP BY 1 ORDER BY 1",
-                &[&gran],
-            )
-            .await
-            .expect("nobid rollups");
-        let got: Vec<(u16, i64)> = rows
-            .iter()
-            .map(|r| (r.get::<_, i32>(0) as u16, r.get(1)))
-            .collect();
-        let want: Vec<(u16, i64)> = expected.nobids.iter().map(|(k, v)| (*k, *v)).collect();
-        assert_eq!(got, want, "no-bids by reason, gran {gran}");
-    }
-
-    // Offsets recorded with the rows cover every message (events + 5 garbage).
-    let next = ingest.recorded_offsets(&db).await;
-    assert_eq!(next, ingest.events.len() as i64 + 5);
-
-    drop(_r);
-    drop(db);
-    ingest.tdb.drop_db().await;
 }

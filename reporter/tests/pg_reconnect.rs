@@ -140,7 +140,7 @@ async fn reporter_rides_out_a_postgres_restart_and_counts_every_event_once() {
         let row = db
             .query_one(
                 "SELECT coalesce(sum(spend_cpm_micros), 0)::bigint, coalesce(sum(bids), 0)::bigint
-                 FROM rollups WHERE gran = $1 AND dim = $2",
+                 FROM rollups_all WHERE gran = $1 AND dim = $2",
                 &[&gran, &dim],
             )
             .await

@@ -363,6 +363,21 @@ async fn metrics(
             s.pg_reconnects,
         ),
         (
+            "rollup_folds",
+            "Fold transactions that moved deferred rollup deltas into the rollups",
+            s.rollup_folds,
+        ),
+        (
+            "rollup_folded",
+            "Deferred rollup deltas folded into the rollups",
+            s.rollup_folded,
+        ),
+        (
+            "rollup_fold_errors",
+            "Fold attempts that failed (the deltas stay pending)",
+            s.rollup_fold_errors,
+        ),
+        (
             "api_unavailable",
             "API requests answered 503 because PostgreSQL was unreachable",
             st.db.unavailable.load(std::sync::atomic::Ordering::Relaxed),
@@ -715,11 +730,18 @@ async fn stats(
         )));
     }
     let limit = q.limit.unwrap_or(10).clamp(1, MAX_GROUPS);
+    // Rows per creative/site/country/device may still be pending (not yet folded: see
+    // `ingest::rollup_fold`); `rollups_all` adds them to the folded ones, in one snapshot.
+    let table = if dim == fold::DIM_TOTAL {
+        "rollups"
+    } else {
+        "rollups_all"
+    };
     let sql = format!(
         "WITH r AS (
             SELECT {bucket} AS bucket, {key} AS key, bids, nobids, wins, losses, impressions, clicks,
                    bid_cpm_micros, spend_cpm_micros
-            FROM rollups
+            FROM {table}
             WHERE gran = $1 AND dim = $2 AND bucket >= $3 AND bucket < $4
               AND ($5::bigint IS NULL OR advertiser_id = $5) AND ($6::bigint IS NULL OR campaign_id = $6)
         ), top AS (
@@ -938,7 +960,7 @@ async fn top_sites(
     let limit = q.limit.unwrap_or(10).clamp(1, 100);
     let (from, to) = range.times();
     let sql = format!(
-        "SELECT val, {SUMS} FROM rollups
+        "SELECT val, {SUMS} FROM rollups_all
          WHERE gran = 2 AND dim = 2 AND bucket >= $1 AND bucket < $2
            AND ($3::bigint IS NULL OR advertiser_id = $3) AND ($4::bigint IS NULL OR campaign_id = $4)
          GROUP BY val ORDER BY sum(impressions) DESC, sum(bids) DESC, val LIMIT $5"

@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::durable::{Pending, Restarted};
+use super::rollup_fold::{self, RollupFolder};
 use super::row::Row;
 use super::stats::IngestStats;
 use super::writer::{FaultDelay, Offsets, Stopped, Writer};
@@ -56,6 +57,16 @@ pub struct IngestConfig {
     pub fault_delay: Duration,
     /// Commit batch transactions asynchronously (see [`super::durable`]).
     pub async_commit: bool,
+    /// Append the fine-grained rollup deltas (dim > 0) to `rollup_pending` instead of upserting
+    /// them in the batch (see [`super::rollup_fold`]).
+    pub defer_rollups: bool,
+    /// Longest time between two folds of the pending deltas into `rollups` (the folder task
+    /// runs whether or not this reporter defers: pending deltas of an earlier run are folded
+    /// too).
+    pub rollup_fold_every: Duration,
+    /// Fold sooner, once this reporter has appended this many deltas since the last fold (bounds
+    /// what the API adds up from the unindexed pending table).
+    pub rollup_fold_rows: u64,
     /// Extra librdkafka consumer settings.
     pub kafka_options: Vec<(String, String)>,
 }
@@ -201,7 +212,29 @@ pub async fn run(
     )
     .with_shutdown(shutdown.clone())
     .with_connections(cfg.pg_writers)
-    .with_async_commit(cfg.async_commit);
+    .with_async_commit(cfg.async_commit)
+    .with_deferred_rollups(cfg.defer_rollups);
+    let folder = tokio::spawn(rollup_fold::run(
+        RollupFolder::new(&pg_url),
+        rollup_fold::Schedule {
+            every: cfg.rollup_fold_every,
+            rows: cfg.rollup_fold_rows,
+        },
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let r = ingest(&cfg, &mut writer, &stats, shutdown).await;
+    folder.abort();
+    r
+}
+
+/// [`run`]'s batch writing, beside the folder task.
+async fn ingest(
+    cfg: &IngestConfig,
+    writer: &mut Writer,
+    stats: &Arc<IngestStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     match writer.apply_retention().await {
         Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "retention applied"),
         Ok(_) => {}
@@ -209,7 +242,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "retention failed"),
     }
     loop {
-        match session(&cfg, &mut writer, &stats, shutdown.clone()).await {
+        match session(cfg, writer, stats, shutdown.clone()).await {
             Err(e) if e.is::<Restarted>() => {
                 tracing::warn!(error = %e, "ingest starts over from the offsets committed to Kafka");
             }
@@ -402,6 +435,7 @@ async fn write_and_commit(
     let offsets = &batch.offsets;
     let o = writer.write(&batch.rows, offsets).await?;
     stats.inserted.fetch_add(o.inserted, Relaxed);
+    stats.rollup_deferred.fetch_add(o.pending_rows, Relaxed);
     stats.duplicates.fetch_add(o.duplicates, Relaxed);
     stats.out_of_range.fetch_add(o.out_of_range, Relaxed);
     stats.batches.fetch_add(1, Relaxed);

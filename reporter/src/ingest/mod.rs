@@ -8,6 +8,8 @@
 //! - [`copy_bin`]: PostgreSQL's binary `COPY` format, encoded by hand.
 //! - [`durable`]: with asynchronous commit, Kafka offsets held until their batch is on disk.
 //! - [`fold`]: a batch's rollup deltas, aggregated in memory (one per rollup key).
+//! - [`rollup_fold`]: the folder task, which moves the deferred (dim > 0) deltas from
+//!   `rollup_pending` into `rollups` in transactions of its own.
 //! - [`consumer`]: the consumer task (batches messages) and the writer task (writes, then commits
 //!   the Kafka offsets).
 //!
@@ -21,6 +23,7 @@ pub mod copy_bin;
 pub mod durable;
 pub mod fold;
 pub mod partitions;
+pub mod rollup_fold;
 pub mod row;
 pub mod stats;
 pub mod writer;

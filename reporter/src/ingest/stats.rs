@@ -32,6 +32,15 @@ pub struct IngestStats {
     pub pg_lost: AtomicU64,
     /// Writer reconnections after a loss (or after PostgreSQL was down at start).
     pub pg_reconnects: AtomicU64,
+    /// Deferred rollup deltas this reporter appended to `rollup_pending` (the folder task folds
+    /// early once enough were appended since its last fold).
+    pub rollup_deferred: AtomicU64,
+    /// Fold transactions committed (deferred rollup deltas moved into `rollups`).
+    pub rollup_folds: AtomicU64,
+    /// Deferred rollup deltas folded into `rollups`.
+    pub rollup_folded: AtomicU64,
+    /// Fold attempts that failed (the deltas stay pending and are folded by a later attempt).
+    pub rollup_fold_errors: AtomicU64,
     /// Per (topic, partition): next offset committed by this reporter, and the partition's high
     /// watermark when last fetched (every [`LAG_INTERVAL_SECS`]). Locked briefly, once per batch
     /// and once per fetch; at most one entry per assigned partition.
@@ -86,6 +95,9 @@ pub struct IngestSnapshot {
     pub pg_connected: u64,
     pub pg_lost: u64,
     pub pg_reconnects: u64,
+    pub rollup_folds: u64,
+    pub rollup_folded: u64,
+    pub rollup_fold_errors: u64,
 }
 
 impl IngestStats {
@@ -102,6 +114,9 @@ impl IngestStats {
             pg_connected: self.pg_connected.load(Relaxed),
             pg_lost: self.pg_lost.load(Relaxed),
             pg_reconnects: self.pg_reconnects.load(Relaxed),
+            rollup_folds: self.rollup_folds.load(Relaxed),
+            rollup_folded: self.rollup_folded.load(Relaxed),
+            rollup_fold_errors: self.rollup_fold_errors.load(Relaxed),
         }
     }
 }

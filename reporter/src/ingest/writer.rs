@@ -24,7 +24,11 @@
 //! 3. the rows actually inserted are folded in memory ([`super::fold`]: one delta per rollup
 //!    key), the deltas sent with binary `COPY` into a second staging table and applied with one
 //!    `INSERT … ON CONFLICT DO UPDATE` per rollup table, in key order (so two writers lock rollup
-//!    rows in the same order);
+//!    rows in the same order). With [`Writer::with_deferred_rollups`] (the ingest's default
+//!    since session 5) only the campaign totals (dim = 0) are upserted here; the deltas of the
+//!    hour rows per creative, site, country and device (dim > 0, most of the rollup rows a
+//!    batch touches) are appended with one `COPY` to the unindexed `rollup_pending`, in the
+//!    same transaction, and folded later by [`super::rollup_fold`];
 //! 4. the next offsets per partition into `ingest_offsets` — in the batch's transaction with one
 //!    connection; with several, in a statement of its own once every part has committed;
 //! 5. `COMMIT` — asynchronous with [`Writer::with_async_commit`]. Only when every part has
@@ -113,9 +117,27 @@ const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind 
 
 const DELTA_FIELDS: i16 = 16;
 
-const COPY_DELTA: &str = "COPY rollup_delta (gran, advertiser_id, campaign_id, dim, bucket, val, bids, \
-    nobids, wins, losses, impressions, clicks, bid_cpm_micros, win_cpm_micros, spend_cpm_micros, \
-    last_ts) FROM STDIN (FORMAT binary)";
+/// The rollup columns in the order [`copy_deltas`] writes them.
+macro_rules! delta_columns {
+    () => {
+        "(gran, advertiser_id, campaign_id, dim, bucket, val, bids, nobids, wins, losses, \
+         impressions, clicks, bid_cpm_micros, win_cpm_micros, spend_cpm_micros, last_ts)"
+    };
+}
+
+const COPY_DELTA: &str = concat!(
+    "COPY rollup_delta ",
+    delta_columns!(),
+    " FROM STDIN (FORMAT binary)"
+);
+
+/// Deltas of the deferred families (dim > 0) appended, unaggregated across batches, to the
+/// unindexed `rollup_pending` (folded into `rollups` later by [`super::rollup_fold`]).
+const COPY_PENDING: &str = concat!(
+    "COPY rollup_pending ",
+    delta_columns!(),
+    " FROM STDIN (FORMAT binary)"
+);
 
 /// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
 /// that order).
@@ -170,6 +192,8 @@ pub struct BatchOutcome {
     pub rollup_rows: u64,
     /// Parts whose plain insert met a stored id and were written again with `ON CONFLICT`.
     pub fallbacks: u64,
+    /// Of `rollup_rows`, the deltas appended to `rollup_pending` (deferred families).
+    pub pending_rows: u64,
     pub elapsed: Duration,
     /// With asynchronous commit: the WAL position the batch's commit needs flushed before its
     /// Kafka offsets may be committed, and the server's start time then (see
@@ -247,6 +271,7 @@ struct PartCtx<'a> {
     fault: FaultDelay,
     plan: InsertPlan,
     async_commit: bool,
+    defer_fine: bool,
 }
 
 #[derive(Debug)]
@@ -257,6 +282,7 @@ pub struct Writer {
     fault: FaultDelay,
     plan: InsertPlan,
     async_commit: bool,
+    defer_fine: bool,
 }
 
 impl Writer {
@@ -276,7 +302,17 @@ impl Writer {
             fault,
             plan: InsertPlan::CopyBids,
             async_commit: false,
+            defer_fine: false,
         }
+    }
+
+    /// Appends the deltas of the fine-grained families (hour per creative, site, country,
+    /// device: dim > 0) to `rollup_pending` instead of upserting them in the batch transaction;
+    /// [`super::rollup_fold`] folds them into `rollups` later. Campaign totals (dim = 0) are
+    /// upserted in the batch either way.
+    pub fn with_deferred_rollups(mut self, on: bool) -> Writer {
+        self.defer_fine = on;
+        self
     }
 
     /// Writes each batch on `n` connections in parallel (clamped to 1..=[`MAX_CONNECTIONS`]).
@@ -413,6 +449,7 @@ impl Writer {
             fault: self.fault,
             plan: self.plan,
             async_commit: self.async_commit,
+            defer_fine: self.defer_fine,
         };
         let mut o = if self.conns.len() == 1 {
             self.conns[0].write_part(ctx, &keep, offsets).await?
@@ -437,6 +474,7 @@ impl Writer {
                 let p = r?;
                 sum.inserted += p.inserted;
                 sum.rollup_rows += p.rollup_rows;
+                sum.pending_rows += p.pending_rows;
                 sum.fallbacks += p.fallbacks;
             }
             if !offsets.is_empty() {
@@ -670,14 +708,14 @@ fn encode_row(b: &mut CopyBuf, r: &Row) {
     b.end_row();
 }
 
-/// Sends the rollup deltas (in key order) into `rollup_delta`.
+/// Sends rollup deltas (in key order) with the `COPY` of `sql` ([`COPY_DELTA`] or
+/// [`COPY_PENDING`]).
 async fn copy_deltas(
     tx: &Transaction<'_>,
+    sql: &str,
     deltas: &[(&RollupKey, &Counters)],
 ) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx
-        .copy_in::<_, std::io::Cursor<Vec<u8>>>(COPY_DELTA)
-        .await?;
+    let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(sql).await?;
     pin_mut!(sink);
     let mut b = CopyBuf::new(DELTA_FIELDS);
     let mut val = String::new();
@@ -790,9 +828,20 @@ async fn write_once(
     let inserted = rows.len() - skipped.len();
 
     let deltas = fold.rollups();
-    if !deltas.is_empty() {
-        copy_deltas(&tx, &deltas).await?;
+    let rollup_rows = deltas.len();
+    let (now, later): (Vec<_>, Vec<_>) = if ctx.defer_fine {
+        deltas
+            .into_iter()
+            .partition(|(k, _)| k.dim == super::fold::DIM_TOTAL)
+    } else {
+        (deltas, Vec::new())
+    };
+    if !now.is_empty() {
+        copy_deltas(&tx, COPY_DELTA, &now).await?;
         tx.execute(UPSERT_ROLLUPS, &[]).await?;
+    }
+    if !later.is_empty() {
+        copy_deltas(&tx, COPY_PENDING, &later).await?;
     }
     let nb = fold.nobids();
     if !nb.is_empty() {
@@ -825,7 +874,8 @@ async fn write_once(
         inserted: inserted as u64,
         duplicates: 0,
         out_of_range: 0,
-        rollup_rows: (deltas.len() + nb.len()) as u64,
+        rollup_rows: (rollup_rows + nb.len()) as u64,
+        pending_rows: later.len() as u64,
         fallbacks: 0,
         elapsed: started.elapsed(),
     })

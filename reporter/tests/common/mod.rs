@@ -157,6 +157,9 @@ pub async fn create_topics(brokers: &str, suffix: &str, partitions: i32) -> Vec<
         create_partitions: partitions,
         fault_delay: Duration::ZERO,
         async_commit: false,
+        defer_rollups: true,
+        rollup_fold_every: Duration::from_secs(5),
+        rollup_fold_rows: 250_000,
         kafka_options: Vec::new(),
     };
     reporter::ingest::consumer::ensure_topics(&cfg)

@@ -1,0 +1,283 @@
+//! Deferred rollups (issue 8, session 5) against the real database: the writer appends the
+//! per-creative/site/country/device hour deltas to `rollup_pending` instead of upserting them,
+//! and the folder moves them into `rollups`. The API (per-site series and top sites) must show
+//! exact figures before any fold, after every batch while folds run concurrently (small folds of
+//! two pages, so many interleave with the batches), and after the last fold; a replay adds nothing; every
+//! family of the folded rollups then equals the run's totals; a fold waits its turn when another
+//! reporter holds the fold lock.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use codec::event::{Event, EventKind, flags};
+use common::*;
+use http_body_util::BodyExt;
+use reporter::api::auth::{Auth, Role};
+use reporter::api::{AppState, pool::Pool, router};
+use reporter::ingest::fold::FAMILIES;
+use reporter::ingest::rollup_fold::{FOLD_LOCK, RollupFolder};
+use reporter::ingest::row::Row;
+use reporter::ingest::stats::IngestStats;
+use reporter::ingest::writer::{FaultDelay, Writer};
+use reporter::synth::{Expected, RunConfig, generate};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+async fn get(app: &axum::Router, path: &str, token: &str) -> Value {
+    let req = Request::get(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&bytes).expect("JSON body")
+}
+
+/// (impressions, bids) per site of advertiser `adv`, counting each event id once and leaving
+/// test requests out — computed from the events, independently of the SQL.
+fn per_site(events: &[Event], adv: u32) -> BTreeMap<String, (i64, i64)> {
+    let mut seen = HashSet::new();
+    let mut m: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for e in events {
+        if !seen.insert(e.event_id) || e.flags & flags::TEST != 0 || e.advertiser_id != adv {
+            continue;
+        }
+        let s = m.entry(e.site_or_app.as_str().to_owned()).or_default();
+        match e.kind {
+            EventKind::Billing => s.0 += 1,
+            EventKind::Bid => s.1 += 1,
+            _ => {}
+        }
+    }
+    m.retain(|_, v| *v != (0, 0));
+    m
+}
+
+/// What the API shows per site for advertiser `adv`: from `/stats?group_by=site` and from
+/// `/top-sites` (both must agree).
+async fn api_per_site(
+    app: &axum::Router,
+    token: &str,
+    range: &str,
+    adv: u32,
+) -> BTreeMap<String, (i64, i64)> {
+    let body = get(
+        app,
+        &format!("/api/v1/stats?{range}&group_by=site&limit=50&advertiser_id={adv}"),
+        token,
+    )
+    .await;
+    let from_stats: BTreeMap<String, (i64, i64)> = body["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| {
+            let t = &s["totals"];
+            (
+                s["key"].as_str().unwrap_or("").to_owned(),
+                (
+                    t["impressions"].as_i64().unwrap_or(-1),
+                    t["bids"].as_i64().unwrap_or(-1),
+                ),
+            )
+        })
+        .collect();
+    let body = get(
+        app,
+        &format!("/api/v1/top-sites?{range}&limit=100&advertiser_id={adv}"),
+        token,
+    )
+    .await;
+    let from_top: BTreeMap<String, (i64, i64)> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let f = &i["figures"];
+            (
+                i["site_or_app"].as_str().unwrap_or("").to_owned(),
+                (
+                    f["impressions"].as_i64().unwrap_or(-1),
+                    f["bids"].as_i64().unwrap_or(-1),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(from_stats, from_top, "stats and top-sites agree");
+    from_stats
+}
+
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_rollups_are_exact_before_during_and_after_folds() {
+    let Some((pg, _)) = services("rollup_fold", false) else {
+        return;
+    };
+    let tdb = TestDb::create(&pg).await;
+    let mut c = tdb.client().await;
+    reporter::db::migrate(&mut c).await.expect("migrate");
+
+    // Two hours of traffic ending 10 minutes ago, 30 sites (fewer than the API's 50 series).
+    let now = now_ns();
+    let start = now - 7_800_000_000_000;
+    let mut cfg = RunConfig::small(21, 8_000, start, 7_200_000_000_000);
+    cfg.sites = 30;
+    let events = generate(&cfg);
+    let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
+    let half = rows.len() / 2;
+    let mut w = Writer::new(
+        &tdb.url,
+        "fold-test",
+        30,
+        FaultDelay::default(),
+        Arc::new(IngestStats::default()),
+    )
+    .with_deferred_rollups(true);
+
+    let auth = Auth::new(SECRET).expect("auth");
+    let tok = auth.mint(Role::Operator, None, "ops", 600).expect("token");
+    let state = AppState {
+        db: Arc::new(Pool::connect(&tdb.url, 2).await.expect("pool")),
+        auth: Arc::new(auth),
+        ingest: Arc::new(IngestStats::default()),
+    };
+    let app = router(state, None);
+    let range = format!(
+        "from={}&to={}",
+        start / 1_000_000_000 - 3600,
+        now / 1_000_000_000 + 3600
+    );
+
+    // First half, no folder: fine-grained deltas are pending only, and the API is exact.
+    for chunk in rows[..half].chunks(1_000) {
+        let o = w.write(chunk, &Vec::new()).await.expect("write");
+        assert!(o.pending_rows > 0 && o.pending_rows < o.rollup_rows);
+    }
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM rollups WHERE dim <> 0").await,
+        0,
+        "no fine-grained row upserted in the batch"
+    );
+    assert!(count(&c, "SELECT count(*) FROM rollup_pending").await > 0);
+    for adv in [1, 2] {
+        assert_eq!(
+            api_per_site(&app, &tok, &range, adv).await,
+            per_site(&events[..half], adv),
+            "advertiser {adv}, nothing folded yet"
+        );
+    }
+
+    // Second half with small folds running concurrently: after every batch the API is exact.
+    let stop = Arc::new(AtomicBool::new(false));
+    let folder = {
+        let (url, stop) = (tdb.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut f = RollupFolder::new(&url).with_max_blocks(2);
+            let (mut folds, mut moved) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let o = f.fold_once().await.expect("fold");
+                folds += 1;
+                moved += o.moved;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            (folds, moved)
+        })
+    };
+    let mut done = half;
+    for chunk in rows[half..].chunks(1_000) {
+        w.write(chunk, &Vec::new()).await.expect("write");
+        done += chunk.len();
+        assert_eq!(
+            api_per_site(&app, &tok, &range, 1).await,
+            per_site(&events[..done], 1),
+            "advertiser 1 after {done} rows, folds running"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (folds, moved) = folder.await.expect("folder task");
+    assert!(folds > 1 && moved > 0, "{folds} folds moved {moved} deltas");
+
+    // Last fold: nothing pending, and the folded rows alone hold every family exactly.
+    let mut f = RollupFolder::new(&tdb.url);
+    f.fold().await.expect("fold");
+    assert_eq!(count(&c, "SELECT count(*) FROM rollup_pending").await, 0);
+    let expected = Expected::of(&events);
+    check_families(&c, &expected).await;
+    for adv in [1, 2] {
+        assert_eq!(
+            api_per_site(&app, &tok, &range, adv).await,
+            per_site(&events, adv),
+            "advertiser {adv}, all folded"
+        );
+    }
+
+    // A replay of the whole run stores nothing and leaves nothing pending.
+    for chunk in rows.chunks(1_000) {
+        let o = w.write(chunk, &Vec::new()).await.expect("replay");
+        assert_eq!((o.inserted, o.pending_rows), (0, 0));
+    }
+    assert_eq!(count(&c, "SELECT count(*) FROM rollup_pending").await, 0);
+    check_families(&c, &expected).await;
+
+    // One fold at a time over every reporter: a fold finds the lock taken and skips its turn.
+    let tx = c.transaction().await.expect("tx");
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .await
+        .expect("lock");
+    assert!(f.fold_once().await.expect("fold").skipped);
+    tx.rollback().await.expect("rollback");
+    assert!(!f.fold_once().await.expect("fold").skipped);
+
+    drop(app);
+    drop(c);
+    tdb.drop_db().await;
+}
+
+/// Every kept (granularity, dimension) family of the folded rollups adds up to the expected
+/// campaign totals.
+async fn check_families(db: &tokio_postgres::Client, expected: &Expected) {
+    for &(gran, dim) in FAMILIES {
+        let rows = db
+            .query(
+                "SELECT campaign_id, sum(bids)::bigint, sum(wins)::bigint, sum(losses)::bigint,
+                        sum(impressions)::bigint, sum(clicks)::bigint,
+                        sum(bid_cpm_micros)::bigint, sum(spend_cpm_micros)::bigint
+                 FROM rollups WHERE gran = $1 AND dim = $2 GROUP BY 1 ORDER BY 1",
+                &[&gran, &dim],
+            )
+            .await
+            .expect("rollups");
+        let got: Vec<(i64, [i64; 7])> = rows
+            .iter()
+            .map(|r| (r.get(0), std::array::from_fn(|i| r.get::<_, i64>(i + 1))))
+            .collect();
+        let want: Vec<(i64, [i64; 7])> = expected
+            .campaigns
+            .iter()
+            .map(|(id, t)| {
+                let v = [
+                    t.bids,
+                    t.wins,
+                    t.losses,
+                    t.impressions,
+                    t.clicks,
+                    t.bid_cpm_micros,
+                    t.spend_cpm_micros,
+                ];
+                (*id as i64, v)
+            })
+            .collect();
+        assert_eq!(got, want, "gran {gran} dim {dim}");
+    }
+}
