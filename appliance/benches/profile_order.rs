@@ -31,12 +31,8 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
-use appliance::core::{Conn, Core, CoreConfig, ProfileOrder};
-use appliance::events::CountingSink;
-use appliance::http::Limits;
-use appliance::metrics::Published;
+use appliance::core::{Conn, Core, ProfileOrder};
 use hdrhistogram::Histogram;
 use profile_cache::{ProfileData, Reader, Store};
 use shards::{CompiledSet, Decision, ProfileSource, ProfileView};
@@ -46,6 +42,9 @@ use shards::{CompiledSet, Decision, ProfileSource, ProfileView};
 mod ids;
 #[path = "../../profile-cache/benches/support/timing.rs"]
 mod timing;
+// The core set-up of `benches/core.rs` and `tests/profile_no_alloc.rs`.
+#[path = "../tests/support/core_setup.rs"]
+mod core_setup;
 
 use ids::{ID_LEN, id};
 use timing::{env, fifo, hist, pin, ticks_per_ns, tsc_end, tsc_start};
@@ -126,41 +125,9 @@ fn requests(bodies: &[String]) -> Requests {
 }
 
 fn core(set: &Arc<CompiledSet>, reader: &Reader, order: ProfileOrder) -> (Core, Conn) {
-    let cfg = CoreConfig {
-        core_id: 0,
-        node: "bench".into(),
-        limits: Limits {
-            max_header: 8192,
-            max_body: 65536,
-        },
-        max_inflated_body: 256 * 1024,
-        null_mode: false,
-        default_tmax_ms: 100,
-        margin_ms: 10,
-        shed_queue_pct: 0,
-        shed_interval: Duration::from_millis(100),
-        queue_target: Duration::ZERO,
-        turn_budget: Duration::ZERO,
-        out_high_water: 256 * 1024,
-        seat: "helios".into(),
-        vendor_id: 1,
-        conn_in_capacity: 16 * 1024,
-        conn_out_capacity: 64 * 1024,
-        notice_key: b"bench".to_vec(),
-        notice_base: "http://127.0.0.1:8080".into(),
-        notice_late_window: Duration::from_secs(3600),
-        trace_exchanges: Vec::new(),
-    };
-    let mut core = Core::new(
-        cfg,
-        Arc::clone(set),
-        Box::new(CountingSink::default()),
-        quanta::Clock::new(),
-        Arc::new(Published::new(0)),
-        Some(reader.clone()),
-    );
+    let (mut core, conn) =
+        core_setup::core(core_setup::config(), Arc::clone(set), Some(reader.clone()));
     core.set_profile_order(order);
-    let conn = core.new_conn();
     (core, conn)
 }
 
