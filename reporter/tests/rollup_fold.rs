@@ -265,18 +265,7 @@ async fn check_families(db: &tokio_postgres::Client, expected: &Expected) {
         let want: Vec<(i64, [i64; 7])> = expected
             .campaigns
             .iter()
-            .map(|(id, t)| {
-                let v = [
-                    t.bids,
-                    t.wins,
-                    t.losses,
-                    t.impressions,
-                    t.clicks,
-                    t.bid_cpm_micros,
-                    t.spend_cpm_micros,
-                ];
-                (*id as i64, v)
-            })
+            .map(|(id, t)| (*id as i64, t.figures()))
             .collect();
         assert_eq!(got, want, "gran {gran} dim {dim}");
     }
