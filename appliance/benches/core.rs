@@ -4,15 +4,14 @@
 //!
 //! `cargo bench -p helios-appliance --bench core`
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use appliance::core::{Conn, Core, CoreConfig};
-use appliance::events::CountingSink;
-use appliance::http::Limits;
-use appliance::metrics::Published;
 use criterion::{Criterion, criterion_group, criterion_main};
 use shards::CompiledSet;
+
+#[path = "../tests/support/core_setup.rs"]
+mod core_setup;
 
 const SET: &str = r#"{"version":1,"campaigns":[
  {"id":7,"advertiser_id":70,"status":"active","bid_cpm_micros":2500000,"total_budget_micros":1000000000000,
@@ -25,40 +24,15 @@ const BODY: &str = r#"{"id":"0b7a1c2e-5d3f-4c1a-9e8b-6f2d4a1b3c5d","imp":[{"id":
 
 fn core(null_mode: bool) -> (Core, Conn) {
     let cfg = CoreConfig {
-        core_id: 0,
-        node: "bench".into(),
-        limits: Limits {
-            max_header: 8192,
-            max_body: 65536,
-        },
-        max_inflated_body: 256 * 1024,
         null_mode,
-        default_tmax_ms: 100,
-        margin_ms: 10,
-        shed_queue_pct: 0,
-        shed_interval: Duration::from_millis(100),
-        queue_target: Duration::ZERO,
-        turn_budget: Duration::ZERO,
-        out_high_water: 256 * 1024,
-        seat: "helios".into(),
-        vendor_id: 1,
-        conn_in_capacity: 16 * 1024,
         conn_out_capacity: 16 * 1024,
-        notice_key: b"bench".to_vec(),
-        notice_base: "http://127.0.0.1:8080".into(),
-        notice_late_window: Duration::from_secs(3600),
-        trace_exchanges: Vec::new(),
+        ..core_setup::config()
     };
-    let core = Core::new(
+    core_setup::core(
         cfg,
         CompiledSet::parse(SET.as_bytes()).expect("valid campaigns"),
-        Box::new(CountingSink::default()),
-        quanta::Clock::new(),
-        Arc::new(Published::new(0)),
         None,
-    );
-    let conn = core.new_conn();
-    (core, conn)
+    )
 }
 
 fn request(body: &[u8], extra: &str) -> Vec<u8> {

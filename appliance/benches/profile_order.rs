@@ -31,83 +31,23 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
-use appliance::core::{Conn, Core, CoreConfig, ProfileOrder};
-use appliance::events::CountingSink;
-use appliance::http::Limits;
-use appliance::metrics::Published;
+use appliance::core::{Conn, Core, ProfileOrder};
 use hdrhistogram::Histogram;
 use profile_cache::{ProfileData, Reader, Store};
 use shards::{CompiledSet, Decision, ProfileSource, ProfileView};
 
-fn env(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+// The timer, pinning and ids of the profile cache's `lookup_tail` bench: one source for both.
+#[path = "../../profile-cache/benches/support/ids.rs"]
+mod ids;
+#[path = "../../profile-cache/benches/support/timing.rs"]
+mod timing;
+// The core set-up of `benches/core.rs` and `tests/profile_no_alloc.rs`.
+#[path = "../tests/support/core_setup.rs"]
+mod core_setup;
 
-fn pin(cpu: i64) {
-    if cpu < 0 {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Switches this thread to SCHED_FIFO at `prio` (0 = back to SCHED_OTHER). Returns success.
-fn fifo(prio: i64) -> bool {
-    let policy = if prio > 0 {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    let p = libc::sched_param {
-        sched_priority: prio.clamp(0, 99) as i32,
-    };
-    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
-    unsafe { libc::sched_setscheduler(0, policy, &p) == 0 }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc_start() -> u64 {
-    use std::arch::x86_64::{_mm_lfence, _rdtsc};
-    // SAFETY: lfence and rdtsc have no memory effects; every x86-64 CPU has both.
-    unsafe {
-        _mm_lfence();
-        let t = _rdtsc();
-        _mm_lfence();
-        t
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc_end() -> u64 {
-    use std::arch::x86_64::{__rdtscp, _mm_lfence};
-    let mut aux = 0u32;
-    // SAFETY: rdtscp writes `aux` only; lfence has no memory effects.
-    unsafe {
-        let t = __rdtscp(&mut aux);
-        _mm_lfence();
-        t
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn tsc_start() -> u64 {
-    quanta::Clock::new().raw()
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn tsc_end() -> u64 {
-    tsc_start()
-}
+use ids::{ID_LEN, id};
+use timing::{env, fifo, hist, pin, ticks_per_ns, tsc_end, tsc_start};
 
 /// A reading of the TSC without fences (the window probe must not serialise the decision).
 #[cfg(target_arch = "x86_64")]
@@ -119,34 +59,6 @@ fn tsc_raw() -> u64 {
 #[cfg(not(target_arch = "x86_64"))]
 fn tsc_raw() -> u64 {
     tsc_start()
-}
-
-fn ticks_per_ns(ms: u64) -> f64 {
-    let t = std::time::Instant::now();
-    let a = tsc_start();
-    while t.elapsed() < Duration::from_millis(ms) {}
-    let b = tsc_end();
-    (b - a) as f64 / t.elapsed().as_nanos() as f64
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds")
-}
-
-const ID_LEN: usize = 36;
-
-/// The ids of `lookup_tail` (36-byte UUID-shaped strings).
-fn id(i: u64) -> String {
-    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = a.rotate_left(29) ^ 0x5555_AAAA_5555_AAAA;
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0xffff,
-        b & 0xffff_ffff_ffff
-    )
 }
 
 fn now_ms() -> u64 {
@@ -213,41 +125,9 @@ fn requests(bodies: &[String]) -> Requests {
 }
 
 fn core(set: &Arc<CompiledSet>, reader: &Reader, order: ProfileOrder) -> (Core, Conn) {
-    let cfg = CoreConfig {
-        core_id: 0,
-        node: "bench".into(),
-        limits: Limits {
-            max_header: 8192,
-            max_body: 65536,
-        },
-        max_inflated_body: 256 * 1024,
-        null_mode: false,
-        default_tmax_ms: 100,
-        margin_ms: 10,
-        shed_queue_pct: 0,
-        shed_interval: Duration::from_millis(100),
-        queue_target: Duration::ZERO,
-        turn_budget: Duration::ZERO,
-        out_high_water: 256 * 1024,
-        seat: "helios".into(),
-        vendor_id: 1,
-        conn_in_capacity: 16 * 1024,
-        conn_out_capacity: 64 * 1024,
-        notice_key: b"bench".to_vec(),
-        notice_base: "http://127.0.0.1:8080".into(),
-        notice_late_window: Duration::from_secs(3600),
-        trace_exchanges: Vec::new(),
-    };
-    let mut core = Core::new(
-        cfg,
-        Arc::clone(set),
-        Box::new(CountingSink::default()),
-        quanta::Clock::new(),
-        Arc::new(Published::new(0)),
-        Some(reader.clone()),
-    );
+    let (mut core, conn) =
+        core_setup::core(core_setup::config(), Arc::clone(set), Some(reader.clone()));
     core.set_profile_order(order);
-    let conn = core.new_conn();
     (core, conn)
 }
 

@@ -7,14 +7,11 @@
 // Test code: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use appliance::core::{Core, CoreConfig, ProfileOrder};
-use appliance::events::CountingSink;
-use appliance::http::Limits;
-use appliance::metrics::Published;
+use appliance::core::ProfileOrder;
 use shards::CompiledSet;
+
+#[path = "support/core_setup.rs"]
+mod core_setup;
 
 #[global_allocator]
 static GLOBAL: appliance::alloc_count::CountingAlloc = appliance::alloc_count::CountingAlloc;
@@ -29,34 +26,6 @@ const SET: &str = r#"{"version":1,"campaigns":[
   {"id":22,"advertiser_id":2,"status":"active","bid_cpm_micros":5500000,"total_budget_micros":1000000000000,
    "targeting":{"segments":[44]},"frequency_cap":{"impressions":2,"window_s":86400},
    "creatives":[{"id":221,"format":{"type":"banner","w":300,"h":250},"adm":"<a>22</a>"}]}]}"#;
-
-fn cfg() -> CoreConfig {
-    CoreConfig {
-        core_id: 0,
-        node: "t".into(),
-        limits: Limits {
-            max_header: 8192,
-            max_body: 65536,
-        },
-        max_inflated_body: 256 * 1024,
-        null_mode: false,
-        default_tmax_ms: 100,
-        margin_ms: 10,
-        shed_queue_pct: 0,
-        shed_interval: Duration::from_millis(100),
-        queue_target: Duration::ZERO,
-        turn_budget: Duration::ZERO,
-        out_high_water: 256 * 1024,
-        seat: "helios".into(),
-        vendor_id: 1,
-        conn_in_capacity: 16 * 1024,
-        conn_out_capacity: 64 * 1024,
-        notice_key: b"k".to_vec(),
-        notice_base: "http://127.0.0.1:8080".into(),
-        notice_late_window: Duration::from_secs(3600),
-        trace_exchanges: Vec::new(),
-    }
-}
 
 fn post(body: &str) -> Vec<u8> {
     format!(
@@ -113,16 +82,12 @@ fn warm_bids_with_a_replica_allocate_nothing_in_any_profile_order() {
         ProfileOrder::Prefetch,
         ProfileOrder::PrefetchSlot,
     ] {
-        let mut core = Core::new(
-            cfg(),
+        let (mut core, mut conn) = core_setup::core(
+            core_setup::config(),
             CompiledSet::parse(SET.as_bytes()).unwrap(),
-            Box::new(CountingSink::default()),
-            quanta::Clock::new(),
-            Arc::new(Published::new(0)),
             Some(reader.clone()),
         );
         core.set_profile_order(order);
-        let mut conn = core.new_conn();
         let mut run = |reqs: &[Vec<u8>]| {
             for r in reqs {
                 core.begin_turn();

@@ -7,18 +7,10 @@ use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_ma
 use profile_cache::{ProfileData, Store};
 use shards::ProfileView;
 
-fn id(i: u64) -> String {
-    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = a.rotate_left(29) ^ 0x5555_AAAA_5555_AAAA;
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0xffff,
-        b & 0xffff_ffff_ffff
-    )
-}
+#[path = "support/ids.rs"]
+mod ids;
+
+use ids::{ID_LEN, id};
 
 fn bench(c: &mut Criterion) {
     let n: u64 = std::env::var("PROFILES")
@@ -49,8 +41,10 @@ fn bench(c: &mut Criterion) {
     let uni = flat(&mut |_| id(rnd(n)));
     let absent = flat(&mut |i| format!("absent-{i:029}"));
     let slices = |s: &'_ String| -> Vec<(usize, usize)> {
-        debug_assert_eq!(s.len(), QUERIES * 36);
-        (0..QUERIES).map(|k| (k * 36, k * 36 + 36)).collect()
+        debug_assert_eq!(s.len(), QUERIES * ID_LEN);
+        (0..QUERIES)
+            .map(|k| (k * ID_LEN, k * ID_LEN + ID_LEN))
+            .collect()
     };
     let spans = slices(&hot);
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B run of two or more builds of the `lookup_tail` bench (benches/lookup_tail.rs built against
 # different versions of the library — since session 5 the bench uses the prefetch API, so the
-# library must have it), run alternately as separate processes on one machine, so every build
-# sees the same spells of load from other tenants.
+# library must have it; the bench includes benches/support/, which goes with it), run
+# alternately as separate processes on one machine, so every build sees the same spells of load
+# from other tenants.
 #
 # Usage: lookup_ab.sh RUNS LABEL=BINARY [LABEL=BINARY ...]
 #   RUNS     how many times each build runs (the order of builds reverses every other run)

@@ -59,53 +59,13 @@ use hdrhistogram::Histogram;
 use profile_cache::{Prefetch, ProfileData, Reader, Store, Tuning};
 use shards::ProfileView;
 
-const ID_LEN: usize = 36;
+#[path = "support/ids.rs"]
+mod ids;
+#[path = "support/timing.rs"]
+mod timing;
 
-fn id(i: u64) -> String {
-    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = a.rotate_left(29) ^ 0x5555_AAAA_5555_AAAA;
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0xffff,
-        b & 0xffff_ffff_ffff
-    )
-}
-
-fn env(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pin(cpu: i64) {
-    if cpu < 0 {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Switches this thread to SCHED_FIFO at `prio` (0 = back to SCHED_OTHER). Returns success.
-fn fifo(prio: i64) -> bool {
-    let policy = if prio > 0 {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    let p = libc::sched_param {
-        sched_priority: prio.clamp(0, 99) as i32,
-    };
-    // SAFETY: plain syscall on the calling thread with a valid parameter struct.
-    unsafe { libc::sched_setscheduler(0, policy, &p) == 0 }
-}
+use ids::{ID_LEN, id};
+use timing::{env, fifo, hist, pin, ticks_per_ns, tsc_end, tsc_start};
 
 /// Ids to look up (each `ID_LEN` bytes, concatenated) and, per id, the segment whose weight the
 /// lookup reads: one of the profile's own segments (its 11th of 20) for ids that exist, so the
@@ -146,56 +106,6 @@ struct Case<'a> {
     queries: &'a Queries,
     /// Flush each looked-up record from the caches before its timed lookup.
     cold: bool,
-}
-
-/// The TSC, read after every earlier instruction has completed (`lfence; rdtsc; lfence`).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc_start() -> u64 {
-    use std::arch::x86_64::{_mm_lfence, _rdtsc};
-    // SAFETY: lfence and rdtsc have no memory effects; every x86-64 CPU has both (SSE2, TSC).
-    unsafe {
-        _mm_lfence();
-        let t = _rdtsc();
-        _mm_lfence();
-        t
-    }
-}
-
-/// The TSC once the timed work has completed (`rdtscp; lfence`).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc_end() -> u64 {
-    use std::arch::x86_64::{__rdtscp, _mm_lfence};
-    let mut aux = 0u32;
-    // SAFETY: rdtscp writes `aux` only; lfence has no memory effects.
-    unsafe {
-        let t = __rdtscp(&mut aux);
-        _mm_lfence();
-        t
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn tsc_start() -> u64 {
-    quanta::Clock::new().raw()
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn tsc_end() -> u64 {
-    tsc_start()
-}
-
-/// TSC ticks per nanosecond, measured against the monotonic clock over `ms` milliseconds.
-fn ticks_per_ns(ms: u64) -> f64 {
-    let t = std::time::Instant::now();
-    let a = tsc_start();
-    while t.elapsed() < std::time::Duration::from_millis(ms) {}
-    let b = tsc_end();
-    (b - a) as f64 / t.elapsed().as_nanos() as f64
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("static bounds")
 }
 
 /// Each lookup timed alone, in TSC ticks (includes the timer's own cost, measured separately).

@@ -180,6 +180,22 @@ pub struct CampaignTotals {
     pub spend_cpm_micros: i64,
 }
 
+impl CampaignTotals {
+    /// The seven figures a rollup row holds for the campaign, in the rollups' column order:
+    /// bids, wins, losses, impressions, clicks, bid and spend CPM micros.
+    pub fn figures(&self) -> [i64; 7] {
+        [
+            self.bids,
+            self.wins,
+            self.losses,
+            self.impressions,
+            self.clicks,
+            self.bid_cpm_micros,
+            self.spend_cpm_micros,
+        ]
+    }
+}
+
 /// What a correct ingest reports for a run: each event id once, test requests left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Expected {

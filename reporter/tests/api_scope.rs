@@ -59,9 +59,7 @@ async fn advertisers_see_only_their_own_and_figures_match() {
     let Some((pg, _)) = services("api_scope", false) else {
         return;
     };
-    let tdb = TestDb::create(&pg).await;
-    let mut c = tdb.client().await;
-    reporter::db::migrate(&mut c).await.expect("migrate");
+    let (tdb, c) = TestDb::migrated(&pg).await;
 
     // Two hours of traffic ending 10 minutes ago, for advertisers 1 and 2.
     let now = now_ns();

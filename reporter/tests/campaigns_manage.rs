@@ -97,9 +97,7 @@ struct Setup {
 }
 
 async fn setup(pg: &str, redis: &str) -> Setup {
-    let tdb = TestDb::create(pg).await;
-    let mut c = tdb.client().await;
-    reporter::db::migrate(&mut c).await.expect("migrate");
+    let (tdb, _c) = TestDb::migrated(pg).await;
     let auth = Auth::new(SECRET).expect("auth");
     let op = auth.mint(Role::Operator, None, "ops", 600).expect("token");
     let a = auth

@@ -124,9 +124,7 @@ async fn deferred_rollups_are_exact_before_during_and_after_folds() {
     let Some((pg, _)) = services("rollup_fold", false) else {
         return;
     };
-    let tdb = TestDb::create(&pg).await;
-    let mut c = tdb.client().await;
-    reporter::db::migrate(&mut c).await.expect("migrate");
+    let (tdb, mut c) = TestDb::migrated(&pg).await;
 
     // Two hours of traffic ending 10 minutes ago, 30 sites (fewer than the API's 50 series).
     let now = now_ns();
@@ -265,18 +263,7 @@ async fn check_families(db: &tokio_postgres::Client, expected: &Expected) {
         let want: Vec<(i64, [i64; 7])> = expected
             .campaigns
             .iter()
-            .map(|(id, t)| {
-                let v = [
-                    t.bids,
-                    t.wins,
-                    t.losses,
-                    t.impressions,
-                    t.clicks,
-                    t.bid_cpm_micros,
-                    t.spend_cpm_micros,
-                ];
-                (*id as i64, v)
-            })
+            .map(|(id, t)| (*id as i64, t.figures()))
             .collect();
         assert_eq!(got, want, "gran {gran} dim {dim}");
     }

@@ -115,9 +115,7 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
     let Some((pg, _)) = services("writer_parts", false) else {
         return;
     };
-    let tdb = TestDb::create(&pg).await;
-    let mut c = tdb.client().await;
-    reporter::db::migrate(&mut c).await.expect("migrate");
+    let (tdb, c) = TestDb::migrated(&pg).await;
 
     let cfg = RunConfig::small(5, 6_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
     let events = generate(&cfg);

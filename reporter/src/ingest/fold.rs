@@ -297,18 +297,7 @@ mod tests {
             let want: BTreeMap<u32, [i64; 7]> = x
                 .campaigns
                 .iter()
-                .map(|(id, t)| {
-                    let v = [
-                        t.bids,
-                        t.wins,
-                        t.losses,
-                        t.impressions,
-                        t.clicks,
-                        t.bid_cpm_micros,
-                        t.spend_cpm_micros,
-                    ];
-                    (*id, v)
-                })
+                .map(|(id, t)| (*id, t.figures()))
                 .collect();
             assert_eq!(per, want, "family gran {gran} dim {dim}");
         }

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::stats::IngestStats;
+use super::writer::add_to_rollups;
 
 /// Most pages of `rollup_pending` one fold transaction moves (8,192 pages, 64 MiB, ~400,000
 /// deltas): a larger table (a backlog) is folded a window of pages at a time, the window
@@ -56,7 +57,8 @@ const BLOCKS: &str =
 
 /// The fold: `{WHERE}` is empty (every pending delta) or a window of pages, `$1` and `$2` its
 /// first and past-the-end page as `tid` text.
-const FOLD: &str = "
+const FOLD: &str = concat!(
+    "
 WITH moved AS (
     DELETE FROM rollup_pending {WHERE}
     RETURNING *
@@ -69,17 +71,13 @@ WITH moved AS (
     FROM moved
     GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
     ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val
-    ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val) DO UPDATE SET
-        bids = r.bids + excluded.bids, nobids = r.nobids + excluded.nobids,
-        wins = r.wins + excluded.wins, losses = r.losses + excluded.losses,
-        impressions = r.impressions + excluded.impressions, clicks = r.clicks + excluded.clicks,
-        bid_cpm_micros = r.bid_cpm_micros + excluded.bid_cpm_micros,
-        win_cpm_micros = r.win_cpm_micros + excluded.win_cpm_micros,
-        spend_cpm_micros = r.spend_cpm_micros + excluded.spend_cpm_micros,
-        last_ts = greatest(r.last_ts, excluded.last_ts)
+    ",
+    add_to_rollups!(),
+    "
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)";
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)"
+);
 
 /// What one fold transaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -139,18 +139,31 @@ const COPY_PENDING: &str = concat!(
     " FROM STDIN (FORMAT binary)"
 );
 
-/// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
-/// that order).
-const UPSERT_ROLLUPS: &str = "
-INSERT INTO rollups AS r SELECT * FROM rollup_delta
-ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val) DO UPDATE SET
+/// How a delta row is added to the `rollups` row of its key (`INSERT INTO rollups AS r ...`
+/// followed by this): the counters and sums added, the latest event time kept. One source for
+/// the batch's upsert ([`UPSERT_ROLLUPS`]) and the fold's ([`super::rollup_fold`]).
+macro_rules! add_to_rollups {
+    () => {
+        "ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val) DO UPDATE SET
     bids = r.bids + excluded.bids, nobids = r.nobids + excluded.nobids,
     wins = r.wins + excluded.wins, losses = r.losses + excluded.losses,
     impressions = r.impressions + excluded.impressions, clicks = r.clicks + excluded.clicks,
     bid_cpm_micros = r.bid_cpm_micros + excluded.bid_cpm_micros,
     win_cpm_micros = r.win_cpm_micros + excluded.win_cpm_micros,
     spend_cpm_micros = r.spend_cpm_micros + excluded.spend_cpm_micros,
-    last_ts = greatest(r.last_ts, excluded.last_ts)";
+    last_ts = greatest(r.last_ts, excluded.last_ts)"
+    };
+}
+pub(super) use add_to_rollups;
+
+/// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
+/// that order).
+const UPSERT_ROLLUPS: &str = concat!(
+    "
+INSERT INTO rollups AS r SELECT * FROM rollup_delta
+",
+    add_to_rollups!()
+);
 
 const UPSERT_NOBIDS: &str = "
 INSERT INTO nobid_rollups AS n (gran, bucket, exchange, reason, nobids)

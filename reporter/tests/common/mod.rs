@@ -71,6 +71,14 @@ impl TestDb {
         }
     }
 
+    /// A fresh database with the reporter's schema (every migration applied), and a client of it.
+    pub async fn migrated(admin_url: &str) -> (TestDb, Client) {
+        let tdb = TestDb::create(admin_url).await;
+        let mut c = tdb.client().await;
+        reporter::db::migrate(&mut c).await.expect("migrate");
+        (tdb, c)
+    }
+
     pub async fn client(&self) -> Client {
         reporter::db::connect(&self.url)
             .await
