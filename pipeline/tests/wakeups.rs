@@ -46,8 +46,16 @@ fn a_queue_past_its_fill_mark_wakes_the_parked_producer_and_below_it_waits() {
     );
 
     // Past the fill mark (256 queued): the sink rings and the producer drains at once, long
-    // before its one-second park would have ended.
-    for i in 110..410 {
+    // before its one-second park would have ended. A sink looks at its fill every 64th push, so
+    // the run stops at the push that rings (the 320th: 310 queued): events pushed after the
+    // ring could find the producer already drained and parked again, below the mark, and
+    // rightly wait out its park.
+    assert_eq!(
+        pipeline::wake::CHECK_EVERY,
+        64,
+        "the run below ends on a checked push"
+    );
+    for i in 110..320 {
         s.emit(&event(&run, 0, i));
     }
     let rang_at = Instant::now();
