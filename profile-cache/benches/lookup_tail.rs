@@ -396,6 +396,10 @@ fn tuning(name: &str) -> Option<Tuning> {
             reader_fence: new.reader_fence,
             ..old
         },
+        "nohome" => Tuning {
+            home_blocks: false,
+            ..new
+        },
         _ => return None,
     })
 }
@@ -486,12 +490,14 @@ fn main() {
         // Huge pages over the bytes the replica touched (live blocks and the index; the unused
         // tail of the last chunk is never faulted in).
         println!(
-            "{{\"variant\":\"{name}\",\"tuning\":\"{t:?}\",\"reader_fence_in_effect\":\"{:?}\",\"index_max_probe\":{},\"record_bytes\":{},\"arena_bytes\":{},\"index_bytes\":{},\"rss_growth_bytes\":{rss},\"rss_bytes_per_profile\":{:.1},\"anon_huge_bytes\":{huge},\"hugetlb_bytes\":{hugetlb},\"huge_share_of_touched\":{:.3}}}",
+            "{{\"variant\":\"{name}\",\"tuning\":\"{t:?}\",\"reader_fence_in_effect\":\"{:?}\",\"index_max_probe\":{},\"record_bytes\":{},\"arena_bytes\":{},\"index_bytes\":{},\"home_blocks\":{},\"home_records\":{},\"rss_growth_bytes\":{rss},\"rss_bytes_per_profile\":{:.1},\"anon_huge_bytes\":{huge},\"hugetlb_bytes\":{hugetlb},\"huge_share_of_touched\":{:.3}}}",
             reader.reader_fence(),
             reader.index_max_probe(),
             st.record_bytes,
             st.arena_bytes,
             st.index_bytes,
+            st.home_blocks,
+            st.home_records,
             rss as f64 / n as f64,
             (huge + hugetlb) as f64 / (st.record_bytes + st.index_bytes) as f64
         );

@@ -22,6 +22,9 @@
 //! `n` bytes spans the fewest lines it can (`ceil(n / 64)`: a 168-byte record 3 lines, not 3 or
 //! 4), at the price of rounding each block up to 64 bytes (168 → 192).
 //!
+//! The arena also holds the replica's home blocks ([`crate::home`]): blocks placed by the id's
+//! hash, which a record takes when it fits and its block is free ([`Arena::alloc_for`]).
+//!
 //! Owns the mappings. The [`Arena`] is used by the writer only (the replicator thread): readers
 //! read record bytes inside it but never allocate or free. A block is returned to its size class
 //! only after the epoch protocol showed no reader can reach it; the free list is threaded through
@@ -30,6 +33,8 @@
 //! reader can still reach.
 
 use std::ptr::NonNull;
+
+use crate::home::{HOME_BLOCK, Homes};
 
 /// Size of one record chunk (a multiple of the 2 MiB huge page).
 const CHUNK: usize = 32 << 20;
@@ -193,6 +198,8 @@ pub(crate) struct Arena {
     free: Vec<Option<NonNull<u8>>>,
     /// Bytes sitting in free lists.
     free_bytes: usize,
+    /// Blocks placed by hash (none unless [`Arena::with_homes`]).
+    homes: Homes,
 }
 
 // SAFETY: the arena owns its chunks; the free-list pointers point into them.
@@ -207,6 +214,11 @@ impl Default for Arena {
 impl Arena {
     /// An empty arena whose blocks are aligned to `grain` bytes (a power of two, 8 to 4096).
     pub(crate) fn new(grain: usize) -> Self {
+        Self::with_homes(grain, 0)
+    }
+
+    /// [`Arena::new`] with `home_blocks` home blocks ([`crate::home`]), mapped at once.
+    pub(crate) fn with_homes(grain: usize, home_blocks: usize) -> Self {
         assert!(
             grain.is_power_of_two() && (MIN_GRAIN..=4096).contains(&grain),
             "record grain {grain} must be a power of two from 8 to 4096"
@@ -218,7 +230,46 @@ impl Arena {
             end: 0,
             free: Vec::new(),
             free_bytes: 0,
+            homes: Homes::new(home_blocks),
         }
+    }
+
+    /// Where the home blocks are: the first one's address (0: none) and their number.
+    pub(crate) fn home_layout(&self) -> (usize, u64) {
+        self.homes.layout()
+    }
+
+    /// Records in home blocks.
+    pub(crate) fn home_records(&self) -> usize {
+        self.homes.in_use()
+    }
+
+    /// A block for the record of `len` bytes whose id hashes to `hash`: its home block if the
+    /// record fits and the block is free, else an ordinary block ([`Arena::alloc`]).
+    pub(crate) fn alloc_for(&mut self, hash: u64, len: usize) -> NonNull<u8> {
+        match self.homes.take(hash, len) {
+            Some(p) => p,
+            None => self.alloc(len),
+        }
+    }
+
+    /// The home block of `hash` if a record of `len` bytes fits it and it is free (no fallback).
+    pub(crate) fn take_home(&mut self, hash: u64, len: usize) -> Option<NonNull<u8>> {
+        self.homes.take(hash, len)
+    }
+
+    /// Bytes the block at `p` holding a record of `len` bytes occupies.
+    pub(crate) fn block_size_of(&self, p: NonNull<u8>, len: usize) -> usize {
+        if self.homes.index_of(p).is_some() {
+            HOME_BLOCK
+        } else {
+            self.block_size(len)
+        }
+    }
+
+    /// Whether `p` is a home block.
+    pub(crate) fn is_home(&self, p: NonNull<u8>) -> bool {
+        self.homes.index_of(p).is_some()
     }
 
     /// Bytes a block for a record of `len` bytes occupies.
@@ -250,12 +301,17 @@ impl Arena {
         NonNull::new(p).expect("chunk addresses are never null")
     }
 
-    /// Returns a block of a record of `len` bytes to its size class.
+    /// Returns a block of a record of `len` bytes to its size class, or a home block to the
+    /// free home blocks. Returns whether it was a home block (its bytes are left intact then).
     ///
     /// # Safety
-    /// `p` came from [`Arena::alloc`] with the same `len`, is not already free, and no reader can
-    /// reach it any more.
-    pub(crate) unsafe fn free(&mut self, p: NonNull<u8>, len: usize) {
+    /// `p` came from [`Arena::alloc`] or [`Arena::alloc_for`] with the same `len`, is not already
+    /// free, and no reader can reach it any more.
+    pub(crate) unsafe fn free(&mut self, p: NonNull<u8>, len: usize) -> bool {
+        if let Some(i) = self.homes.index_of(p) {
+            self.homes.release(i);
+            return true;
+        }
         let size = self.block_size(len);
         let class = size / self.grain;
         if self.free.len() <= class {
@@ -266,16 +322,17 @@ impl Arena {
         unsafe { p.as_ptr().cast::<usize>().write(next) };
         self.free[class] = Some(p);
         self.free_bytes += size;
+        false
     }
 
-    /// Bytes mapped for records.
+    /// Bytes mapped for records (chunks and home blocks).
     pub(crate) fn mapped_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK
+        self.chunks.len() * CHUNK + self.homes.mapped_bytes()
     }
 
     /// Bytes mapped for records on reserved huge pages.
     pub(crate) fn hugetlb_bytes(&self) -> usize {
-        self.chunks.iter().filter(|c| c.is_hugetlb()).count() * CHUNK
+        self.chunks.iter().filter(|c| c.is_hugetlb()).count() * CHUNK + self.homes.hugetlb_bytes()
     }
 
     /// Bytes in free lists (reusable for records of the same size class).

@@ -2,7 +2,8 @@
 //!
 //! Owns: the profile record layout ([`record`]), the Redis key layout ([`keys`], documented in
 //! `docs/PROFILES.md`), the replica's memory ([`store`]: an open-addressing index of immutable
-//! packed records reclaimed by epochs) and the replicator ([`replicator`]: bootstrap by `SCAN`,
+//! packed records reclaimed by epochs, most of them in home blocks found from the id's hash,
+//! `home.rs`) and the replicator ([`replicator`]: bootstrap by `SCAN`,
 //! then the change stream). The replicator runs on its own thread and is the only writer; bidding
 //! cores only read. Must never: make a bidding core wait on Redis or on a writer.
 //!
@@ -51,6 +52,7 @@
 
 mod arena;
 mod epoch;
+mod home;
 mod idhash;
 pub mod keys;
 mod parse;

@@ -21,6 +21,14 @@
 //! live + tombstones pass 3/4 of the slots, sizing it so live ≤ 5/8 of the slots (10M profiles
 //! fit 2^24 slots, 128 MiB).
 //!
+//! Home blocks. Most records live at an address that follows from their id's hash
+//! ([`crate::home`]): a lookup prefetches that home block's two lines *together with* the slot's
+//! line, before it reads the slot, so a record at home arrives in the same memory round trip as
+//! its slot instead of one round trip later. The slot remains the only pointer a reader follows;
+//! the home prefetch is a hint (a block holding another profile, or none, costs a wasted
+//! prefetch). Updates put the new version in an ordinary block while readers may still read the
+//! old one at home; when the old one is reclaimed, [`Store::collect`] moves the profile home again.
+//!
 //! Early lookups. [`Reader::prefetch`] hashes an id and prefetches its home slot's line,
 //! [`Reader::prefetch_record`] later reads that slot (and its probe sequence up to the first tag
 //! match) and prefetches the record's lines, and [`Reader::get_prefetched`] finishes with the
@@ -40,6 +48,7 @@ use shards::ProfileView;
 
 use crate::arena::{Arena, LINE_GRAIN, MIN_GRAIN, Region};
 use crate::epoch::{Epochs, ReaderFence, ReaderSlot, Retired};
+use crate::home::{HOME_BLOCK, home_index};
 use crate::idhash::{IdHash, IdHasher};
 use crate::record::{
     EncodeError, GENERATION_BYTE, HEADER_LEN, ProfileData, RecordView, TWO_LINES, Truncation,
@@ -75,6 +84,9 @@ pub struct Tuning {
     pub line_aligned_records: bool,
     /// How readers order their epoch announcement (see `epoch.rs`).
     pub reader_fence: ReaderFence,
+    /// Records placed in home blocks found from the hash, prefetched with the slot (session 6,
+    /// `home.rs`); false: every record in an ordinary arena block, the slot read first.
+    pub home_blocks: bool,
 }
 
 impl Default for Tuning {
@@ -83,6 +95,7 @@ impl Default for Tuning {
             hash: IdHash::Seeded,
             line_aligned_records: true,
             reader_fence: ReaderFence::Asymmetric,
+            home_blocks: true,
         }
     }
 }
@@ -94,6 +107,7 @@ impl Tuning {
         hash: IdHash::Foldhash,
         line_aligned_records: false,
         reader_fence: ReaderFence::Full,
+        home_blocks: false,
     };
 }
 
@@ -215,6 +229,17 @@ fn prefetch_line(p: *const i8) {
     let _ = p;
 }
 
+/// Starts loading both lines of the home block of `hash` (none if the replica has no home
+/// blocks). A hint: never faults, whatever the block holds.
+#[inline(always)]
+fn prefetch_home(base: usize, blocks: u64, hash: u64) {
+    if blocks != 0 {
+        let p = base.wrapping_add(home_index(hash, blocks) as usize * HOME_BLOCK) as *const i8;
+        prefetch_line(p);
+        prefetch_line(p.wrapping_add(64));
+    }
+}
+
 /// Views the record a slot value points to.
 ///
 /// # Safety
@@ -271,7 +296,7 @@ fn retire_record(
     let len = rec.as_bytes().len();
     let c = &shared.counters;
     c.record_bytes
-        .fetch_sub(arena.block_size(len) as u64, Ordering::Relaxed);
+        .fetch_sub(arena.block_size_of(p, len) as u64, Ordering::Relaxed);
     if is_long(rec) {
         c.long_records.fetch_sub(1, Ordering::Relaxed);
     }
@@ -309,6 +334,8 @@ pub(crate) struct Counters {
     pub(crate) arena_bytes: AtomicU64,
     pub(crate) arena_free_bytes: AtomicU64,
     pub(crate) index_bytes: AtomicU64,
+    pub(crate) home_blocks: AtomicU64,
+    pub(crate) home_records: AtomicU64,
     pub(crate) retired_pending: AtomicU64,
     pub(crate) updates_applied: AtomicU64,
     pub(crate) deletes_applied: AtomicU64,
@@ -346,6 +373,12 @@ pub struct Stats {
     pub arena_free_bytes: u64,
     /// Bytes of the index.
     pub index_bytes: u64,
+    /// Home blocks (128 bytes each, one per expected profile; see `home.rs`), counted in
+    /// `arena_bytes`.
+    pub home_blocks: u64,
+    /// Profiles whose record is in its home block (a lookup of them waits for one memory round
+    /// trip, not two), as of the last [`Store::collect`].
+    pub home_records: u64,
     /// Retired records/tables not yet freed (readers still pinned behind them).
     pub retired_pending: u64,
     /// Profiles written (inserted or replaced) since start.
@@ -389,6 +422,8 @@ impl Counters {
             arena_bytes: g(&self.arena_bytes),
             arena_free_bytes: g(&self.arena_free_bytes),
             index_bytes: g(&self.index_bytes),
+            home_blocks: g(&self.home_blocks),
+            home_records: g(&self.home_records),
             retired_pending: g(&self.retired_pending),
             updates_applied: g(&self.updates_applied),
             deletes_applied: g(&self.deletes_applied),
@@ -426,6 +461,10 @@ pub(crate) struct Freshness {
 struct ReadMostly {
     table: AtomicPtr<Table>,
     hasher: IdHasher,
+    /// The first home block's address and the number of home blocks (0: none); fixed for the
+    /// replica's life.
+    home_base: usize,
+    home_blocks: u64,
 }
 
 /// State shared by the writer and every reader.
@@ -457,12 +496,16 @@ impl Drop for Shared {
     }
 }
 
-fn free_garbage(arena: &mut Arena, g: Garbage) {
+/// Frees what was retired; returns the home block it freed, if it was one (its bytes intact).
+fn free_garbage(arena: &mut Arena, g: Garbage) -> Option<(NonNull<u8>, usize)> {
     match g {
         // SAFETY: retired records were unlinked before retirement and are freed once, after
         // the epoch protocol showed no reader can reach them.
-        Garbage::Record(p, len) => unsafe { arena.free(p, len) },
-        Garbage::Table(t) => drop(t),
+        Garbage::Record(p, len) => unsafe { arena.free(p, len) }.then_some((p, len)),
+        Garbage::Table(t) => {
+            drop(t);
+            None
+        }
     }
 }
 
@@ -476,6 +519,10 @@ pub struct Store {
     arena: Arena,
     buf: Vec<u8>,
     generation: u8,
+    /// Ids of profiles whose home block `collect` just freed (concatenated; their ends in
+    /// `rehome_ends`), to move them home again.
+    rehome_ids: Vec<u8>,
+    rehome_ends: Vec<usize>,
 }
 
 // SAFETY: the store is the unique owner of the records and garbage it points to; moving it to
@@ -491,7 +538,17 @@ impl Store {
     /// [`Store::new`] with a chosen [`Tuning`] (benchmarks comparing designs).
     pub fn with_tuning(expected: usize, max_staleness_ms: u64, tuning: Tuning) -> (Store, Reader) {
         let table = Table::with_slots(slots_for(expected));
+        let arena = Arena::with_homes(
+            if tuning.line_aligned_records {
+                LINE_GRAIN
+            } else {
+                MIN_GRAIN
+            },
+            if tuning.home_blocks { expected } else { 0 },
+        );
+        let (home_base, home_blocks) = arena.home_layout();
         let counters = Counters::default();
+        counters.home_blocks.store(home_blocks, Ordering::Relaxed);
         counters
             .index_bytes
             .store(table.bytes() as u64, Ordering::Relaxed);
@@ -504,6 +561,8 @@ impl Store {
             hot: ReadMostly {
                 table: AtomicPtr::new(Box::into_raw(table)),
                 hasher: IdHasher::new(tuning.hash),
+                home_base,
+                home_blocks,
             },
             epochs: Epochs::new(tuning.reader_fence),
             counters,
@@ -520,13 +579,11 @@ impl Store {
             live: 0,
             tombs: 0,
             garbage: Vec::new(),
-            arena: Arena::new(if tuning.line_aligned_records {
-                LINE_GRAIN
-            } else {
-                MIN_GRAIN
-            }),
+            arena,
             buf: Vec::with_capacity(crate::record::MAX_RECORD_LEN),
             generation: 0,
+            rehome_ids: Vec::new(),
+            rehome_ends: Vec::new(),
         };
         (store, reader)
     }
@@ -594,7 +651,9 @@ impl Store {
         let view = RecordView::trusted(rec);
         let key = view.user_id_bytes();
         let hash = self.shared.hot.hasher.hash(key);
-        let p = self.arena.alloc(rec.len());
+        // Home if the block is free (not if it holds this profile's current version: readers
+        // may be reading it; `collect` moves the profile home once that version is reclaimed).
+        let p = self.arena.alloc_for(hash, rec.len());
         // SAFETY: `p` is a fresh block of at least `rec.len()` bytes, disjoint from `rec`.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), p.as_ptr(), rec.len()) };
         let Some(v) = slot_value(hash, p, view.lookup_len()) else {
@@ -607,7 +666,7 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let size = self.arena.block_size(rec.len()) as u64;
+        let size = self.arena.block_size_of(p, rec.len()) as u64;
         let c = &self.shared.counters;
         let table = self.table();
         let home = hash as usize & table.mask;
@@ -747,20 +806,103 @@ impl Store {
         });
     }
 
-    /// Frees what no reader can still see. Call after each batch of updates.
+    /// Frees what no reader can still see, and moves profiles whose home block that freed back
+    /// home ([`crate::home`]). Call after each batch of updates.
     pub fn collect(&mut self) {
-        if !self.garbage.is_empty() {
-            let oldest = self.shared.epochs.advance();
-            let mut kept = Vec::with_capacity(self.garbage.len());
-            for r in self.garbage.drain(..) {
-                if r.epoch < oldest {
-                    free_garbage(&mut self.arena, r.item);
-                } else {
-                    kept.push(r);
-                }
+        self.reclaim();
+        if !self.rehome_ends.is_empty() {
+            let ids = std::mem::take(&mut self.rehome_ids);
+            let mut ends = std::mem::take(&mut self.rehome_ends);
+            let mut start = 0;
+            for &end in &ends {
+                self.rehome(&ids[start..end]);
+                start = end;
             }
-            self.garbage = kept;
+            ends.clear();
+            self.rehome_ends = ends;
+            self.rehome_ids = ids;
+            self.rehome_ids.clear();
         }
+        self.publish_memory_counters();
+    }
+
+    /// Frees what no reader can still see; notes the ids held by home blocks it freed.
+    fn reclaim(&mut self) {
+        if self.garbage.is_empty() {
+            return;
+        }
+        let oldest = self.shared.epochs.advance();
+        let mut kept = Vec::with_capacity(self.garbage.len());
+        for r in self.garbage.drain(..) {
+            if r.epoch >= oldest {
+                kept.push(r);
+                continue;
+            }
+            if let Some((p, len)) = free_garbage(&mut self.arena, r.item) {
+                // SAFETY: a freed home block keeps its bytes (the record that was unlinked) until
+                // the writer — this thread — takes the block again, which it has not done yet.
+                let rec =
+                    RecordView::trusted(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) });
+                self.rehome_ids.extend_from_slice(rec.user_id_bytes());
+                self.rehome_ends.push(self.rehome_ids.len());
+            }
+        }
+        self.garbage = kept;
+    }
+
+    /// If the profile `key` lives outside its home block and the block is free, copies its record
+    /// home and relinks it (an update of the slot like any other; the old block is retired).
+    fn rehome(&mut self, key: &[u8]) {
+        let hash = self.shared.hot.hasher.hash(key);
+        let table = self.table();
+        let mut i = hash as usize & table.mask;
+        let mut found = None;
+        for _ in 0..=table.max_probe.load(Ordering::Relaxed) {
+            let cur = table.slots()[i].load(Ordering::Relaxed);
+            if cur == EMPTY {
+                break;
+            }
+            if cur != TOMB
+                && cur >> PTR_BITS == hash >> PTR_BITS
+                // SAFETY: the writer owns every linked record.
+                && unsafe { record_at(cur) }.has_id(key)
+            {
+                found = Some((i, cur));
+                break;
+            }
+            i = (i + 1) & table.mask;
+        }
+        let Some((at, cur)) = found else {
+            return; // removed meanwhile
+        };
+        let old = NonNull::new((cur & PTR_MASK & !LINES_MASK) as *mut u8)
+            .expect("a linked slot holds a record address");
+        if self.arena.is_home(old) {
+            return;
+        }
+        // SAFETY: the writer owns every linked record.
+        let rec = unsafe { record_at(cur) };
+        let len = rec.as_bytes().len();
+        let Some(p) = self.arena.take_home(hash, len) else {
+            return; // too long, or another profile took the block
+        };
+        // SAFETY: `p` is a free home block of HOME_BLOCK ≥ `len` bytes, disjoint from the record.
+        unsafe { std::ptr::copy_nonoverlapping(rec.as_bytes().as_ptr(), p.as_ptr(), len) };
+        let Some(v) = slot_value(hash, p, rec.lookup_len()) else {
+            // SAFETY: `p` was just taken and never published.
+            unsafe { self.arena.free(p, len) };
+            return;
+        };
+        let c = &self.shared.counters;
+        c.record_bytes
+            .fetch_add(HOME_BLOCK as u64, Ordering::Relaxed);
+        // Release: a reader that loads the new value sees the copied bytes.
+        table.slots()[at].store(v, Ordering::Release);
+        retire_record(&self.shared, &mut self.garbage, &self.arena, cur);
+    }
+
+    /// Publishes the memory counters ([`Stats`]).
+    fn publish_memory_counters(&self) {
         let c = &self.shared.counters;
         c.retired_pending
             .store(self.garbage.len() as u64, Ordering::Relaxed);
@@ -768,6 +910,8 @@ impl Store {
             .store(self.arena.mapped_bytes() as u64, Ordering::Relaxed);
         c.arena_free_bytes
             .store(self.arena.free_bytes() as u64, Ordering::Relaxed);
+        c.home_records
+            .store(self.arena.home_records() as u64, Ordering::Relaxed);
         let t = self.table();
         let index_huge = if t.region.is_hugetlb() { t.bytes() } else { 0 };
         c.hugetlb_bytes.store(
@@ -791,7 +935,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.collect();
+        self.reclaim();
         let left: Vec<Garbage> = self.garbage.drain(..).map(|r| r.item).collect();
         let mut o = self
             .shared
@@ -909,6 +1053,7 @@ impl Reader {
     #[inline]
     pub fn prefetch<'a>(&self, user_id: &'a str) -> Prefetch<'a> {
         let hash = self.shared.hot.hasher.hash(user_id.as_bytes());
+        self.prefetch_home(hash);
         let _pin = self.pin();
         self.table().prefetch_slot(hash);
         Prefetch {
@@ -947,9 +1092,18 @@ impl Reader {
 
     #[inline]
     fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<ProfileRef<'_>> {
+        // The home block's lines start loading now, with the slot's: one round trip for both.
+        self.prefetch_home(hash);
         let pin = self.pin();
         let view = self.table().find(hash, key)?;
         Some(ProfileRef { view, _pin: pin })
+    }
+
+    /// Starts loading the home block of `hash` ([`crate::home`]); needs no pin (a hint only).
+    #[inline(always)]
+    fn prefetch_home(&self, hash: u64) {
+        let h = &self.shared.hot;
+        prefetch_home(h.home_base, h.home_blocks, hash);
     }
 
     /// The current index. The caller must hold a pin for as long as it uses the borrow.
@@ -1199,13 +1353,21 @@ mod tests {
         }
         // 8-byte grain: 2 segments and a 2–5 byte id take 10 + k + 6 + 4 = 22..25 bytes → 24 or 32.
         assert!(reader.stats().record_bytes <= 3000 * 32);
-        let (mut lined, r2) = Store::new(1000, 1000);
+        let no_home = Tuning {
+            home_blocks: false,
+            ..Tuning::default()
+        };
+        let (mut lined, r2) = Store::with_tuning(1000, 1000, no_home);
         lined.upsert(&mut profile("u1", 1)).expect("valid");
         assert_eq!(
             r2.get("u1").expect("present").as_bytes().len(),
             10 + 2 + 6 + 4
         );
         assert_eq!(r2.stats().record_bytes, 64, "line-aligned block");
+        // The default puts it in its home block: two lines, whatever the record's length.
+        let (mut homed, r3) = Store::new(1000, 1000);
+        homed.upsert(&mut profile("u1", 1)).expect("valid");
+        assert_eq!(r3.stats().record_bytes, 128, "home block");
     }
 
     #[test]
@@ -1356,6 +1518,133 @@ mod tests {
         assert_eq!(reader.stats().record_bytes, 0);
     }
 
+    /// The home block address `id` hashes to in `store`'s replica.
+    fn home_of(store: &Store, id: &str) -> usize {
+        let h = &store.shared.hot;
+        h.home_base + home_index(h.hasher.hash(id.as_bytes()), h.home_blocks) as usize * HOME_BLOCK
+    }
+
+    /// Where the record of `id` lies.
+    fn addr_of(reader: &Reader, id: &str) -> usize {
+        reader.get(id).expect("present").as_bytes().as_ptr() as usize
+    }
+
+    #[test]
+    fn records_live_in_their_home_block_when_it_is_free_and_are_found_either_way() {
+        let (mut store, reader) = Store::new(1000, 1000);
+        let ids: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            store.upsert(&mut profile(id, i as u32)).expect("valid");
+        }
+        store.collect();
+        let st = reader.stats();
+        assert_eq!(st.home_blocks, 1000, "one home block per expected profile");
+        let mut at_home = 0u64;
+        for (i, id) in ids.iter().enumerate() {
+            let p = reader.get(id).expect("present");
+            assert_eq!(p.segment_weight(i as u32), Some(500), "{id}");
+            let a = p.as_bytes().as_ptr() as usize;
+            if a == home_of(&store, id) {
+                at_home += 1;
+            } else {
+                assert!(
+                    !store
+                        .arena
+                        .is_home(NonNull::new(a as *mut u8).expect("non-null")),
+                    "{id}: in another profile's home block"
+                );
+            }
+        }
+        assert_eq!(
+            at_home, st.home_records,
+            "the counter says how many are home"
+        );
+        // Ids hash to blocks at random: about 1 − 1/e of a full replica finds its block free.
+        assert!((560..=700).contains(&at_home), "{at_home} of 1000 at home");
+        assert_eq!(
+            st.record_bytes,
+            at_home * 128 + (1000 - at_home) * 64,
+            "home blocks count 128 bytes, these short records 64 elsewhere"
+        );
+    }
+
+    #[test]
+    fn an_updated_profile_leaves_home_and_comes_back_once_the_old_version_is_reclaimed() {
+        let (mut store, reader) = Store::new(16, 1000);
+        store.upsert(&mut profile("u", 1)).expect("valid");
+        let home = home_of(&store, "u");
+        assert_eq!(addr_of(&reader, "u"), home);
+        // The new version cannot overwrite the old one at home (a reader may be reading it).
+        let held = reader.get("u").expect("present");
+        store.upsert(&mut profile("u", 2)).expect("valid");
+        assert_ne!(addr_of(&reader, "u"), home);
+        store.collect();
+        assert_ne!(addr_of(&reader, "u"), home, "old version still held");
+        assert_eq!(held.segment_weight(1), Some(500), "and intact");
+        drop(held);
+        store.collect();
+        assert_eq!(addr_of(&reader, "u"), home, "moved back home");
+        assert_eq!(
+            reader.get("u").expect("present").segment_weight(2),
+            Some(500)
+        );
+        store.collect();
+        let st = reader.stats();
+        assert_eq!((st.retired_pending, st.home_records), (0, 1));
+        assert_eq!(st.record_bytes, 128, "one home block, the arena copy freed");
+        // Removed: the block is free for the next profile that hashes to it.
+        assert!(store.remove("u"));
+        store.collect();
+        assert_eq!(reader.stats().home_records, 0);
+        assert!(reader.get("u").is_none());
+        store.upsert(&mut profile("u", 3)).expect("valid");
+        assert_eq!(addr_of(&reader, "u"), home);
+    }
+
+    #[test]
+    fn profiles_sharing_a_home_block_and_long_records_live_in_the_arena() {
+        // Every id hashes alike: one home block for all; the first takes it.
+        let t = Tuning {
+            hash: IdHash::Constant,
+            ..Tuning::default()
+        };
+        let (mut store, reader) = Store::with_tuning(100, 1000, t);
+        for i in 0..50u32 {
+            store
+                .upsert(&mut profile(&format!("c{i}"), i))
+                .expect("valid");
+        }
+        let home = home_of(&store, "c0");
+        assert_eq!(addr_of(&reader, "c0"), home);
+        for i in 1..50u32 {
+            assert_ne!(addr_of(&reader, &format!("c{i}")), home);
+        }
+        // The home profile removed: once reclaimed the block is free (no profile of its id is
+        // left to move in), and the next insert takes it; the others are found all along.
+        assert!(store.remove("c0"));
+        store.collect();
+        store.collect();
+        assert_eq!(reader.stats().home_records, 0);
+        store.upsert(&mut profile("new", 7)).expect("valid");
+        assert_eq!(addr_of(&reader, "new"), home);
+        for i in 1..50u32 {
+            let id = format!("c{i}");
+            assert_eq!(
+                reader.get(&id).expect("present").segment_weight(i),
+                Some(500)
+            );
+        }
+        // A record longer than a home block never goes home.
+        let (mut s2, r2) = Store::new(16, 1000);
+        let mut long = profile("long", 1);
+        long.segments = (0..40).map(|i| (i * 100_000, 1)).collect();
+        s2.upsert(&mut long).expect("valid");
+        assert!(r2.get("long").expect("present").as_bytes().len() > HOME_BLOCK);
+        assert_ne!(addr_of(&r2, "long"), home_of(&s2, "long"));
+        s2.collect();
+        assert_eq!(r2.stats().home_records, 0);
+    }
+
     #[test]
     fn a_held_profile_survives_its_replacement_until_released() {
         let (mut store, reader) = Store::new(10, 1000);
@@ -1372,7 +1661,16 @@ mod tests {
         );
         drop(held);
         store.collect();
+        // The old version's home block was freed and the profile moved back into it: the block
+        // the new version took meanwhile is retired in turn, and freed by the next collect.
+        assert_eq!(reader.stats().retired_pending, 1, "the copy left behind");
+        assert_eq!(reader.stats().home_records, 1, "back home");
+        store.collect();
         assert_eq!(reader.stats().retired_pending, 0);
+        assert_eq!(
+            reader.get("u").expect("present").segment_weight(2),
+            Some(500)
+        );
     }
 
     #[test]
@@ -1436,8 +1734,10 @@ mod tests {
             found += usize::from(want.is_some());
         }
         assert_eq!(found, 5000, "every stored id found, no absent one");
-        // Prefetching pins only for the call: nothing is held back.
+        // Prefetching pins only for the call: nothing is held back (two collects: the second
+        // frees the block the profile left when the first moved it back home).
         store.upsert(&mut profile("user-1", 77)).expect("valid");
+        store.collect();
         store.collect();
         assert_eq!(reader.stats().retired_pending, 0);
     }
@@ -1462,6 +1762,7 @@ mod tests {
                 .upsert(&mut profile(&format!("more-{i}"), i))
                 .expect("valid");
         }
+        store.collect();
         store.collect();
         assert_eq!(reader.stats().retired_pending, 0, "old table freed");
         reader.prefetch_record(&pb);
