@@ -20,6 +20,9 @@
 //!   together, then the slot followed; `HOME_PCT` (default 63) percent of the profiles are at home,
 //!   the others elsewhere (a second round trip after the slot, and the two lines prefetched at
 //!   their home were another profile's).
+//! - `home_bits` — as `home_3lines`, but a record at home is recognised without the slot: the
+//!   slot's line is requested too but only waited for when the home block (one occupancy bit per
+//!   block, read from a bitmap, then the block's id) is not the profile sought.
 //!
 //! Reports per layout and case (`hot_set_10k`, `uniform`): median over rounds of the net p50,
 //! median/min/max of the net p99, median net p99.9, with the load average. Environment:
@@ -95,16 +98,18 @@ enum Design {
     OneRtTwoLines,
     OneRtOneLine,
     Home,
+    HomeBits,
 }
 
 impl Design {
-    const ALL: [Design; 6] = [
+    const ALL: [Design; 7] = [
         Design::TwoRtThreeLines,
         Design::TwoRtTwoLines,
         Design::OneRtThreeLines,
         Design::OneRtTwoLines,
         Design::OneRtOneLine,
         Design::Home,
+        Design::HomeBits,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -114,6 +119,7 @@ impl Design {
             Design::OneRtTwoLines => "1rt_2lines",
             Design::OneRtOneLine => "1rt_1line",
             Design::Home => "home_3lines",
+            Design::HomeBits => "home_bits",
         }
     }
 }
@@ -125,6 +131,8 @@ struct Model {
     recs: *const u8,
     n: u64,
     home_pct: u64,
+    /// One bit per home block (set: a record lives there).
+    bits: Vec<u64>,
 }
 
 const PTR_MASK: u64 = (1 << 48) - 1;
@@ -155,6 +163,7 @@ impl Model {
             recs,
             n,
             home_pct,
+            bits: vec![!0u64; (n as usize).div_ceil(64)],
         }
     }
 
@@ -225,6 +234,25 @@ impl Model {
                 };
                 prefetch(home);
                 prefetch(home.wrapping_add(64));
+                self.via_slot(i, h, 2)
+            }
+            Design::HomeBits => {
+                // The slot's line and the home block's requested together; the home block's
+                // occupancy bit read, then its record: if it is the one sought, the slot is not
+                // waited for.
+                let at_home = (h >> 20) % 100 < self.home_pct;
+                let b = if at_home { i } else { (h >> 8) % self.n };
+                let home = self.record(b);
+                prefetch(self.slots.wrapping_add(h as usize & self.mask).cast());
+                prefetch(home);
+                prefetch(home.wrapping_add(64));
+                let word = black_box(self.bits[b as usize / 64]);
+                if word >> (b % 64) & 1 == 1 {
+                    let a = read(home);
+                    if a == i {
+                        return a ^ read(home.wrapping_add(64));
+                    }
+                }
                 self.via_slot(i, h, 2)
             }
         }
