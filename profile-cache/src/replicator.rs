@@ -51,7 +51,9 @@ pub struct ReplicaConfig {
     pub redis_ca_pem: Option<Vec<u8>>,
     /// Key namespace (`helios` → `helios:profile:{id}`, `helios:profile:changes`).
     pub namespace: String,
-    /// Profiles expected; sizes the index up front (it grows if exceeded).
+    /// Profiles expected; sizes the index (it grows if exceeded) and maps one 128-byte home
+    /// block per expected profile up front (`home.rs`; profiles beyond it live outside home
+    /// blocks, looked up one memory round trip slower).
     pub expected_profiles: usize,
     /// Staleness after which [`Reader::is_fresh`] turns false (bid contextually only).
     pub max_staleness: Duration,
