@@ -1893,6 +1893,9 @@ mod tests {
                 .upsert(&mut profile(&format!("k{i}"), i * 10))
                 .expect("valid");
         }
+        store.collect();
+        let home0 = reader.stats().home_records;
+        assert!(home0 > 500, "{home0} of 1000 at home");
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..2)
             .map(|_| {
@@ -1902,14 +1905,14 @@ mod tests {
                     let mut seen = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for i in 0..1000u32 {
-                            if let Some(p) = r.get(&format!("k{i}")) {
-                                // Whatever version we see is whole: its two segments agree.
-                                let (s0, w0) = p.segment(0);
-                                assert_eq!(w0, 500);
-                                assert_eq!(p.segment_weight(s0 + 1), Some(10));
-                                assert_eq!(s0 % 10, 0);
-                                seen += 1;
-                            }
+                            // Never absent (moved out of and back into its home block, never
+                            // unlinked), and whatever version we see is whole: its segments agree.
+                            let p = r.get(&format!("k{i}")).expect("always present");
+                            let (s0, w0) = p.segment(0);
+                            assert_eq!(w0, 500);
+                            assert_eq!(p.segment_weight(s0 + 1), Some(10));
+                            assert_eq!(s0 % 10, 0);
+                            seen += 1;
                         }
                     }
                     seen
@@ -1928,5 +1931,12 @@ mod tests {
         for t in threads {
             assert!(t.join().expect("reader thread") > 0);
         }
+        // Every profile left home at each update and came back once the old version was freed.
+        store.collect();
+        store.collect();
+        let st = reader.stats();
+        assert_eq!(st.home_records, home0, "back home after the churn");
+        assert_eq!(st.retired_pending, 0);
+        assert_eq!(st.record_bytes, home0 * 128 + (1000 - home0) * 64);
     }
 }
