@@ -22,7 +22,7 @@
 //! fit 2^24 slots, 128 MiB).
 //!
 //! Home blocks. Most records live at an address that follows from their id's hash
-//! ([`crate::home`]): a lookup prefetches that home block's two lines *together with* the slot's
+//! (`home.rs`): a lookup prefetches that home block's two lines *together with* the slot's
 //! line, before it reads the slot, so a record at home arrives in the same memory round trip as
 //! its slot instead of one round trip later. The slot remains the only pointer a reader follows;
 //! the home prefetch is a hint (a block holding another profile, or none, costs a wasted
@@ -807,7 +807,7 @@ impl Store {
     }
 
     /// Frees what no reader can still see, and moves profiles whose home block that freed back
-    /// home ([`crate::home`]). Call after each batch of updates.
+    /// home (`home.rs`). Call after each batch of updates.
     pub fn collect(&mut self) {
         self.reclaim();
         if !self.rehome_ends.is_empty() {
