@@ -935,7 +935,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // Frees what it can (no moving home: the replica is going away with its last reader).
         self.reclaim();
+        self.publish_memory_counters();
         let left: Vec<Garbage> = self.garbage.drain(..).map(|r| r.item).collect();
         let mut o = self
             .shared
