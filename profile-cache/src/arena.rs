@@ -239,8 +239,8 @@ impl Arena {
         self.homes.layout()
     }
 
-    /// Records in home blocks.
-    pub(crate) fn home_records(&self) -> usize {
+    /// Home blocks taken: by linked records and by replaced or removed ones not yet reclaimed.
+    pub(crate) fn home_blocks_in_use(&self) -> usize {
         self.homes.in_use()
     }
 

@@ -111,7 +111,7 @@ impl Homes {
         }
     }
 
-    /// Records living in home blocks.
+    /// Blocks taken (by linked records, and by unlinked ones until they are reclaimed).
     pub(crate) fn in_use(&self) -> usize {
         self.in_use
     }

@@ -297,6 +297,11 @@ fn retire_record(
     let c = &shared.counters;
     c.record_bytes
         .fetch_sub(arena.block_size_of(p, len) as u64, Ordering::Relaxed);
+    if arena.is_home(p) {
+        // Unlinked: the profile is no longer read from its home block, though the block stays
+        // taken until this version is reclaimed.
+        c.home_records.fetch_sub(1, Ordering::Relaxed);
+    }
     if is_long(rec) {
         c.long_records.fetch_sub(1, Ordering::Relaxed);
     }
@@ -376,8 +381,9 @@ pub struct Stats {
     /// Home blocks (128 bytes each, one per expected profile; see `home.rs`), counted in
     /// `arena_bytes`.
     pub home_blocks: u64,
-    /// Profiles whose record is in its home block (a lookup of them waits for one memory round
-    /// trip, not two), as of the last [`Store::collect`].
+    /// Profiles whose linked record is in its home block (a lookup of them waits for one memory
+    /// round trip, not two). Home blocks still holding a replaced or removed version until it is
+    /// reclaimed are not counted.
     pub home_records: u64,
     /// Retired records/tables not yet freed (readers still pinned behind them).
     pub retired_pending: u64,
@@ -699,6 +705,9 @@ impl Store {
         let was = table.slots()[at].load(Ordering::Relaxed);
         table.slots()[at].store(v, Ordering::Release);
         c.record_bytes.fetch_add(size, Ordering::Relaxed);
+        if self.arena.is_home(p) {
+            c.home_records.fetch_add(1, Ordering::Relaxed);
+        }
         if is_long(view) {
             c.long_records.fetch_add(1, Ordering::Relaxed);
         }
@@ -896,6 +905,7 @@ impl Store {
         let c = &self.shared.counters;
         c.record_bytes
             .fetch_add(HOME_BLOCK as u64, Ordering::Relaxed);
+        c.home_records.fetch_add(1, Ordering::Relaxed);
         // Release: a reader that loads the new value sees the copied bytes.
         table.slots()[at].store(v, Ordering::Release);
         retire_record(&self.shared, &mut self.garbage, &self.arena, cur);
@@ -910,8 +920,17 @@ impl Store {
             .store(self.arena.mapped_bytes() as u64, Ordering::Relaxed);
         c.arena_free_bytes
             .store(self.arena.free_bytes() as u64, Ordering::Relaxed);
-        c.home_records
-            .store(self.arena.home_records() as u64, Ordering::Relaxed);
+        // Home blocks taken = linked records at home + retired ones not yet reclaimed.
+        debug_assert_eq!(
+            self.arena.home_blocks_in_use(),
+            c.home_records.load(Ordering::Relaxed) as usize
+                + self
+                    .garbage
+                    .iter()
+                    .filter(|r| matches!(r.item, Garbage::Record(p, _) if self.arena.is_home(p)))
+                    .count(),
+            "home blocks in use"
+        );
         let t = self.table();
         let index_huge = if t.region.is_hugetlb() { t.bytes() } else { 0 };
         c.hugetlb_bytes.store(
@@ -1601,6 +1620,39 @@ mod tests {
         assert!(reader.get("u").is_none());
         store.upsert(&mut profile("u", 3)).expect("valid");
         assert_eq!(addr_of(&reader, "u"), home);
+    }
+
+    #[test]
+    fn home_records_counts_linked_records_not_blocks_held_by_retired_versions() {
+        let (mut store, reader) = Store::new(16, 1000);
+        // An id whose home block is not u's (the hash seed differs per run).
+        let v = (0..)
+            .map(|i| format!("v{i}"))
+            .find(|id| home_of(&store, id) != home_of(&store, "u"))
+            .expect("16 blocks");
+        store.upsert(&mut profile("u", 1)).expect("valid");
+        store.upsert(&mut profile(&v, 1)).expect("valid");
+        assert_eq!(addr_of(&reader, "u"), home_of(&store, "u"));
+        assert_eq!(addr_of(&reader, &v), home_of(&store, &v));
+        store.collect();
+        assert_eq!(reader.stats().home_records, 2);
+        // A reader holds both old versions: their home blocks stay taken, but "u" now lives in
+        // an arena block and v is gone, so neither is home.
+        let held = (reader.get("u").expect("u"), reader.get(&v).expect("v"));
+        store.upsert(&mut profile("u", 2)).expect("valid");
+        assert!(store.remove(&v));
+        store.collect();
+        assert_ne!(addr_of(&reader, "u"), home_of(&store, "u"));
+        assert!(reader.get(&v).is_none());
+        assert_eq!(
+            reader.stats().home_records,
+            0,
+            "no linked record is at home"
+        );
+        drop(held);
+        store.collect();
+        assert_eq!(addr_of(&reader, "u"), home_of(&store, "u"));
+        assert_eq!(reader.stats().home_records, 1, "u back home");
     }
 
     #[test]
