@@ -1656,6 +1656,94 @@ mod tests {
     }
 
     #[test]
+    fn a_held_home_record_survives_delete_reinsert_and_rebuild_around_its_block() {
+        // Every id hashes alike: all share c0's home block.
+        let t = Tuning {
+            hash: IdHash::Constant,
+            ..Tuning::default()
+        };
+        let (mut store, reader) = Store::with_tuning(100, 1000, t);
+        store.upsert(&mut profile("c0", 1)).expect("valid");
+        let home = home_of(&store, "c0");
+        let held = reader.get("c0").expect("present");
+        assert_eq!(held.as_bytes().as_ptr() as usize, home);
+        let before = held.as_bytes().to_vec();
+        // Removed, another id of the same block inserted, the same id inserted again, the index
+        // rebuilt twice, collections all along: none may take the block while it is held.
+        assert!(store.remove("c0"));
+        store.upsert(&mut profile("c1", 2)).expect("valid");
+        store.upsert(&mut profile("c0", 3)).expect("valid");
+        let index0 = reader.stats().index_bytes;
+        for i in 0..1500u32 {
+            store
+                .upsert(&mut profile(&format!("g{i}"), i))
+                .expect("valid");
+            if i % 100 == 0 {
+                store.collect();
+            }
+        }
+        store.collect();
+        assert!(reader.stats().index_bytes > index0, "the index was rebuilt");
+        assert_ne!(addr_of(&reader, "c0"), home);
+        assert_ne!(addr_of(&reader, "c1"), home);
+        assert_eq!(held.as_bytes(), &before[..], "the held version is intact");
+        assert_eq!(held.segment_weight(1), Some(500));
+        drop(held);
+        store.collect();
+        // Reclaimed: the id it held (c0, re-inserted) moves home; c1 stays in the arena.
+        assert_eq!(addr_of(&reader, "c0"), home);
+        assert_eq!(
+            reader.get("c0").expect("present").segment_weight(3),
+            Some(500)
+        );
+        assert_eq!(
+            reader.get("c1").expect("present").segment_weight(2),
+            Some(500)
+        );
+        assert_ne!(addr_of(&reader, "c1"), home);
+    }
+
+    #[test]
+    fn a_reader_outlives_the_store_with_its_home_records() {
+        let (mut store, reader) = Store::new(100, 1000);
+        for i in 0..100u32 {
+            store
+                .upsert(&mut profile(&format!("u{i}"), i))
+                .expect("valid");
+        }
+        store.collect();
+        let (at_home, away): (Vec<String>, Vec<String>) = (0..100u32)
+            .map(|i| format!("u{i}"))
+            .partition(|id| addr_of(&reader, id) == home_of(&store, id));
+        assert!(!at_home.is_empty() && !away.is_empty());
+        // Old versions held, one in its home block and one in an arena block, both replaced.
+        let replaced = [at_home[0].clone(), away[0].clone()];
+        let held = replaced
+            .each_ref()
+            .map(|id| reader.get(id).expect("present"));
+        let before = held.each_ref().map(|p| p.as_bytes().to_vec());
+        for id in &replaced {
+            store.upsert(&mut profile(id, 1000)).expect("valid");
+        }
+        drop(store);
+        // The dropped writer freed nothing a reader can reach: the held old versions, and every
+        // profile (at home or not) through the index.
+        for (p, b) in held.iter().zip(&before) {
+            assert_eq!(p.as_bytes(), &b[..]);
+        }
+        drop(held);
+        for i in 0..100u32 {
+            let id = format!("u{i}");
+            let want = if replaced.contains(&id) { 1000 } else { i };
+            assert_eq!(
+                reader.get(&id).expect("present").segment_weight(want),
+                Some(500),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
     fn profiles_sharing_a_home_block_and_long_records_live_in_the_arena() {
         // Every id hashes alike: one home block for all; the first takes it.
         let t = Tuning {
