@@ -9,7 +9,7 @@
 //! tag and record address, and one 128-byte record (two cache lines) per profile, both on
 //! transparent huge pages, as the replica lays them out. Per layout (`DESIGNS`):
 //! - `2rt_3lines` — the slot's line, then the record's two lines (the second prefetched): two
-//!   dependent round trips, three lines (the replica before session 6, `home_ways: 0`);
+//!   dependent round trips, three lines (the replica before session 6, `home_blocks: false`);
 //! - `2rt_2lines` — the slot, then one record line (a record of one line);
 //! - `1rt_3lines` — the slot and the record's lines requested together (the record's address
 //!   known from the hash), then the slot read and the record read: one round trip, three lines;

@@ -34,11 +34,12 @@
 //!   only write is to the reader's own cache-padded epoch slot. Hold the `ProfileRef` for one
 //!   decision only: while it lives, memory of profiles replaced since cannot be reclaimed.
 //! - [`Reader::prefetch`]`(&self, id) -> `[`Prefetch`]: a lookup begun early — hashes the id and
-//!   starts loading its index slot's line, never waits; [`Reader::prefetch_record`]`(&token)`
-//!   later reads the slot and starts loading the record's lines; [`Reader::get_prefetched`]
-//!   `(token)` is `get` without hashing again. The appliance issues the prefetch right after the
-//!   privacy verdict and looks up after the decision's pre-filters, so the lines arrive while
-//!   other work runs. Same rules as `get`: no lock, no allocation, safe against any update.
+//!   starts loading its index slot's line and its home block's, never waits;
+//!   [`Reader::prefetch_record`]`(&token)` later reads the slot and starts loading the record's
+//!   lines; [`Reader::get_prefetched`]`(token)` is `get` without hashing again. The appliance
+//!   issues the prefetch right after the privacy verdict and looks up after the decision's
+//!   pre-filters, so the lines arrive while other work runs. Same rules as `get`: no lock, no
+//!   allocation, safe against any update.
 //! - [`Reader::is_loaded`]: the first full copy is done and the stream drained once.
 //! - [`Reader::lag_seconds`]: seconds since the replica last held everything Redis held (export as
 //!   `helios_profile_replica_lag_seconds`); `+inf` before the first load.

@@ -29,7 +29,8 @@
 //! prefetch). Updates put the new version in an ordinary block while readers may still read the
 //! old one at home; when the old one is reclaimed, [`Store::collect`] moves the profile home again.
 //!
-//! Early lookups. [`Reader::prefetch`] hashes an id and prefetches its home slot's line,
+//! Early lookups. [`Reader::prefetch`] hashes an id and prefetches its home slot's line (and
+//! its home block's two lines),
 //! [`Reader::prefetch_record`] later reads that slot (and its probe sequence up to the first tag
 //! match) and prefetches the record's lines, and [`Reader::get_prefetched`] finishes with the
 //! ordinary probe, reusing the hash. The prefetch steps pin the reader only for their own
@@ -363,14 +364,16 @@ pub(crate) struct Counters {
 pub struct Stats {
     /// Profiles in the replica.
     pub profiles: u64,
-    /// Bytes of live record blocks (each rounded up to 8).
+    /// Bytes of live record blocks (each rounded up to the record grain, 64 by default; a home
+    /// block counts 128).
     pub record_bytes: u64,
     /// Live records whose lookup part (header, id, segments) spans more than two cache lines:
     /// more than 20 segments with a 36-byte id, longer ids, or segment ids spread over more than
     /// 65,535 (a lookup of such a profile reads more lines; the profile is complete all the same).
     pub long_records: u64,
-    /// Bytes of the replica's memory (record chunks and index) on huge pages reserved through
-    /// `vm.nr_hugepages` (`MAP_HUGETLB`); the rest is advised to use transparent huge pages.
+    /// Bytes of the replica's memory (record chunks, home blocks and index) on huge pages
+    /// reserved through `vm.nr_hugepages` (`MAP_HUGETLB`); the rest is advised to use
+    /// transparent huge pages.
     pub hugetlb_bytes: u64,
     /// Bytes mapped for records (live blocks, free blocks and the unused tail of the last chunk).
     pub arena_bytes: u64,
@@ -1065,9 +1068,10 @@ impl Reader {
         self.get_hashed(self.shared.hot.hasher.hash(key), key)
     }
 
-    /// Starts a lookup early: hashes `user_id` and starts loading its index slot's cache line,
-    /// then returns at once (it never waits for memory). Do other work, then finish with
-    /// [`Reader::get_prefetched`], which finds the slot cached and does not hash the id again;
+    /// Starts a lookup early: hashes `user_id` and starts loading its index slot's cache line
+    /// and its home block's two lines (`home.rs`), then returns at once (it never waits for
+    /// memory). Do other work, then finish with [`Reader::get_prefetched`], which finds the slot
+    /// cached and does not hash the id again;
     /// optionally call [`Reader::prefetch_record`] in between, once the slot has had time to
     /// arrive, so that the record's lines are on their way too. No lock, no allocation; like
     /// `get`, the only write is to this reader's own epoch slot (pinned for the call only).
