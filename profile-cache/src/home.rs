@@ -35,6 +35,18 @@ use crate::arena::Region;
 /// 36-byte id (`crate::record::TWO_LINES`).
 pub(crate) const HOME_BLOCK: usize = 128;
 
+/// Most home blocks a replica maps: 2^27 (16 GiB of address space, touched only as records move
+/// in). Sized for any replica a node can hold; past it the extra profiles live in the arena,
+/// reached through the slot as usual. Without the bound a configured `expected_profiles` near its
+/// 2^32 limit would ask for a 512 GiB mapping at start-up, which the kernel's overcommit check
+/// refuses on an ordinary node.
+pub(crate) const MAX_HOME_BLOCKS: usize = 1 << 27;
+
+/// Home blocks for a replica expecting `expected` profiles: one each, at most [`MAX_HOME_BLOCKS`].
+pub(crate) fn blocks_for(expected: usize) -> usize {
+    expected.min(MAX_HOME_BLOCKS)
+}
+
 /// Index of `hash`'s home block among `blocks` (a multiply-shift of 32 bits of the hash that the
 /// index's slot number and tag use least: bits 16–47).
 #[inline(always)]
@@ -55,8 +67,8 @@ pub(crate) struct Homes {
 impl Homes {
     /// `blocks` home blocks (0: none — every record goes to the arena), mapped at once.
     pub(crate) fn new(blocks: usize) -> Homes {
-        // At most 2^32 blocks (`home_index` maps 32 bits of the hash).
-        let blocks = blocks.min(1 << 32);
+        // At most MAX_HOME_BLOCKS (below the 2^32 that `home_index`'s 32 bits of hash can reach).
+        let blocks = blocks_for(blocks);
         Homes {
             region: (blocks > 0).then(|| Region::new(blocks * HOME_BLOCK)),
             blocks: blocks as u64,
@@ -133,6 +145,15 @@ impl Homes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_blocks_are_bounded_whatever_the_expected_count() {
+        assert_eq!(blocks_for(0), 0);
+        assert_eq!(blocks_for(1_000_000), 1_000_000);
+        assert_eq!(blocks_for(MAX_HOME_BLOCKS + 1), MAX_HOME_BLOCKS);
+        assert_eq!(blocks_for(1 << 32), MAX_HOME_BLOCKS);
+        const { assert!(MAX_HOME_BLOCKS <= 1 << 32) };
+    }
 
     #[test]
     fn home_indexes_spread_over_every_block() {
