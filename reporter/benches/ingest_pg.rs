@@ -25,7 +25,9 @@
 //! pipeline makes them since session 5: the bid time (8 bytes, big-endian nanoseconds), then 8
 //! bytes of the hash — near-sequential in the raw key.
 //!
-//! Session 6 options: `live` runs the folder *concurrently* as the reporter does (its own task
+//! Session 6 options: plan `copyall` ([`InsertPlan::CopyAll`]: notices too by `COPY` into the
+//! raw table after a probe of their ids), `direct` (raw `COPY` into the day's partition),
+//! `live` runs the folder *concurrently* as the reporter does (its own task
 //! and connection, [`rollup_fold::run`] with the production schedule — every 5 s, sooner at
 //! 250,000 appended deltas; BENCH_FOLD_MS / BENCH_FOLD_ROWS change it), and the wall time then
 //! ends only once every pending delta is folded; `ahead` prepares each batch (sort, `COPY`
@@ -182,6 +184,8 @@ struct Variant {
     /// Batches prepared one ahead on the blocking pool while the previous one is written
     /// ([`Ahead`], as the reporter's writer task does since session 6).
     ahead: bool,
+    /// Raw rows copied straight into the day's partition (no tuple routing).
+    direct: bool,
 }
 
 impl Variant {
@@ -197,10 +201,12 @@ impl Variant {
             sites: false,
             live: false,
             ahead: false,
+            direct: false,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
                 "copy" => InsertPlan::CopyBids,
+                "copyall" => InsertPlan::CopyAll,
                 other => panic!("BENCH_VARIANTS: unknown plan {other:?}"),
             },
             connections: n.parse().expect("BENCH_VARIANTS: connections"),
@@ -214,6 +220,7 @@ impl Variant {
                 "sites" => v.sites = true,
                 "live" => v.live = true,
                 "ahead" => v.ahead = true,
+                "direct" => v.direct = true,
                 f if f.starts_with("fold") => {
                     v.fold_every = f[4..].parse().expect("BENCH_VARIANTS: foldK");
                     assert!(v.fold_every > 0, "BENCH_VARIANTS: foldK with K > 0");
@@ -232,6 +239,7 @@ impl Variant {
             InsertPlan::AllOnConflict => "conflict",
             InsertPlan::PlainBids => "plain",
             InsertPlan::CopyBids => "copy",
+            InsertPlan::CopyAll => "copyall",
         };
         let extra = match self.drop {
             None => "",
@@ -248,8 +256,9 @@ impl Variant {
         let sites = if self.sites { ":sites" } else { "" };
         let live = if self.live { ":live" } else { "" };
         let ahead = if self.ahead { ":ahead" } else { "" };
+        let direct = if self.direct { ":direct" } else { "" };
         format!(
-            "{plan}:{}{extra}{sites}{commit}{fold}{live}{ahead}{key}",
+            "{plan}:{}{extra}{sites}{commit}{fold}{live}{ahead}{direct}{key}",
             self.connections
         )
     }
@@ -335,7 +344,8 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         .with_plan(v.plan)
         .with_async_commit(v.async_commit)
         .with_connections(v.connections)
-        .with_deferred_rollups(v.fold_every > 0 || v.live);
+        .with_deferred_rollups(v.fold_every > 0 || v.live)
+        .with_direct_partition(v.direct);
     let mut folder = RollupFolder::new(&db.url);
     let folder_pid = folder.backend_pid().await.expect("folder pid");
     // The concurrent folder (`live`): the reporter's folder task, on a connection of its own.
@@ -397,11 +407,13 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         }
     }
     let written = t.elapsed();
+    let mut live_folder = None;
     if let Some((_, task)) = live {
         // The folder task ends after the fold it may be running; the rest is folded now, inside
         // the timed run.
         stop_live.send(true).expect("live folder listening");
-        task.await.expect("live folder task");
+        // Kept (its backend alive) until its CPU time is read below.
+        live_folder = Some(task.await.expect("live folder task"));
         folded += stats.rollup_folded.load(Relaxed);
     }
     if v.fold_every > 0 || v.live {
@@ -485,6 +497,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     }
     drop(w);
     drop(folder);
+    drop(live_folder);
     drop(check);
     db.drop_db().await;
     totals

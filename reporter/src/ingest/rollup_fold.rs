@@ -235,13 +235,13 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// The folder task: folds as [`Schedule`] says until `shutdown` turns true. Failures
 /// (PostgreSQL away, a deadlock with an older reporter that still upserts these rows) are
 /// logged and counted; the deltas stay pending (still read by the API) and the next turn tries
-/// again.
+/// again. Answers the folder (its connection still open) once `shutdown` turned true.
 pub async fn run(
     mut folder: RollupFolder,
     schedule: Schedule,
     stats: Arc<IngestStats>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> RollupFolder {
     let mut tick = tokio::time::interval(POLL.min(schedule.every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = tokio::time::Instant::now();
@@ -249,7 +249,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|v| *v) => return,
+            _ = shutdown.wait_for(|v| *v) => return folder,
         }
         let appended = stats.rollup_deferred.load(Relaxed);
         if last.elapsed() < schedule.every && appended - appended_then < schedule.rows {

@@ -2,27 +2,34 @@
 //! outages. Owned by the writer task (one batch at a time, on 1..=[`MAX_CONNECTIONS`]
 //! connections).
 //!
-//! Per batch, before any transaction: rows outside the retention window are left out (counted),
+//! Per batch, before any transaction ([`super::prepare`], since session 6 done for the next
+//! batch while this one is written): rows outside the retention window are left out (counted),
 //! the rest sorted by `(day, event_id)` with in-batch repeats dropped (the first copy is kept).
 //! With several connections the batch is then split into disjoint parts by [`route`] (the
-//! campaign, else the exchange, so two parts seldom touch the same rollup row) and the parts are
-//! written in parallel, each in its own transaction:
+//! campaign, else the exchange, so two parts seldom touch the same rollup row); each part's
+//! `COPY` bodies and rollup deltas are encoded. The parts are written in parallel, each in its
+//! own transaction:
 //!
 //! 1. bids and no-bids (ids minted once by the appliance: only a replay repeats them) go with a
-//!    binary `COPY … FROM STDIN (FORMAT binary)` straight into the raw table
-//!    ([`InsertPlan::CopyBids`], the default): the primary key still guards them, without
-//!    `ON CONFLICT`'s speculative insertion, a staging copy or an `INSERT … SELECT`;
-//! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches) are
-//!    copied into a temporary staging table (emptied on commit) and inserted with `INSERT … ON
-//!    CONFLICT DO NOTHING`, answering only the rows it skipped (already stored) — usually none.
-//!    When the `COPY` of the bids meets a stored id (a replayed batch: a crash, a rebalance, a
-//!    producer retry) it fails with `unique_violation`; the transaction is rolled back and the
-//!    same part is written again with `ON CONFLICT` for every row
+//!    binary `COPY … FROM STDIN (FORMAT binary)` straight into the raw table: the primary key
+//!    still guards them, without `ON CONFLICT`'s speculative insertion, a staging copy or an
+//!    `INSERT … SELECT`;
+//! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches):
+//!    with [`InsertPlan::CopyAll`] (the default since session 6) their ids are probed in the
+//!    raw key first ([`STORED_NOTICES`], ~1.3 µs per notice) and, none being stored (the usual
+//!    case), they too go with a `COPY` straight into the raw table; otherwise — and always with
+//!    [`InsertPlan::CopyBids`], session 4's default — they are copied into a temporary staging
+//!    table (emptied on commit) and inserted with `INSERT … ON CONFLICT DO NOTHING`, answering
+//!    only the rows it skipped (already stored). When a `COPY` into the raw table meets a
+//!    stored id (a replayed batch: a crash, a rebalance, a producer retry; or a notice another
+//!    writer stored after the probe) it fails with `unique_violation`; the transaction is
+//!    rolled back and the same part is written again with `ON CONFLICT` for every row
 //!    ([`InsertPlan::AllOnConflict`]). (Session 3's [`InsertPlan::PlainBids`] staged every row
 //!    and inserted the bids with a plain `INSERT … SELECT`; kept for the benchmark.) Every
 //!    `COPY` is encoded by hand ([`super::copy_bin`]);
 //! 3. the rows actually inserted are folded in memory ([`super::fold`]: one delta per rollup
-//!    key), the deltas sent with binary `COPY` into a second staging table and applied with one
+//!    key; prepared for every row, folded again without the skipped ones when some were), the
+//!    deltas sent with binary `COPY` into a second staging table and applied with one
 //!    `INSERT … ON CONFLICT DO UPDATE` per rollup table, in key order (so two writers lock rollup
 //!    rows in the same order). With [`Writer::with_deferred_rollups`] (the ingest's default
 //!    since session 5) only the campaign totals (dim = 0) are upserted here; the deltas of the
@@ -58,7 +65,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use super::partitions::{Partitions, Window};
-use super::prepare::{Deltas, Encoded, Part, Plan, PrepareCfg, Prepared};
+use super::prepare::{Deltas, Encoded, Part, Plan, PrepareCfg, Prepared, is_bid_or_nobid};
 use super::row::Row;
 use super::stats::IngestStats;
 
@@ -110,6 +117,13 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// Inserts the staged bids and no-bids without `ON CONFLICT`: a stored id fails the statement
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
+
+/// A row when any of the ids `$2` is stored on day `$1` ([`InsertPlan::CopyAll`]): a nested
+/// loop of index probes of the raw key, in the one partition of that day. (Not `event_id =
+/// ANY($2)`: planning that with a 20,000-element array estimated each element's selectivity,
+/// ~30 ms per batch, measured.)
+const STORED_NOTICES: &str = "SELECT 1 FROM unnest($2::bytea[]) AS u (id) \
+    JOIN events e ON e.day = $1 AND e.event_id = u.id LIMIT 1";
 
 /// The rollup columns in the order [`super::prepare`] encodes them.
 macro_rules! delta_columns {
@@ -234,8 +248,18 @@ pub enum InsertPlan {
     AllOnConflict,
     /// Bids and no-bids with a binary `COPY` straight into the raw table (no staging copy, no
     /// `INSERT … SELECT`; the server batches the heap inserts), notices staged and inserted
-    /// with `ON CONFLICT DO NOTHING` (the default; falls back like [`InsertPlan::PlainBids`]).
+    /// with `ON CONFLICT DO NOTHING` (the default of sessions 4–5; falls back like
+    /// [`InsertPlan::PlainBids`]).
     CopyBids,
+    /// Bids and no-bids as with [`InsertPlan::CopyBids`]; the notices' ids are first looked up
+    /// in the raw key (one index probe each, [`STORED_NOTICES`]) and, when none is stored —
+    /// the usual case — the notices too go with a binary `COPY` straight into the raw table
+    /// (no staging copy, no `INSERT … SELECT … ON CONFLICT`); when some are stored (an exchange
+    /// repeat of a notice of an earlier batch), the notices go through staging and `ON
+    /// CONFLICT` as with [`InsertPlan::CopyBids`]. A notice stored between the probe and the
+    /// `COPY` (another writer) fails the `COPY` and the part is written again with
+    /// [`InsertPlan::AllOnConflict`], like a replay.
+    CopyAll,
 }
 
 /// Most PostgreSQL connections one writer uses in parallel.
@@ -279,6 +303,7 @@ struct PartCtx<'a> {
     plan: InsertPlan,
     async_commit: bool,
     defer_fine: bool,
+    direct_partition: bool,
 }
 
 #[derive(Debug)]
@@ -290,10 +315,11 @@ pub struct Writer {
     plan: InsertPlan,
     async_commit: bool,
     defer_fine: bool,
+    direct_partition: bool,
 }
 
 impl Writer {
-    /// A writer for `url` with one connection, [`InsertPlan::CopyBids`] and synchronous commit;
+    /// A writer for `url` with one connection, [`InsertPlan::CopyAll`] and synchronous commit;
     /// it connects on first use (see [`Writer::connect`]).
     pub fn new(
         url: &str,
@@ -307,9 +333,10 @@ impl Writer {
             group_id: group_id.to_owned(),
             retention_days,
             fault,
-            plan: InsertPlan::CopyBids,
+            plan: InsertPlan::CopyAll,
             async_commit: false,
             defer_fine: false,
+            direct_partition: false,
         }
     }
 
@@ -319,6 +346,14 @@ impl Writer {
     /// upserted in the batch either way.
     pub fn with_deferred_rollups(mut self, on: bool) -> Writer {
         self.defer_fine = on;
+        self
+    }
+
+    /// `COPY`s the raw rows of a part whose rows all fall on one day straight into that day's
+    /// partition (`events_YYYYMMDD`) instead of through the partitioned table (no tuple
+    /// routing); a part spanning days goes through `events` as before.
+    pub fn with_direct_partition(mut self, on: bool) -> Writer {
+        self.direct_partition = on;
         self
     }
 
@@ -489,6 +524,7 @@ impl Writer {
             plan: self.plan,
             async_commit: self.async_commit,
             defer_fine: self.defer_fine,
+            direct_partition: self.direct_partition,
         };
         let mut o = if self.conns.len() == 1 {
             self.conns[0]
@@ -749,37 +785,53 @@ async fn write_once(
     }
     let all_on_conflict = plan == InsertPlan::AllOnConflict;
     let (bids, notices) = (&part.bids, &part.notices);
-    let skipped: HashSet<(i32, [u8; 16])> = if plan == InsertPlan::CopyBids {
-        // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT`.
-        if bids.rows > 0 {
-            send_copy(&tx, COPY_RAW, bids).await?;
+    let copy_direct;
+    let copy_raw = match part.days.as_slice() {
+        [day] if ctx.direct_partition => {
+            copy_direct = format!(
+                concat!("COPY {} ", raw_columns!(), " FROM STDIN (FORMAT binary)"),
+                crate::day::partition_name(*day)
+            );
+            copy_direct.as_str()
         }
-        if notices.rows == 0 {
-            HashSet::new()
-        } else {
-            send_copy(&tx, COPY, notices).await?;
-            skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
-        }
-    } else {
-        // Every row staged (two `COPY`s of the same columns).
-        if bids.rows > 0 {
-            send_copy(&tx, COPY, bids).await?;
-        }
-        if notices.rows > 0 {
-            send_copy(&tx, COPY, notices).await?;
-        }
-        let mut bids_plain = false;
-        if !all_on_conflict && bids.rows > 0 {
-            tx.execute(INSERT_PLAIN, &[]).await?;
-            bids_plain = true;
-        }
-        // Rows already stored (usually none): everything else was inserted now and is folded.
-        if all_on_conflict || !bids_plain || notices.rows > 0 {
-            skipped_of(tx.query(INSERT_RAW, &[&all_on_conflict]).await?)
-        } else {
-            HashSet::new()
-        }
+        _ => COPY_RAW,
     };
+    let skipped: HashSet<(i32, [u8; 16])> =
+        if plan == InsertPlan::CopyBids || plan == InsertPlan::CopyAll {
+            // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT` —
+            // or, with `CopyAll` and none of them stored, straight in as well.
+            if bids.rows > 0 {
+                send_copy(&tx, copy_raw, bids).await?;
+            }
+            if notices.rows == 0 {
+                HashSet::new()
+            } else if plan == InsertPlan::CopyAll && !any_notice_stored(&tx, rows, part).await? {
+                send_copy(&tx, copy_raw, notices).await?;
+                HashSet::new()
+            } else {
+                send_copy(&tx, COPY, notices).await?;
+                skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
+            }
+        } else {
+            // Every row staged (two `COPY`s of the same columns).
+            if bids.rows > 0 {
+                send_copy(&tx, COPY, bids).await?;
+            }
+            if notices.rows > 0 {
+                send_copy(&tx, COPY, notices).await?;
+            }
+            let mut bids_plain = false;
+            if !all_on_conflict && bids.rows > 0 {
+                tx.execute(INSERT_PLAIN, &[]).await?;
+                bids_plain = true;
+            }
+            // Rows already stored (usually none): everything else was inserted now and is folded.
+            if all_on_conflict || !bids_plain || notices.rows > 0 {
+                skipped_of(tx.query(INSERT_RAW, &[&all_on_conflict]).await?)
+            } else {
+                HashSet::new()
+            }
+        };
     // The prepared deltas fold every row of the part; when some were stored already, fold the
     // part again without them.
     let refolded;
@@ -842,6 +894,33 @@ async fn write_once(
         fallbacks: 0,
         elapsed: started.elapsed(),
     })
+}
+
+/// Whether any notice of `part` is stored already ([`InsertPlan::CopyAll`]): one
+/// [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day).
+async fn any_notice_stored(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    part: &Part,
+) -> Result<bool, tokio_postgres::Error> {
+    let notices = part
+        .idx
+        .iter()
+        .map(|&i| &rows[i as usize])
+        .filter(|r| !is_bid_or_nobid(r));
+    let mut day = None;
+    let mut ids: Vec<&[u8]> = Vec::with_capacity(part.notices.rows);
+    for r in notices {
+        if day.is_some_and(|d| d != r.day) {
+            if !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty() {
+                return Ok(true);
+            }
+            ids.clear();
+        }
+        day = Some(r.day);
+        ids.push(&r.event_id);
+    }
+    Ok(day.is_some() && !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty())
 }
 
 /// The WAL insert position right after a commit (at or past its commit record) and the
