@@ -31,7 +31,7 @@ use super::prepare::{Ahead, Prepared};
 use super::rollup_fold::{self, RollupFolder};
 use super::row::Row;
 use super::stats::IngestStats;
-use super::writer::{FaultDelay, Offsets, Stopped, Writer};
+use super::writer::{FaultDelay, InsertPlan, Offsets, Stopped, Writer};
 
 /// Batches in flight between the consumer task and the writer task.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -60,6 +60,12 @@ pub struct IngestConfig {
     pub fault_delay: Duration,
     /// Commit batch transactions asynchronously (see [`super::durable`]).
     pub async_commit: bool,
+    /// Prepare the next batch while the current one is written ([`Ahead`]); `false`: each
+    /// batch is prepared only once the previous one is written (sessions 1–5).
+    pub prepare_ahead: bool,
+    /// Notices by `COPY` into the raw table after a probe ([`InsertPlan::CopyAll`]) rather
+    /// than staged and inserted `ON CONFLICT` ([`InsertPlan::CopyBids`]).
+    pub copy_notices: bool,
     /// Append the fine-grained rollup deltas (dim > 0) to `rollup_pending` instead of upserting
     /// them in the batch (see [`super::rollup_fold`]).
     pub defer_rollups: bool,
@@ -216,7 +222,12 @@ pub async fn run(
     .with_shutdown(shutdown.clone())
     .with_connections(cfg.pg_writers)
     .with_async_commit(cfg.async_commit)
-    .with_deferred_rollups(cfg.defer_rollups);
+    .with_deferred_rollups(cfg.defer_rollups)
+    .with_plan(if cfg.copy_notices {
+        InsertPlan::CopyAll
+    } else {
+        InsertPlan::CopyBids
+    });
     let folder = tokio::spawn(rollup_fold::run(
         RollupFolder::new(&pg_url),
         rollup_fold::Schedule {
@@ -307,7 +318,7 @@ async fn session(
                     Err(e) => break Err(e),
                 };
                 // Start preparing the next batch before this one goes to PostgreSQL.
-                if let Ok(b) = rx.try_recv() {
+                if cfg.prepare_ahead && let Ok(b) = rx.try_recv() {
                     ahead.start(b.rows, b.offsets, writer.prepare_cfg());
                 }
                 if let Err(e) = write_and_commit(writer, &consumer, &p, stats, cfg, &mut pending).await {
