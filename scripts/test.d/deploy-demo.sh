@@ -54,7 +54,14 @@ if dl_workspace_has_bin helios-exchange && [[ -x "$bindir/helios-exchange" ]]; t
     sleep 0.2
   done
   dl_check_true "simulator traffic reaches the appliance through the gateway ($served answers)" test "$served" -gt 100
-  notices=$(curl -s "http://127.0.0.1:$HELIOS_DEMO_ADMIN_PORT/metrics" | awk '/^helios_notices_total\{.*kind="win"/ {n += $2} END {print n + 0}')
+  # Notices follow the answers they belong to (the simulator fires them once the auction has
+  # closed, and wins depend on its rival bidders): wait for the first rather than sample once.
+  notices=0
+  for _ in $(seq 1 100); do
+    notices=$(curl -s "http://127.0.0.1:$HELIOS_DEMO_ADMIN_PORT/metrics" | awk '/^helios_notices_total\{.*kind="win"/ {n += $2} END {print n + 0}')
+    ((notices > 0)) && break
+    sleep 0.3
+  done
   dl_check_true "win notices come back through the gateway ($notices)" test "$notices" -gt 0
 else
   echo "skipped: simulator traffic (no helios-exchange binary)"
