@@ -503,13 +503,14 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     totals
 }
 
-/// Folds every pending delta (the bench's folder runs between batches, not concurrently).
+/// Folds every pending delta: window sweeps until the table is seen empty (no writer runs
+/// meanwhile).
 async fn fold(folder: &mut RollupFolder, folded: &mut u64, upserted: &mut u64) {
     loop {
         let o = folder.fold().await.expect("fold");
         *folded += o.moved;
         *upserted += o.upserted;
-        if !o.more {
+        if !o.more && folder.pending_rows().await.expect("pending rows") == 0 {
             break;
         }
     }
