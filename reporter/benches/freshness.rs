@@ -95,6 +95,8 @@ async fn main() {
         create_partitions: 4,
         fault_delay: Duration::ZERO,
         async_commit: false,
+        prepare_ahead: true,
+        copy_notices: true,
         defer_rollups: true,
         rollup_fold_every: Duration::from_secs(5),
         rollup_fold_rows: 250_000,

@@ -25,6 +25,17 @@
 //! pipeline makes them since session 5: the bid time (8 bytes, big-endian nanoseconds), then 8
 //! bytes of the hash — near-sequential in the raw key.
 //!
+//! Session 6 options: plan `copyall` ([`InsertPlan::CopyAll`]: notices too by `COPY` into the
+//! raw table after a probe of their ids), `direct` (raw `COPY` into the day's partition),
+//! `live` runs the folder *concurrently* as the reporter does (its own task
+//! and connection, [`rollup_fold::run`] with the production schedule — every 5 s, sooner at
+//! 250,000 appended deltas; BENCH_FOLD_MS / BENCH_FOLD_ROWS change it), and the wall time then
+//! ends only once every pending delta is folded; `ahead` prepares each batch (sort, `COPY`
+//! encoding, in-memory fold) on the blocking pool while the previous one is written, as the
+//! reporter's writer task does. BENCH_SITES_ZIPF (comma-separated exponents, default `0`)
+//! draws sites uniformly (`0`, every rollup key new: the worst case) or Zipf-distributed
+//! (e.g. `1.1`: a few sites take most requests, as real traffic does); each is labelled.
+//!
 //! `HELIOS_PG_URL=… cargo bench -p helios-reporter --bench ingest_pg` (BENCH_EVENTS to change the
 //! run size, default 1,000,000; BENCH_BATCHES, comma-separated batch sizes, default 50000;
 //! BENCH_SPAN_S, the seconds of traffic the events are spread over, default 21600 — at 200,000
@@ -34,13 +45,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use codec::event::{Event, EventKind};
-use reporter::ingest::rollup_fold::RollupFolder;
+use reporter::ingest::prepare::Ahead;
+use reporter::ingest::rollup_fold::{self, RollupFolder, Schedule};
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
-use reporter::ingest::writer::{FaultDelay, InsertPlan, Writer};
+use reporter::ingest::writer::{FaultDelay, InsertPlan, Offsets, Writer};
 use reporter::synth::{RunConfig, generate};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -55,37 +68,6 @@ async fn main() {
         .as_nanos() as u64;
     let span_s = env_or("BENCH_SPAN_S", 6 * 3600);
     let span = span_s * 1_000_000_000u64;
-    // ~1.9 events per request with the default mix.
-    let mut cfg = RunConfig::small(11, target * 10 / 19, now - span, span);
-    cfg.advertisers = 20;
-    cfg.campaigns_per_advertiser = 10;
-    cfg.sites = 2000;
-    let events = generate(&cfg);
-    let bids = events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::Bid | EventKind::NoBid))
-        .count();
-    println!(
-        "run: {} events ({} requests; {bids} bids and no-bids) over {span_s} s, 200 campaigns, 2000 sites",
-        events.len(),
-        cfg.requests
-    );
-
-    // Decode cost: bytes → checked Event → Row, as the consumer task does per message.
-    let bytes: Vec<Vec<u8>> = events.iter().map(|e| e.to_bytes().to_vec()).collect();
-    let t = Instant::now();
-    let mut rows: Vec<Row> = Vec::with_capacity(bytes.len());
-    for b in &bytes {
-        rows.push(Row::from_event(&Event::from_bytes(b).expect("valid")));
-    }
-    let d = t.elapsed();
-    println!(
-        "decode+row: {:.0} ns/event ({:.0} events/s on one core)",
-        d.as_nanos() as f64 / rows.len() as f64,
-        rows.len() as f64 / d.as_secs_f64()
-    );
-    drop(bytes);
-
     let batches: Vec<usize> = list("BENCH_BATCHES", "50000")
         .iter()
         .filter_map(|b| b.parse().ok())
@@ -94,28 +76,71 @@ async fn main() {
         .iter()
         .map(|v| Variant::parse(v))
         .collect();
-    for ids in list("BENCH_IDS", "random,realistic") {
-        let rows = match ids.as_str() {
-            "random" => rows.clone(),
-            "realistic" => realistic_ids(&rows, false),
-            "timed" => realistic_ids(&rows, true),
-            other => panic!("BENCH_IDS: unknown id layout {other:?}"),
+    for zipf in list("BENCH_SITES_ZIPF", "0") {
+        let zipf: f64 = zipf
+            .parse()
+            .expect("BENCH_SITES_ZIPF: exponents (0: uniform)");
+        let stream = if zipf > 0.0 {
+            format!("zipf{zipf}")
+        } else {
+            "uniform".to_owned()
         };
-        for &batch in &batches {
-            let mut first: Option<(String, Totals)> = None;
-            for v in &variants {
-                let totals = run_one(&pg, &rows, batch, &ids, v).await;
-                if v.nokey {
-                    continue;
-                }
-                match &first {
-                    None => first = Some((v.label(), totals)),
-                    Some((label, t)) => assert_eq!(
-                        *t,
-                        totals,
-                        "{} stored other rows or rollups than {label}",
-                        v.label()
-                    ),
+        // ~1.9 events per request with the default mix.
+        let mut cfg = RunConfig::small(11, target * 10 / 19, now - span, span);
+        cfg.advertisers = 20;
+        cfg.campaigns_per_advertiser = 10;
+        cfg.sites = 2000;
+        cfg.site_zipf = zipf;
+        let events = generate(&cfg);
+        let bids = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Bid | EventKind::NoBid))
+            .count();
+        println!(
+            "run: {} events ({} requests; {bids} bids and no-bids) over {span_s} s, 200 campaigns, \
+             2000 sites ({stream})",
+            events.len(),
+            cfg.requests
+        );
+
+        // Decode cost: bytes → checked Event → Row, as the consumer task does per message.
+        let bytes: Vec<Vec<u8>> = events.iter().map(|e| e.to_bytes().to_vec()).collect();
+        let t = Instant::now();
+        let mut rows: Vec<Row> = Vec::with_capacity(bytes.len());
+        for b in &bytes {
+            rows.push(Row::from_event(&Event::from_bytes(b).expect("valid")));
+        }
+        let d = t.elapsed();
+        println!(
+            "decode+row: {:.0} ns/event ({:.0} events/s on one core)",
+            d.as_nanos() as f64 / rows.len() as f64,
+            rows.len() as f64 / d.as_secs_f64()
+        );
+        drop(bytes);
+
+        for ids in list("BENCH_IDS", "random,realistic") {
+            let rows = match ids.as_str() {
+                "random" => rows.clone(),
+                "realistic" => realistic_ids(&rows, false),
+                "timed" => realistic_ids(&rows, true),
+                other => panic!("BENCH_IDS: unknown id layout {other:?}"),
+            };
+            for &batch in &batches {
+                let mut first: Option<(String, Totals)> = None;
+                for v in &variants {
+                    let totals = run_one(&pg, &rows, batch, &format!("{ids}/{stream}"), v).await;
+                    if v.nokey {
+                        continue;
+                    }
+                    match &first {
+                        None => first = Some((v.label(), totals)),
+                        Some((label, t)) => assert_eq!(
+                            *t,
+                            totals,
+                            "{} stored other rows or rollups than {label}",
+                            v.label()
+                        ),
+                    }
                 }
             }
         }
@@ -152,6 +177,15 @@ struct Variant {
     /// `rollups_sites` (migration 0005, dropped by 0007) re-created first: main's schema until
     /// session 5.
     sites: bool,
+    /// The folder runs concurrently, as the reporter runs it: its own task and connection, the
+    /// production schedule ([`rollup_fold::run`]); the wall time ends once it has folded
+    /// every pending delta.
+    live: bool,
+    /// Batches prepared one ahead on the blocking pool while the previous one is written
+    /// ([`Ahead`], as the reporter's writer task does since session 6).
+    ahead: bool,
+    /// Raw rows copied straight into the day's partition (no tuple routing).
+    direct: bool,
 }
 
 impl Variant {
@@ -165,10 +199,14 @@ impl Variant {
             fold_every: 0,
             nokey: false,
             sites: false,
+            live: false,
+            ahead: false,
+            direct: false,
             plan: match plan {
                 "conflict" => InsertPlan::AllOnConflict,
                 "plain" => InsertPlan::PlainBids,
                 "copy" => InsertPlan::CopyBids,
+                "copyall" => InsertPlan::CopyAll,
                 other => panic!("BENCH_VARIANTS: unknown plan {other:?}"),
             },
             connections: n.parse().expect("BENCH_VARIANTS: connections"),
@@ -180,6 +218,9 @@ impl Variant {
                 "async" => v.async_commit = true,
                 "nokey" => v.nokey = true,
                 "sites" => v.sites = true,
+                "live" => v.live = true,
+                "ahead" => v.ahead = true,
+                "direct" => v.direct = true,
                 f if f.starts_with("fold") => {
                     v.fold_every = f[4..].parse().expect("BENCH_VARIANTS: foldK");
                     assert!(v.fold_every > 0, "BENCH_VARIANTS: foldK with K > 0");
@@ -187,6 +228,10 @@ impl Variant {
                 other => panic!("BENCH_VARIANTS: unknown option {other:?}"),
             }
         }
+        assert!(
+            !(v.live && v.fold_every > 0),
+            "BENCH_VARIANTS: `live` (concurrent folder) or `foldK` (between batches), not both"
+        );
         v
     }
     fn label(&self) -> String {
@@ -194,6 +239,7 @@ impl Variant {
             InsertPlan::AllOnConflict => "conflict",
             InsertPlan::PlainBids => "plain",
             InsertPlan::CopyBids => "copy",
+            InsertPlan::CopyAll => "copyall",
         };
         let extra = match self.drop {
             None => "",
@@ -208,8 +254,11 @@ impl Variant {
         };
         let key = if self.nokey { ":nokey" } else { "" };
         let sites = if self.sites { ":sites" } else { "" };
+        let live = if self.live { ":live" } else { "" };
+        let ahead = if self.ahead { ":ahead" } else { "" };
+        let direct = if self.direct { ":direct" } else { "" };
         format!(
-            "{plan}:{}{extra}{sites}{commit}{fold}{key}",
+            "{plan}:{}{extra}{sites}{commit}{fold}{live}{ahead}{direct}{key}",
             self.connections
         )
     }
@@ -290,19 +339,29 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
             .expect("drop the raw key");
     }
     drop(c);
-    let mut w = Writer::new(
-        &db.url,
-        "bench",
-        30,
-        FaultDelay::default(),
-        std::sync::Arc::new(IngestStats::default()),
-    )
-    .with_plan(v.plan)
-    .with_async_commit(v.async_commit)
-    .with_connections(v.connections)
-    .with_deferred_rollups(v.fold_every > 0);
+    let stats = std::sync::Arc::new(IngestStats::default());
+    let mut w = Writer::new(&db.url, "bench", 30, FaultDelay::default(), stats.clone())
+        .with_plan(v.plan)
+        .with_async_commit(v.async_commit)
+        .with_connections(v.connections)
+        .with_deferred_rollups(v.fold_every > 0 || v.live)
+        .with_direct_partition(v.direct);
     let mut folder = RollupFolder::new(&db.url);
     let folder_pid = folder.backend_pid().await.expect("folder pid");
+    // The concurrent folder (`live`): the reporter's folder task, on a connection of its own.
+    let (stop_live, stop_rx) = tokio::sync::watch::channel(false);
+    let mut live = None;
+    if v.live {
+        let mut f = RollupFolder::new(&db.url);
+        let pid = f.backend_pid().await.expect("live folder pid");
+        let schedule = Schedule {
+            every: Duration::from_millis(env_or("BENCH_FOLD_MS", 5000)),
+            rows: env_or("BENCH_FOLD_ROWS", 250_000),
+        };
+        let task = tokio::spawn(rollup_fold::run(f, schedule, stats.clone(), stop_rx));
+        live = Some((pid, task));
+    }
+    let live_pid = live.as_ref().map(|l| l.0);
     let backends = w.backend_pids().await.expect("backend pids");
     let pg_cpu = || -> f64 {
         backends
@@ -310,20 +369,54 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
             .map(|p| cpu_secs(&format!("/proc/{p}/stat")))
             .sum()
     };
-    let fold_cpu = || cpu_secs(&format!("/proc/{folder_pid}/stat"));
+    let fold_cpu = || {
+        cpu_secs(&format!("/proc/{folder_pid}/stat"))
+            + live_pid.map_or(0.0, |p| cpu_secs(&format!("/proc/{p}/stat")))
+    };
+    // The batches as the consumer task hands them over (owned rows), made before the clock runs.
+    let mut batches: std::collections::VecDeque<Vec<Row>> =
+        rows.chunks(batch).map(|c| c.to_vec()).collect();
+    let n_batches = batches.len();
     let (pg0, me0, f0) = (pg_cpu(), cpu_secs("/proc/self/stat"), fold_cpu());
     let t = Instant::now();
     let (mut inserted, mut fallbacks, mut pending, mut folded, mut upserted) = (0, 0, 0, 0, 0);
-    for (i, chunk) in rows.chunks(batch).enumerate() {
-        let o = w.write(chunk, &Vec::new()).await.expect("write");
+    let mut ahead = Ahead::default();
+    if v.ahead
+        && let Some(b) = batches.pop_front()
+    {
+        ahead.start(b, Offsets::new(), w.prepare_cfg());
+    }
+    for i in 0..n_batches {
+        let o = if v.ahead {
+            let p = ahead.ready().await.expect("prepared");
+            if let Some(b) = batches.pop_front() {
+                ahead.start(b, Offsets::new(), w.prepare_cfg());
+            }
+            w.write_prepared(&p).await.expect("write")
+        } else {
+            let b = batches.pop_front().expect("a batch per turn");
+            w.write(&b, &Vec::new()).await.expect("write")
+        };
         inserted += o.inserted;
         fallbacks += o.fallbacks;
         pending += o.pending_rows;
+        // As the consumer task does: the folder's schedule counts the appended deltas.
+        stats.rollup_deferred.fetch_add(o.pending_rows, Relaxed);
         if v.fold_every > 0 && (i + 1) % v.fold_every == 0 {
             fold(&mut folder, &mut folded, &mut upserted).await;
         }
     }
-    if v.fold_every > 0 {
+    let written = t.elapsed();
+    let mut live_folder = None;
+    if let Some((_, task)) = live {
+        // The folder task ends after the fold it may be running; the rest is folded now, inside
+        // the timed run.
+        stop_live.send(true).expect("live folder listening");
+        // Kept (its backend alive) until its CPU time is read below.
+        live_folder = Some(task.await.expect("live folder task"));
+        folded += stats.rollup_folded.load(Relaxed);
+    }
+    if v.fold_every > 0 || v.live {
         fold(&mut folder, &mut folded, &mut upserted).await;
     }
     let fresh = t.elapsed();
@@ -343,7 +436,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
             .duplicates;
     }
     let replay = t.elapsed();
-    if v.fold_every > 0 {
+    if v.fold_every > 0 || v.live {
         fold(&mut folder, &mut folded, &mut upserted).await;
     }
     let pg2 = pg_cpu() + fold_cpu() - f1;
@@ -367,17 +460,22 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let per = |cpu: f64| cpu * 1e6 / rows.len() as f64;
     let pg_all = (pg1 - pg0) + (f1 - f0);
     println!(
-        "{label}: fresh {:>8.0} events/s wall ({inserted} rows in {:.2} s, {fallbacks} fallbacks); \
+        "{label}: fresh {:>8.0} events/s wall, every delta folded ({inserted} rows in {:.2} s; \
+         batches committed in {:.2} s: {:.0}/s; {fallbacks} fallbacks); \
          CPU per event: PostgreSQL {:.2} µs (all backends; ⇒ {:.0} events/s per PostgreSQL core; \
          writer backends {:.2} µs, folder backend {:.2} µs), this process {:.2} µs; \
-         {pending} deltas deferred, {folded} folded into {upserted} upserts",
+         {pending} deltas deferred, {folded} folded ({} live folds; {upserted} upserts by the \
+         final/sequential folds)",
         rows.len() as f64 / fresh.as_secs_f64(),
         fresh.as_secs_f64(),
+        written.as_secs_f64(),
+        rows.len() as f64 / written.as_secs_f64(),
         per(pg_all),
         rows.len() as f64 / pg_all.max(1e-9),
         per(pg1 - pg0),
         per(f1 - f0),
         per(me1 - me0),
+        stats.rollup_folds.load(Relaxed),
     );
     if replays == 0 {
         println!(
@@ -399,18 +497,20 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     }
     drop(w);
     drop(folder);
+    drop(live_folder);
     drop(check);
     db.drop_db().await;
     totals
 }
 
-/// Folds every pending delta (the bench's folder runs between batches, not concurrently).
+/// Folds every pending delta: window sweeps until the table is seen empty (no writer runs
+/// meanwhile).
 async fn fold(folder: &mut RollupFolder, folded: &mut u64, upserted: &mut u64) {
     loop {
         let o = folder.fold().await.expect("fold");
         *folded += o.moved;
         *upserted += o.upserted;
-        if !o.more {
+        if !o.more && folder.pending_rows().await.expect("pending rows") == 0 {
             break;
         }
     }

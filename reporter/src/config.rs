@@ -148,6 +148,22 @@ pub struct ServeArgs {
     #[arg(long, env = "HELIOS_REPORTER_PG_ASYNC_COMMIT", default_value_t = true,
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pg_async_commit: bool,
+    /// Prepare the next batch (sort, binary `COPY` encoding, in-memory rollup fold) on another
+    /// thread while the current one is written to PostgreSQL (`true` or `false`): the
+    /// reporter's own work per event then overlaps PostgreSQL's instead of adding to it. One
+    /// batch ahead at most; batches are still written, and their offsets committed, in the
+    /// order read.
+    #[arg(long, env = "HELIOS_REPORTER_PG_PREPARE_AHEAD", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub pg_prepare_ahead: bool,
+    /// Insert win/billing/loss/click notices with a binary `COPY` straight into the raw table
+    /// after probing their ids in its key (`true`), instead of through a staging table and
+    /// `INSERT … ON CONFLICT DO NOTHING` (`false`). Either way a notice the exchange repeated
+    /// is stored and counted once: when the probe finds a stored one, that batch's notices
+    /// take the staging path.
+    #[arg(long, env = "HELIOS_REPORTER_PG_COPY_NOTICES", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub pg_copy_notices: bool,
     /// Append the deltas of the fine-grained rollups (hour per creative, site/app, country,
     /// device type) to an unindexed table in the batch transaction instead of upserting them
     /// there (`true` or `false`); a folder task on a connection of its own moves them into the
@@ -220,6 +236,8 @@ impl ServeArgs {
             create_partitions: self.create_partitions,
             fault_delay: Duration::from_millis(self.fault_delay_ms),
             async_commit: self.pg_async_commit,
+            prepare_ahead: self.pg_prepare_ahead,
+            copy_notices: self.pg_copy_notices,
             defer_rollups: self.defer_rollups,
             rollup_fold_every: Duration::from_millis(self.rollup_fold_ms),
             rollup_fold_rows: self.rollup_fold_rows,

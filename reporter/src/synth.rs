@@ -65,6 +65,10 @@ pub struct RunConfig {
     /// Out of 1000 requests: a test request (`flags::TEST`, never counted).
     pub test_permille: u64,
     pub sites: u32,
+    /// How sites are drawn: 0 uniformly over `sites`, else Zipf with this exponent (site `k`,
+    /// counted from 1, has weight `1 / k^s`: a few sites take most requests, as in real
+    /// traffic). One random draw per request either way.
+    pub site_zipf: f64,
 }
 
 impl RunConfig {
@@ -83,7 +87,43 @@ impl RunConfig {
             repeat_permille: 100,
             test_permille: 10,
             sites: 20,
+            site_zipf: 0.0,
         }
+    }
+}
+
+/// Draws a site index in `0..n`: uniformly, or Zipf-distributed (see [`RunConfig::site_zipf`])
+/// by a binary search of the cumulative weights, computed once.
+#[derive(Debug)]
+struct SitePicker {
+    n: u64,
+    /// Cumulative weights normalised to 1 (Zipf); empty for uniform.
+    cdf: Vec<f64>,
+}
+
+impl SitePicker {
+    fn new(n: u32, s: f64) -> SitePicker {
+        let n = u64::from(n.max(1));
+        let mut cdf = Vec::new();
+        if s > 0.0 {
+            let mut acc = 0.0;
+            for k in 1..=n {
+                acc += 1.0 / (k as f64).powf(s);
+                cdf.push(acc);
+            }
+            for c in &mut cdf {
+                *c /= acc;
+            }
+        }
+        SitePicker { n, cdf }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> u64 {
+        if self.cdf.is_empty() {
+            return rng.below(self.n);
+        }
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (self.cdf.partition_point(|&c| c <= u) as u64).min(self.n - 1)
     }
 }
 
@@ -99,6 +139,7 @@ const EXCHANGES: [&str; 2] = ["exa", "exb"];
 pub fn generate(cfg: &RunConfig) -> Vec<Event> {
     let mut rng = Rng::new(cfg.seed);
     let mut out = Vec::with_capacity((cfg.requests * 2) as usize);
+    let sites = SitePicker::new(cfg.sites, cfg.site_zipf);
     for r in 0..cfg.requests {
         let ts = cfg.start_ns + cfg.span_ns * r / cfg.requests.max(1);
         let mut base = Event::new(EventKind::Bid);
@@ -110,7 +151,7 @@ pub fn generate(cfg: &RunConfig) -> Vec<Event> {
         base.imp_id = InlineStr::new("1");
         base.country = *COUNTRIES[rng.below(4) as usize];
         base.device_type = [1u8, 2, 4][rng.below(3) as usize];
-        base.site_or_app = InlineStr::new(&format!("site{}.example", rng.below(cfg.sites as u64)));
+        base.site_or_app = InlineStr::new(&format!("site{}.example", sites.pick(&mut rng)));
         if rng.chance(cfg.test_permille) {
             base.flags |= flags::TEST;
         }
@@ -284,5 +325,38 @@ mod tests {
             assert!(c.wins <= c.bids && c.impressions == c.wins && c.clicks <= c.impressions);
             assert_eq!(c.wins + c.losses, c.bids);
         }
+    }
+
+    #[test]
+    fn zipf_sites_are_skewed_and_uniform_ones_are_not() {
+        let share_of_top = |zipf: f64| {
+            let mut cfg = RunConfig::small(3, 20_000, 0, 1_000_000_000_000);
+            cfg.sites = 2000;
+            cfg.site_zipf = zipf;
+            let ev = generate(&cfg);
+            let mut n: std::collections::HashMap<String, u64> = Default::default();
+            for e in &ev {
+                *n.entry(e.site_or_app.as_str().to_owned()).or_default() += 1;
+            }
+            let mut counts: Vec<u64> = n.values().copied().collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let top: u64 = counts.iter().take(20).sum();
+            (
+                top as f64 / ev.len() as f64,
+                n.contains_key("site0.example"),
+                n.len(),
+            )
+        };
+        let (uniform, _, seen_u) = share_of_top(0.0);
+        let (zipf, has_first, seen_z) = share_of_top(1.1);
+        // 20 of 2000 sites: 1 % of the traffic when uniform (plus noise); Zipf(1.1) gives the
+        // first 20 ranks about half of it.
+        assert!(uniform < 0.03, "uniform top-20 share {uniform}");
+        assert!(zipf > 0.35, "zipf top-20 share {zipf}");
+        assert!(has_first, "rank 1 is site0");
+        assert!(
+            seen_z < seen_u,
+            "fewer distinct sites under Zipf: {seen_z} vs {seen_u}"
+        );
     }
 }

@@ -111,6 +111,54 @@ async fn copied_bids_fall_back_on_replays_and_parts_store_each_event_once_async_
     falls_back_on_replays_and_stores_each_event_once(InsertPlan::CopyBids, true).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_notices_fall_back_on_replays_and_parts_store_each_event_once_async_commit() {
+    falls_back_on_replays_and_stores_each_event_once(InsertPlan::CopyAll, true).await;
+}
+
+/// `CopyAll`: a notice of an earlier batch repeated by the exchange is found by the probe, so
+/// the batch's notices go through `ON CONFLICT` (no failed `COPY`, no fallback), the repeat is
+/// skipped and not folded, and everything else is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_notices_skip_a_notice_stored_by_an_earlier_batch() {
+    let Some((pg, _)) = services("writer_parts", false) else {
+        return;
+    };
+    let (tdb, c) = TestDb::migrated(&pg).await;
+    let cfg = RunConfig::small(9, 2_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
+    let events = generate(&cfg);
+    let want = expected(&Expected::of(&events));
+    let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
+    let half = rows.len() / 2;
+    let k = rows[..half]
+        .iter()
+        .position(|r| r.is_kind(EventKind::Billing) && r.flags == 0)
+        .expect("a billing notice in the first half");
+    let mut w = writer(&tdb.url, 1, InsertPlan::CopyAll);
+    let a = w
+        .write(&rows[..half], &Vec::new())
+        .await
+        .expect("first half");
+    assert_eq!(a.fallbacks, 0);
+    let mut second = rows[half..].to_vec();
+    second.push(rows[k].clone());
+    let b = w.write(&second, &Vec::new()).await.expect("second half");
+    assert_eq!(b.fallbacks, 0, "the probe found the repeat: no failed COPY");
+    assert!(b.duplicates >= 1, "{b:?}");
+    assert_eq!(
+        stored(&c).await,
+        want,
+        "every event once, the repeat not folded"
+    );
+    // A batch without a stored notice: straight in, and still exact.
+    let o = w.write(&rows, &Vec::new()).await.expect("replay");
+    assert_eq!(o.inserted, 0);
+    assert_eq!(stored(&c).await, want);
+    drop(w);
+    drop(c);
+    tdb.drop_db().await;
+}
+
 async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, async_commit: bool) {
     let Some((pg, _)) = services("writer_parts", false) else {
         return;
@@ -185,6 +233,8 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
         (2, InsertPlan::PlainBids),
         (1, InsertPlan::CopyBids),
         (2, InsertPlan::CopyBids),
+        (1, InsertPlan::CopyAll),
+        (2, InsertPlan::CopyAll),
         (1, InsertPlan::AllOnConflict),
     ] {
         let mut w = writer(&tdb.url, n, plan);

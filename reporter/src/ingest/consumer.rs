@@ -1,6 +1,8 @@
 //! The ingest tasks: a consumer task reads both topics (consumer group, auto-commit off) and cuts
 //! batches of at most `batch_max` messages or `batch_wait` after the first message; a writer
-//! task writes each batch ([`super::writer`]) and only then commits its offsets to Kafka — with
+//! task prepares the next batch on the blocking pool ([`super::prepare::Ahead`], one batch
+//! ahead) while it writes the current one ([`super::writer`]), in the order read, and only
+//! after a batch is written commits its offsets to Kafka — with
 //! `--pg-async-commit`, only once the batch's commit is on PostgreSQL's disk
 //! ([`super::durable`]). A bounded channel of [`CHANNEL_BATCHES`] batches between them gives
 //! back-pressure: when PostgreSQL is slow the consumer stops reading.
@@ -25,10 +27,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::durable::{Pending, Restarted};
+use super::prepare::{Ahead, Prepared};
 use super::rollup_fold::{self, RollupFolder};
 use super::row::Row;
 use super::stats::IngestStats;
-use super::writer::{FaultDelay, Offsets, Stopped, Writer};
+use super::writer::{FaultDelay, InsertPlan, Offsets, Stopped, Writer};
 
 /// Batches in flight between the consumer task and the writer task.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -57,6 +60,12 @@ pub struct IngestConfig {
     pub fault_delay: Duration,
     /// Commit batch transactions asynchronously (see [`super::durable`]).
     pub async_commit: bool,
+    /// Prepare the next batch while the current one is written ([`Ahead`]); `false`: each
+    /// batch is prepared only once the previous one is written (sessions 1–5).
+    pub prepare_ahead: bool,
+    /// Notices by `COPY` into the raw table after a probe ([`InsertPlan::CopyAll`]) rather
+    /// than staged and inserted `ON CONFLICT` ([`InsertPlan::CopyBids`]).
+    pub copy_notices: bool,
     /// Append the fine-grained rollup deltas (dim > 0) to `rollup_pending` instead of upserting
     /// them in the batch (see [`super::rollup_fold`]).
     pub defer_rollups: bool,
@@ -213,7 +222,12 @@ pub async fn run(
     .with_shutdown(shutdown.clone())
     .with_connections(cfg.pg_writers)
     .with_async_commit(cfg.async_commit)
-    .with_deferred_rollups(cfg.defer_rollups);
+    .with_deferred_rollups(cfg.defer_rollups)
+    .with_plan(if cfg.copy_notices {
+        InsertPlan::CopyAll
+    } else {
+        InsertPlan::CopyBids
+    });
     let folder = tokio::spawn(rollup_fold::run(
         RollupFolder::new(&pg_url),
         rollup_fold::Schedule {
@@ -289,14 +303,32 @@ async fn session(
     let mut durable_tick = tokio::time::interval(DURABLE_POLL);
     durable_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = Pending::default();
+    // The next batch is prepared (sorted, encoded, folded) on the blocking pool while the one in
+    // hand is written: one batch ahead at most, written in the order read.
+    let mut ahead = Ahead::default();
     let result = loop {
-        let batch = tokio::select! {
-            b = rx.recv(), if !pending.full() => match b { Some(b) => b, None => break Ok(()) },
+        tokio::select! {
+            b = rx.recv(), if !ahead.is_busy() && !pending.full() => match b {
+                Some(b) => ahead.start(b.rows, b.offsets, writer.prepare_cfg()),
+                None => break Ok(()),
+            },
+            p = ahead.ready(), if ahead.is_busy() && !pending.full() => {
+                let p = match p {
+                    Ok(p) => p,
+                    Err(e) => break Err(e),
+                };
+                // Start preparing the next batch before this one goes to PostgreSQL.
+                if cfg.prepare_ahead && let Ok(b) = rx.try_recv() {
+                    ahead.start(b.rows, b.offsets, writer.prepare_cfg());
+                }
+                if let Err(e) = write_and_commit(writer, &consumer, &p, stats, cfg, &mut pending).await {
+                    break Err(e);
+                }
+            }
             _ = durable_tick.tick(), if !pending.is_empty() => {
                 if let Err(e) = release_durable(writer, &consumer, &mut pending, stats).await {
                     break Err(e);
                 }
-                continue;
             }
             _ = retention_tick.tick() => {
                 match writer.apply_retention().await {
@@ -304,27 +336,26 @@ async fn session(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention failed"),
                 }
-                continue;
             }
             _ = shutdown.changed() => {
-                // Write what is already cut, then stop.
+                // Write what is already cut (the batch in preparation first), then stop.
                 rx.close();
                 let mut drained = Ok(());
-                while let Some(b) = rx.recv().await {
-                    if let Err(e) = write_and_commit(writer, &consumer, &b, stats, cfg, &mut pending).await {
-                        drained = Err(e);
-                        break;
-                    }
+                if ahead.is_busy() {
+                    drained = match ahead.ready().await {
+                        Ok(p) => write_and_commit(writer, &consumer, &p, stats, cfg, &mut pending).await,
+                        Err(e) => Err(e),
+                    };
+                }
+                while drained.is_ok() && let Some(b) = rx.recv().await {
+                    let p = Prepared::new(b.rows, b.offsets, writer.prepare_cfg());
+                    drained = write_and_commit(writer, &consumer, &p, stats, cfg, &mut pending).await;
                 }
                 if drained.is_ok() {
                     drained = drain_durable(writer, &consumer, &mut pending, stats).await;
                 }
                 break drained;
             }
-        };
-        if let Err(e) = write_and_commit(writer, &consumer, &batch, stats, cfg, &mut pending).await
-        {
-            break Err(e);
         }
     };
     reader.abort();
@@ -427,13 +458,13 @@ async fn watch_lag(consumer: Arc<GroupConsumer>, stats: Arc<IngestStats>) {
 async fn write_and_commit(
     writer: &mut Writer,
     consumer: &GroupConsumer,
-    batch: &Batch,
+    batch: &Prepared,
     stats: &IngestStats,
     cfg: &IngestConfig,
     pending: &mut Pending,
 ) -> Result<()> {
-    let offsets = &batch.offsets;
-    let o = writer.write(&batch.rows, offsets).await?;
+    let offsets = batch.offsets();
+    let o = writer.write_prepared(batch).await?;
     stats.inserted.fetch_add(o.inserted, Relaxed);
     stats.rollup_deferred.fetch_add(o.pending_rows, Relaxed);
     stats.duplicates.fetch_add(o.duplicates, Relaxed);
@@ -448,6 +479,7 @@ async fn write_and_commit(
         duplicates = o.duplicates,
         rollup_rows = o.rollup_rows,
         ms = o.elapsed.as_millis() as u64,
+        prepare_ms = batch.prepare_time.as_millis() as u64,
         "batch committed"
     );
     if !cfg.fault_delay.is_zero() {

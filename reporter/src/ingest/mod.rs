@@ -5,6 +5,8 @@
 //! - [`writer`]: one batch in one transaction: `COPY` into a staging table, insert into the raw
 //!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups;
 //!   reconnects with a bounded backoff when PostgreSQL goes away.
+//! - [`prepare`]: a batch made ready before its transaction (sorted, split into parts, `COPY`
+//!   streams and rollup deltas encoded), one batch ahead of the writer on the blocking pool.
 //! - [`copy_bin`]: PostgreSQL's binary `COPY` format, encoded by hand.
 //! - [`durable`]: with asynchronous commit, Kafka offsets held until their batch is on disk.
 //! - [`fold`]: a batch's rollup deltas, aggregated in memory (one per rollup key).
@@ -23,6 +25,7 @@ pub mod copy_bin;
 pub mod durable;
 pub mod fold;
 pub mod partitions;
+pub mod prepare;
 pub mod rollup_fold;
 pub mod row;
 pub mod stats;

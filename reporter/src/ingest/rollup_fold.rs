@@ -88,7 +88,10 @@ pub struct FoldOutcome {
     pub upserted: u64,
     /// Another reporter held the fold lock: nothing was done.
     pub skipped: bool,
-    /// The table was larger than one window: more deltas may be pending.
+    /// The fold moved a window of pages that ended before the table's end: more deltas may be
+    /// pending past it. (Not merely "the table is larger than one window": a table a backlog
+    /// made large stays large once emptied, until a vacuum truncates it, and a caller looping
+    /// on that would sweep empty pages forever.)
     pub more: bool,
 }
 
@@ -132,6 +135,14 @@ impl RollupFolder {
             self.client = Some(c);
         }
         Ok(self.client.as_mut().expect("connected just above"))
+    }
+
+    /// Deltas pending now (all reporters'), as this connection sees them.
+    pub async fn pending_rows(&mut self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT count(*) FROM rollup_pending", &[])
+            .await?
+            .get(0))
     }
 
     /// The backend's process id (for benchmarks that read its CPU time).
@@ -183,7 +194,7 @@ impl RollupFolder {
                     moved: moved as u64,
                     upserted: upserted as u64,
                     skipped: false,
-                    more: blocks > max_blocks,
+                    more: next != 0,
                 },
                 next,
             ))
@@ -201,8 +212,9 @@ impl RollupFolder {
         }
     }
 
-    /// Folds until the pending table is empty (as seen by each fold) or
-    /// [`MAX_FOLDS_PER_TURN`] transactions ran; answers the sum.
+    /// Folds until the pending table is empty (as seen by each fold), a window reached the end
+    /// of the table, or [`MAX_FOLDS_PER_TURN`] transactions ran; answers the sum. (A window
+    /// sweep that started past the first page leaves the pages before it to the next call.)
     pub async fn fold(&mut self) -> Result<FoldOutcome> {
         let mut sum = FoldOutcome::default();
         for _ in 0..MAX_FOLDS_PER_TURN {
@@ -235,13 +247,13 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// The folder task: folds as [`Schedule`] says until `shutdown` turns true. Failures
 /// (PostgreSQL away, a deadlock with an older reporter that still upserts these rows) are
 /// logged and counted; the deltas stay pending (still read by the API) and the next turn tries
-/// again.
+/// again. Answers the folder (its connection still open) once `shutdown` turned true.
 pub async fn run(
     mut folder: RollupFolder,
     schedule: Schedule,
     stats: Arc<IngestStats>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> RollupFolder {
     let mut tick = tokio::time::interval(POLL.min(schedule.every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = tokio::time::Instant::now();
@@ -249,7 +261,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|v| *v) => return,
+            _ = shutdown.wait_for(|v| *v) => return folder,
         }
         let appended = stats.rollup_deferred.load(Relaxed);
         if last.elapsed() < schedule.every && appended - appended_then < schedule.rows {

@@ -2,27 +2,34 @@
 //! outages. Owned by the writer task (one batch at a time, on 1..=[`MAX_CONNECTIONS`]
 //! connections).
 //!
-//! Per batch, before any transaction: rows outside the retention window are left out (counted),
+//! Per batch, before any transaction ([`super::prepare`], since session 6 done for the next
+//! batch while this one is written): rows outside the retention window are left out (counted),
 //! the rest sorted by `(day, event_id)` with in-batch repeats dropped (the first copy is kept).
 //! With several connections the batch is then split into disjoint parts by [`route`] (the
-//! campaign, else the exchange, so two parts seldom touch the same rollup row) and the parts are
-//! written in parallel, each in its own transaction:
+//! campaign, else the exchange, so two parts seldom touch the same rollup row); each part's
+//! `COPY` bodies and rollup deltas are encoded. The parts are written in parallel, each in its
+//! own transaction:
 //!
 //! 1. bids and no-bids (ids minted once by the appliance: only a replay repeats them) go with a
-//!    binary `COPY … FROM STDIN (FORMAT binary)` straight into the raw table
-//!    ([`InsertPlan::CopyBids`], the default): the primary key still guards them, without
-//!    `ON CONFLICT`'s speculative insertion, a staging copy or an `INSERT … SELECT`;
-//! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches) are
-//!    copied into a temporary staging table (emptied on commit) and inserted with `INSERT … ON
-//!    CONFLICT DO NOTHING`, answering only the rows it skipped (already stored) — usually none.
-//!    When the `COPY` of the bids meets a stored id (a replayed batch: a crash, a rebalance, a
-//!    producer retry) it fails with `unique_violation`; the transaction is rolled back and the
-//!    same part is written again with `ON CONFLICT` for every row
+//!    binary `COPY … FROM STDIN (FORMAT binary)` straight into the raw table: the primary key
+//!    still guards them, without `ON CONFLICT`'s speculative insertion, a staging copy or an
+//!    `INSERT … SELECT`;
+//! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches):
+//!    with [`InsertPlan::CopyAll`] (the default since session 6) their ids are probed in the
+//!    raw key first ([`STORED_NOTICES`], ~1.3 µs per notice) and, none being stored (the usual
+//!    case), they too go with a `COPY` straight into the raw table; otherwise — and always with
+//!    [`InsertPlan::CopyBids`], session 4's default — they are copied into a temporary staging
+//!    table (emptied on commit) and inserted with `INSERT … ON CONFLICT DO NOTHING`, answering
+//!    only the rows it skipped (already stored). When a `COPY` into the raw table meets a
+//!    stored id (a replayed batch: a crash, a rebalance, a producer retry; or a notice another
+//!    writer stored after the probe) it fails with `unique_violation`; the transaction is
+//!    rolled back and the same part is written again with `ON CONFLICT` for every row
 //!    ([`InsertPlan::AllOnConflict`]). (Session 3's [`InsertPlan::PlainBids`] staged every row
 //!    and inserted the bids with a plain `INSERT … SELECT`; kept for the benchmark.) Every
 //!    `COPY` is encoded by hand ([`super::copy_bin`]);
 //! 3. the rows actually inserted are folded in memory ([`super::fold`]: one delta per rollup
-//!    key), the deltas sent with binary `COPY` into a second staging table and applied with one
+//!    key; prepared for every row, folded again without the skipped ones when some were), the
+//!    deltas sent with binary `COPY` into a second staging table and applied with one
 //!    `INSERT … ON CONFLICT DO UPDATE` per rollup table, in key order (so two writers lock rollup
 //!    rows in the same order). With [`Writer::with_deferred_rollups`] (the ingest's default
 //!    since session 5) only the campaign totals (dim = 0) are upserted here; the deltas of the
@@ -49,7 +56,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, pin_mut};
@@ -57,11 +64,8 @@ use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use codec::event::EventKind;
-
-use super::copy_bin::CopyBuf;
-use super::fold::{Counters, Fold, RollupKey};
 use super::partitions::{Partitions, Window};
+use super::prepare::{Deltas, Encoded, Part, Plan, PrepareCfg, Prepared, is_bid_or_nobid};
 use super::row::Row;
 use super::stats::IngestStats;
 
@@ -75,7 +79,7 @@ const SESSION: &str = "SET temp_buffers = '128MB'; SET work_mem = '64MB'; SET ji
     CREATE TEMP TABLE IF NOT EXISTS staging (LIKE events) ON COMMIT DELETE ROWS; \
     CREATE TEMP TABLE IF NOT EXISTS rollup_delta (LIKE rollups) ON COMMIT DELETE ROWS";
 
-/// The raw table's columns in the order [`encode_row`] writes them.
+/// The raw table's columns in the order [`super::prepare`] encodes them.
 macro_rules! raw_columns {
     () => {
         "(day, event_id, kind, flags, reason, core, ts, bid_ts, trace_id, node, exchange, \
@@ -83,7 +87,6 @@ macro_rules! raw_columns {
          clear_price_micros, currency, country, device_type, site_or_app)"
     };
 }
-const RAW_FIELDS: i16 = 22;
 
 /// Rows into the staging table (then into the raw table with an `INSERT … SELECT`).
 const COPY: &str = concat!(
@@ -115,9 +118,14 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
-const DELTA_FIELDS: i16 = 16;
+/// A row when any of the ids `$2` is stored on day `$1` ([`InsertPlan::CopyAll`]): a nested
+/// loop of index probes of the raw key, in the one partition of that day. (Not `event_id =
+/// ANY($2)`: planning that with a 20,000-element array estimated each element's selectivity,
+/// ~30 ms per batch, measured.)
+const STORED_NOTICES: &str = "SELECT 1 FROM unnest($2::bytea[]) AS u (id) \
+    JOIN events e ON e.day = $1 AND e.event_id = u.id LIMIT 1";
 
-/// The rollup columns in the order [`copy_deltas`] writes them.
+/// The rollup columns in the order [`super::prepare`] encodes them.
 macro_rules! delta_columns {
     () => {
         "(gran, advertiser_id, campaign_id, dim, bucket, val, bids, nobids, wins, losses, \
@@ -240,8 +248,18 @@ pub enum InsertPlan {
     AllOnConflict,
     /// Bids and no-bids with a binary `COPY` straight into the raw table (no staging copy, no
     /// `INSERT … SELECT`; the server batches the heap inserts), notices staged and inserted
-    /// with `ON CONFLICT DO NOTHING` (the default; falls back like [`InsertPlan::PlainBids`]).
+    /// with `ON CONFLICT DO NOTHING` (the default of sessions 4–5; falls back like
+    /// [`InsertPlan::PlainBids`]).
     CopyBids,
+    /// Bids and no-bids as with [`InsertPlan::CopyBids`]; the notices' ids are first looked up
+    /// in the raw key (one index probe each, [`STORED_NOTICES`]) and, when none is stored —
+    /// the usual case — the notices too go with a binary `COPY` straight into the raw table
+    /// (no staging copy, no `INSERT … SELECT … ON CONFLICT`); when some are stored (an exchange
+    /// repeat of a notice of an earlier batch), the notices go through staging and `ON
+    /// CONFLICT` as with [`InsertPlan::CopyBids`]. A notice stored between the probe and the
+    /// `COPY` (another writer) fails the `COPY` and the part is written again with
+    /// [`InsertPlan::AllOnConflict`], like a replay.
+    CopyAll,
 }
 
 /// Most PostgreSQL connections one writer uses in parallel.
@@ -285,6 +303,7 @@ struct PartCtx<'a> {
     plan: InsertPlan,
     async_commit: bool,
     defer_fine: bool,
+    direct_partition: bool,
 }
 
 #[derive(Debug)]
@@ -296,10 +315,11 @@ pub struct Writer {
     plan: InsertPlan,
     async_commit: bool,
     defer_fine: bool,
+    direct_partition: bool,
 }
 
 impl Writer {
-    /// A writer for `url` with one connection, [`InsertPlan::CopyBids`] and synchronous commit;
+    /// A writer for `url` with one connection, [`InsertPlan::CopyAll`] and synchronous commit;
     /// it connects on first use (see [`Writer::connect`]).
     pub fn new(
         url: &str,
@@ -313,9 +333,10 @@ impl Writer {
             group_id: group_id.to_owned(),
             retention_days,
             fault,
-            plan: InsertPlan::CopyBids,
+            plan: InsertPlan::CopyAll,
             async_commit: false,
             defer_fine: false,
+            direct_partition: false,
         }
     }
 
@@ -325,6 +346,14 @@ impl Writer {
     /// upserted in the batch either way.
     pub fn with_deferred_rollups(mut self, on: bool) -> Writer {
         self.defer_fine = on;
+        self
+    }
+
+    /// `COPY`s the raw rows of a part whose rows all fall on one day straight into that day's
+    /// partition (`events_YYYYMMDD`) instead of through the partitioned table (no tuple
+    /// routing); a part spanning days goes through `events` as before.
+    pub fn with_direct_partition(mut self, on: bool) -> Writer {
+        self.direct_partition = on;
         self
     }
 
@@ -443,41 +472,71 @@ impl Writer {
         r
     }
 
+    /// What preparing a batch for this writer needs (see [`super::prepare`]).
+    pub fn prepare_cfg(&self) -> PrepareCfg {
+        PrepareCfg {
+            window: self.window(),
+            parts: self.conns.len(),
+            defer_fine: self.defer_fine,
+        }
+    }
+
     /// Writes `rows` and records `offsets`. Rows outside the retention window are left out and
     /// counted. Waits out PostgreSQL outages (see the module doc); fails only on errors that a
     /// retry cannot fix, after [`MAX_ATTEMPTS`] retryable ones, or with [`Stopped`] — and then
     /// some parts may have committed: the batch must be read again (its Kafka offsets are not
-    /// committed), which stores the rest and skips what is stored.
+    /// committed), which stores the rest and skips what is stored. Prepares the batch here, on
+    /// the caller's task ([`Writer::write_prepared`] takes one prepared ahead).
     pub async fn write(&mut self, rows: &[Row], offsets: &Offsets) -> Result<BatchOutcome> {
         let started = Instant::now();
-        let window = self.window();
-        let mut keep: Vec<&Row> = rows.iter().filter(|r| window.contains(r.day)).collect();
-        let out_of_range = (rows.len() - keep.len()) as u64;
-        // Stable: among copies of one event id the first one read is kept.
-        keep.sort_by_key(|r| (r.day, r.event_id));
-        keep.dedup_by(|b, a| a.day == b.day && a.event_id == b.event_id);
+        let plan = Plan::of(rows, self.prepare_cfg());
+        let mut o = self.write_plan(rows, &plan, offsets).await?;
+        o.elapsed = started.elapsed();
+        Ok(o)
+    }
 
+    /// Writes a batch prepared by [`super::prepare::Ahead`] (or [`Prepared::new`]) with its
+    /// offsets, as [`Writer::write`] does. A batch prepared for another window (the day
+    /// changed since) or another number of connections is prepared again here.
+    pub async fn write_prepared(&mut self, p: &Prepared) -> Result<BatchOutcome> {
+        let started = Instant::now();
+        let cfg = self.prepare_cfg();
+        let mut o = if p.plan.cfg == Some(cfg) {
+            self.write_plan(&p.rows, &p.plan, &p.offsets).await?
+        } else {
+            let plan = Plan::of(&p.rows, cfg);
+            self.write_plan(&p.rows, &plan, &p.offsets).await?
+        };
+        o.elapsed = started.elapsed();
+        Ok(o)
+    }
+
+    async fn write_plan(
+        &mut self,
+        rows: &[Row],
+        plan: &Plan,
+        offsets: &Offsets,
+    ) -> Result<BatchOutcome> {
+        debug_assert_eq!(plan.parts.len(), self.conns.len());
         let ctx = PartCtx {
             group_id: &self.group_id,
             fault: self.fault,
             plan: self.plan,
             async_commit: self.async_commit,
             defer_fine: self.defer_fine,
+            direct_partition: self.direct_partition,
         };
         let mut o = if self.conns.len() == 1 {
-            self.conns[0].write_part(ctx, &keep, offsets).await?
+            self.conns[0]
+                .write_part(ctx, rows, &plan.parts[0], offsets)
+                .await?
         } else {
-            let n = self.conns.len();
-            let mut parts: Vec<Vec<&Row>> = vec![Vec::with_capacity(keep.len() / n + 1); n];
-            for r in &keep {
-                parts[route(r, n)].push(r);
-            }
             let none = Offsets::new();
             let results = futures_util::future::join_all(
                 self.conns
                     .iter_mut()
-                    .zip(&parts)
-                    .map(|(c, part)| c.write_part(ctx, part, &none)),
+                    .zip(&plan.parts)
+                    .map(|(c, part)| c.write_part(ctx, rows, part, &none)),
             )
             .await;
             // `commit_lsn` stays `None`: the synchronous offsets statement below flushes the
@@ -498,9 +557,8 @@ impl Writer {
             sum
         };
         o.rows = rows.len() as u64;
-        o.out_of_range = out_of_range;
-        o.duplicates = o.rows - out_of_range - o.inserted;
-        o.elapsed = started.elapsed();
+        o.out_of_range = plan.out_of_range;
+        o.duplicates = o.rows - plan.out_of_range - o.inserted;
         Ok(o)
     }
 }
@@ -580,19 +638,19 @@ impl Conn {
     async fn write_part(
         &mut self,
         ctx: PartCtx<'_>,
-        rows: &[&Row],
+        rows: &[Row],
+        part: &Part,
         offsets: &Offsets,
     ) -> Result<BatchOutcome> {
-        let mut days: Vec<i32> = rows.iter().map(|r| r.day).collect();
-        days.dedup();
+        let days = &part.days;
         let mut plan = ctx.plan;
         let mut fallbacks = 0;
         let mut attempt = 0;
         loop {
             self.connect().await?;
             let client = self.client.as_mut().expect("connected just above");
-            let result = match self.partitions.ensure(client, &days).await {
-                Ok(()) => write_once(client, ctx, plan, rows, offsets)
+            let result = match self.partitions.ensure(client, days).await {
+                Ok(()) => write_once(client, ctx, plan, rows, part, offsets)
                     .await
                     .map_err(anyhow::Error::from),
                 Err(e) => Err(e),
@@ -674,90 +732,18 @@ async fn open(url: &str) -> Result<Client> {
     Ok(c)
 }
 
-/// Sends `rows` in the binary `COPY` of `sql` (the raw table's columns).
-async fn copy_rows(
+/// Sends an encoded `COPY` body with the `COPY` of `sql` (chunks are reference-counted: a
+/// retried part sends the same bytes again without copying them).
+async fn send_copy(
     tx: &Transaction<'_>,
     sql: &str,
-    rows: &[&Row],
+    body: &Encoded,
 ) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(sql).await?;
+    let sink = tx.copy_in::<_, bytes::Bytes>(sql).await?;
     pin_mut!(sink);
-    let mut b = CopyBuf::new(RAW_FIELDS);
-    for r in rows {
-        encode_row(&mut b, r);
-        if let Some(chunk) = b.take_chunk() {
-            sink.as_mut().send(chunk).await?;
-        }
+    for c in &body.chunks {
+        sink.as_mut().send(c.clone()).await?;
     }
-    sink.as_mut().send(b.finish()).await?;
-    sink.finish().await
-}
-
-/// One raw row in the column order of [`raw_columns`].
-fn encode_row(b: &mut CopyBuf, r: &Row) {
-    b.start_row();
-    b.i32(r.day);
-    b.bytes(&r.event_id);
-    b.i16(r.kind);
-    b.i16(r.flags);
-    b.i32(r.reason);
-    b.i32(r.core);
-    b.ts(r.ts);
-    b.ts_opt(r.bid_ts);
-    b.bytes(&r.trace_id);
-    b.text(&r.node);
-    b.text(&r.exchange);
-    b.text(&r.request_id);
-    b.text(&r.imp_id);
-    b.i64(r.advertiser_id);
-    b.i64(r.campaign_id);
-    b.i64(r.creative_id);
-    b.i64(r.bid_price_micros);
-    b.i64(r.clear_price_micros);
-    b.text(&r.currency);
-    b.text(&r.country);
-    b.i16(r.device_type);
-    b.text(&r.site_or_app);
-    b.end_row();
-}
-
-/// Sends rollup deltas (in key order) with the `COPY` of `sql` ([`COPY_DELTA`] or
-/// [`COPY_PENDING`]).
-async fn copy_deltas(
-    tx: &Transaction<'_>,
-    sql: &str,
-    deltas: &[(&RollupKey, &Counters)],
-) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(sql).await?;
-    pin_mut!(sink);
-    let mut b = CopyBuf::new(DELTA_FIELDS);
-    let mut val = String::new();
-    for (k, c) in deltas {
-        b.start_row();
-        b.i16(k.gran);
-        b.i64(k.advertiser_id);
-        b.i64(k.campaign_id);
-        b.i16(k.dim);
-        b.ts(secs(k.bucket));
-        val.clear();
-        k.val.render_into(&mut val);
-        b.text(&val);
-        b.i64(c.bids);
-        b.i64(c.nobids);
-        b.i64(c.wins);
-        b.i64(c.losses);
-        b.i64(c.impressions);
-        b.i64(c.clicks);
-        b.i64(c.bid_cpm_micros);
-        b.i64(c.win_cpm_micros);
-        b.i64(c.spend_cpm_micros);
-        b.ts(ts(c.last_ts_ns));
-        b.end_row();
-        if let Some(chunk) = b.take_chunk() {
-            sink.as_mut().send(chunk).await?;
-        }
-    }
-    sink.as_mut().send(b.finish()).await?;
     sink.finish().await
 }
 
@@ -772,24 +758,17 @@ fn skipped_of(rows: Vec<tokio_postgres::Row>) -> HashSet<(i32, [u8; 16])> {
         .collect()
 }
 
-fn ts(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
-}
-
-fn secs(s: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)
-}
-
 async fn write_once(
     client: &mut Client,
     ctx: PartCtx<'_>,
     plan: InsertPlan,
-    rows: &[&Row],
+    rows: &[Row],
+    part: &Part,
     offsets: &Offsets,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     let (group_id, fault) = (ctx.group_id, ctx.fault);
     let started = Instant::now();
-    if rows.is_empty() && offsets.is_empty() {
+    if part.idx.is_empty() && offsets.is_empty() {
         // A part that got no rows (several connections, few campaigns).
         return Ok(BatchOutcome::default());
     }
@@ -797,7 +776,7 @@ async fn write_once(
     if ctx.async_commit {
         tx.batch_execute(ASYNC_COMMIT).await?;
     }
-    if rows.is_empty() {
+    if part.idx.is_empty() {
         if !offsets.is_empty() {
             write_offsets(&tx, group_id, offsets).await?;
         }
@@ -805,67 +784,90 @@ async fn write_once(
         return Ok(BatchOutcome::default());
     }
     let all_on_conflict = plan == InsertPlan::AllOnConflict;
-    let skipped: HashSet<(i32, [u8; 16])> = if plan == InsertPlan::CopyBids {
-        // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT`.
-        let (bids, notices): (Vec<&Row>, Vec<&Row>) =
-            rows.iter().copied().partition(|r| is_bid_or_nobid(r));
-        if !bids.is_empty() {
-            copy_rows(&tx, COPY_RAW, &bids).await?;
+    let (bids, notices) = (&part.bids, &part.notices);
+    let copy_direct;
+    let copy_raw = match part.days.as_slice() {
+        [day] if ctx.direct_partition => {
+            copy_direct = format!(
+                concat!("COPY {} ", raw_columns!(), " FROM STDIN (FORMAT binary)"),
+                crate::day::partition_name(*day)
+            );
+            copy_direct.as_str()
         }
-        if notices.is_empty() {
-            HashSet::new()
-        } else {
-            copy_rows(&tx, COPY, &notices).await?;
-            skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
-        }
-    } else {
-        copy_rows(&tx, COPY, rows).await?;
-        let mut bids_plain = false;
-        if !all_on_conflict && rows.iter().any(|r| is_bid_or_nobid(r)) {
-            tx.execute(INSERT_PLAIN, &[]).await?;
-            bids_plain = true;
-        }
-        // Rows already stored (usually none): everything else was inserted now and is folded.
-        if all_on_conflict || !bids_plain || rows.iter().any(|r| !is_bid_or_nobid(r)) {
-            skipped_of(tx.query(INSERT_RAW, &[&all_on_conflict]).await?)
-        } else {
-            HashSet::new()
-        }
+        _ => COPY_RAW,
     };
-    let mut fold = Fold::with_capacity(rows.len());
-    for r in rows {
-        if skipped.is_empty() || !skipped.contains(&(r.day, r.event_id)) {
-            fold.add(r);
-        }
-    }
-    let inserted = rows.len() - skipped.len();
+    let skipped: HashSet<(i32, [u8; 16])> =
+        if plan == InsertPlan::CopyBids || plan == InsertPlan::CopyAll {
+            // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT` —
+            // or, with `CopyAll` and none of them stored, straight in as well.
+            if bids.rows > 0 {
+                send_copy(&tx, copy_raw, bids).await?;
+            }
+            if notices.rows == 0 {
+                HashSet::new()
+            } else if plan == InsertPlan::CopyAll && !any_notice_stored(&tx, rows, part).await? {
+                send_copy(&tx, copy_raw, notices).await?;
+                HashSet::new()
+            } else {
+                send_copy(&tx, COPY, notices).await?;
+                skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
+            }
+        } else {
+            // Every row staged (two `COPY`s of the same columns).
+            if bids.rows > 0 {
+                send_copy(&tx, COPY, bids).await?;
+            }
+            if notices.rows > 0 {
+                send_copy(&tx, COPY, notices).await?;
+            }
+            let mut bids_plain = false;
+            if !all_on_conflict && bids.rows > 0 {
+                tx.execute(INSERT_PLAIN, &[]).await?;
+                bids_plain = true;
+            }
+            // Rows already stored (usually none): everything else was inserted now and is folded.
+            if all_on_conflict || !bids_plain || notices.rows > 0 {
+                skipped_of(tx.query(INSERT_RAW, &[&all_on_conflict]).await?)
+            } else {
+                HashSet::new()
+            }
+        };
+    // The prepared deltas fold every row of the part; when some were stored already, fold the
+    // part again without them.
+    let refolded;
+    let deltas = if skipped.is_empty() {
+        &part.deltas
+    } else {
+        refolded = Deltas::of(
+            part.idx
+                .iter()
+                .map(|&i| &rows[i as usize])
+                .filter(|r| !skipped.contains(&(r.day, r.event_id))),
+            part.idx.len(),
+            ctx.defer_fine,
+        );
+        &refolded
+    };
+    let inserted = part.idx.len() - skipped.len();
 
-    let deltas = fold.rollups();
-    let rollup_rows = deltas.len();
-    let (now, later): (Vec<_>, Vec<_>) = if ctx.defer_fine {
-        deltas
-            .into_iter()
-            .partition(|(k, _)| k.dim == super::fold::DIM_TOTAL)
-    } else {
-        (deltas, Vec::new())
-    };
-    if !now.is_empty() {
-        copy_deltas(&tx, COPY_DELTA, &now).await?;
+    if deltas.now.rows > 0 {
+        send_copy(&tx, COPY_DELTA, &deltas.now).await?;
         tx.execute(UPSERT_ROLLUPS, &[]).await?;
     }
-    if !later.is_empty() {
-        copy_deltas(&tx, COPY_PENDING, &later).await?;
+    if deltas.later.rows > 0 {
+        send_copy(&tx, COPY_PENDING, &deltas.later).await?;
     }
-    let nb = fold.nobids();
-    if !nb.is_empty() {
-        let grans: Vec<i16> = nb.iter().map(|(k, _)| k.gran).collect();
-        let buckets: Vec<SystemTime> = nb.iter().map(|(k, _)| secs(k.bucket)).collect();
-        let exchanges: Vec<&str> = nb.iter().map(|(k, _)| k.exchange.as_str()).collect();
-        let reasons: Vec<i32> = nb.iter().map(|(k, _)| k.reason).collect();
-        let counts: Vec<i64> = nb.iter().map(|(_, n)| *n).collect();
+    let nb = &deltas.nobids;
+    if !nb.counts.is_empty() {
         tx.execute(
             UPSERT_NOBIDS,
-            &[&grans, &buckets, &exchanges, &reasons, &counts],
+            &[
+                &nb.grans,
+                &nb.buckets,
+                &nb.exchanges,
+                &nb.reasons,
+                &nb.counts,
+            ],
         )
         .await?;
     }
@@ -887,11 +889,38 @@ async fn write_once(
         inserted: inserted as u64,
         duplicates: 0,
         out_of_range: 0,
-        rollup_rows: (rollup_rows + nb.len()) as u64,
-        pending_rows: later.len() as u64,
+        rollup_rows: deltas.rows() as u64,
+        pending_rows: deltas.later.rows as u64,
         fallbacks: 0,
         elapsed: started.elapsed(),
     })
+}
+
+/// Whether any notice of `part` is stored already ([`InsertPlan::CopyAll`]): one
+/// [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day).
+async fn any_notice_stored(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    part: &Part,
+) -> Result<bool, tokio_postgres::Error> {
+    let notices = part
+        .idx
+        .iter()
+        .map(|&i| &rows[i as usize])
+        .filter(|r| !is_bid_or_nobid(r));
+    let mut day = None;
+    let mut ids: Vec<&[u8]> = Vec::with_capacity(part.notices.rows);
+    for r in notices {
+        if day.is_some_and(|d| d != r.day) {
+            if !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty() {
+                return Ok(true);
+            }
+            ids.clear();
+        }
+        day = Some(r.day);
+        ids.push(&r.event_id);
+    }
+    Ok(day.is_some() && !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty())
 }
 
 /// The WAL insert position right after a commit (at or past its commit record) and the
@@ -902,11 +931,6 @@ async fn commit_position(client: &Client) -> Result<(u64, i64), tokio_postgres::
         super::durable::parse_lsn(r.get(0)).unwrap_or(u64::MAX),
         r.get(1),
     ))
-}
-
-/// Bids and no-bids carry ids the appliance minted once (see [`InsertPlan::PlainBids`]).
-fn is_bid_or_nobid(r: &Row) -> bool {
-    r.kind == EventKind::Bid as u8 as i16 || r.kind == EventKind::NoBid as u8 as i16
 }
 
 /// The plain insert met an id already stored.

@@ -165,6 +165,8 @@ pub async fn create_topics(brokers: &str, suffix: &str, partitions: i32) -> Vec<
         create_partitions: partitions,
         fault_delay: Duration::ZERO,
         async_commit: false,
+        prepare_ahead: true,
+        copy_notices: true,
         defer_rollups: true,
         rollup_fold_every: Duration::from_secs(5),
         rollup_fold_rows: 250_000,
