@@ -2,9 +2,11 @@
 //!
 //! - [`row`]: an [`codec::event::Event`] as the row the raw table stores.
 //! - [`partitions`]: the raw table's day partitions (created on demand, dropped by retention).
-//! - [`writer`]: one batch in one transaction: `COPY` into a staging table, insert into the raw
-//!   table `ON CONFLICT DO NOTHING`, fold only the rows actually inserted into the rollups;
-//!   reconnects with a bounded backoff when PostgreSQL goes away.
+//! - [`writer`]: one batch in one transaction per connection: bids, no-bids and (none being
+//!   stored yet) notices by binary `COPY` straight into the raw table, notices of which one is
+//!   stored through a staging table and `ON CONFLICT DO NOTHING`; only the rows actually
+//!   inserted are folded into the rollups; reconnects with a bounded backoff when PostgreSQL
+//!   goes away.
 //! - [`prepare`]: a batch made ready before its transaction (sorted, split into parts, `COPY`
 //!   streams and rollup deltas encoded), one batch ahead of the writer on the blocking pool.
 //! - [`copy_bin`]: PostgreSQL's binary `COPY` format, encoded by hand.
