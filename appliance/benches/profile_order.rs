@@ -215,13 +215,7 @@ fn main() {
     let (store, reader) = replica(n);
     /// xorshift64 from a seed: every order gets the same ids in the same pass.
     fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
-        let mut x = seed | 1;
-        move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        }
+        ids::draws(seed | 1)
     }
     let mut r0 = rng(0x1234_5678);
     let hot_ids: Vec<u64> = (0..10_000).map(|_| r0(n)).collect();

@@ -26,13 +26,7 @@ fn bench(c: &mut Criterion) {
             .extend((0..20u32).map(|s| ((i as u32).wrapping_mul(31) % 10_000 + s * 7, 500)));
         store.upsert(&mut p).expect("valid profile");
     }
-    let mut x = 0x1234_5678u64;
-    let mut rnd = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut rnd = ids::draws(0x1234_5678);
     // Query ids laid out one after another and read in order, as a request's id would be in a
     // hot receive buffer: the cache and TLB misses measured are the replica's, not the bench's.
     const QUERIES: usize = 1 << 20;

@@ -323,13 +323,7 @@ fn main() {
     let model = Model::new(n, home_pct);
     // The same generator and draws as lookup_tail.rs: hot set, then per lookup a hot and a
     // uniform id.
-    let mut x = 0x1234_5678u64;
-    let mut rnd = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut rnd = ids::draws(0x1234_5678);
     let hot_ids: Vec<u64> = (0..hot_n).map(|_| rnd(n)).collect();
     let mut hot = Vec::with_capacity(lookups);
     let mut uni = Vec::with_capacity(lookups);

@@ -503,13 +503,7 @@ fn main() {
         );
         variants.push((name.to_owned(), Some(store), reader));
     }
-    let mut x = 0x1234_5678u64;
-    let mut rnd = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut rnd = ids::draws(0x1234_5678);
     let hot_ids: Vec<u64> = (0..10_000).map(|_| rnd(n)).collect();
     let mut hot = Queries::with_capacity(lookups);
     let mut uni = Queries::with_capacity(lookups);
