@@ -1278,6 +1278,24 @@ mod tests {
         }
     }
 
+    /// A store whose ids all hash alike (one probe chain, one home block), expecting `expected`.
+    fn colliding_store(expected: usize) -> (Store, Reader) {
+        let t = Tuning {
+            hash: IdHash::Constant,
+            ..Tuning::default()
+        };
+        Store::with_tuning(expected, 1000, t)
+    }
+
+    /// Profiles `c0..c{n}`, profile `ci` with segment `i`.
+    fn upsert_colliding(store: &mut Store, n: u32) {
+        for i in 0..n {
+            store
+                .upsert(&mut profile(&format!("c{i}"), i))
+                .expect("valid");
+        }
+    }
+
     #[test]
     fn insert_replace_remove_and_grow() {
         let (mut store, reader) = Store::new(10, 1000);
@@ -1399,11 +1417,7 @@ mod tests {
     fn ids_with_the_same_64_bit_hash_are_told_apart_by_their_bytes() {
         // Every id hashes alike: one probe chain, every tag matches, so only the id compare tells
         // them apart. Ids differ in their last byte, their first, their length (prefixes).
-        let t = Tuning {
-            hash: IdHash::Constant,
-            ..Tuning::default()
-        };
-        let (mut store, reader) = Store::with_tuning(1000, 1000, t);
+        let (mut store, reader) = colliding_store(1000);
         let mut ids: Vec<String> = (0..100u32)
             .map(|i| format!("0b8f2c1e-7d9a-4c61-9a53-2f1e0c9b7a{i:02}"))
             .collect();
@@ -1662,11 +1676,7 @@ mod tests {
     #[test]
     fn a_held_home_record_survives_delete_reinsert_and_rebuild_around_its_block() {
         // Every id hashes alike: all share c0's home block.
-        let t = Tuning {
-            hash: IdHash::Constant,
-            ..Tuning::default()
-        };
-        let (mut store, reader) = Store::with_tuning(100, 1000, t);
+        let (mut store, reader) = colliding_store(100);
         store.upsert(&mut profile("c0", 1)).expect("valid");
         let home = home_of(&store, "c0");
         let held = reader.get("c0").expect("present");
@@ -1750,16 +1760,8 @@ mod tests {
     #[test]
     fn profiles_sharing_a_home_block_and_long_records_live_in_the_arena() {
         // Every id hashes alike: one home block for all; the first takes it.
-        let t = Tuning {
-            hash: IdHash::Constant,
-            ..Tuning::default()
-        };
-        let (mut store, reader) = Store::with_tuning(100, 1000, t);
-        for i in 0..50u32 {
-            store
-                .upsert(&mut profile(&format!("c{i}"), i))
-                .expect("valid");
-        }
+        let (mut store, reader) = colliding_store(100);
+        upsert_colliding(&mut store, 50);
         let home = home_of(&store, "c0");
         assert_eq!(addr_of(&reader, "c0"), home);
         for i in 1..50u32 {
@@ -1947,16 +1949,8 @@ mod tests {
     fn prefetching_along_one_long_probe_chain() {
         // Every id hashes alike (one chain, every tag matches): the record prefetched is the
         // chain's first, the lookup still compares ids and finds the right one or none.
-        let t = Tuning {
-            hash: IdHash::Constant,
-            ..Tuning::default()
-        };
-        let (mut store, reader) = Store::with_tuning(1000, 1000, t);
-        for i in 0..64u32 {
-            store
-                .upsert(&mut profile(&format!("c{i}"), i))
-                .expect("valid");
-        }
+        let (mut store, reader) = colliding_store(1000);
+        upsert_colliding(&mut store, 64);
         assert!(store.remove("c5"));
         for i in 0..70u32 {
             let id = format!("c{i}");
