@@ -12,6 +12,8 @@
 # (scram-sha-256) and refuses plain TCP; its bootstrap uses the Unix socket. Clients then use
 # rediss://localhost:PORT/ and postgres://…?sslmode=verify-full&sslrootcert=…/ca.crt. Default
 # off. A service already running keeps the mode it was started in. Kafka (Tansu) is unchanged.
+# HELIOS_PG_EXTRA: more PostgreSQL options, as `-c name=value` words (benchmarks, e.g.
+# "-c shared_preload_libraries=pg_stat_statements"); empty by default.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
@@ -86,9 +88,11 @@ start_postgres() {
   # shared_buffers) so a 50,000-event batch does not wait for WAL writes while it inserts.
   local ingest=(-c max_wal_size=2GB -c checkpoint_timeout=15min -c wal_compression=lz4
     -c wal_buffers=32MB)
+  local extra=()
+  read -ra extra <<<"${HELIOS_PG_EXTRA:-}"
   runuser -u postgres -- "$PGBIN/postgres" -D "$data" -p "$HELIOS_PG_PORT" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$data" -c max_connections=200 -c fsync=on \
-    -c shared_buffers=256MB "${ingest[@]}" "${tls[@]}" >>"$HELIOS_RUN/postgres.log" 2>&1 &
+    -c shared_buffers=256MB "${ingest[@]}" "${tls[@]}" "${extra[@]}" >>"$HELIOS_RUN/postgres.log" 2>&1 &
   echo $! >"$HELIOS_RUN/postgres.pid"
   wait_port postgres "$HELIOS_PG_PORT" 30
   local i

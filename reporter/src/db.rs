@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "drop_rollups_sites",
         include_str!("../migrations/0007_drop_rollups_sites.sql"),
     ),
+    (
+        8,
+        "rollup_keys_collate_c",
+        include_str!("../migrations/0008_rollup_keys_collate_c.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

@@ -8,8 +8,13 @@
 //! is the sum of its 24 hour rows, summed by the API when asked). Test requests are never
 //! folded; events without a campaign only count as no-bids.
 //!
+//! Keys borrow their text (site/app, country, exchange) from the batch's rows, which outlive
+//! the fold: adding an event allocates nothing unless it opens a new key and the map must
+//! grow. The maps hash with foldhash (randomly seeded per map; SipHash was two thirds of the
+//! fold's instructions, bench/RESULTS.md "Reporter", session 7).
+//!
 //! Must never: fold an event the raw insert did not store (the caller passes only those), or
-//! allocate per event beyond one key per family it touches.
+//! allocate per event.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,14 +63,14 @@ pub fn bucket_secs(gran: i16) -> i64 {
 }
 
 /// The value of a dimension, kept compact in the key and rendered as text on the way out.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Val {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Val<'a> {
     Empty,
     Num(i64),
-    Text(String),
+    Text(&'a str),
 }
 
-impl Val {
+impl Val<'_> {
     pub fn render(&self) -> String {
         let mut s = String::new();
         self.render_into(&mut s);
@@ -84,15 +89,15 @@ impl Val {
 
 /// One rollup row's key, in the order of the table's primary key (so sorting by it locks rows
 /// in the same order in every writer).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RollupKey {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RollupKey<'a> {
     pub gran: i16,
     pub advertiser_id: i64,
     pub campaign_id: i64,
     pub dim: i16,
     /// Start of the bucket, Unix seconds.
     pub bucket: i64,
-    pub val: Val,
+    pub val: Val<'a>,
 }
 
 /// What a batch adds to one rollup row. Money: sums of CPM prices in micros.
@@ -153,19 +158,21 @@ impl Counters {
 }
 
 /// A no-bid rollup key (operators' view: by exchange and reason, every granularity).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NobidKey {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NobidKey<'a> {
     pub gran: i16,
     pub bucket: i64,
-    pub exchange: String,
+    pub exchange: &'a str,
     pub reason: i32,
 }
 
-/// The deltas of one batch.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The deltas of one batch, keyed by text borrowed from its rows (`'a`).
 #[derive(Debug, Default)]
-pub struct Fold {
-    rollups: HashMap<RollupKey, Counters>,
-    nobids: HashMap<NobidKey, i64>,
+pub struct Fold<'a> {
+    rollups: Map<RollupKey<'a>, Counters>,
+    nobids: Map<NobidKey<'a>, i64>,
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -174,16 +181,16 @@ fn unix_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-impl Fold {
-    pub fn with_capacity(events: usize) -> Fold {
+impl<'a> Fold<'a> {
+    pub fn with_capacity(events: usize) -> Fold<'a> {
         Fold {
-            rollups: HashMap::with_capacity(events),
-            nobids: HashMap::with_capacity(64),
+            rollups: Map::with_capacity_and_hasher(events, Default::default()),
+            nobids: Map::with_capacity_and_hasher(64, Default::default()),
         }
     }
 
     /// Adds one stored event. Test requests are left out.
-    pub fn add(&mut self, r: &Row) {
+    pub fn add(&mut self, r: &'a Row) {
         if r.flags & TEST_FLAG != 0 {
             return;
         }
@@ -194,7 +201,7 @@ impl Fold {
                 let k = NobidKey {
                     gran,
                     bucket: secs - secs.rem_euclid(bucket_secs(gran)),
-                    exchange: r.exchange.clone(),
+                    exchange: &r.exchange,
                     reason: r.reason,
                 };
                 *self.nobids.entry(k).or_default() += 1;
@@ -208,8 +215,8 @@ impl Fold {
             let val = match dim {
                 DIM_TOTAL => Val::Empty,
                 DIM_CREATIVE => Val::Num(r.creative_id),
-                DIM_SITE => Val::Text(r.site_or_app.clone()),
-                DIM_COUNTRY => Val::Text(r.country.clone()),
+                DIM_SITE => Val::Text(&r.site_or_app),
+                DIM_COUNTRY => Val::Text(&r.country),
                 _ => Val::Num(r.device_type as i64),
             };
             let k = RollupKey {
@@ -225,14 +232,14 @@ impl Fold {
     }
 
     /// Rollup deltas sorted by key.
-    pub fn rollups(&self) -> Vec<(&RollupKey, &Counters)> {
+    pub fn rollups(&self) -> Vec<(&RollupKey<'a>, &Counters)> {
         let mut v: Vec<_> = self.rollups.iter().collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
     }
 
     /// No-bid deltas sorted by key.
-    pub fn nobids(&self) -> Vec<(&NobidKey, i64)> {
+    pub fn nobids(&self) -> Vec<(&NobidKey<'a>, i64)> {
         let mut v: Vec<_> = self.nobids.iter().map(|(k, n)| (k, *n)).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
@@ -341,11 +348,13 @@ mod tests {
         e.campaign_id = 101;
         e.advertiser_id = 1;
         e.flags = codec::event::flags::TEST;
-        let mut f = Fold::default();
-        f.add(&Row::from_event(&e));
-        assert_eq!((f.rollup_len(), f.nobid_len()), (0, 0));
+        let test = Row::from_event(&e);
         e.flags = 0;
-        f.add(&Row::from_event(&e));
+        let real = Row::from_event(&e);
+        let mut f = Fold::default();
+        f.add(&test);
+        assert_eq!((f.rollup_len(), f.nobid_len()), (0, 0));
+        f.add(&real);
         assert_eq!(f.rollup_len(), FAMILIES.len());
     }
 }

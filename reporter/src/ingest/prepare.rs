@@ -118,7 +118,7 @@ impl Deltas {
             nobids: NobidCols {
                 grans: nb.iter().map(|(k, _)| k.gran).collect(),
                 buckets: nb.iter().map(|(k, _)| secs(k.bucket)).collect(),
-                exchanges: nb.iter().map(|(k, _)| k.exchange.clone()).collect(),
+                exchanges: nb.iter().map(|(k, _)| k.exchange.to_owned()).collect(),
                 reasons: nb.iter().map(|(k, _)| k.reason).collect(),
                 counts: nb.iter().map(|(_, n)| *n).collect(),
             },
@@ -257,6 +257,11 @@ impl Prepared {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    /// Rollup rows its deltas touch, over every part (no-bid rows included).
+    pub fn delta_rows(&self) -> usize {
+        self.plan.parts.iter().map(|p| p.deltas.rows()).sum()
+    }
 }
 
 /// Prepares one batch ahead on the blocking pool (see the module doc): [`Ahead::start`] a batch,
@@ -325,7 +330,7 @@ fn encode_row(b: &mut CopyBuf, r: &Row) {
 }
 
 /// Rollup deltas (in key order) in the column order of the writer's delta `COPY` statements.
-fn encode_deltas(deltas: &[(&RollupKey, &Counters)]) -> Encoded {
+fn encode_deltas(deltas: &[(&RollupKey<'_>, &Counters)]) -> Encoded {
     let mut out = Encoded::default();
     if deltas.is_empty() {
         return out;
@@ -432,7 +437,7 @@ mod tests {
             fold.nobids().iter().map(|(_, n)| n).sum::<i64>()
         );
         // Not deferring: every family upserted in the batch.
-        let q = Prepared::new(rows, Offsets::new(), cfg(1, false));
+        let q = Prepared::new(rows.clone(), Offsets::new(), cfg(1, false));
         assert_eq!(q.plan.parts[0].deltas.now.rows, all.len());
         assert_eq!(q.plan.parts[0].deltas.later.rows, 0);
     }
