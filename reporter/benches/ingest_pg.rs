@@ -274,10 +274,10 @@ fn realistic_ids(rows: &[Row], timed_notices: bool) -> Vec<Row> {
         .cloned()
         .map(|mut r| {
             if r.is_kind(EventKind::Bid) || r.is_kind(EventKind::NoBid) {
-                let n = counters.entry((r.node.clone(), r.core)).or_default();
+                let n = counters.entry((r.node().to_owned(), r.core)).or_default();
                 *n += 1;
                 let prefix = r
-                    .node
+                    .node()
                     .bytes()
                     .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)

@@ -201,7 +201,7 @@ impl<'a> Fold<'a> {
                 let k = NobidKey {
                     gran,
                     bucket: secs - secs.rem_euclid(bucket_secs(gran)),
-                    exchange: &r.exchange,
+                    exchange: r.exchange(),
                     reason: r.reason,
                 };
                 *self.nobids.entry(k).or_default() += 1;
@@ -215,8 +215,8 @@ impl<'a> Fold<'a> {
             let val = match dim {
                 DIM_TOTAL => Val::Empty,
                 DIM_CREATIVE => Val::Num(r.creative_id),
-                DIM_SITE => Val::Text(&r.site_or_app),
-                DIM_COUNTRY => Val::Text(&r.country),
+                DIM_SITE => Val::Text(r.site_or_app()),
+                DIM_COUNTRY => Val::Text(r.country()),
                 _ => Val::Num(r.device_type as i64),
             };
             let k = RollupKey {

@@ -313,19 +313,19 @@ fn encode_row(b: &mut CopyBuf, r: &Row) {
     b.ts(r.ts);
     b.ts_opt(r.bid_ts);
     b.bytes(&r.trace_id);
-    b.text(&r.node);
-    b.text(&r.exchange);
-    b.text(&r.request_id);
-    b.text(&r.imp_id);
+    b.text(r.node());
+    b.text(r.exchange());
+    b.text(r.request_id());
+    b.text(r.imp_id());
     b.i64(r.advertiser_id);
     b.i64(r.campaign_id);
     b.i64(r.creative_id);
     b.i64(r.bid_price_micros);
     b.i64(r.clear_price_micros);
-    b.text(&r.currency);
-    b.text(&r.country);
+    b.text(r.currency());
+    b.text(r.country());
     b.i16(r.device_type);
-    b.text(&r.site_or_app);
+    b.text(r.site_or_app());
     b.end_row();
 }
 

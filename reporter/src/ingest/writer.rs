@@ -277,7 +277,7 @@ pub fn route(r: &Row, n: usize) -> usize {
         (r.campaign_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     } else {
         // FNV-1a over the exchange name.
-        r.exchange.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        r.exchange().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
         })
     };
