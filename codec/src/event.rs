@@ -55,8 +55,11 @@ impl<const N: usize> InlineStr<N> {
         }
     }
     pub fn as_str(&self) -> &str {
-        // Built from a &str cut at a char boundary; a corrupt archive yields "" rather than UB.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        // Built from a &str cut at a char boundary. A value deserialised from a hostile legacy
+        // archive may claim a length past N (bytecheck checks the layout, not this invariant):
+        // capped, as the archived form does, so it reads at most N bytes and never panics.
+        let len = (self.len as usize).min(N);
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or("")
     }
     pub fn truncated(&self) -> bool {
         self.truncated
@@ -431,6 +434,25 @@ mod tests {
             Event::from_bytes(&b),
             Err(EventDecodeError::Version(99))
         ));
+    }
+
+    #[test]
+    fn a_legacy_archive_claiming_a_string_past_its_capacity_is_read_without_panic() {
+        let mut e = sample();
+        e.node = InlineStr::new("ABCDEFGHIJ");
+        let mut b = e.to_legacy_bytes().to_vec();
+        // The node's archived form: len 10, not truncated, then its bytes.
+        let at = b
+            .windows(4)
+            .position(|w| w == [10, 0, b'A', b'B'])
+            .expect("the node's inline string is in the archive");
+        b[at] = 200; // past the 32-byte capacity
+        let read = Event::from_bytes(&b).expect("the layout is valid; only the length lies");
+        let node = read.node.as_str();
+        assert!(
+            node.len() <= 32 && node.starts_with("ABCDEFGHIJ"),
+            "{node:?}"
+        );
     }
 
     #[test]
