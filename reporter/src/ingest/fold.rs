@@ -1,6 +1,8 @@
 //! Folds one batch of *newly stored* events into rollup deltas in memory: one delta per rollup
 //! key, however many events share it, so PostgreSQL gets one row per key per batch instead of
-//! aggregating the batch itself. Owned by the writer task; a `Fold` lives for one batch.
+//! aggregating the batch itself. Owned by whoever prepares the batch (the blocking-pool thread
+//! of [`super::prepare`], or the writer task when it folds a part again); a `Fold` lives for one
+//! batch.
 //!
 //! Which (granularity, dimension) families are kept is [`FAMILIES`]: per-minute rows only for
 //! the campaign total (minute × site is about one row per event and no dashboard view reads it), hour rows
@@ -10,11 +12,13 @@
 //!
 //! Keys borrow their text (site/app, country, exchange) from the batch's rows, which outlive
 //! the fold: adding an event allocates nothing unless it opens a new key and the map must
-//! grow. The maps hash with foldhash (randomly seeded per map; SipHash was two thirds of the
-//! fold's instructions, bench/RESULTS.md "Reporter", session 7).
+//! grow. The maps hash with foldhash (SipHash was two thirds of the fold's instructions,
+//! bench/RESULTS.md "Reporter", session 7). Its seed is random per process and varies per map
+//! — foldhash's "minimal" DoS resistance; site/app names come from bid requests, so a crafted
+//! stream could at worst slow one batch's fold (a map lives for one batch), never bidding.
 //!
 //! Must never: fold an event the raw insert did not store (the caller passes only those), or
-//! allocate per event.
+//! allocate for an event whose keys are all open already.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};

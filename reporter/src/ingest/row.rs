@@ -12,6 +12,7 @@ use crate::day;
 /// exchange 32, request id 64, impression id 32, site/app 64) and the two 3-letter codes.
 /// `a_maximal_event_fits` fails if the codec's capacities grow past it.
 const TEXT: usize = 32 + 32 + 64 + 32 + 64 + 3 + 3;
+const _ENDS_FIT: () = assert!(TEXT <= u8::MAX as usize, "column ends are kept in a u8");
 
 /// The text columns, in [`Row::text`] order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
