@@ -360,6 +360,14 @@ async fn session(
     };
     reader.abort();
     lag.abort();
+    // The session's consumer is dropped off the runtime: dropping an rdkafka consumer closes it,
+    // which waits on the group and has been seen to block for good (rust-rdkafka issue #509) —
+    // on a runtime worker, or in the ingest loop before the next session starts. Its other
+    // holders are waited for first, so this is the last reference; nothing waits for the drop
+    // (the group evicts a member that never leaves after `max.poll.interval.ms`).
+    let _ = reader.await;
+    let _ = lag.await;
+    tokio::task::spawn_blocking(move || drop(consumer));
     result
 }
 
