@@ -134,8 +134,10 @@ pub struct ServeArgs {
     pub batch_max: u32,
     /// PostgreSQL connections each batch is written on in parallel (1..=8): the batch is split
     /// by campaign into disjoint parts, one transaction each; Kafka offsets are committed once
-    /// every part has committed. More than 1 helps only where PostgreSQL has idle cores.
-    #[arg(long, env = "HELIOS_REPORTER_PG_WRITERS", default_value_t = 1,
+    /// every part has committed. More than 1 helps where PostgreSQL has idle cores: with one,
+    /// a single backend writes every batch and the others wait for it (2 on the 2-core dev
+    /// machine: +15 to +20 % events/s, bench/RESULTS.md "Reporter", session 8).
+    #[arg(long, env = "HELIOS_REPORTER_PG_WRITERS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=8))]
     pub pg_writers: u32,
     /// Commit each batch transaction asynchronously (`synchronous_commit = off`; `true` or

@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup_keys_collate_c",
         include_str!("../migrations/0008_rollup_keys_collate_c.sql"),
     ),
+    (
+        9,
+        "rollups_split_by_dim",
+        include_str!("../migrations/0009_rollups_split_by_dim.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

@@ -290,3 +290,74 @@ async fn check_families(db: &tokio_postgres::Client, expected: &Expected) {
         assert_eq!(got, want, "gran {gran} dim {dim}");
     }
 }
+
+/// Migration 0009: the rows the folder updates (dim > 0) live in a partition whose only index
+/// is the primary key, so updating their counters can be HOT (in place, no new index entry).
+/// PostgreSQL 15 makes an update non-HOT when it changes any column an index of the table
+/// mentions (INCLUDE and predicate columns too, whatever the index's WHERE): the covering
+/// indexes of migrations 0004/0005, on the whole table until then, had made every fold update
+/// non-HOT. Fails if an index over the detail rows names a counter, or if an update of one is
+/// not HOT on a page with room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_rows_are_updated_in_place() {
+    let Some((pg, _)) = services("rollup_fold", false) else {
+        return;
+    };
+    let (_tdb, mut c) = TestDb::migrated(&pg).await;
+    let key = [
+        "gran",
+        "advertiser_id",
+        "campaign_id",
+        "dim",
+        "bucket",
+        "val",
+    ];
+    let indexed = c
+        .query(
+            "SELECT i.indexrelid::regclass::text, a.attname::text,
+                    i.indexprs IS NULL AND i.indpred IS NULL
+             FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = 'rollups_detail'::regclass",
+            &[],
+        )
+        .await
+        .expect("indexes of rollups_detail");
+    assert!(!indexed.is_empty(), "rollups_detail has its primary key");
+    for r in &indexed {
+        let (index, column, plain): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+        assert!(
+            key.contains(&column.as_str()) && plain,
+            "{index} mentions {column} (or has an expression or predicate): detail rows would \
+             no longer be HOT-updated"
+        );
+    }
+    let upsert = "INSERT INTO rollups AS r VALUES
+        (2, 7, 70, $1, '2026-11-27 06:00+00', 'site-1.example', 1, 0, 0, 0, 0, 0, 1000, 0, 0, now())
+        ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val)
+        DO UPDATE SET bids = r.bids + excluded.bids,
+                      bid_cpm_micros = r.bid_cpm_micros + excluded.bid_cpm_micros";
+    let tx = c.transaction().await.expect("begin");
+    for _ in 0..3 {
+        tx.execute(upsert, &[&2i16])
+            .await
+            .expect("upsert a site row");
+    }
+    // The current transaction's own counters: no wait for the statistics collector.
+    let hot: i64 = tx
+        .query_one(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('rollups_detail'::regclass)",
+            &[],
+        )
+        .await
+        .expect("hot updates")
+        .get(0);
+    let bids: i64 = tx
+        .query_one("SELECT bids FROM rollups WHERE dim = 2", &[])
+        .await
+        .expect("the row")
+        .get(0);
+    tx.rollback().await.expect("rollback");
+    assert_eq!(bids, 3, "one insert and two updates of one key");
+    assert_eq!(hot, 2, "both updates of the site row were HOT");
+}
