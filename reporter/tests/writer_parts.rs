@@ -11,7 +11,7 @@ use codec::event::EventKind;
 use common::*;
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
-use reporter::ingest::writer::{FaultDelay, InsertPlan, Writer, route};
+use reporter::ingest::writer::{FaultDelay, InsertPlan, PROBE_PLAN, STORED_NOTICES, Writer, route};
 use reporter::synth::{Expected, RunConfig, generate};
 use tokio_postgres::Client;
 
@@ -258,4 +258,80 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
     drop(three);
     drop(c);
     tdb.drop_db().await;
+}
+
+/// The notice probe ([`STORED_NOTICES`] under [`PROBE_PLAN`]) is a nested loop of index probes
+/// even where the planner knows nothing of the day's partition: a fresh one that autovacuum has
+/// not analyzed yet (here: never, autovacuum off on it) while it holds 300,000 rows. Session 8
+/// saw the probe, with a `LIMIT 1` and no plan settings, run for minutes once such a partition
+/// held millions of rows; a plan that reads the whole partition, or sorts or hashes it, fails
+/// this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notice_probe_is_index_probes_on_a_partition_without_statistics() {
+    let Some((pg, _)) = services("writer_parts", false) else {
+        return;
+    };
+    let (_tdb, mut c) = TestDb::migrated(&pg).await;
+    c.batch_execute(
+        "CREATE TABLE events_probe_test PARTITION OF events FOR VALUES FROM (1) TO (2)
+             WITH (autovacuum_enabled = off);
+         INSERT INTO events_probe_test
+         SELECT 1, decode(lpad(to_hex(i), 32, '0'), 'hex'), 3, 0, 0, 0, now(), now(),
+                '\\x00', 'n', 'x', 'r', 'i', 1, 1, 1, 0, 0, 'USD', 'US', 2, 's'
+         FROM generate_series(1, 300000) i",
+    )
+    .await
+    .expect("a partition without statistics");
+    // 25,000 ids, none stored: what a 50,000-event batch's notices look like to the probe,
+    // bound as the writer binds them (an unnamed statement: planned with their values).
+    let ids: Vec<Vec<u8>> = (0..25_000u32)
+        .map(|i| {
+            let mut id = vec![0xee; 16];
+            id[12..].copy_from_slice(&i.to_be_bytes());
+            id
+        })
+        .collect();
+    let tx = c.transaction().await.expect("begin");
+    tx.batch_execute(PROBE_PLAN).await.expect("probe plan");
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN {STORED_NOTICES}"), &[&1i32, &ids])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    let found: i64 = tx
+        .query_one(STORED_NOTICES, &[&1i32, &ids])
+        .await
+        .expect("probe")
+        .get(0);
+    let rows: i64 = tx
+        .query_one("SELECT count(*) FROM events_probe_test", &[])
+        .await
+        .expect("rows")
+        .get(0);
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        rows, 300_000,
+        "the partition holds the rows the probe is planned against"
+    );
+    assert_eq!(found, 0, "none of the ids is stored");
+    assert!(
+        plan.contains("Nested Loop") && plan.contains("Index Only Scan using events_probe_test"),
+        "index probes of the partition's key:\n{plan}"
+    );
+    for refused in [
+        "Seq Scan",
+        "Bitmap",
+        "Merge Join",
+        "Hash Join",
+        "Sort",
+        "Gather",
+    ] {
+        assert!(
+            !plan.contains(refused),
+            "{refused} in the probe's plan:\n{plan}"
+        );
+    }
 }

@@ -118,12 +118,35 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
-/// A row when any of the ids `$2` is stored on day `$1` ([`InsertPlan::CopyAll`]): a nested
-/// loop of index probes of the raw key, in the one partition of that day. (Not `event_id =
-/// ANY($2)`: planning that with a 20,000-element array estimated each element's selectivity,
-/// ~30 ms per batch, measured.)
-const STORED_NOTICES: &str = "SELECT 1 FROM unnest($2::bytea[]) AS u (id) \
-    JOIN events e ON e.day = $1 AND e.event_id = u.id LIMIT 1";
+/// How many of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): a nested loop of
+/// index probes of the raw key, in the one partition of that day, under [`PROBE_PLAN`]. (Not
+/// `event_id = ANY($2)`: planning that with a 20,000-element array estimated each element's
+/// selectivity, ~30 ms per batch, measured.)
+///
+/// No `LIMIT 1` (session 8): the planner knows nothing of how the ids match — the partitioned
+/// parent has no statistics, a new day's partition none until autovacuum analyzes it — and
+/// takes each id to match 1/200 of the partition; with a `LIMIT 1` it then expects a match
+/// within the first rows of any plan and may choose one that walks the whole partition for
+/// every id: when nothing matches (the usual case) its cost grows with the partition, seen as
+/// a single probe running for minutes once a fresh partition held millions of rows. Without
+/// the limit, every plan is costed for all of its input, and the nested loop of index probes
+/// is the only one [`PROBE_PLAN`] leaves open; it stops at nothing, so it costs what probing
+/// every id costs, as it did when no notice was stored.
+pub const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
+    JOIN events e ON e.day = $1 AND e.event_id = u.id";
+
+/// The probe's plan, whatever the statistics say ([`STORED_NOTICES`]): index probes only, in
+/// this backend (no parallel workers). Transaction-local, and reset once the probes are done
+/// ([`PROBE_PLAN_END`]). Without it, a fresh partition of 2,000,000 rows that autovacuum had
+/// not analyzed yet was estimated at 5,414 rows, and the probe planned as a merge join over a
+/// scan of the whole partition (measured, bench/RESULTS.md "Reporter", session 8).
+pub const PROBE_PLAN: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+    SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+    SET LOCAL max_parallel_workers_per_gather = 0";
+
+/// The planner's settings back to the session's after the probes.
+const PROBE_PLAN_END: &str = "RESET enable_seqscan; RESET enable_bitmapscan; \
+    RESET enable_hashjoin; RESET enable_mergejoin; RESET max_parallel_workers_per_gather";
 
 /// The rollup columns in the order [`super::prepare`] encodes them.
 macro_rules! delta_columns {
@@ -897,12 +920,26 @@ async fn write_once(
 }
 
 /// Whether any notice of `part` is stored already ([`InsertPlan::CopyAll`]): one
-/// [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day).
+/// [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day), planned
+/// under [`PROBE_PLAN`].
 async fn any_notice_stored(
     tx: &Transaction<'_>,
     rows: &[Row],
     part: &Part,
 ) -> Result<bool, tokio_postgres::Error> {
+    tx.batch_execute(PROBE_PLAN).await?;
+    let stored = probe_notices(tx, rows, part).await?;
+    tx.batch_execute(PROBE_PLAN_END).await?;
+    Ok(stored)
+}
+
+/// [`any_notice_stored`]'s probes, one per day.
+async fn probe_notices(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    part: &Part,
+) -> Result<bool, tokio_postgres::Error> {
+    let stored = |r: Vec<tokio_postgres::Row>| r.first().is_some_and(|r| r.get::<_, i64>(0) > 0);
     let notices = part
         .idx
         .iter()
@@ -912,7 +949,7 @@ async fn any_notice_stored(
     let mut ids: Vec<&[u8]> = Vec::with_capacity(part.notices.rows);
     for r in notices {
         if day.is_some_and(|d| d != r.day) {
-            if !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty() {
+            if stored(tx.query(STORED_NOTICES, &[&day, &ids]).await?) {
                 return Ok(true);
             }
             ids.clear();
@@ -920,7 +957,7 @@ async fn any_notice_stored(
         day = Some(r.day);
         ids.push(&r.event_id);
     }
-    Ok(day.is_some() && !tx.query(STORED_NOTICES, &[&day, &ids]).await?.is_empty())
+    Ok(day.is_some() && stored(tx.query(STORED_NOTICES, &[&day, &ids]).await?))
 }
 
 /// The WAL insert position right after a commit (at or past its commit record) and the
