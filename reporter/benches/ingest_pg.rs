@@ -326,7 +326,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     }
     if v.sites {
         c.batch_execute(
-            "CREATE INDEX rollups_sites ON rollups (advertiser_id, campaign_id, bucket)
+            "CREATE INDEX rollups_sites ON rollups_detail (advertiser_id, campaign_id, bucket)
              INCLUDE (val, bids, nobids, wins, losses, impressions, clicks, bid_cpm_micros,
                       spend_cpm_micros) WHERE gran = 2 AND dim = 2",
         )

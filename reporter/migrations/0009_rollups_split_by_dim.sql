@@ -11,7 +11,8 @@
 -- once had 0 HOT updates, each a new heap tuple plus a new primary-key entry.
 --
 -- `rollups` is now partitioned by LIST (dim): `rollups_campaign` holds the campaign totals and
--- the indexes that serve their series (the covering ones, unchanged), `rollups_detail` every
+-- the indexes that serve their series (the covering ones, their `dim = 0` now the partition's
+-- bound; those rows stay non-HOT, their counters being indexed), `rollups_detail` every
 -- other dimension with only its share of the primary key — so its counters are in no index and
 -- its updates are HOT whenever the page has room (fillfactor 70). Queries, upserts and the
 -- `rollups_all` view name `rollups` as before; PostgreSQL routes rows and prunes partitions by
@@ -21,12 +22,14 @@
 -- Cost when applied to a database with data: the rows are copied into the new table and every
 -- index is built again, under an exclusive lock (the ingest and the API wait for it: ~24 s for
 -- the 4.9 million rows, 1.7 GB, of 107 million events' worth of rollups on the 2-core dev
--- machine). On a large deployment run `helios-reporter migrate` in a quiet moment first.
+-- machine). On a large deployment run `helios-reporter migrate` in a quiet moment first, then
+-- `VACUUM (ANALYZE) rollups`: the new partitions' visibility maps are empty until vacuumed, and
+-- until then the campaign totals' index-only scans read heap pages (autovacuum gets there on
+-- its own soon after).
 DROP VIEW IF EXISTS rollups_all;
 
 ALTER TABLE rollups RENAME TO rollups_unsplit;
 ALTER INDEX rollups_pkey RENAME TO rollups_unsplit_pkey;
-DROP INDEX rollups_campaign_days, rollups_totals, rollups_minutes;
 
 CREATE TABLE rollups (
     gran              smallint    NOT NULL,

@@ -136,7 +136,8 @@ pub struct ServeArgs {
     /// by campaign into disjoint parts, one transaction each; Kafka offsets are committed once
     /// every part has committed. More than 1 helps where PostgreSQL has idle cores: with one,
     /// a single backend writes every batch and the others wait for it (2 on the 2-core dev
-    /// machine: +15 to +20 % events/s, bench/RESULTS.md "Reporter", session 8).
+    /// machine: +15 to +27 % events/s with skewed sites, nothing with uniform ones, whose
+    /// ingest kept both cores busy already; bench/RESULTS.md "Reporter", session 8).
     #[arg(long, env = "HELIOS_REPORTER_PG_WRITERS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=8))]
     pub pg_writers: u32,

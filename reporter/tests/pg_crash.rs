@@ -19,13 +19,31 @@ use common::own_pg::{OwnPg, count_events as count, free_port};
 use common::*;
 use reporter::synth::{Expected, RunConfig, generate};
 
+/// One writer connection: the batch's offsets ride in its asynchronously committed transaction
+/// and wait for the durability gate (reporter/src/ingest/durable.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_under_async_commit_neither_loses_nor_double_counts() {
+    crash_mid_ingest("1").await;
+}
+
+/// Two writer connections (the default since session 8): the parts commit asynchronously, the
+/// offsets in a synchronous statement after them; a batch that lost a connection is written
+/// again before its offsets are committed (session 8: before that, parts acknowledged and then
+/// lost with PostgreSQL were never written again — this test failed, the run never complete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_with_two_writers_neither_loses_nor_double_counts() {
+    crash_mid_ingest("2").await;
+}
+
+async fn crash_mid_ingest(writers: &str) {
     let Some((_, Some(brokers))) = services("pg_crash", true) else {
         return;
     };
     let cache = std::env::var("HELIOS_CACHE").unwrap_or_else(|_| "/var/cache/helios".into());
-    let run = PathBuf::from(format!("{cache}/run-reporter-crash-{}", std::process::id()));
+    let run = PathBuf::from(format!(
+        "{cache}/run-reporter-crash-{}-{writers}",
+        std::process::id()
+    ));
     let Some(pg) = OwnPg::start("pg_crash", run, free_port()) else {
         return;
     };
@@ -72,6 +90,8 @@ async fn postgres_crash_under_async_commit_neither_loses_nor_double_counts() {
         "50",
         "--pg-async-commit",
         "true",
+        "--pg-writers",
+        writers,
         // Slow batches (a pause before each PostgreSQL commit and before each Kafka commit) so
         // the crash lands mid-ingest.
         "--fault-delay-ms",

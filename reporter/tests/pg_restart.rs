@@ -34,8 +34,14 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
     };
     let ingest = IngestRun::produce(&pg.admin_url(), &brokers, "pgr", 7, 3).await;
     let (tdb, expected) = (&ingest.tdb, &ingest.expected);
-    // Slow batches so the restart lands mid-ingest.
-    let mut r = Reporter::start(&ingest.reporter_args("ingest", "1000", "300"));
+    // Slow batches so the restart lands mid-ingest. One writer connection (the offsets in the
+    // batch's own transaction), where `pg_reconnect` and `ingest_exactly_once` run the default
+    // two: both write paths meet a restart.
+    let one_writer = |mut args: Vec<String>| {
+        args.extend(["--pg-writers", "1"].map(String::from));
+        args
+    };
+    let mut r = Reporter::start(&one_writer(ingest.reporter_args("ingest", "1000", "300")));
 
     let first = first_batch(&tdb.url)
         .await
@@ -54,7 +60,7 @@ async fn postgres_restarted_mid_ingest_every_event_stored_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let exited = r.child.try_wait().ok().flatten();
     println!("reporter after the restart: {exited:?} (None = still running)");
-    let no_delay = ingest.reporter_args("ingest", "1000", "0");
+    let no_delay = one_writer(ingest.reporter_args("ingest", "1000", "0"));
     if exited.is_some() {
         assert!(
             !exited.is_some_and(|s| s.success()),

@@ -303,7 +303,7 @@ async fn detail_rows_are_updated_in_place() {
     let Some((pg, _)) = services("rollup_fold", false) else {
         return;
     };
-    let (_tdb, mut c) = TestDb::migrated(&pg).await;
+    let (tdb, mut c) = TestDb::migrated(&pg).await;
     let key = [
         "gran",
         "advertiser_id",
@@ -358,6 +358,8 @@ async fn detail_rows_are_updated_in_place() {
         .expect("the row")
         .get(0);
     tx.rollback().await.expect("rollback");
+    drop(c);
+    tdb.drop_db().await;
     assert_eq!(bids, 3, "one insert and two updates of one key");
     assert_eq!(hot, 2, "both updates of the site row were HOT");
 }

@@ -11,7 +11,7 @@ use codec::event::EventKind;
 use common::*;
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
-use reporter::ingest::writer::{FaultDelay, InsertPlan, PROBE_PLAN, STORED_NOTICES, Writer, route};
+use reporter::ingest::writer::{FaultDelay, InsertPlan, Writer, probe_plan, probe_stored, route};
 use reporter::synth::{Expected, RunConfig, generate};
 use tokio_postgres::Client;
 
@@ -260,18 +260,20 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
     tdb.drop_db().await;
 }
 
-/// The notice probe ([`STORED_NOTICES`] under [`PROBE_PLAN`]) is a nested loop of index probes
-/// even where the planner knows nothing of the day's partition: a fresh one that autovacuum has
-/// not analyzed yet (here: never, autovacuum off on it) while it holds 300,000 rows. Session 8
-/// saw the probe, with a `LIMIT 1` and no plan settings, run for minutes once such a partition
-/// held millions of rows; a plan that reads the whole partition, or sorts or hashes it, fails
-/// this test.
+/// The notice probe ([`probe_stored`], the writer's own) is a nested loop of index probes even
+/// where the planner knows nothing of the day's partition: a fresh one that autovacuum has not
+/// analyzed yet (here: never, autovacuum off on it) while it holds 300,000 rows; and it leaves
+/// the planner's settings as it found them. Session 8 saw the probe, with a `LIMIT 1` and no
+/// plan settings, run for minutes once such a partition held millions of rows; a plan that
+/// reads the whole partition, or sorts or hashes it, or probes anything but the key with each
+/// id, fails this test (without the writer's plan settings it plans a hash join over a bitmap
+/// scan of the whole partition).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notice_probe_is_index_probes_on_a_partition_without_statistics() {
     let Some((pg, _)) = services("writer_parts", false) else {
         return;
     };
-    let (_tdb, mut c) = TestDb::migrated(&pg).await;
+    let (tdb, mut c) = TestDb::migrated(&pg).await;
     c.batch_execute(
         "CREATE TABLE events_probe_test PARTITION OF events FOR VALUES FROM (1) TO (2)
              WITH (autovacuum_enabled = off);
@@ -282,8 +284,7 @@ async fn the_notice_probe_is_index_probes_on_a_partition_without_statistics() {
     )
     .await
     .expect("a partition without statistics");
-    // 25,000 ids, none stored: what a 50,000-event batch's notices look like to the probe,
-    // bound as the writer binds them (an unnamed statement: planned with their values).
+    // 25,000 ids, none stored: what a 50,000-event batch's notices look like to the probe.
     let ids: Vec<Vec<u8>> = (0..25_000u32)
         .map(|i| {
             let mut id = vec![0xee; 16];
@@ -291,20 +292,21 @@ async fn the_notice_probe_is_index_probes_on_a_partition_without_statistics() {
             id
         })
         .collect();
+    let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
     let tx = c.transaction().await.expect("begin");
-    tx.batch_execute(PROBE_PLAN).await.expect("probe plan");
-    let plan: Vec<String> = tx
-        .query(&format!("EXPLAIN {STORED_NOTICES}"), &[&1i32, &ids])
+    let plan = probe_plan(&tx, 1, &ids).await.expect("explain").join("\n");
+    let found = probe_stored(&tx, 1, &ids).await.expect("probe");
+    let stored_one = probe_stored(
+        &tx,
+        1,
+        &[&[0u8; 15].into_iter().chain([7]).collect::<Vec<u8>>()],
+    )
+    .await
+    .expect("probe a stored id");
+    let seqscan: String = tx
+        .query_one("SHOW enable_seqscan", &[])
         .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
-    let found: i64 = tx
-        .query_one(STORED_NOTICES, &[&1i32, &ids])
-        .await
-        .expect("probe")
+        .expect("show")
         .get(0);
     let rows: i64 = tx
         .query_one("SELECT count(*) FROM events_probe_test", &[])
@@ -312,14 +314,22 @@ async fn the_notice_probe_is_index_probes_on_a_partition_without_statistics() {
         .expect("rows")
         .get(0);
     tx.rollback().await.expect("rollback");
+    drop(c);
+    tdb.drop_db().await;
     assert_eq!(
         rows, 300_000,
         "the partition holds the rows the probe is planned against"
     );
     assert_eq!(found, 0, "none of the ids is stored");
+    assert_eq!(stored_one, 1, "a stored id is found");
+    assert_eq!(seqscan, "on", "the probe's settings end with it");
     assert!(
-        plan.contains("Nested Loop") && plan.contains("Index Only Scan using events_probe_test"),
-        "index probes of the partition's key:\n{plan}"
+        plan.contains("Nested Loop")
+            && plan.contains("Index Only Scan using events_probe_test")
+            && plan
+                .lines()
+                .any(|l| l.contains("Index Cond:") && l.contains("event_id = u.id")),
+        "index probes of the partition's key, one per id:\n{plan}"
     );
     for refused in [
         "Seq Scan",

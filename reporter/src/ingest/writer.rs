@@ -37,7 +37,10 @@
 //!    batch touches) are appended with one `COPY` to the unindexed `rollup_pending`, in the
 //!    same transaction, and folded later by [`super::rollup_fold`];
 //! 4. the next offsets per partition into `ingest_offsets` — in the batch's transaction with one
-//!    connection; with several, in a statement of its own once every part has committed;
+//!    connection; with several, in a synchronous statement of its own once every part has
+//!    committed (it flushes the parts' commits with it); and a batch on several connections
+//!    that lost any of them meanwhile is written again, every part, before that statement may
+//!    count (an asynchronously committed part can be lost with PostgreSQL after it answered);
 //! 5. `COMMIT` — asynchronous with [`Writer::with_async_commit`]. Only when every part has
 //!    committed (and, asynchronously committed, is on disk: [`super::durable`]) may the caller
 //!    commit the Kafka offsets.
@@ -119,9 +122,9 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
 /// How many of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): a nested loop of
-/// index probes of the raw key, in the one partition of that day, under [`PROBE_PLAN`]. (Not
-/// `event_id = ANY($2)`: planning that with a 20,000-element array estimated each element's
-/// selectivity, ~30 ms per batch, measured.)
+/// index probes of the raw key, in the one partition of that day, under [`PROBE_PLAN`]
+/// ([`probe_stored`]). (Not `event_id = ANY($2)`: planning that with a 20,000-element array
+/// estimated each element's selectivity, ~30 ms per batch, measured.)
 ///
 /// No `LIMIT 1` (session 8): the planner knows nothing of how the ids match — the partitioned
 /// parent has no statistics, a new day's partition none until autovacuum analyzes it — and
@@ -132,21 +135,21 @@ const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind 
 /// the limit, every plan is costed for all of its input, and the nested loop of index probes
 /// is the only one [`PROBE_PLAN`] leaves open; it stops at nothing, so it costs what probing
 /// every id costs, as it did when no notice was stored.
-pub const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
+const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
     JOIN events e ON e.day = $1 AND e.event_id = u.id";
 
 /// The probe's plan, whatever the statistics say ([`STORED_NOTICES`]): index probes only, in
-/// this backend (no parallel workers). Transaction-local, and reset once the probes are done
-/// ([`PROBE_PLAN_END`]). Without it, a fresh partition of 2,000,000 rows that autovacuum had
-/// not analyzed yet was estimated at 5,414 rows, and the probe planned as a merge join over a
-/// scan of the whole partition (measured, bench/RESULTS.md "Reporter", session 8).
-pub const PROBE_PLAN: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
-    SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
-    SET LOCAL max_parallel_workers_per_gather = 0";
+/// this backend (no parallel workers). Set inside a savepoint that is rolled back after the
+/// probe ([`under_probe_plan`]), which restores every setting exactly as it was. Without it, a
+/// fresh partition of 300,000 rows that autovacuum had not analyzed yet was estimated at 577
+/// rows, and the probe planned as a hash join over a scan of the whole partition (measured,
+/// bench/RESULTS.md "Reporter", session 8).
+const PROBE_PLAN: &str = "SAVEPOINT notice_probe; SET LOCAL enable_seqscan = off; \
+    SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; \
+    SET LOCAL enable_mergejoin = off; SET LOCAL max_parallel_workers_per_gather = 0";
 
-/// The planner's settings back to the session's after the probes.
-const PROBE_PLAN_END: &str = "RESET enable_seqscan; RESET enable_bitmapscan; \
-    RESET enable_hashjoin; RESET enable_mergejoin; RESET max_parallel_workers_per_gather";
+/// Ends [`PROBE_PLAN`]: the planner's settings back to what they were before it.
+const PROBE_PLAN_END: &str = "ROLLBACK TO SAVEPOINT notice_probe; RELEASE SAVEPOINT notice_probe";
 
 /// The rollup columns in the order [`super::prepare`] encodes them.
 macro_rules! delta_columns {
@@ -316,6 +319,9 @@ struct Conn {
     partitions: Partitions,
     stats: Arc<IngestStats>,
     shutdown: Option<watch::Receiver<bool>>,
+    /// Connections lost so far ([`Conn::lost`]): a batch on several connections that saw one
+    /// is written again ([`Writer::write_plan`]).
+    losses: u64,
 }
 
 /// What a part needs besides its connection and rows.
@@ -554,36 +560,66 @@ impl Writer {
                 .write_part(ctx, rows, &plan.parts[0], offsets)
                 .await?
         } else {
-            let none = Offsets::new();
-            let results = futures_util::future::join_all(
-                self.conns
-                    .iter_mut()
-                    .zip(&plan.parts)
-                    .map(|(c, part)| c.write_part(ctx, rows, part, &none)),
-            )
-            .await;
-            // `commit_lsn` stays `None`: the synchronous offsets statement below flushes the
-            // WAL past every part's commit record.
-            let mut sum = BatchOutcome::default();
-            for r in results {
-                let p = r?;
-                sum.inserted += p.inserted;
-                sum.rollup_rows += p.rollup_rows;
-                sum.pending_rows += p.pending_rows;
-                sum.fallbacks += p.fallbacks;
+            // `commit_lsn` stays `None`: the synchronous offsets statement flushes the WAL past
+            // every part's commit record. A part committed asynchronously is acknowledged before
+            // that, though, and lost if PostgreSQL crashes before the flush — which the writer
+            // sees only as a lost connection, on any part or on the offsets statement (every
+            // connection to a restarted server is lost). So with asynchronous commit, a batch
+            // that lost a connection is written again, every part (what survived is skipped
+            // whole by the event-id key, what was lost is stored), until a round loses none;
+            // only then may its Kafka offsets be committed. Its counts are the last round's.
+            let mut round = 0u32;
+            loop {
+                let losses = |conns: &[Conn]| conns.iter().map(|c| c.losses).sum::<u64>();
+                let before = losses(&self.conns);
+                let sum = write_parts(&mut self.conns, ctx, rows, plan, offsets).await?;
+                if !self.async_commit || losses(&self.conns) == before {
+                    break sum;
+                }
+                round += 1;
+                tracing::warn!(
+                    round,
+                    "a connection was lost while a batch was written on several: parts committed \
+                     asynchronously before it may be gone with PostgreSQL; writing the batch again"
+                );
             }
-            if !offsets.is_empty() {
-                self.conns[0]
-                    .record_offsets(&self.group_id, offsets)
-                    .await?;
-            }
-            sum
         };
         o.rows = rows.len() as u64;
         o.out_of_range = plan.out_of_range;
         o.duplicates = o.rows - plan.out_of_range - o.inserted;
         Ok(o)
     }
+}
+
+/// One round of [`Writer::write_plan`] on several connections: the parts in parallel, then the
+/// offsets in a synchronous statement of their own on the first connection.
+async fn write_parts(
+    conns: &mut [Conn],
+    ctx: PartCtx<'_>,
+    rows: &[Row],
+    plan: &Plan,
+    offsets: &Offsets,
+) -> Result<BatchOutcome> {
+    let none = Offsets::new();
+    let results = futures_util::future::join_all(
+        conns
+            .iter_mut()
+            .zip(&plan.parts)
+            .map(|(c, part)| c.write_part(ctx, rows, part, &none)),
+    )
+    .await;
+    let mut sum = BatchOutcome::default();
+    for r in results {
+        let p = r?;
+        sum.inserted += p.inserted;
+        sum.rollup_rows += p.rollup_rows;
+        sum.pending_rows += p.pending_rows;
+        sum.fallbacks += p.fallbacks;
+    }
+    if !offsets.is_empty() {
+        conns[0].record_offsets(ctx.group_id, offsets).await?;
+    }
+    Ok(sum)
 }
 
 impl Conn {
@@ -594,6 +630,7 @@ impl Conn {
             partitions: Partitions::default(),
             stats,
             shutdown: None,
+            losses: 0,
         }
     }
 
@@ -635,6 +672,7 @@ impl Conn {
 
     fn lost(&mut self, why: &str) {
         self.client = None;
+        self.losses += 1;
         self.stats.pg_connected.store(0, Relaxed);
         self.stats.pg_lost.fetch_add(1, Relaxed);
         tracing::warn!(error = why, "PostgreSQL connection lost; reconnecting");
@@ -920,26 +958,12 @@ async fn write_once(
 }
 
 /// Whether any notice of `part` is stored already ([`InsertPlan::CopyAll`]): one
-/// [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day), planned
-/// under [`PROBE_PLAN`].
+/// [`probe_stored`] per day the part's notices fall on (its rows are sorted by day).
 async fn any_notice_stored(
     tx: &Transaction<'_>,
     rows: &[Row],
     part: &Part,
 ) -> Result<bool, tokio_postgres::Error> {
-    tx.batch_execute(PROBE_PLAN).await?;
-    let stored = probe_notices(tx, rows, part).await?;
-    tx.batch_execute(PROBE_PLAN_END).await?;
-    Ok(stored)
-}
-
-/// [`any_notice_stored`]'s probes, one per day.
-async fn probe_notices(
-    tx: &Transaction<'_>,
-    rows: &[Row],
-    part: &Part,
-) -> Result<bool, tokio_postgres::Error> {
-    let stored = |r: Vec<tokio_postgres::Row>| r.first().is_some_and(|r| r.get::<_, i64>(0) > 0);
     let notices = part
         .idx
         .iter()
@@ -948,8 +972,8 @@ async fn probe_notices(
     let mut day = None;
     let mut ids: Vec<&[u8]> = Vec::with_capacity(part.notices.rows);
     for r in notices {
-        if day.is_some_and(|d| d != r.day) {
-            if stored(tx.query(STORED_NOTICES, &[&day, &ids]).await?) {
+        if let Some(d) = day.filter(|&d| d != r.day) {
+            if probe_stored(tx, d, &ids).await? > 0 {
                 return Ok(true);
             }
             ids.clear();
@@ -957,7 +981,46 @@ async fn probe_notices(
         day = Some(r.day);
         ids.push(&r.event_id);
     }
-    Ok(day.is_some() && stored(tx.query(STORED_NOTICES, &[&day, &ids]).await?))
+    match day {
+        Some(d) => Ok(probe_stored(tx, d, &ids).await? > 0),
+        None => Ok(false),
+    }
+}
+
+/// How many of `ids` are stored on `day`: [`STORED_NOTICES`] under [`PROBE_PLAN`].
+pub async fn probe_stored(
+    tx: &Transaction<'_>,
+    day: i32,
+    ids: &[&[u8]],
+) -> Result<i64, tokio_postgres::Error> {
+    let rows = under_probe_plan(tx, STORED_NOTICES, day, ids).await?;
+    Ok(rows.first().map_or(0, |r| r.get(0)))
+}
+
+/// The plan [`probe_stored`] runs for `ids` on `day`, one line per row of `EXPLAIN` (for the
+/// tests: the same settings, the same binding).
+pub async fn probe_plan(
+    tx: &Transaction<'_>,
+    day: i32,
+    ids: &[&[u8]],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let sql = format!("EXPLAIN {STORED_NOTICES}");
+    let rows = under_probe_plan(tx, &sql, day, ids).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Runs `sql` (`$1` the day, `$2` the ids) between [`PROBE_PLAN`] and [`PROBE_PLAN_END`]. On
+/// an error the transaction is aborted and the caller rolls it back, settings included.
+async fn under_probe_plan(
+    tx: &Transaction<'_>,
+    sql: &str,
+    day: i32,
+    ids: &[&[u8]],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    tx.batch_execute(PROBE_PLAN).await?;
+    let rows = tx.query(sql, &[&day, &ids]).await?;
+    tx.batch_execute(PROBE_PLAN_END).await?;
+    Ok(rows)
 }
 
 /// The WAL insert position right after a commit (at or past its commit record) and the
