@@ -124,8 +124,10 @@ async fn main() {
     let r = c
         .query_one(
             "SELECT count(*), (SELECT sum(bids + wins + losses + impressions + clicks) FROM rollups WHERE gran = 2 AND dim = 0)::bigint,
-                    pg_size_pretty((SELECT sum(pg_total_relation_size(relid))
-                                    FROM pg_partition_tree('rollups'))::bigint)
+                    pg_size_pretty(coalesce(
+                        (SELECT sum(pg_total_relation_size(relid))
+                         FROM pg_partition_tree('rollups'))::bigint,
+                        pg_total_relation_size('rollups')))
              FROM rollups",
             &[],
         )
