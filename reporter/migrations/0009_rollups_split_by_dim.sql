@@ -31,25 +31,11 @@ DROP VIEW IF EXISTS rollups_all;
 ALTER TABLE rollups RENAME TO rollups_unsplit;
 ALTER INDEX rollups_pkey RENAME TO rollups_unsplit_pkey;
 
-CREATE TABLE rollups (
-    gran              smallint    NOT NULL,
-    advertiser_id     bigint      NOT NULL,
-    campaign_id       bigint      NOT NULL,
-    dim               smallint    NOT NULL,
-    bucket            timestamptz NOT NULL,
-    val               text        COLLATE "C" NOT NULL,
-    bids              bigint      NOT NULL,
-    nobids            bigint      NOT NULL,
-    wins              bigint      NOT NULL,
-    losses            bigint      NOT NULL,
-    impressions       bigint      NOT NULL,
-    clicks            bigint      NOT NULL,
-    bid_cpm_micros    bigint      NOT NULL,
-    win_cpm_micros    bigint      NOT NULL,
-    spend_cpm_micros  bigint      NOT NULL,
-    last_ts           timestamptz NOT NULL,
-    PRIMARY KEY (gran, advertiser_id, campaign_id, dim, bucket, val)
-) PARTITION BY LIST (dim);
+-- The same columns as before — types, NOT NULLs and `val`'s COLLATE "C" (0008) — taken from the
+-- table itself; the key is added on the partitioned table (it includes `dim`, the partition key,
+-- as a partitioned table's unique key must).
+CREATE TABLE rollups (LIKE rollups_unsplit) PARTITION BY LIST (dim);
+ALTER TABLE rollups ADD PRIMARY KEY (gran, advertiser_id, campaign_id, dim, bucket, val);
 
 -- Autovacuum as migration 0004 set it for the whole table (2 % of the rows, so that index-only
 -- scans find the visibility map set); room on each page for HOT updates as in 0001.

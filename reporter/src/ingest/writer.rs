@@ -568,9 +568,9 @@ impl Writer {
             // that lost a connection is written again, every part (what survived is skipped
             // whole by the event-id key, what was lost is stored), until a round loses none;
             // only then may its Kafka offsets be committed. Its counts are the last round's.
+            let losses = |conns: &[Conn]| conns.iter().map(|c| c.losses).sum::<u64>();
             let mut round = 0u32;
             loop {
-                let losses = |conns: &[Conn]| conns.iter().map(|c| c.losses).sum::<u64>();
                 let before = losses(&self.conns);
                 let sum = write_parts(&mut self.conns, ctx, rows, plan, offsets).await?;
                 if !self.async_commit || losses(&self.conns) == before {
