@@ -127,7 +127,10 @@ for _ in $(seq 1 150); do
   got=$(curl -fsS -H "Authorization: Bearer $token" "http://127.0.0.1:$api_port/api/v1/campaigns/7" 2>/dev/null || true)
   imps=$(jq -r '(.campaign.figures // .campaign).impressions // 0' <<<"$got" 2>/dev/null || echo 0)
   clicks=$(jq -r '(.campaign.figures // .campaign).clicks // 0' <<<"$got" 2>/dev/null || echo 0)
-  if [[ "$imps" == "$BIDS" && "$clicks" == "$clicked" ]]; then break; fi
+  # Bids come on their own topic, and may be stored after the notices of their impressions:
+  # wait for every figure the check below reads.
+  bids=$(jq -r '(.campaign.figures // .campaign).bids // 0' <<<"$got" 2>/dev/null || echo 0)
+  if [[ "$imps" == "$BIDS" && "$clicks" == "$clicked" && "$bids" == "$BIDS" ]]; then break; fi
   sleep 0.2
 done
 log "reporter: $got"
