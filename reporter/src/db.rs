@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups_split_by_dim",
         include_str!("../migrations/0009_rollups_split_by_dim.sql"),
     ),
+    (
+        10,
+        "fold_sum_bigint",
+        include_str!("../migrations/0010_fold_sum_bigint.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the reporter's migration lock.

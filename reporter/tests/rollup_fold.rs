@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use reporter::api::auth::{Auth, Role};
 use reporter::api::{AppState, pool::Pool, router};
 use reporter::ingest::fold::FAMILIES;
-use reporter::ingest::rollup_fold::{FOLD_LOCK, RollupFolder};
+use reporter::ingest::rollup_fold::{FOLD_LOCK, MERGE, MERGE_PLAN, RollupFolder};
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
 use reporter::ingest::writer::{FaultDelay, Writer};
@@ -258,6 +258,15 @@ async fn deferred_rollups_are_exact_before_during_and_after_folds() {
     assert!(f.fold_once().await.expect("fold").skipped);
     tx.rollback().await.expect("rollback");
     assert!(!f.fold_once().await.expect("fold").skipped);
+    // The folder's session lock is released after each fold (another reporter's turn can come).
+    let tx = c.transaction().await.expect("tx");
+    let free: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .await
+        .expect("try lock")
+        .get(0);
+    tx.rollback().await.expect("rollback");
+    assert!(free, "the fold lock is free again after a fold");
 
     drop(app);
     drop(c);
@@ -332,16 +341,18 @@ async fn detail_rows_are_updated_in_place() {
              no longer be HOT-updated"
         );
     }
-    let upsert = "INSERT INTO rollups AS r VALUES
-        (2, 7, 70, $1, '2026-11-27 06:00+00', 'site-1.example', 1, 0, 0, 0, 0, 0, 1000, 0, 0, now())
-        ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val)
-        DO UPDATE SET bids = r.bids + excluded.bids,
-                      bid_cpm_micros = r.bid_cpm_micros + excluded.bid_cpm_micros";
+    // The fold's own statement: one key merged three times (an insert, then two updates).
     let tx = c.transaction().await.expect("begin");
+    tx.batch_execute(
+        "CREATE TEMP TABLE fold_src (LIKE rollups) ON COMMIT DROP;
+         INSERT INTO fold_src VALUES (2, 7, 70, 2, '2026-11-27 06:00+00', 'site-1.example',
+                                      1, 0, 0, 0, 0, 0, 1000, 0, 0, now())",
+    )
+    .await
+    .expect("a sum to merge");
     for _ in 0..3 {
-        tx.execute(upsert, &[&2i16])
-            .await
-            .expect("upsert a site row");
+        tx.batch_execute(MERGE_PLAN).await.expect("plan settings");
+        assert_eq!(tx.execute(MERGE, &[]).await.expect("merge a site row"), 1);
     }
     // The current transaction's own counters: no wait for the statistics collector.
     let hot: i64 = tx
@@ -362,4 +373,54 @@ async fn detail_rows_are_updated_in_place() {
     tdb.drop_db().await;
     assert_eq!(bids, 3, "one insert and two updates of one key");
     assert_eq!(hot, 2, "both updates of the site row were HOT");
+}
+
+/// The fold's `MERGE` probes the detail rollups' primary key once per sum, whatever the
+/// planner knows: here it knows nothing (neither the detail rows nor the sums were ever
+/// analyzed), and unpinned it joins by reading the whole partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fold_merge_probes_the_key_on_tables_without_statistics() {
+    let Some((pg, _)) = services("rollup_fold", false) else {
+        return;
+    };
+    let (tdb, mut c) = TestDb::migrated(&pg).await;
+    c.batch_execute(
+        "ALTER TABLE rollups_detail SET (autovacuum_enabled = false);
+         INSERT INTO rollups_detail
+         SELECT 2, i % 50, i % 200, 2, '2026-11-27 06:00+00', 'site-' || i,
+                1, 0, 0, 0, 0, 0, 1000, 0, 0, now()
+         FROM generate_series(1, 200000) i;
+         CREATE TEMP TABLE fold_src (LIKE rollups);
+         INSERT INTO fold_src
+         SELECT 2, i % 50, i % 200, 2, '2026-11-27 06:00+00', 'site-' || (i * 3),
+                1, 0, 0, 0, 0, 0, 1000, 0, 0, now()
+         FROM generate_series(1, 100000) i;",
+    )
+    .await
+    .expect("detail rows and sums");
+    let explain = format!("EXPLAIN (COSTS OFF) {MERGE}");
+    let lines = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let free = lines(c.query(&explain, &[]).await.expect("explain unpinned"));
+    let tx = c.transaction().await.expect("begin");
+    tx.batch_execute(MERGE_PLAN).await.expect("plan settings");
+    let pinned = lines(tx.query(&explain, &[]).await.expect("explain pinned"));
+    tx.rollback().await.expect("rollback");
+    drop(c);
+    tdb.drop_db().await;
+    assert!(
+        free.contains("Seq Scan on rollups_detail"),
+        "unpinned, the planner was expected to read the whole partition (the case the pin \
+         exists for):\n{free}"
+    );
+    assert!(
+        pinned.contains("Nested Loop")
+            && pinned.contains("Index Scan using rollups_detail_pkey")
+            && !pinned.contains("Seq Scan on rollups_detail"),
+        "the fold's merge is not a nested loop of key probes:\n{pinned}"
+    );
 }

@@ -5,21 +5,43 @@
 //! beside the batch writer (on another backend, another core) instead of inside its
 //! transaction.
 //!
-//! One fold is one transaction and one statement: `DELETE` the pending deltas (at most
-//! [`MAX_FOLD_BLOCKS`] pages of them: a backlog is folded a window of pages at a time)
-//! `RETURNING` them, `GROUP BY` their key, and upsert one row per distinct key into
-//! `rollups` in key order. A key that many batches touched since the last fold (a busy site in
-//! a busy hour) costs one upsert instead of one per batch. Exactly once: a delta is in
-//! `rollup_pending` or in `rollups`, never both and never neither — the delete and the upsert
-//! commit together or not at all; readers ([`crate::api`]) sum `rollups_all` (the two tables,
-//! read in one snapshot), so a fold never shows a figure twice or hides it. The fold commits
-//! asynchronously: a PostgreSQL crash may lose the last fold transaction, and with it both the
-//! delete and the upsert — its deltas are still pending and folded again later.
+//! One fold is one `REPEATABLE READ` transaction (one snapshot for all of its statements),
+//! under a session advisory lock taken before it (one fold at a time across all reporters):
 //!
-//! Several reporters: one fold at a time across all of them (`pg_try_advisory_xact_lock`; a
-//! reporter that finds the lock taken skips its turn). Rows a batch appends while a fold runs
-//! are not in its snapshot and stay for the next fold. The batch writer upserts only dim = 0
-//! rows and the folder only dim > 0 rows, so they never wait on each other's row locks.
+//! 1. `INSERT INTO fold_src` (a temporary table, emptied at commit) the pending deltas — at
+//!    most [`MAX_FOLD_BLOCKS`] pages of them: a backlog is folded a window of pages at a time —
+//!    summed per rollup key (`GROUP BY`, with `helios_sum_bigint`: migration 0010) in key order;
+//! 2. `DELETE` the same pending deltas — the same snapshot, so exactly the rows summed: a delta
+//!    a batch appends meanwhile is in neither;
+//! 3. `MERGE` the sums into `rollups_detail` (the partition of every dim > 0): a key already
+//!    there is updated, a new one inserted — under a pinned plan, a nested loop of primary-key
+//!    probes in key order ([`MERGE_PLAN`]), whatever the statistics say.
+//!
+//! A key that many batches touched since the last fold (a busy site in a busy hour) costs one
+//! probe and one write instead of one per batch. Until session 8 the fold was one statement,
+//! `DELETE … RETURNING` → `sum()` → `INSERT … ON CONFLICT DO UPDATE`; this one costs ~30 % less
+//! CPU per delta (the numeric sums, the returned rows' materialization, and the speculative
+//! insertion and row lock of `ON CONFLICT`, each a WAL record: bench/RESULTS.md, session 9).
+//! `MERGE` is not safe against a concurrent insert of the same key, and need not be: only the
+//! folder writes dim > 0 rows (the batch writer upserts dim = 0 only), and only one folder runs.
+//! (A reporter of another version or configuration that upserts them in its batches makes a
+//! fold fail with a unique violation or a serialization failure: rolled back whole, the deltas
+//! stay pending, and the next turn folds them.)
+//!
+//! Exactly once: a delta is in `rollup_pending` or in `rollups`, never both and never neither —
+//! the delete and the merge commit together or not at all; readers ([`crate::api`]) sum
+//! `rollups_all` (the two tables, read in one snapshot), so a fold never shows a figure twice
+//! or hides it. The fold commits asynchronously: a PostgreSQL crash may lose the last fold
+//! transaction, and with it both the delete and the merge — its deltas are still pending and
+//! folded again later. The lock is taken before the transaction's snapshot: a fold that began
+//! its snapshot before another's commit and took the lock after it would see deltas already
+//! folded (its delete would then fail on them, `REPEATABLE READ`, rather than fold them twice).
+//!
+//! Several reporters: one fold at a time across all of them (`pg_try_advisory_lock`, released
+//! after the transaction, or with the connection if it is lost; a reporter that finds the lock
+//! taken skips its turn). Rows a batch appends while a fold runs are not in its snapshot and
+//! stay for the next fold. The batch writer upserts only dim = 0 rows and the folder only
+//! dim > 0 rows, so they never wait on each other's row locks.
 //!
 //! Must never: delete a pending delta without adding it to `rollups` in the same transaction;
 //! fold more than [`MAX_FOLD_BLOCKS`] pages of deltas in one transaction (bounded memory and
@@ -31,10 +53,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, IsolationLevel};
 
 use super::stats::IngestStats;
-use super::writer::add_to_rollups;
+use super::writer::add_deltas;
 
 /// Most pages of `rollup_pending` one fold transaction moves (8,192 pages, 64 MiB, ~400,000
 /// deltas): a larger table (a backlog) is folded a window of pages at a time, the window
@@ -49,34 +71,63 @@ pub const MAX_FOLDS_PER_TURN: u32 = 8;
 /// Arbitrary constant naming the fold lock (one fold at a time over every reporter).
 pub const FOLD_LOCK: i64 = 0x4845_4c49_4f53_0002;
 
-const SESSION: &str = "SET work_mem = '128MB'";
+/// Per-session setup of the folder's connection: sort and hash memory for the `GROUP BY`,
+/// temporary buffers for the sums (set before the temporary table's first use; ~400,000 sums
+/// are ~50 MB, over the default 8 MB, which would spill them to disk) and the table for them.
+const SESSION: &str = "SET work_mem = '128MB'; SET temp_buffers = '128MB'; \
+    CREATE TEMP TABLE IF NOT EXISTS fold_src (LIKE rollups) ON COMMIT DELETE ROWS";
 
 /// Pages of `rollup_pending` now.
 const BLOCKS: &str =
     "SELECT pg_relation_size('rollup_pending') / current_setting('block_size')::bigint";
 
-/// The fold: `{WHERE}` is empty (every pending delta) or a window of pages, `$1` and `$2` its
-/// first and past-the-end page as `tid` text.
-const FOLD: &str = concat!(
+/// The fold's page window, when the pending table is larger than one: `$1` and `$2` are its
+/// first and past-the-end page as `tid` text (a TID range scan, for the sums and the delete
+/// alike).
+const WINDOW: &str = "WHERE ctid >= $1::text::tid AND ctid < $2::text::tid";
+
+/// Step 1: the pending deltas (`{WHERE}`: all, or [`WINDOW`]) summed per key, in key order.
+const SUM: &str = "
+INSERT INTO fold_src
+SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
+       helios_sum_bigint(bids), helios_sum_bigint(nobids), helios_sum_bigint(wins),
+       helios_sum_bigint(losses), helios_sum_bigint(impressions), helios_sum_bigint(clicks),
+       helios_sum_bigint(bid_cpm_micros), helios_sum_bigint(win_cpm_micros),
+       helios_sum_bigint(spend_cpm_micros), max(last_ts)
+FROM rollup_pending {WHERE}
+GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
+ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val";
+
+/// Step 2: the same deltas (same snapshot, same `{WHERE}`) deleted.
+const DELETE: &str = "DELETE FROM rollup_pending {WHERE}";
+
+/// The plan [`MERGE`] must run under: a nested loop probing the primary key once per sum, in
+/// the sums' (key) order. Without it the planner, which knows nothing of `fold_src` (a fresh
+/// temporary table) and may know little of a grown `rollups_detail`, can choose a hash or merge
+/// join that reads the whole detail partition at every fold — a cost that grows with the
+/// retained days instead of with the deltas. `SET LOCAL`: it ends with the transaction.
+pub const MERGE_PLAN: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+    SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+    SET LOCAL max_parallel_workers_per_gather = 0";
+
+/// Step 3: the sums into the detail rollups. `rollups_detail` by name, not `rollups`: every
+/// pending delta is dim > 0 (a `CHECK` of `rollup_pending`), the default partition's rows, and
+/// probing the partition spares the parent's per-row partition routing. (Were a dim ever given
+/// a partition of its own, inserting its row here would fail the default partition's
+/// constraint: loudly, the deltas staying pending.)
+pub const MERGE: &str = concat!(
     "
-WITH moved AS (
-    DELETE FROM rollup_pending {WHERE}
-    RETURNING *
-), folded AS (
-    INSERT INTO rollups AS r
-    SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
-           sum(bids)::bigint, sum(nobids)::bigint, sum(wins)::bigint, sum(losses)::bigint,
-           sum(impressions)::bigint, sum(clicks)::bigint, sum(bid_cpm_micros)::bigint,
-           sum(win_cpm_micros)::bigint, sum(spend_cpm_micros)::bigint, max(last_ts)
-    FROM moved
-    GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
-    ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val
-    ",
-    add_to_rollups!(),
+MERGE INTO rollups_detail AS r
+USING fold_src AS s
+ON r.gran = s.gran AND r.advertiser_id = s.advertiser_id AND r.campaign_id = s.campaign_id
+   AND r.dim = s.dim AND r.bucket = s.bucket AND r.val = s.val
+WHEN MATCHED THEN UPDATE SET ",
+    add_deltas!(s),
     "
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)"
+WHEN NOT MATCHED THEN INSERT VALUES (
+    s.gran, s.advertiser_id, s.campaign_id, s.dim, s.bucket, s.val, s.bids, s.nobids, s.wins,
+    s.losses, s.impressions, s.clicks, s.bid_cpm_micros, s.win_cpm_micros, s.spend_cpm_micros,
+    s.last_ts)"
 );
 
 /// What one fold transaction did.
@@ -152,47 +203,61 @@ impl RollupFolder {
     }
 
     /// One fold transaction (see the module doc). On error the connection is dropped (the
-    /// transaction with it: nothing moved) and opened again by the next call.
+    /// transaction with it: nothing moved; the session lock with it) and opened again by the
+    /// next call.
     pub async fn fold_once(&mut self) -> Result<FoldOutcome> {
         let (max_blocks, cursor) = (self.max_blocks, self.cursor);
         let r = async {
             let c = self.client().await?;
-            let tx = c.transaction().await?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await?;
-            let locked: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+            // The lock before the snapshot (module doc): a session lock, taken outside the
+            // transaction whose first statement fixes its snapshot.
+            let locked: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&FOLD_LOCK])
                 .await?
                 .get(0);
             if !locked {
-                tx.rollback().await?;
                 let skipped = FoldOutcome {
                     skipped: true,
                     ..FoldOutcome::default()
                 };
                 return Ok((skipped, cursor));
             }
+            let tx = c
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .start()
+                .await?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
             let blocks: i64 = tx.query_one(BLOCKS, &[]).await?.get(0);
-            let (row, next) = if blocks <= max_blocks {
-                (tx.query_one(&FOLD.replace("{WHERE}", ""), &[]).await?, 0)
+            let (upserted, moved, next) = if blocks <= max_blocks {
+                let upserted = tx.execute(&SUM.replace("{WHERE}", ""), &[]).await?;
+                let moved = tx.execute(&DELETE.replace("{WHERE}", ""), &[]).await?;
+                (upserted, moved, 0)
             } else {
                 let lo = if cursor < blocks { cursor } else { 0 };
                 let hi = lo + max_blocks;
-                let sql = FOLD.replace(
-                    "{WHERE}",
-                    "WHERE ctid >= $1::text::tid AND ctid < $2::text::tid",
-                );
-                let row = tx
-                    .query_one(&sql, &[&format!("({lo},0)"), &format!("({hi},0)")])
+                let (lo_tid, hi_tid) = (format!("({lo},0)"), format!("({hi},0)"));
+                let upserted = tx
+                    .execute(&SUM.replace("{WHERE}", WINDOW), &[&lo_tid, &hi_tid])
                     .await?;
-                (row, if hi < blocks { hi } else { 0 })
+                let moved = tx
+                    .execute(&DELETE.replace("{WHERE}", WINDOW), &[&lo_tid, &hi_tid])
+                    .await?;
+                (upserted, moved, if hi < blocks { hi } else { 0 })
             };
-            let (moved, upserted): (i64, i64) = (row.get(0), row.get(1));
+            if upserted > 0 {
+                tx.batch_execute(MERGE_PLAN).await?;
+                let merged = tx.execute(MERGE, &[]).await?;
+                debug_assert_eq!(merged, upserted, "one merged row per summed key");
+            }
             tx.commit().await?;
+            c.query_one("SELECT pg_advisory_unlock($1)", &[&FOLD_LOCK])
+                .await?;
             Ok::<_, anyhow::Error>((
                 FoldOutcome {
-                    moved: moved as u64,
-                    upserted: upserted as u64,
+                    moved,
+                    upserted,
                     skipped: false,
                     more: next != 0,
                 },

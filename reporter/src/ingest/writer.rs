@@ -173,22 +173,56 @@ const COPY_PENDING: &str = concat!(
     " FROM STDIN (FORMAT binary)"
 );
 
-/// How a delta row is added to the `rollups` row of its key (`INSERT INTO rollups AS r ...`
-/// followed by this): the counters and sums added, the latest event time kept. One source for
-/// the batch's upsert ([`UPSERT_ROLLUPS`]) and the fold's ([`super::rollup_fold`]).
-macro_rules! add_to_rollups {
-    () => {
-        "ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val) DO UPDATE SET
-    bids = r.bids + excluded.bids, nobids = r.nobids + excluded.nobids,
-    wins = r.wins + excluded.wins, losses = r.losses + excluded.losses,
-    impressions = r.impressions + excluded.impressions, clicks = r.clicks + excluded.clicks,
-    bid_cpm_micros = r.bid_cpm_micros + excluded.bid_cpm_micros,
-    win_cpm_micros = r.win_cpm_micros + excluded.win_cpm_micros,
-    spend_cpm_micros = r.spend_cpm_micros + excluded.spend_cpm_micros,
-    last_ts = greatest(r.last_ts, excluded.last_ts)"
+/// How a delta row is added to the `rollups` row `r` of its key, the delta's columns read from
+/// `$src`: the counters and sums added, the latest event time kept. One source for the batch's
+/// upsert ([`UPSERT_ROLLUPS`], `excluded`) and the fold's merge ([`super::rollup_fold`]).
+macro_rules! add_deltas {
+    ($src:ident) => {
+        concat!(
+            "bids = r.bids + ",
+            stringify!($src),
+            ".bids, ",
+            "nobids = r.nobids + ",
+            stringify!($src),
+            ".nobids, ",
+            "wins = r.wins + ",
+            stringify!($src),
+            ".wins, ",
+            "losses = r.losses + ",
+            stringify!($src),
+            ".losses, ",
+            "impressions = r.impressions + ",
+            stringify!($src),
+            ".impressions, ",
+            "clicks = r.clicks + ",
+            stringify!($src),
+            ".clicks, ",
+            "bid_cpm_micros = r.bid_cpm_micros + ",
+            stringify!($src),
+            ".bid_cpm_micros, ",
+            "win_cpm_micros = r.win_cpm_micros + ",
+            stringify!($src),
+            ".win_cpm_micros, ",
+            "spend_cpm_micros = r.spend_cpm_micros + ",
+            stringify!($src),
+            ".spend_cpm_micros, ",
+            "last_ts = greatest(r.last_ts, ",
+            stringify!($src),
+            ".last_ts)"
+        )
     };
 }
-pub(super) use add_to_rollups;
+pub(super) use add_deltas;
+
+/// `INSERT INTO rollups AS r ...` followed by this adds each row to the row of its key.
+macro_rules! add_to_rollups {
+    () => {
+        concat!(
+            "ON CONFLICT (gran, advertiser_id, campaign_id, dim, bucket, val) DO UPDATE SET ",
+            add_deltas!(excluded)
+        )
+    };
+}
 
 /// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
 /// that order).
