@@ -4,7 +4,10 @@
 //! exact figures before any fold, after every batch while folds run concurrently (small folds of
 //! two pages, so many interleave with the batches), and after the last fold; a replay adds nothing; every
 //! family of the folded rollups then equals the run's totals; a fold waits its turn when another
-//! reporter holds the fold lock.
+//! reporter holds the fold lock and frees it after. Session 9's fold: its `MERGE` runs as a
+//! nested loop of key probes on tables without statistics (and a real fold scans the detail
+//! partition by key only); a batch upsert of one of its keys committed meanwhile makes it
+//! fold with `ON CONFLICT` instead, exactly.
 
 mod common;
 
@@ -398,6 +401,15 @@ async fn the_fold_merge_probes_the_key_on_tables_without_statistics() {
     )
     .await
     .expect("detail rows and sums");
+    // Deltas for the fold below: half of them for keys already folded, half new.
+    c.batch_execute(
+        "INSERT INTO rollup_pending
+         SELECT 2, i % 50, i % 200, 2, '2026-11-27 06:00+00', 'site-' || i,
+                1, 0, 0, 0, 0, 0, 1000, 0, 0, now()
+         FROM generate_series(190001, 210000) i;",
+    )
+    .await
+    .expect("pending deltas");
     let explain = format!("EXPLAIN (COSTS OFF) {MERGE}");
     let lines = |rows: Vec<tokio_postgres::Row>| {
         rows.iter()
@@ -410,8 +422,47 @@ async fn the_fold_merge_probes_the_key_on_tables_without_statistics() {
     tx.batch_execute(MERGE_PLAN).await.expect("plan settings");
     let pinned = lines(tx.query(&explain, &[]).await.expect("explain pinned"));
     tx.rollback().await.expect("rollback");
+
+    // And the folder does run under the pin: a real fold reads the partition by its key only
+    // (the folder's backend reports its scan counts when its connection closes).
+    let scans =
+        "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'rollups_detail'";
+    let before: (i64, i64) = {
+        let r = c.query_one(scans, &[]).await.expect("scans before");
+        (r.get(0), r.get(1))
+    };
+    let mut f = RollupFolder::new(&tdb.url);
+    let o = f.fold().await.expect("fold");
+    assert_eq!((o.moved, o.upserted, o.contended), (20_000, 20_000, false));
+    drop(f);
+    let mut after = before;
+    for _ in 0..100 {
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("fresh statistics");
+        let r = c.query_one(scans, &[]).await.expect("scans after");
+        after = (r.get(0), r.get(1));
+        if after.1 > before.1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let folded: i64 = c
+        .query_one("SELECT count(*) FROM rollups_detail WHERE bids = 2", &[])
+        .await
+        .expect("folded rows")
+        .get(0);
     drop(c);
     tdb.drop_db().await;
+    assert_eq!(folded, 10_000, "the keys already there were added to");
+    assert_eq!(
+        after.0, before.0,
+        "the fold scanned the whole detail partition"
+    );
+    assert!(
+        after.1 >= before.1 + 20_000,
+        "the fold probed the key fewer times than it merged sums: {before:?} → {after:?}"
+    );
     assert!(
         free.contains("Seq Scan on rollups_detail"),
         "unpinned, the planner was expected to read the whole partition (the case the pin \
@@ -422,5 +473,59 @@ async fn the_fold_merge_probes_the_key_on_tables_without_statistics() {
             && pinned.contains("Index Scan using rollups_detail_pkey")
             && !pinned.contains("Seq Scan on rollups_detail"),
         "the fold's merge is not a nested loop of key probes:\n{pinned}"
+    );
+}
+
+/// A reporter run with `--defer-rollups=false` upserts dim ≠ 0 rows in its batches: when it
+/// commits a key after the fold's snapshot, the fold's `MERGE` fails on it, and the same deltas
+/// are folded at once with `ON CONFLICT` instead (which waits for such a writer): nothing is
+/// lost or counted twice, and the fold does not fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_beside_a_batch_upsert_of_its_key_folds_with_on_conflict() {
+    let Some((pg, _)) = services("rollup_fold", false) else {
+        return;
+    };
+    let (tdb, mut c) = TestDb::migrated(&pg).await;
+    let key = "2, 7, 70, 2, '2026-11-27 06:00+00'::timestamptz, 'site-1.example'";
+    c.batch_execute(&format!(
+        "INSERT INTO rollup_pending VALUES ({key}, 1, 0, 0, 0, 0, 0, 1000, 0, 0, now()),
+                                           ({key}, 2, 0, 0, 0, 0, 0, 2000, 0, 0, now())"
+    ))
+    .await
+    .expect("pending deltas");
+    // The batch writer's upsert of the same (new) key, not committed yet: the fold's insert
+    // of that key waits on it.
+    let tx = c.transaction().await.expect("begin");
+    tx.batch_execute(&format!(
+        "INSERT INTO rollups VALUES ({key}, 10, 0, 0, 0, 0, 0, 10000, 0, 0, now())"
+    ))
+    .await
+    .expect("a batch's upsert");
+    let url = tdb.url.clone();
+    let fold = tokio::spawn(async move {
+        let mut f = RollupFolder::new(&url);
+        f.fold_once().await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tx.commit().await.expect("commit the batch");
+    let o = fold.await.expect("fold task").expect("the fold succeeds");
+    let row = c
+        .query_one(
+            "SELECT bids, bid_cpm_micros,
+                    (SELECT count(*) FROM rollup_pending)
+             FROM rollups WHERE dim = 2",
+            &[],
+        )
+        .await
+        .expect("the key's row");
+    let (bids, cpm, pending): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    drop(c);
+    tdb.drop_db().await;
+    assert!(o.contended, "the fold's MERGE met the batch's key: {o:?}");
+    assert_eq!((o.moved, o.upserted), (2, 1));
+    assert_eq!(
+        (bids, cpm, pending),
+        (13, 13_000, 0),
+        "batch + both deltas, once"
     );
 }

@@ -13,7 +13,7 @@
 //!    summed per rollup key (`GROUP BY`, with `helios_sum_bigint`: migration 0010) in key order;
 //! 2. `DELETE` the same pending deltas — the same snapshot, so exactly the rows summed: a delta
 //!    a batch appends meanwhile is in neither;
-//! 3. `MERGE` the sums into `rollups_detail` (the partition of every dim > 0): a key already
+//! 3. `MERGE` the sums into `rollups_detail` (the partition of every dim ≠ 0): a key already
 //!    there is updated, a new one inserted — under a pinned plan, a nested loop of primary-key
 //!    probes in key order ([`MERGE_PLAN`]), whatever the statistics say.
 //!
@@ -22,11 +22,13 @@
 //! `DELETE … RETURNING` → `sum()` → `INSERT … ON CONFLICT DO UPDATE`; this one costs ~30 % less
 //! CPU per delta (the numeric sums, the returned rows' materialization, and the speculative
 //! insertion and row lock of `ON CONFLICT`, each a WAL record: bench/RESULTS.md, session 9).
-//! `MERGE` is not safe against a concurrent insert of the same key, and need not be: only the
-//! folder writes dim > 0 rows (the batch writer upserts dim = 0 only), and only one folder runs.
-//! (A reporter of another version or configuration that upserts them in its batches makes a
-//! fold fail with a unique violation or a serialization failure: rolled back whole, the deltas
-//! stay pending, and the next turn folds them.)
+//! `MERGE` is not safe against a concurrent write of the same key, and seldom needs to be: only
+//! the folder writes dim ≠ 0 rows (the batch writer upserts dim = 0 only), and only one folder
+//! runs. A reporter run with `--defer-rollups=false` does upsert them in its batches; when one
+//! of those commits a key after the fold's snapshot, the `MERGE` fails (a unique violation or a
+//! serialization failure), the transaction is rolled back whole, and the same deltas are folded
+//! at once by session 8's statement ([`FOLD_CONTENDED`], `ON CONFLICT` under `READ
+//! COMMITTED`, which waits for such a writer instead of failing).
 //!
 //! Exactly once: a delta is in `rollup_pending` or in `rollups`, never both and never neither —
 //! the delete and the merge commit together or not at all; readers ([`crate::api`]) sum
@@ -53,10 +55,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::stats::IngestStats;
-use super::writer::add_deltas;
+use super::writer::{add_deltas, add_to_rollups, delta_columns};
 
 /// Most pages of `rollup_pending` one fold transaction moves (8,192 pages, 64 MiB, ~400,000
 /// deltas): a larger table (a backlog) is folded a window of pages at a time, the window
@@ -87,8 +90,11 @@ const BLOCKS: &str =
 const WINDOW: &str = "WHERE ctid >= $1::text::tid AND ctid < $2::text::tid";
 
 /// Step 1: the pending deltas (`{WHERE}`: all, or [`WINDOW`]) summed per key, in key order.
-const SUM: &str = "
-INSERT INTO fold_src
+const SUM: &str = concat!(
+    "
+INSERT INTO fold_src ",
+    delta_columns!(),
+    "
 SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
        helios_sum_bigint(bids), helios_sum_bigint(nobids), helios_sum_bigint(wins),
        helios_sum_bigint(losses), helios_sum_bigint(impressions), helios_sum_bigint(clicks),
@@ -96,7 +102,8 @@ SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
        helios_sum_bigint(spend_cpm_micros), max(last_ts)
 FROM rollup_pending {WHERE}
 GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
-ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val";
+ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val"
+);
 
 /// Step 2: the same deltas (same snapshot, same `{WHERE}`) deleted.
 const DELETE: &str = "DELETE FROM rollup_pending {WHERE}";
@@ -124,10 +131,41 @@ ON r.gran = s.gran AND r.advertiser_id = s.advertiser_id AND r.campaign_id = s.c
 WHEN MATCHED THEN UPDATE SET ",
     add_deltas!(s),
     "
-WHEN NOT MATCHED THEN INSERT VALUES (
+WHEN NOT MATCHED THEN INSERT ",
+    delta_columns!(),
+    " VALUES (
     s.gran, s.advertiser_id, s.campaign_id, s.dim, s.bucket, s.val, s.bids, s.nobids, s.wins,
     s.losses, s.impressions, s.clicks, s.bid_cpm_micros, s.win_cpm_micros, s.spend_cpm_micros,
     s.last_ts)"
+);
+
+/// The fold when [`MERGE`] met a concurrent writer of the same keys (`unique_violation` or
+/// `serialization_failure`: a reporter run with `--defer-rollups=false` upserts dim ≠ 0 rows
+/// in its batches): session 8's single statement under `READ COMMITTED`, whose `ON CONFLICT`
+/// waits for such a writer instead of failing — the same deltas, more CPU per delta. Under
+/// steady load beside such a reporter the fast path would fail on nearly every turn; this
+/// one cannot, so the deltas never pile up.
+const FOLD_CONTENDED: &str = concat!(
+    "
+WITH moved AS (
+    DELETE FROM rollup_pending {WHERE}
+    RETURNING *
+), folded AS (
+    INSERT INTO rollups AS r
+    SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
+           helios_sum_bigint(bids), helios_sum_bigint(nobids), helios_sum_bigint(wins),
+           helios_sum_bigint(losses), helios_sum_bigint(impressions), helios_sum_bigint(clicks),
+           helios_sum_bigint(bid_cpm_micros), helios_sum_bigint(win_cpm_micros),
+           helios_sum_bigint(spend_cpm_micros), max(last_ts)
+    FROM moved
+    GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
+    ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val
+    ",
+    add_to_rollups!(),
+    "
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)"
 );
 
 /// What one fold transaction did.
@@ -139,6 +177,9 @@ pub struct FoldOutcome {
     pub upserted: u64,
     /// Another reporter held the fold lock: nothing was done.
     pub skipped: bool,
+    /// [`MERGE`] met a concurrent writer of the same keys, and [`FOLD_CONTENDED`] folded the
+    /// deltas instead.
+    pub contended: bool,
     /// The fold moved a window of pages that ended before the table's end: more deltas may be
     /// pending past it. (Not merely "the table is larger than one window": a table a backlog
     /// made large stays large once emptied, until a vacuum truncates it, and a caller looping
@@ -204,13 +245,15 @@ impl RollupFolder {
 
     /// One fold transaction (see the module doc). On error the connection is dropped (the
     /// transaction with it: nothing moved; the session lock with it) and opened again by the
-    /// next call.
+    /// next call. The connection is out of `self` while the lock may be held, so a caller
+    /// that drops this future midway drops the connection, and the lock with it, too.
     pub async fn fold_once(&mut self) -> Result<FoldOutcome> {
         let (max_blocks, cursor) = (self.max_blocks, self.cursor);
+        self.client().await?;
+        let mut c = self.client.take().expect("connected just above");
+        // The lock before the snapshot (module doc): a session lock, taken outside the
+        // transaction whose first statement fixes its snapshot.
         let r = async {
-            let c = self.client().await?;
-            // The lock before the snapshot (module doc): a session lock, taken outside the
-            // transaction whose first statement fixes its snapshot.
             let locked: bool = c
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&FOLD_LOCK])
                 .await?
@@ -222,44 +265,28 @@ impl RollupFolder {
                 };
                 return Ok((skipped, cursor));
             }
-            let tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .start()
-                .await?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await?;
-            let blocks: i64 = tx.query_one(BLOCKS, &[]).await?.get(0);
-            let (upserted, moved, next) = if blocks <= max_blocks {
-                let upserted = tx.execute(&SUM.replace("{WHERE}", ""), &[]).await?;
-                let moved = tx.execute(&DELETE.replace("{WHERE}", ""), &[]).await?;
-                (upserted, moved, 0)
+            let blocks: i64 = c.query_one(BLOCKS, &[]).await?.get(0);
+            let (window, next) = if blocks <= max_blocks {
+                (None, 0)
             } else {
                 let lo = if cursor < blocks { cursor } else { 0 };
                 let hi = lo + max_blocks;
-                let (lo_tid, hi_tid) = (format!("({lo},0)"), format!("({hi},0)"));
-                let upserted = tx
-                    .execute(&SUM.replace("{WHERE}", WINDOW), &[&lo_tid, &hi_tid])
-                    .await?;
-                let moved = tx
-                    .execute(&DELETE.replace("{WHERE}", WINDOW), &[&lo_tid, &hi_tid])
-                    .await?;
-                (upserted, moved, if hi < blocks { hi } else { 0 })
+                (
+                    Some((format!("({lo},0)"), format!("({hi},0)"))),
+                    if hi < blocks { hi } else { 0 },
+                )
             };
-            if upserted > 0 {
-                tx.batch_execute(MERGE_PLAN).await?;
-                let merged = tx.execute(MERGE, &[]).await?;
-                debug_assert_eq!(merged, upserted, "one merged row per summed key");
-            }
-            tx.commit().await?;
-            c.query_one("SELECT pg_advisory_unlock($1)", &[&FOLD_LOCK])
-                .await?;
+            let outcome = match fold_merge(&mut c, window.as_ref()).await {
+                Err(e) if is_contention(&e) => {
+                    tracing::debug!(error = %e, "fold met a concurrent writer of its keys; folding with ON CONFLICT");
+                    fold_contended(&mut c, window.as_ref()).await?
+                }
+                r => r?,
+            };
             Ok::<_, anyhow::Error>((
                 FoldOutcome {
-                    moved,
-                    upserted,
-                    skipped: false,
                     more: next != 0,
+                    ..outcome
                 },
                 next,
             ))
@@ -268,12 +295,24 @@ impl RollupFolder {
         match r {
             Ok((o, next)) => {
                 self.cursor = next;
+                if o.skipped {
+                    self.client = Some(c);
+                    return Ok(o);
+                }
+                // Committed: a failed unlock is not a failed fold. Dropping the connection
+                // releases the lock.
+                match c
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&FOLD_LOCK])
+                    .await
+                {
+                    Ok(_) => self.client = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "releasing the fold lock failed; reconnecting")
+                    }
+                }
                 Ok(o)
             }
-            Err(e) => {
-                self.client = None;
-                Err(e.context("folding the pending rollup deltas"))
-            }
+            Err(e) => Err(e.context("folding the pending rollup deltas")),
         }
     }
 
@@ -294,6 +333,82 @@ impl RollupFolder {
         }
         Ok(sum)
     }
+}
+
+/// The fold proper (module doc, steps 1–3): one `REPEATABLE READ` transaction, committed
+/// asynchronously. `window`: the page range as `tid` text, or every pending delta.
+async fn fold_merge(c: &mut Client, window: Option<&(String, String)>) -> Result<FoldOutcome> {
+    let tx = c
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    let (upserted, moved) = match window {
+        None => (
+            tx.execute(&SUM.replace("{WHERE}", ""), &[]).await?,
+            tx.execute(&DELETE.replace("{WHERE}", ""), &[]).await?,
+        ),
+        Some((lo, hi)) => (
+            tx.execute(&SUM.replace("{WHERE}", WINDOW), &[lo, hi])
+                .await?,
+            tx.execute(&DELETE.replace("{WHERE}", WINDOW), &[lo, hi])
+                .await?,
+        ),
+    };
+    anyhow::ensure!(
+        moved >= upserted && (moved == 0) == (upserted == 0),
+        "{moved} deltas summed into {upserted} keys"
+    );
+    if upserted > 0 {
+        tx.batch_execute(MERGE_PLAN).await?;
+        let merged = tx.execute(MERGE, &[]).await?;
+        anyhow::ensure!(
+            merged == upserted,
+            "{merged} rows merged for {upserted} summed keys"
+        );
+    }
+    tx.commit().await?;
+    Ok(FoldOutcome {
+        moved,
+        upserted,
+        ..FoldOutcome::default()
+    })
+}
+
+/// [`FOLD_CONTENDED`] in a `READ COMMITTED` transaction, committed asynchronously.
+async fn fold_contended(c: &mut Client, window: Option<&(String, String)>) -> Result<FoldOutcome> {
+    let tx = c.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    let row = match window {
+        None => {
+            tx.query_one(&FOLD_CONTENDED.replace("{WHERE}", ""), &[])
+                .await?
+        }
+        Some((lo, hi)) => {
+            tx.query_one(&FOLD_CONTENDED.replace("{WHERE}", WINDOW), &[lo, hi])
+                .await?
+        }
+    };
+    let (moved, upserted): (i64, i64) = (row.get(0), row.get(1));
+    tx.commit().await?;
+    Ok(FoldOutcome {
+        moved: moved as u64,
+        upserted: upserted as u64,
+        contended: true,
+        ..FoldOutcome::default()
+    })
+}
+
+/// A fold that failed because another transaction wrote one of its keys after its snapshot.
+fn is_contention(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code())
+        .is_some_and(|c| {
+            *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
 }
 
 /// When the folder task folds: every `every` at the latest, sooner once this reporter has

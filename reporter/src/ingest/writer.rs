@@ -151,13 +151,15 @@ const PROBE_PLAN: &str = "SAVEPOINT notice_probe; SET LOCAL enable_seqscan = off
 /// Ends [`PROBE_PLAN`]: the planner's settings back to what they were before it.
 const PROBE_PLAN_END: &str = "ROLLBACK TO SAVEPOINT notice_probe; RELEASE SAVEPOINT notice_probe";
 
-/// The rollup columns in the order [`super::prepare`] encodes them.
+/// The rollup columns in the order [`super::prepare`] encodes them (and the fold's sums are
+/// written in).
 macro_rules! delta_columns {
     () => {
         "(gran, advertiser_id, campaign_id, dim, bucket, val, bids, nobids, wins, losses, \
          impressions, clicks, bid_cpm_micros, win_cpm_micros, spend_cpm_micros, last_ts)"
     };
 }
+pub(super) use delta_columns;
 
 const COPY_DELTA: &str = concat!(
     "COPY rollup_delta ",
@@ -223,6 +225,7 @@ macro_rules! add_to_rollups {
         )
     };
 }
+pub(super) use add_to_rollups;
 
 /// Applies the deltas (copied in key order; a sequential scan of a fresh temporary table keeps
 /// that order).
