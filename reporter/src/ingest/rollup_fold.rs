@@ -56,6 +56,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::stats::IngestStats;
@@ -89,20 +90,51 @@ const BLOCKS: &str =
 /// alike).
 const WINDOW: &str = "WHERE ctid >= $1::text::tid AND ctid < $2::text::tid";
 
-/// Step 1: the pending deltas (`{WHERE}`: all, or [`WINDOW`]) summed per key, in key order.
-const SUM: &str = concat!(
-    "
-INSERT INTO fold_src ",
-    delta_columns!(),
-    "
+/// Which pending deltas one fold takes: every one, or the pages of a [`WINDOW`] (its first and
+/// past-the-end page as `tid` text).
+#[derive(Debug)]
+struct Pages(Option<(String, String)>);
+
+impl Pages {
+    /// `sql` with its `{WHERE}` filled for these pages.
+    fn sql(&self, sql: &str) -> String {
+        sql.replace("{WHERE}", if self.0.is_some() { WINDOW } else { "" })
+    }
+
+    /// The parameters of [`Pages::sql`]'s statement.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        match &self.0 {
+            None => Vec::new(),
+            Some((lo, hi)) => vec![lo, hi],
+        }
+    }
+}
+
+/// The deltas of `$from` summed per rollup key (`helios_sum_bigint`: migration 0010), in key
+/// order — for [`SUM`] and [`FOLD_CONTENDED`] alike.
+macro_rules! sums_by_key {
+    ($from:literal) => {
+        concat!(
+            "
 SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
        helios_sum_bigint(bids), helios_sum_bigint(nobids), helios_sum_bigint(wins),
        helios_sum_bigint(losses), helios_sum_bigint(impressions), helios_sum_bigint(clicks),
        helios_sum_bigint(bid_cpm_micros), helios_sum_bigint(win_cpm_micros),
        helios_sum_bigint(spend_cpm_micros), max(last_ts)
-FROM rollup_pending {WHERE}
+FROM ",
+            $from,
+            "
 GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
 ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val"
+        )
+    };
+}
+
+/// Step 1: the pending deltas (`{WHERE}`: all, or [`WINDOW`]) summed per key, in key order.
+const SUM: &str = concat!(
+    "INSERT INTO fold_src ",
+    delta_columns!(),
+    sums_by_key!("rollup_pending {WHERE}")
 );
 
 /// Step 2: the same deltas (same snapshot, same `{WHERE}`) deleted.
@@ -118,7 +150,7 @@ pub const MERGE_PLAN: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_
     SET LOCAL max_parallel_workers_per_gather = 0";
 
 /// Step 3: the sums into the detail rollups. `rollups_detail` by name, not `rollups`: every
-/// pending delta is dim > 0 (a `CHECK` of `rollup_pending`), the default partition's rows, and
+/// pending delta is dim ≠ 0 (a `CHECK` of `rollup_pending`), the default partition's rows, and
 /// probing the partition spares the parent's per-row partition routing. (Were a dim ever given
 /// a partition of its own, inserting its row here would fail the default partition's
 /// constraint: loudly, the deltas staying pending.)
@@ -151,15 +183,9 @@ WITH moved AS (
     DELETE FROM rollup_pending {WHERE}
     RETURNING *
 ), folded AS (
-    INSERT INTO rollups AS r
-    SELECT gran, advertiser_id, campaign_id, dim, bucket, val,
-           helios_sum_bigint(bids), helios_sum_bigint(nobids), helios_sum_bigint(wins),
-           helios_sum_bigint(losses), helios_sum_bigint(impressions), helios_sum_bigint(clicks),
-           helios_sum_bigint(bid_cpm_micros), helios_sum_bigint(win_cpm_micros),
-           helios_sum_bigint(spend_cpm_micros), max(last_ts)
-    FROM moved
-    GROUP BY gran, advertiser_id, campaign_id, dim, bucket, val
-    ORDER BY gran, advertiser_id, campaign_id, dim, bucket, val
+    INSERT INTO rollups AS r",
+    sums_by_key!("moved"),
+    "
     ",
     add_to_rollups!(),
     "
@@ -266,20 +292,20 @@ impl RollupFolder {
                 return Ok((skipped, cursor));
             }
             let blocks: i64 = c.query_one(BLOCKS, &[]).await?.get(0);
-            let (window, next) = if blocks <= max_blocks {
-                (None, 0)
+            let (pages, next) = if blocks <= max_blocks {
+                (Pages(None), 0)
             } else {
                 let lo = if cursor < blocks { cursor } else { 0 };
                 let hi = lo + max_blocks;
                 (
-                    Some((format!("({lo},0)"), format!("({hi},0)"))),
+                    Pages(Some((format!("({lo},0)"), format!("({hi},0)")))),
                     if hi < blocks { hi } else { 0 },
                 )
             };
-            let outcome = match fold_merge(&mut c, window.as_ref()).await {
+            let outcome = match fold_merge(&mut c, &pages).await {
                 Err(e) if is_contention(&e) => {
                     tracing::debug!(error = %e, "fold met a concurrent writer of its keys; folding with ON CONFLICT");
-                    fold_contended(&mut c, window.as_ref()).await?
+                    fold_contended(&mut c, &pages).await?
                 }
                 r => r?,
             };
@@ -336,8 +362,8 @@ impl RollupFolder {
 }
 
 /// The fold proper (module doc, steps 1–3): one `REPEATABLE READ` transaction, committed
-/// asynchronously. `window`: the page range as `tid` text, or every pending delta.
-async fn fold_merge(c: &mut Client, window: Option<&(String, String)>) -> Result<FoldOutcome> {
+/// asynchronously.
+async fn fold_merge(c: &mut Client, pages: &Pages) -> Result<FoldOutcome> {
     let tx = c
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -345,18 +371,8 @@ async fn fold_merge(c: &mut Client, window: Option<&(String, String)>) -> Result
         .await?;
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
-    let (upserted, moved) = match window {
-        None => (
-            tx.execute(&SUM.replace("{WHERE}", ""), &[]).await?,
-            tx.execute(&DELETE.replace("{WHERE}", ""), &[]).await?,
-        ),
-        Some((lo, hi)) => (
-            tx.execute(&SUM.replace("{WHERE}", WINDOW), &[lo, hi])
-                .await?,
-            tx.execute(&DELETE.replace("{WHERE}", WINDOW), &[lo, hi])
-                .await?,
-        ),
-    };
+    let upserted = tx.execute(&pages.sql(SUM), &pages.params()).await?;
+    let moved = tx.execute(&pages.sql(DELETE), &pages.params()).await?;
     anyhow::ensure!(
         moved >= upserted && (moved == 0) == (upserted == 0),
         "{moved} deltas summed into {upserted} keys"
@@ -378,20 +394,13 @@ async fn fold_merge(c: &mut Client, window: Option<&(String, String)>) -> Result
 }
 
 /// [`FOLD_CONTENDED`] in a `READ COMMITTED` transaction, committed asynchronously.
-async fn fold_contended(c: &mut Client, window: Option<&(String, String)>) -> Result<FoldOutcome> {
+async fn fold_contended(c: &mut Client, pages: &Pages) -> Result<FoldOutcome> {
     let tx = c.transaction().await?;
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
-    let row = match window {
-        None => {
-            tx.query_one(&FOLD_CONTENDED.replace("{WHERE}", ""), &[])
-                .await?
-        }
-        Some((lo, hi)) => {
-            tx.query_one(&FOLD_CONTENDED.replace("{WHERE}", WINDOW), &[lo, hi])
-                .await?
-        }
-    };
+    let row = tx
+        .query_one(&pages.sql(FOLD_CONTENDED), &pages.params())
+        .await?;
     let (moved, upserted): (i64, i64) = (row.get(0), row.get(1));
     tx.commit().await?;
     Ok(FoldOutcome {
