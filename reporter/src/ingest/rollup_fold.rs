@@ -60,7 +60,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::stats::IngestStats;
-use super::writer::{add_deltas, add_to_rollups, delta_columns};
+use super::writer::{add_deltas, add_to_rollups, delta_columns, index_probes_only};
 
 /// Most pages of `rollup_pending` one fold transaction moves (8,192 pages, 64 MiB, ~400,000
 /// deltas): a larger table (a backlog) is folded a window of pages at a time, the window
@@ -145,9 +145,7 @@ const DELETE: &str = "DELETE FROM rollup_pending {WHERE}";
 /// temporary table) and may know little of a grown `rollups_detail`, can choose a hash or merge
 /// join that reads the whole detail partition at every fold — a cost that grows with the
 /// retained days instead of with the deltas. `SET LOCAL`: it ends with the transaction.
-pub const MERGE_PLAN: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
-    SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
-    SET LOCAL max_parallel_workers_per_gather = 0";
+pub const MERGE_PLAN: &str = index_probes_only!();
 
 /// Step 3: the sums into the detail rollups. `rollups_detail` by name, not `rollups`: every
 /// pending delta is dim ≠ 0 (a `CHECK` of `rollup_pending`), the default partition's rows, and

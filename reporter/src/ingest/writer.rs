@@ -138,15 +138,28 @@ const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind 
 const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
     JOIN events e ON e.day = $1 AND e.event_id = u.id";
 
+/// Planner settings, for the rest of the transaction (or savepoint), that leave a join one
+/// plan: a nested loop of index probes, in this backend (no sequential or bitmap scan, no
+/// hash or merge join, no parallel workers). For the statements whose planner may know
+/// nothing of their tables (a fresh partition, a temporary table) and whose cost must follow
+/// their input, not the table's size: the notice probe ([`PROBE_PLAN`]) and the fold's merge
+/// ([`super::rollup_fold::MERGE_PLAN`]).
+macro_rules! index_probes_only {
+    () => {
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+         SET LOCAL max_parallel_workers_per_gather = 0"
+    };
+}
+pub(super) use index_probes_only;
+
 /// The probe's plan, whatever the statistics say ([`STORED_NOTICES`]): index probes only, in
 /// this backend (no parallel workers). Set inside a savepoint that is rolled back after the
 /// probe ([`under_probe_plan`]), which restores every setting exactly as it was. Without it, a
 /// fresh partition of 300,000 rows that autovacuum had not analyzed yet was estimated at 577
 /// rows, and the probe planned as a hash join over a scan of the whole partition (measured,
 /// bench/RESULTS.md "Reporter", session 8).
-const PROBE_PLAN: &str = "SAVEPOINT notice_probe; SET LOCAL enable_seqscan = off; \
-    SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; \
-    SET LOCAL enable_mergejoin = off; SET LOCAL max_parallel_workers_per_gather = 0";
+const PROBE_PLAN: &str = concat!("SAVEPOINT notice_probe; ", index_probes_only!());
 
 /// Ends [`PROBE_PLAN`]: the planner's settings back to what they were before it.
 const PROBE_PLAN_END: &str = "ROLLBACK TO SAVEPOINT notice_probe; RELEASE SAVEPOINT notice_probe";
