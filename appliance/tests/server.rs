@@ -341,12 +341,13 @@ macro_rules! driver_tests {
 
             /// Every kind of corpus request and every no-bid reason a warm server reaches, plus
             /// the notices of its bids, through the real binary: 10,000 bid requests after a
-            /// warm-up, 0 allocations on every core thread. How it is counted: the binary's
+            /// warm-up (up to 30,000 if a busy machine shed most of them), 0 allocations on
+            /// every core thread. How it is counted: the binary's
             /// global allocator bumps a thread-local counter on each allocation
             /// (`alloc-count`); each core thread copies its own counter into its published
             /// metrics at every loop-timer tick (`admin.publish_ms`, 20 ms here), exported as
             /// `helios_core_allocations_total{core}`; the test reads it before and after the
-            /// 10,000 (waiting past a tick) and requires no change on any core.
+            /// measured requests (waiting past a tick) and requires no change on any core.
             #[test]
             fn warm_requests_allocate_nothing_on_core_threads() {
                 warm_corpus_allocates_nothing(D);
@@ -492,24 +493,39 @@ fn warm_corpus_allocates_nothing(driver: &str) {
     kinds_seen.clear();
     statuses.clear();
     notices_sent = 0;
-    let bids = run(
-        &measured,
-        &bursts,
-        &mut kinds_seen,
-        &mut statuses,
-        &mut notices_sent,
-    );
+    // 9,600 single requests + 25 bursts of 16 = 10,000 bid requests per pass. A core thread
+    // descheduled mid-turn on a busy 2-core machine sheds the rest of its turn (`overloaded`,
+    // the 1 ms turn budget above): one `make test` decided only 1,930 of 10,000. So the stream
+    // is sent again, at most `PASSES` times in all, until enough requests were decided (and bid
+    // on, with notices) for the count to mean something; every pass is measured.
+    const PASSES: usize = 3;
+    const PER_PASS: usize = 10_000;
+    let mut bids = 0;
+    let mut passes = 0;
+    while passes < PASSES && bids <= 3_000 {
+        bids += run(
+            &measured,
+            &bursts,
+            &mut kinds_seen,
+            &mut statuses,
+            &mut notices_sent,
+        );
+        passes += 1;
+    }
     std::thread::sleep(Duration::from_millis(150));
     let after = s.per_core("helios_core_allocations_total");
-    // 9,600 single requests + 25 bursts of 16 = 10,000 bid requests.
-    let reqs = s.metric_eq("helios_bid_requests_total", req_before + 10_000) - req_before;
-    assert_eq!(reqs, 10_000);
+    let sent = (passes * PER_PASS) as u64;
+    let reqs = s.metric_eq("helios_bid_requests_total", req_before + sent) - req_before;
+    assert_eq!(reqs, sent);
     let notices = s.metric_when("helios_notices_total", |_| true)
         + s.metric_sum("helios_notices_rejected_total")
         - notices_before;
     assert_eq!(notices as usize, notices_sent);
     assert!(notices_sent > 500, "{notices_sent} notices");
-    assert!(bids > 3_000, "{bids} bids of 10,000: {statuses:?}");
+    assert!(
+        bids > 3_000,
+        "{bids} bids of {sent} in {passes} passes: {statuses:?}"
+    );
     // Every kind was sent, and every reason happened (counted by the server).
     for k in [
         "banner",
@@ -548,7 +564,7 @@ fn warm_corpus_allocates_nothing(driver: &str) {
         assert_eq!(
             a - b,
             0,
-            "core {c} allocated {} times during 10,000 bid requests and {notices_sent} notices ({statuses:?})",
+            "core {c} allocated {} times during {sent} bid requests and {notices_sent} notices ({statuses:?})",
             a - b
         );
     }
