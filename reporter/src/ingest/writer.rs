@@ -121,29 +121,36 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
-/// How many of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): a nested loop of
-/// index probes of the raw key, in the one partition of that day, under [`PROBE_PLAN`]
-/// ([`probe_stored`]). (Not `event_id = ANY($2)`: planning that with a 20,000-element array
-/// estimated each element's selectivity, ~30 ms per batch, measured.)
+/// How many of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): one probe of the
+/// raw key per id, in the one partition of that day, under [`PROBE_PLAN`] ([`probe_stored`]).
+/// (Not `event_id = ANY($2)`: planning that with a 20,000-element array estimated each
+/// element's selectivity, ~30 ms per batch, measured; and a generic plan of it may take the
+/// array as a filter on a scan of the whole day.)
 ///
-/// No `LIMIT 1` (session 8): the planner knows nothing of how the ids match — the partitioned
-/// parent has no statistics, a new day's partition none until autovacuum analyzes it — and
-/// takes each id to match 1/200 of the partition; with a `LIMIT 1` it then expects a match
-/// within the first rows of any plan and may choose one that walks the whole partition for
-/// every id: when nothing matches (the usual case) its cost grows with the partition, seen as
-/// a single probe running for minutes once a fresh partition held millions of rows. Without
-/// the limit, every plan is costed for all of its input, and the nested loop of index probes
-/// is the only one [`PROBE_PLAN`] leaves open; it stops at nothing, so it costs what probing
-/// every id costs, as it did when no notice was stored.
+/// The lookup is a correlated scalar subquery (session 10), not a join: the planner never turns
+/// it into one, so it is planned for one id at a time — a lookup in the unique `(day,
+/// event_id)` key, cheaper than any read of the partition at any estimate of its size. As a
+/// join (sessions 6 to 9) it was planned for all the ids at once, and a partition autovacuum
+/// had not analyzed yet (a new day's) was taken to hold 0.5 % of its real rows for the day: the
+/// planner then read the partition once into memory (`Materialize`) and compared every id with
+/// every row (`Join Filter`), cheaper on paper than a probe per id. Measured: 58 s for 3,000
+/// ids on a 300,000-row partition (10 ms as a subquery); probes of 21 s in one writer's
+/// connection of a benchmark run with 3 writers (bench/RESULTS.md, "Reporter", session 10).
+/// [`PROBE_PLAN`]'s settings leave no plan but the index for the lookup of a tiny partition.
+///
+/// No `LIMIT 1` (session 8): with it the planner expects a match within the first rows of any
+/// plan and may choose one that walks the whole partition; when nothing matches (the usual
+/// case) that costs what the partition costs. Every lookup is costed for all of its input.
 const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
-    JOIN events e ON e.day = $1 AND e.event_id = u.id";
+    WHERE (SELECT true FROM events e WHERE e.day = $1 AND e.event_id = u.id)";
 
-/// Planner settings, for the rest of the transaction (or savepoint), that leave a join one
-/// plan: a nested loop of index probes, in this backend (no sequential or bitmap scan, no
-/// hash or merge join, no parallel workers). For the statements whose planner may know
-/// nothing of their tables (a fresh partition, a temporary table) and whose cost must follow
-/// their input, not the table's size: the notice probe ([`PROBE_PLAN`]) and the fold's merge
-/// ([`super::rollup_fold::MERGE_PLAN`]).
+/// Planner settings, for the rest of the transaction (or savepoint), that leave index probes
+/// as the only way into a table, in this backend (no sequential or bitmap scan, no hash or
+/// merge join, no parallel workers). For the statements whose planner may know nothing of
+/// their tables (a fresh partition, a temporary table) and whose cost must follow their input,
+/// not the table's size: the notice probe ([`PROBE_PLAN`]) and the fold's merge
+/// ([`super::rollup_fold::MERGE_PLAN`]). They do not stop a nested loop from reading a whole
+/// table once into memory (`Materialize`), which is why the notice probe is a subquery.
 macro_rules! index_probes_only {
     () => {
         "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
@@ -157,8 +164,8 @@ pub(super) use index_probes_only;
 /// this backend (no parallel workers). Set inside a savepoint that is rolled back after the
 /// probe ([`under_probe_plan`]), which restores every setting exactly as it was. Without it, a
 /// fresh partition of 300,000 rows that autovacuum had not analyzed yet was estimated at 577
-/// rows, and the probe planned as a hash join over a scan of the whole partition (measured,
-/// bench/RESULTS.md "Reporter", session 8).
+/// rows, and the probe (then a join) planned as a hash join over a scan of the whole partition
+/// (measured, bench/RESULTS.md "Reporter", session 8).
 const PROBE_PLAN: &str = concat!("SAVEPOINT notice_probe; ", index_probes_only!());
 
 /// Ends [`PROBE_PLAN`]: the planner's settings back to what they were before it.
