@@ -427,7 +427,16 @@ async fn the_fold_merge_probes_the_key_on_tables_without_statistics() {
     // (the folder's backend reports its scan counts when its connection closes).
     let scans =
         "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'rollups_detail'";
+    // This connection's own counts first (the migrations' index builds scanned the partition,
+    // counted as a sequential scan; a backend sends its counts at most once a second, so they
+    // could arrive between the two readings below and look like the fold's).
+    c.batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .expect("flush this backend's statistics");
     let before: (i64, i64) = {
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("fresh statistics");
         let r = c.query_one(scans, &[]).await.expect("scans before");
         (r.get(0), r.get(1))
     };
