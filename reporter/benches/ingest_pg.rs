@@ -379,7 +379,8 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let n_batches = batches.len();
     let (pg0, me0, f0) = (pg_cpu(), cpu_secs("/proc/self/stat"), fold_cpu());
     let t = Instant::now();
-    let (mut inserted, mut fallbacks, mut pending, mut folded, mut upserted) = (0, 0, 0, 0, 0);
+    let (mut inserted, mut fallbacks, mut staged) = (0, 0, 0);
+    let (mut pending, mut folded, mut upserted) = (0, 0, 0);
     let mut ahead = Ahead::default();
     if v.ahead
         && let Some(b) = batches.pop_front()
@@ -399,6 +400,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
         };
         inserted += o.inserted;
         fallbacks += o.fallbacks;
+        staged += o.staged;
         pending += o.pending_rows;
         // As the consumer task does: the folder's schedule counts the appended deltas.
         stats.rollup_deferred.fetch_add(o.pending_rows, Relaxed);
@@ -461,7 +463,7 @@ async fn run_one(pg: &str, rows: &[Row], batch: usize, ids: &str, v: &Variant) -
     let pg_all = (pg1 - pg0) + (f1 - f0);
     println!(
         "{label}: fresh {:>8.0} events/s wall, every delta folded ({inserted} rows in {:.2} s; \
-         batches committed in {:.2} s: {:.0}/s; {fallbacks} fallbacks); \
+         batches committed in {:.2} s: {:.0}/s; {fallbacks} fallbacks, {staged} rows staged); \
          CPU per event: PostgreSQL {:.2} µs (all backends; ⇒ {:.0} events/s per PostgreSQL core; \
          writer backends {:.2} µs, folder backend {:.2} µs), this process {:.2} µs; \
          {pending} deltas deferred, {folded} folded ({} live folds; {upserted} upserts by the \

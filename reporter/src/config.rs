@@ -162,8 +162,8 @@ pub struct ServeArgs {
     /// Insert win/billing/loss/click notices with a binary `COPY` straight into the raw table
     /// after probing their ids in its key (`true`), instead of through a staging table and
     /// `INSERT … ON CONFLICT DO NOTHING` (`false`). Either way a notice the exchange repeated
-    /// is stored and counted once: when the probe finds a stored one, that batch's notices
-    /// take the staging path.
+    /// is stored and counted once: the probe answers the stored ones, which are left out of
+    /// the `COPY` and of the rollups.
     #[arg(long, env = "HELIOS_REPORTER_PG_COPY_NOTICES", default_value_t = true,
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pg_copy_notices: bool,

@@ -62,6 +62,19 @@ pub(super) struct Encoded {
 }
 
 impl Encoded {
+    /// The raw `COPY` body of `rows`, in their order (for a part's notices less the ones
+    /// already stored: [`super::writer`]).
+    pub(super) fn raw<'a>(rows: impl Iterator<Item = &'a Row>) -> Encoded {
+        let mut b = CopyBuf::new(RAW_FIELDS);
+        let mut e = Encoded::default();
+        for r in rows {
+            encode_row(&mut b, r);
+            e.rows += 1;
+            e.push_full(&mut b);
+        }
+        e.finish(b)
+    }
+
     fn finish(mut self, b: CopyBuf) -> Encoded {
         self.chunks.push(Bytes::from(b.finish().into_inner()));
         self

@@ -16,9 +16,9 @@
 //!    `INSERT … SELECT`;
 //! 2. notices (wins, billing, losses, clicks: the exchange may repeat one, across batches):
 //!    with [`InsertPlan::CopyAll`] (the default since session 6) their ids are probed in the
-//!    raw key first ([`STORED_NOTICES`], ~1.3 µs per notice) and, none being stored (the usual
-//!    case), they too go with a `COPY` straight into the raw table; otherwise — and always with
-//!    [`InsertPlan::CopyBids`], session 4's default — they are copied into a temporary staging
+//!    raw key first ([`STORED_NOTICES`], ~1.3 µs per notice), and those not stored (all, in
+//!    the usual case) go with a `COPY` straight into the raw table, the stored ones left out;
+//!    with [`InsertPlan::CopyBids`], session 4's default, they are copied into a temporary staging
 //!    table (emptied on commit) and inserted with `INSERT … ON CONFLICT DO NOTHING`, answering
 //!    only the rows it skipped (already stored). When a `COPY` into the raw table meets a
 //!    stored id (a replayed batch: a crash, a rebalance, a producer retry; or a notice another
@@ -121,7 +121,7 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 /// (`unique_violation`), and the part is written again with [`InsertPlan::AllOnConflict`].
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
-/// How many of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): one probe of the
+/// Which of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): one probe of the
 /// raw key per id, in the one partition of that day, under [`PROBE_PLAN`] ([`probe_stored`]).
 /// (Not `event_id = ANY($2)`: planning that with a 20,000-element array estimated each
 /// element's selectivity, ~30 ms per batch, measured; and a generic plan of it may take the
@@ -141,7 +141,7 @@ const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind 
 /// No `LIMIT 1` (session 8): with it the planner expects a match within the first rows of any
 /// plan and may choose one that walks the whole partition; when nothing matches (the usual
 /// case) that costs what the partition costs. Every lookup is costed for all of its input.
-const STORED_NOTICES: &str = "SELECT count(*) FROM unnest($2::bytea[]) AS u (id) \
+const STORED_NOTICES: &str = "SELECT u.id FROM unnest($2::bytea[]) AS u (id) \
     WHERE (SELECT true FROM events e WHERE e.day = $1 AND e.event_id = u.id)";
 
 /// Planner settings, for the rest of the transaction (or savepoint), that leave index probes
@@ -296,6 +296,10 @@ pub struct BatchOutcome {
     pub rollup_rows: u64,
     /// Parts whose plain insert met a stored id and were written again with `ON CONFLICT`.
     pub fallbacks: u64,
+    /// Rows copied into the staging table and inserted from it with `ON CONFLICT` (notices
+    /// with [`InsertPlan::CopyBids`]; every row with the staging plans and after a fallback),
+    /// in the attempt that committed.
+    pub staged: u64,
     /// Of `rollup_rows`, the deltas appended to `rollup_pending` (deferred families).
     pub pending_rows: u64,
     pub elapsed: Duration,
@@ -335,13 +339,14 @@ pub enum InsertPlan {
     /// [`InsertPlan::PlainBids`]).
     CopyBids,
     /// Bids and no-bids as with [`InsertPlan::CopyBids`]; the notices' ids are first looked up
-    /// in the raw key (one index probe each, [`STORED_NOTICES`]) and, when none is stored —
-    /// the usual case — the notices too go with a binary `COPY` straight into the raw table
-    /// (no staging copy, no `INSERT … SELECT … ON CONFLICT`); when some are stored (an exchange
-    /// repeat of a notice of an earlier batch), the notices go through staging and `ON
-    /// CONFLICT` as with [`InsertPlan::CopyBids`]. A notice stored between the probe and the
-    /// `COPY` (another writer) fails the `COPY` and the part is written again with
-    /// [`InsertPlan::AllOnConflict`], like a replay.
+    /// in the raw key (one index probe each, [`STORED_NOTICES`], which answers the stored
+    /// ones), and the notices not stored go with a binary `COPY` straight into the raw table
+    /// (no staging copy, no `INSERT … SELECT … ON CONFLICT`); the stored ones (an exchange's
+    /// repeat of a notice of an earlier batch) are left out of the `COPY` and of the rollups.
+    /// (Until session 10 one stored notice sent all of the part's notices through staging and
+    /// `ON CONFLICT`.) A notice stored between the probe and the `COPY` (another writer) fails
+    /// the `COPY` and the part is written again with [`InsertPlan::AllOnConflict`], like a
+    /// replay.
     CopyAll,
 }
 
@@ -672,6 +677,7 @@ async fn write_parts(
         sum.rollup_rows += p.rollup_rows;
         sum.pending_rows += p.pending_rows;
         sum.fallbacks += p.fallbacks;
+        sum.staged += p.staged;
     }
     if !offsets.is_empty() {
         conns[0].record_offsets(ctx.group_id, offsets).await?;
@@ -914,20 +920,34 @@ async fn write_once(
         }
         _ => COPY_RAW,
     };
+    let mut staged = 0;
     let skipped: HashSet<(i32, [u8; 16])> =
         if plan == InsertPlan::CopyBids || plan == InsertPlan::CopyAll {
             // Bids and no-bids straight into the raw table; notices staged, then `ON CONFLICT` —
-            // or, with `CopyAll` and none of them stored, straight in as well.
+            // or, with `CopyAll`, those not stored yet straight in as well.
             if bids.rows > 0 {
                 send_copy(&tx, copy_raw, bids).await?;
             }
             if notices.rows == 0 {
                 HashSet::new()
-            } else if plan == InsertPlan::CopyAll && !any_notice_stored(&tx, rows, part).await? {
-                send_copy(&tx, copy_raw, notices).await?;
-                HashSet::new()
+            } else if plan == InsertPlan::CopyAll {
+                // The stored ones (an exchange's repeats) left out, the rest straight in.
+                let stored = stored_notices(&tx, rows, part).await?;
+                if stored.is_empty() {
+                    send_copy(&tx, copy_raw, notices).await?;
+                } else {
+                    let fresh =
+                        Encoded::raw(part.idx.iter().map(|&i| &rows[i as usize]).filter(|r| {
+                            !is_bid_or_nobid(r) && !stored.contains(&(r.day, r.event_id))
+                        }));
+                    if fresh.rows > 0 {
+                        send_copy(&tx, copy_raw, &fresh).await?;
+                    }
+                }
+                stored
             } else {
                 send_copy(&tx, COPY, notices).await?;
+                staged = notices.rows;
                 skipped_of(tx.query(INSERT_RAW, &[&true]).await?)
             }
         } else {
@@ -938,6 +958,7 @@ async fn write_once(
             if notices.rows > 0 {
                 send_copy(&tx, COPY, notices).await?;
             }
+            staged = bids.rows + notices.rows;
             let mut bids_plain = false;
             if !all_on_conflict && bids.rows > 0 {
                 tx.execute(INSERT_PLAIN, &[]).await?;
@@ -1010,38 +1031,54 @@ async fn write_once(
         rollup_rows: deltas.rows() as u64,
         pending_rows: deltas.later.rows as u64,
         fallbacks: 0,
+        staged: staged as u64,
         elapsed: started.elapsed(),
     })
 }
 
-/// Whether any notice of `part` is stored already ([`InsertPlan::CopyAll`]): one
-/// [`probe_stored`] per day the part's notices fall on (its rows are sorted by day).
-async fn any_notice_stored(
+/// The notices of `part` that are stored already, as `(day, event_id)` ([`InsertPlan::CopyAll`]):
+/// one [`STORED_NOTICES`] per day the part's notices fall on (its rows are sorted by day).
+async fn stored_notices(
     tx: &Transaction<'_>,
     rows: &[Row],
     part: &Part,
-) -> Result<bool, tokio_postgres::Error> {
+) -> Result<HashSet<(i32, [u8; 16])>, tokio_postgres::Error> {
     let notices = part
         .idx
         .iter()
         .map(|&i| &rows[i as usize])
         .filter(|r| !is_bid_or_nobid(r));
+    let mut stored = HashSet::new();
     let mut day = None;
     let mut ids: Vec<&[u8]> = Vec::with_capacity(part.notices.rows);
     for r in notices {
         if let Some(d) = day.filter(|&d| d != r.day) {
-            if probe_stored(tx, d, &ids).await? > 0 {
-                return Ok(true);
-            }
+            stored_of(tx, d, &ids, &mut stored).await?;
             ids.clear();
         }
         day = Some(r.day);
         ids.push(&r.event_id);
     }
-    match day {
-        Some(d) => Ok(probe_stored(tx, d, &ids).await? > 0),
-        None => Ok(false),
+    if let Some(d) = day {
+        stored_of(tx, d, &ids, &mut stored).await?;
     }
+    Ok(stored)
+}
+
+/// Adds to `stored` those of `ids` that are stored on `day` ([`STORED_NOTICES`]).
+async fn stored_of(
+    tx: &Transaction<'_>,
+    day: i32,
+    ids: &[&[u8]],
+    stored: &mut HashSet<(i32, [u8; 16])>,
+) -> Result<(), tokio_postgres::Error> {
+    for r in under_probe_plan(tx, STORED_NOTICES, day, ids).await? {
+        let id: &[u8] = r.get(0);
+        // One of `ids`, each a `Row::event_id`: always 16 bytes.
+        debug_assert_eq!(id.len(), 16);
+        stored.insert((day, id.try_into().unwrap_or([0; 16])));
+    }
+    Ok(())
 }
 
 /// How many of `ids` are stored on `day`: [`STORED_NOTICES`] under [`PROBE_PLAN`].
@@ -1051,7 +1088,7 @@ pub async fn probe_stored(
     ids: &[&[u8]],
 ) -> Result<i64, tokio_postgres::Error> {
     let rows = under_probe_plan(tx, STORED_NOTICES, day, ids).await?;
-    Ok(rows.first().map_or(0, |r| r.get(0)))
+    Ok(rows.len() as i64)
 }
 
 /// The plan [`probe_stored`] runs for `ids` on `day`, one line per row of `EXPLAIN` (for the
