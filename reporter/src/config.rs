@@ -160,10 +160,10 @@ pub struct ServeArgs {
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pg_prepare_ahead: bool,
     /// Insert win/billing/loss/click notices with a binary `COPY` straight into the raw table
-    /// after probing their ids in its key (`true`), instead of through a staging table and
-    /// `INSERT … ON CONFLICT DO NOTHING` (`false`). Either way a notice the exchange repeated
-    /// is stored and counted once: the probe answers the stored ones, which are left out of
-    /// the `COPY` and of the rollups.
+    /// after probing their ids in its key (`true`): the probe answers the ones stored already
+    /// (an exchange's repeats), which are left out of the `COPY` and of the rollups. With
+    /// `false` they go through a staging table and `INSERT … ON CONFLICT DO NOTHING`, which
+    /// skips the stored ones. Either way a repeated notice is stored and counted once.
     #[arg(long, env = "HELIOS_REPORTER_PG_COPY_NOTICES", default_value_t = true,
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub pg_copy_notices: bool,

@@ -146,16 +146,97 @@ async fn copied_notices_skip_a_notice_stored_by_an_earlier_batch() {
     let b = w.write(&second, &Vec::new()).await.expect("second half");
     assert_eq!(b.fallbacks, 0, "the probe found the repeat: no failed COPY");
     assert!(b.duplicates >= 1, "{b:?}");
+    assert_eq!(b.inserted + b.duplicates, second.len() as u64, "{b:?}");
     assert_eq!(b.staged, 0, "no notice staged for one repeat: {b:?}");
     assert_eq!(
         stored(&c).await,
         want,
         "every event once, the repeat not folded"
     );
-    // A batch without a stored notice: straight in, and still exact.
+    // The whole run again (a replay): nothing inserted, still exact.
     let o = w.write(&rows, &Vec::new()).await.expect("replay");
     assert_eq!(o.inserted, 0);
     assert_eq!(stored(&c).await, want);
+    drop(w);
+    drop(c);
+    tdb.drop_db().await;
+}
+
+/// `CopyAll` with notices on two days in one part, some of each day stored by an earlier
+/// batch: the probe runs per day and answers exactly the stored ones, which are left out; then
+/// a batch of nothing but stored notices (nothing to `COPY`): nothing inserted, nothing
+/// staged, no fallback, and the rows and rollups stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_notices_on_two_days_leave_out_only_the_stored_ones() {
+    let Some((pg, _)) = services("writer_parts", false) else {
+        return;
+    };
+    let (tdb, c) = TestDb::migrated(&pg).await;
+    let cfg = RunConfig::small(21, 2_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
+    let events = generate(&cfg);
+    let want = expected(&Expected::of(&events));
+    let is_notice = |r: &Row| !(r.is_kind(EventKind::Bid) || r.is_kind(EventKind::NoBid));
+    // Half of the notices a day earlier, chosen by id, so that an exchange's repeat (same id)
+    // falls on the same day as the first copy; the rollups go by event time, not by `day`.
+    let rows: Vec<Row> = events
+        .iter()
+        .map(Row::from_event)
+        .map(|mut r| {
+            if is_notice(&r) && r.event_id[15] % 2 == 0 {
+                r.day -= 1;
+            }
+            r
+        })
+        .collect();
+    let half = rows.len() / 2;
+    let today = rows[0].day;
+    let first_notices: Vec<Row> = rows[..half]
+        .iter()
+        .filter(|r| is_notice(r))
+        .cloned()
+        .collect();
+    assert!(
+        first_notices.iter().any(|r| r.day == today)
+            && first_notices.iter().any(|r| r.day == today - 1),
+        "notices of the first half on both days"
+    );
+    let mut w = writer(&tdb.url, 1, InsertPlan::CopyAll);
+    let a = w
+        .write(&rows[..half], &Vec::new())
+        .await
+        .expect("first half");
+    assert_eq!((a.fallbacks, a.staged), (0, 0), "{a:?}");
+    // The second half with one stored notice of each day repeated in it.
+    let mut second = rows[half..].to_vec();
+    for d in [today, today - 1] {
+        let r = first_notices
+            .iter()
+            .find(|r| r.day == d)
+            .expect("a notice of the day");
+        second.push(r.clone());
+    }
+    let b = w.write(&second, &Vec::new()).await.expect("second half");
+    assert_eq!((b.fallbacks, b.staged, b.out_of_range), (0, 0, 0), "{b:?}");
+    assert_eq!(b.inserted + b.duplicates, second.len() as u64, "{b:?}");
+    assert!(b.duplicates >= 2, "both repeats found: {b:?}");
+    assert_eq!(
+        stored(&c).await,
+        want,
+        "every event once, the repeats not folded"
+    );
+    // Nothing but stored notices.
+    let o = w
+        .write(&first_notices, &Vec::new())
+        .await
+        .expect("stored notices");
+    assert_eq!((o.inserted, o.fallbacks, o.staged), (0, 0, 0), "{o:?}");
+    assert_eq!(stored(&c).await, want, "nothing added");
+    let days: i64 = c
+        .query_one("SELECT count(DISTINCT day) FROM events", &[])
+        .await
+        .expect("days")
+        .get(0);
+    assert_eq!(days, 2);
     drop(w);
     drop(c);
     tdb.drop_db().await;
@@ -179,8 +260,9 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
     );
 
     // 1. The first half on one connection: no fallback (nothing stored yet; exchange-repeated
-    //    notices are skipped by ON CONFLICT or, with CopyAll, left out after the probe). Committed asynchronously, each batch answers the WAL
-    //    position its commit needs on disk, which the server reaches soon after.
+    //    notices are skipped by ON CONFLICT or, with CopyAll, left out after the probe).
+    //    Committed asynchronously, each batch answers the WAL position its commit needs on
+    //    disk, which the server reaches soon after.
     let half = rows.len() / 2;
     let mut one = writer(&tdb.url, 1, plan).with_async_commit(async_commit);
     let mut fallbacks = 0;

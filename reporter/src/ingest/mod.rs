@@ -2,11 +2,10 @@
 //!
 //! - [`row`]: an [`codec::event::Event`] as the row the raw table stores.
 //! - [`partitions`]: the raw table's day partitions (created on demand, dropped by retention).
-//! - [`writer`]: one batch in one transaction per connection: bids, no-bids and (none being
-//!   stored yet) notices by binary `COPY` straight into the raw table, notices of which one is
-//!   stored through a staging table and `ON CONFLICT DO NOTHING`; only the rows actually
-//!   inserted are folded into the rollups; reconnects with a bounded backoff when PostgreSQL
-//!   goes away.
+//! - [`writer`]: one batch in one transaction per connection: bids, no-bids and the notices not
+//!   stored yet (their ids probed first; an exchange's repeats left out) by binary `COPY`
+//!   straight into the raw table; only the rows actually inserted are folded into the rollups;
+//!   reconnects with a bounded backoff when PostgreSQL goes away.
 //! - [`prepare`]: a batch made ready before its transaction (sorted, split into parts, `COPY`
 //!   streams and rollup deltas encoded), one batch ahead of the writer on the blocking pool.
 //! - [`copy_bin`]: PostgreSQL's binary `COPY` format, encoded by hand.

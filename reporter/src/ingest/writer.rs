@@ -122,7 +122,8 @@ WHERE ($1 OR s.kind NOT IN (1, 2))
 const INSERT_PLAIN: &str = "INSERT INTO events SELECT * FROM staging WHERE kind IN (1, 2)";
 
 /// Which of the ids `$2` are stored on day `$1` ([`InsertPlan::CopyAll`]): one probe of the
-/// raw key per id, in the one partition of that day, under [`PROBE_PLAN`] ([`probe_stored`]).
+/// raw key per id, in the one partition of that day, under [`PROBE_PLAN`] ([`stored_notices`];
+/// [`probe_stored`] for the tests).
 /// (Not `event_id = ANY($2)`: planning that with a 20,000-element array estimated each
 /// element's selectivity, ~30 ms per batch, measured; and a generic plan of it may take the
 /// array as a filter on a scan of the whole day.)
@@ -296,9 +297,10 @@ pub struct BatchOutcome {
     pub rollup_rows: u64,
     /// Parts whose plain insert met a stored id and were written again with `ON CONFLICT`.
     pub fallbacks: u64,
-    /// Rows copied into the staging table and inserted from it with `ON CONFLICT` (notices
-    /// with [`InsertPlan::CopyBids`]; every row with the staging plans and after a fallback),
-    /// in the attempt that committed.
+    /// Rows copied into the staging table and inserted from it (notices with
+    /// [`InsertPlan::CopyBids`], with `ON CONFLICT`; every row with [`InsertPlan::PlainBids`] —
+    /// bids by a plain insert — and with [`InsertPlan::AllOnConflict`], as after a fallback), in
+    /// the attempt that committed. 0 with [`InsertPlan::CopyAll`] unless it fell back.
     pub staged: u64,
     /// Of `rollup_rows`, the deltas appended to `rollup_pending` (deferred families).
     pub pending_rows: u64,
