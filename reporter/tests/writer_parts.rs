@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use codec::event::EventKind;
+use codec::event::{Event, EventKind};
 use common::*;
 use reporter::ingest::row::Row;
 use reporter::ingest::stats::IngestStats;
@@ -57,6 +57,19 @@ async fn stored(db: &Client) -> Stored {
         .expect("nobids")
         .get(0);
     (events, per_campaign, nobids)
+}
+
+/// A generated run of `requests` over the last hour, and what it must leave stored.
+fn last_hour(seed: u64, requests: u64) -> (Vec<Event>, Stored) {
+    let cfg = RunConfig::small(
+        seed,
+        requests,
+        now_ns() - 3_600_000_000_000,
+        3_600_000_000_000,
+    );
+    let events = generate(&cfg);
+    let want = expected(&Expected::of(&events));
+    (events, want)
 }
 
 fn expected(x: &Expected) -> Stored {
@@ -126,9 +139,7 @@ async fn copied_notices_skip_a_notice_stored_by_an_earlier_batch() {
         return;
     };
     let (tdb, c) = TestDb::migrated(&pg).await;
-    let cfg = RunConfig::small(9, 2_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
-    let events = generate(&cfg);
-    let want = expected(&Expected::of(&events));
+    let (events, want) = last_hour(9, 2_000);
     let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
     let half = rows.len() / 2;
     let k = rows[..half]
@@ -172,9 +183,7 @@ async fn copied_notices_on_two_days_leave_out_only_the_stored_ones() {
         return;
     };
     let (tdb, c) = TestDb::migrated(&pg).await;
-    let cfg = RunConfig::small(21, 2_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
-    let events = generate(&cfg);
-    let want = expected(&Expected::of(&events));
+    let (events, want) = last_hour(21, 2_000);
     let is_notice = |r: &Row| !(r.is_kind(EventKind::Bid) || r.is_kind(EventKind::NoBid));
     // Half of the notices a day earlier, chosen by id, so that an exchange's repeat (same id)
     // falls on the same day as the first copy; the rollups go by event time, not by `day`.
@@ -248,9 +257,7 @@ async fn falls_back_on_replays_and_stores_each_event_once(plan: InsertPlan, asyn
     };
     let (tdb, c) = TestDb::migrated(&pg).await;
 
-    let cfg = RunConfig::small(5, 6_000, now_ns() - 3_600_000_000_000, 3_600_000_000_000);
-    let events = generate(&cfg);
-    let want = expected(&Expected::of(&events));
+    let (events, want) = last_hour(5, 6_000);
     let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
     assert!(
         rows.iter()

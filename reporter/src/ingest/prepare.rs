@@ -68,11 +68,16 @@ impl Encoded {
         let mut b = CopyBuf::new(RAW_FIELDS);
         let mut e = Encoded::default();
         for r in rows {
-            encode_row(&mut b, r);
-            e.rows += 1;
-            e.push_full(&mut b);
+            e.push_row(&mut b, r);
         }
         e.finish(b)
+    }
+
+    /// Encodes `r` into `b`, handing over each chunk `b` fills.
+    fn push_row(&mut self, b: &mut CopyBuf, r: &Row) {
+        encode_row(b, r);
+        self.rows += 1;
+        self.push_full(b);
     }
 
     fn finish(mut self, b: CopyBuf) -> Encoded {
@@ -218,9 +223,7 @@ impl Part {
             } else {
                 (&mut notices.0, &mut notices.1)
             };
-            encode_row(b, r);
-            e.rows += 1;
-            e.push_full(b);
+            e.push_row(b, r);
         }
         let deltas = Deltas::of(
             idx.iter().map(|&i| &rows[i as usize]),

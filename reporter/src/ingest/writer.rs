@@ -876,12 +876,15 @@ async fn send_copy(
 /// The `(day, event_id)` rows [`INSERT_RAW`] answered (already stored).
 fn skipped_of(rows: Vec<tokio_postgres::Row>) -> HashSet<(i32, [u8; 16])> {
     rows.iter()
-        .map(|r| {
-            let id: &[u8] = r.get(1);
-            // Staged from `Row::event_id`: always 16 bytes.
-            (r.get(0), id.try_into().unwrap_or([0; 16]))
-        })
+        .map(|r| (r.get(0), event_id(r.get(1))))
         .collect()
+}
+
+/// An event id PostgreSQL answered: one the writer sent (staged or probed from a
+/// `Row::event_id`), so always 16 bytes.
+fn event_id(id: &[u8]) -> [u8; 16] {
+    debug_assert_eq!(id.len(), 16);
+    id.try_into().unwrap_or([0; 16])
 }
 
 async fn write_once(
@@ -1075,10 +1078,7 @@ async fn stored_of(
     stored: &mut HashSet<(i32, [u8; 16])>,
 ) -> Result<(), tokio_postgres::Error> {
     for r in under_probe_plan(tx, STORED_NOTICES, day, ids).await? {
-        let id: &[u8] = r.get(0);
-        // One of `ids`, each a `Row::event_id`: always 16 bytes.
-        debug_assert_eq!(id.len(), 16);
-        stored.insert((day, id.try_into().unwrap_or([0; 16])));
+        stored.insert((day, event_id(r.get(0))));
     }
     Ok(())
 }
